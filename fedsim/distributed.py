@@ -1,0 +1,83 @@
+"""The one place that knows about ranks: backend and device choice, process-group set-up,
+determinism, and the silo → rank placement."""
+
+from __future__ import annotations
+
+import os
+import socket
+from dataclasses import dataclass
+from datetime import timedelta
+
+import torch
+import torch.distributed as dist
+
+
+def pick_device(requested: str = "auto", local_rank: int = 0) -> torch.device:
+    """cuda:LOCAL_RANK when a GPU is asked for or available, else the CPU."""
+    if requested == "cuda" or (requested == "auto" and torch.cuda.is_available()):
+        if not torch.cuda.is_available():
+            from fedsim.errors import ConfigError
+
+            raise ConfigError("device: cuda was requested but no CUDA GPU is visible; use device: cpu")
+        return torch.device("cuda", local_rank % torch.cuda.device_count())
+    return torch.device("cpu")
+
+
+def backend_for(device: torch.device) -> str:
+    """NCCL for GPUs, gloo for the CPU — the only place the backend is chosen."""
+    return "nccl" if device.type == "cuda" else "gloo"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def launched_by_torchrun() -> bool:
+    return "RANK" in os.environ and "WORLD_SIZE" in os.environ and "MASTER_ADDR" in os.environ
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Which rank hosts which silo: contiguous, balanced blocks (silo order is preserved)."""
+
+    num_silos: int
+    world_size: int
+
+    def rank_of(self, silo: int) -> int:
+        for rank in range(self.world_size):
+            if silo < (rank + 1) * self.num_silos // self.world_size:
+                return rank
+        raise IndexError(f"silo {silo} is not in 0..{self.num_silos - 1}")
+
+    def silos_on(self, rank: int) -> list[int]:
+        lo = rank * self.num_silos // self.world_size
+        hi = (rank + 1) * self.num_silos // self.world_size
+        return list(range(lo, hi))
+
+
+def init_process_group(device: torch.device, rank: int, world_size: int, timeout_s: float) -> None:
+    """Join the default group and run one all-reduce so the communicator exists before any
+    point-to-point call (NCCL requires every rank in the first call of a group)."""
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    dist.init_process_group(
+        backend_for(device),
+        rank=rank,
+        world_size=world_size,
+        timeout=timedelta(seconds=timeout_s),
+        device_id=device if device.type == "cuda" else None,
+    )
+    warm = torch.zeros(1, device=device)
+    dist.all_reduce(warm)
+
+
+def set_determinism(seed: int, threads: int | None = None) -> None:
+    """Seeded, repeatable runs: fixed RNG, deterministic kernels, a fixed thread count."""
+    torch.manual_seed(seed)
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    if torch.backends.cudnn.is_available():
+        torch.backends.cudnn.benchmark = False
+    if threads is not None:
+        torch.set_num_threads(max(1, threads))

@@ -1,0 +1,27 @@
+"""Errors a user can cause: the CLI prints the message on one line and exits with status 2."""
+
+from __future__ import annotations
+
+
+class FedsimError(Exception):
+    """Base class of every user-facing error; the message must say what to fix."""
+
+
+class TopologyError(FedsimError):
+    """A topology file (YAML or GML) that cannot be used."""
+
+
+class ConfigError(FedsimError):
+    """An experiment config or a ``--set`` override that cannot be used."""
+
+
+class DataError(FedsimError):
+    """A data folder or data setting that cannot be used."""
+
+
+class EMDError(FedsimError):
+    """Bad input to the Earth Mover's Distance layer."""
+
+
+class SiloFailure(FedsimError):
+    """A silo (rank) stopped answering within the configured timeout."""
