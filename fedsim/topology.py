@@ -7,6 +7,7 @@ and reports them together, so a user fixes a file in one pass.
 
 from __future__ import annotations
 
+import html
 import math
 import re
 from collections.abc import Iterable
@@ -329,7 +330,7 @@ def gml_to_topology(
         attrs = {k: v.strip('"') for k, v in _GML_PAIR.findall(body)}
         if kind == "node":
             ids[attrs.get("id", str(len(ids)))] = len(silos)
-            silos.append({"id": len(silos), "name": attrs.get("label", str(len(silos)))})
+            silos.append({"id": len(silos), "name": html.unescape(attrs.get("label", str(len(silos))))})
             continue
         pos = len(edges)
         src, dst = ids.get(attrs.get("source", "?")), ids.get(attrs.get("target", "?"))

@@ -1,0 +1,46 @@
+"""What every algorithm provides to the runner."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fedsim.runtime import Federation, train_steps
+
+SERVER = -1  # the data-less CFL server, as an endpoint in per-edge byte records
+
+
+class Algorithm:
+    """One round of a federated algorithm, written against silos, never ranks."""
+
+    name = ""
+    #: the scenario the algorithm is defined for, used when the config leaves it unset
+    natural_scenario = "dfl"
+    #: scenarios it can run in besides the natural one
+    scenarios: tuple[str, ...] = ("dfl", "cll", "standalone")
+
+    def __init__(self, fed: Federation) -> None:
+        self.fed = fed
+        self.cfg = fed.cfg
+
+    @property
+    def exchanges(self) -> bool:
+        """False when silos never talk (standalone, or CLL's single pooled silo)."""
+        return self.cfg.scenario not in ("standalone", "cll")
+
+    def local_training(self, steps: int | None = None) -> dict[int, float]:
+        """Every local silo trains its own model on its own data; mean loss per silo."""
+        steps = self.cfg.train.local_steps if steps is None else steps
+        return {
+            i: train_steps(s.model, s.optimizer, s.batches, steps) for i, s in sorted(self.fed.silos.items())
+        }
+
+    def round(self, k: int) -> dict[int, float]:
+        """Run round ``k`` on this rank's silos; return each local silo's mean training loss."""
+        raise NotImplementedError
+
+    def state_dict(self) -> dict[str, Any]:
+        """Algorithm state beyond the silos' models (for checkpoints)."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        pass

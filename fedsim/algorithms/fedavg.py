@@ -1,0 +1,27 @@
+"""FedAvg (client–server): local SGD steps, then every silo takes the server's weighted average
+Θ = Σ ϑ_i n_i θ_i / Σ ϑ_i n_i. The server holds no data; traffic is counted on the star
+through it (each silo uploads its model and downloads Θ)."""
+
+from __future__ import annotations
+
+from fedsim.algorithms.base import SERVER, Algorithm
+from fedsim.runtime import load_state_tensors
+from fedsim.transport import message_bytes
+
+
+class FedAvg(Algorithm):
+    name = "fedavg"
+    natural_scenario = "cfl"
+    scenarios = ("cfl", "cll", "standalone")
+
+    def round(self, k: int) -> dict[int, float]:
+        losses = self.local_training()
+        if not self.exchanges:
+            return losses
+        theta = self.fed.aggregate()
+        size = message_bytes(theta)
+        for i, silo in self.fed.silos.items():
+            self.fed.transport.bytes_by_edge[(i, SERVER)] += size
+            self.fed.transport.bytes_by_edge[(SERVER, i)] += size
+            load_state_tensors(silo.model, theta)
+        return losses

@@ -1,0 +1,45 @@
+"""``fedsim`` command line: run experiments, inspect topologies and data.
+
+Every error a user can cause is printed as one line and exits with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from fedsim.errors import FedsimError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from fedsim.commands import run as run_cmd
+    from fedsim.commands import topology as topology_cmd
+
+    parser = argparse.ArgumentParser(
+        prog="fedsim",
+        description="Decentralized cross-silo federated learning simulator on torch.distributed.",
+        epilog="Run `fedsim COMMAND --help` for the options of a command.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    run_cmd.register(sub)
+    topology_cmd.register(sub)
+    for optional in ("data", "downstream"):  # TEMP until those modules land
+        try:
+            module = __import__(f"fedsim.commands.{optional}", fromlist=["register"])
+        except ImportError:
+            continue
+        module.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.handler(args) or 0)
+    except FedsimError as exc:
+        print(f"fedsim: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("fedsim: interrupted", file=sys.stderr)
+        return 130

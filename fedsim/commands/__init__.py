@@ -1,0 +1,1 @@
+"""Sub-commands of the ``fedsim`` CLI; each module has ``register(subparsers)``."""

@@ -1,0 +1,147 @@
+"""``fedsim run``: train on this machine (ranks spawned here) or as one rank of a torchrun job."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+from typing import Any
+
+HELP = """\
+Run an experiment. Without CONFIG the embedded default runs: see README "Default run".
+On one machine the ranks are spawned here (gloo on the CPU, NCCL on GPUs); under
+`torchrun ... -m fedsim run [CONFIG]` this process is one rank of the job.
+Results go to OUTPUT_DIR/NAME/: config.yaml, metrics/silo_<i>.jsonl, summary.json,
+summary.csv, foundation.pt and checkpoints/ (every round; continue with --resume)."""
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("run", help="run an experiment (default: the embedded example)", description=HELP,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("config", nargs="?", help="experiment YAML (keys: algorithm, scenario, topology, data, "
+                   "model, train, fedefm, emd, net, rounds, seed, output_dir, ...)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config key by dotted path, e.g. --set rounds=3 --set data.root=/x")
+    p.add_argument("--nproc", type=int, default=None,
+                   help="ranks to spawn (default: one per GPU, else min(silos, CPU cores)); "
+                        "silos are spread over ranks in contiguous blocks")
+    p.add_argument("--resume", action="store_true",
+                   help="continue OUTPUT_DIR/NAME from its last checkpointed round")
+    p.add_argument("--quiet", action="store_true", help="no results table")
+    p.set_defaults(handler=handle)
+
+
+def prepare(args: argparse.Namespace):
+    """Everything that can be checked before any rank starts (so errors are one line)."""
+    from fedsim.config import load_config
+    from fedsim.runner import check_config_against_topology, resolve_topology, scenario_for, training_topology
+
+    cfg = load_config(args.config, args.overrides)
+    cfg.scenario = scenario_for(cfg)
+    underlay = resolve_topology(cfg.topology)
+    check_config_against_topology(cfg, underlay)
+    topology = training_topology(cfg, underlay)
+    return cfg, topology
+
+
+def fresh_run_dir(output_dir: str, name: str) -> Path:
+    """OUTPUT_DIR/NAME, or NAME-2, NAME-3, … when that already holds a run (never overwrite)."""
+    base = Path(output_dir) / name
+    candidate, n = base, 1
+    while candidate.exists() and any(candidate.iterdir()):
+        n += 1
+        candidate = base.with_name(f"{name}-{n}")
+    return candidate
+
+
+def run_dir_for(cfg, resume: bool) -> Path:
+    from fedsim.errors import ConfigError
+    from fedsim.runner import latest_checkpoint
+
+    if resume:
+        run_dir = Path(cfg.output_dir) / cfg.name
+        if latest_checkpoint(run_dir) is None:
+            raise ConfigError(f"--resume: {run_dir} has no checkpoint to resume from")
+        return run_dir
+    return fresh_run_dir(cfg.output_dir, cfg.name)
+
+
+def default_nproc(cfg, num_silos: int) -> int:
+    import torch
+
+    if cfg.scenario == "cll":
+        return 1
+    if cfg.device != "cpu" and torch.cuda.is_available():
+        return min(num_silos, torch.cuda.device_count())
+    return max(1, min(num_silos, os.cpu_count() or 1))
+
+
+def handle(args: argparse.Namespace) -> int:
+    from fedsim.distributed import launched_by_torchrun
+
+    cfg, topology = prepare(args)
+    if launched_by_torchrun():
+        return _handle_torchrun(args, cfg)
+    from fedsim.errors import ConfigError
+    from fedsim.launch import spawn
+    from fedsim.runner import run_rank
+
+    nproc = args.nproc or default_nproc(cfg, topology.num_silos)
+    if nproc < 1 or nproc > topology.num_silos:
+        raise ConfigError(f"--nproc {nproc}: choose between 1 and the {topology.num_silos} silo(s) to place")
+    run_dir = run_dir_for(cfg, args.resume)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.yaml").write_text(cfg.to_yaml())
+    results = spawn(run_rank, nproc, cfg, str(run_dir), args.resume, device=cfg.device, timeout_s=cfg.timeout_s)
+    summary = results[0]
+    if not args.quiet:
+        print_summary(summary, run_dir)
+    return 0
+
+
+def _handle_torchrun(args: argparse.Namespace, cfg) -> int:
+    import torch.distributed as dist
+
+    from fedsim.launch import join_torchrun
+    from fedsim.runner import run_rank
+
+    def job(ctx):
+        box: list[Any] = [None]
+        if ctx.rank == 0:
+            run_dir = run_dir_for(cfg, args.resume)
+            run_dir.mkdir(parents=True, exist_ok=True)
+            (run_dir / "config.yaml").write_text(cfg.to_yaml())
+            box[0] = str(run_dir)
+        dist.broadcast_object_list(box, src=0)
+        return box[0], run_rank(ctx, cfg, box[0], args.resume)
+
+    run_dir, summary = join_torchrun(job, device=cfg.device, timeout_s=cfg.timeout_s)
+    if summary is not None and not args.quiet:
+        print_summary(summary, Path(run_dir))
+    return 0
+
+
+def print_summary(summary: dict[str, Any], run_dir: Path) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    table = Table(title=f"{summary['name']}: {summary['algorithm']} ({summary['scenario'].upper()}) on "
+                        f"{summary['topology']}, {summary['num_silos']} silos on {summary['world_size']} rank(s)")
+    table.add_column("silo", justify="right")
+    table.add_column("name")
+    table.add_column("test accuracy", justify="right")
+    table.add_column("train loss", justify="right")
+    table.add_column("MB sent (last round)", justify="right")
+    for s in summary["silos"]:
+        acc = "" if s["accuracy"] is None else f"{s['accuracy']:.3f}"
+        loss = "" if s["loss"] is None else f"{s['loss']:.3f}"
+        table.add_row(str(s["silo"]), s["name"], acc, loss, f"{s['bytes_sent_last_round'] / 1e6:.2f}")
+    table.add_section()
+    table.add_row("Θ", "foundation (all-reduce)", f"{summary['foundation_accuracy']:.3f}",
+                  f"{summary['foundation_loss']:.3f}", f"{summary['bytes_per_round'] / 1e6:.2f} /round")
+    console.print(table)
+    extra = summary.get("downstream")
+    if extra:
+        console.print(extra)
+    console.print(f"wall time {summary['wall_time_s']:.1f} s · results in {run_dir}/")

@@ -1,0 +1,228 @@
+"""Experiment configuration: nested dataclasses loaded from YAML, with dotted ``--set`` overrides.
+
+Every component owns a small dataclass; unknown keys are errors (a typo must not silently fall
+back to a default).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from fedsim.errors import ConfigError
+
+ALGORITHMS = ("fedefm", "gossip", "fedavg")
+SCENARIOS = ("dfl", "cfl", "cll", "standalone")
+
+
+@dataclass
+class TrainConfig:
+    """Local optimisation shared by every algorithm."""
+
+    lr: float = 0.05
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    batch_size: int = 32
+    local_steps: int = 10  # SGD steps a silo takes on its own data per round
+    eval_every: int = 1  # evaluate every silo on the test set every k rounds (0: only at the end)
+
+
+@dataclass
+class FedEFMConfig:
+    """FedEFM's Multishot Foundation Distillation (SPEC §2); symbols from the paper in comments."""
+
+    overseas_steps: int = 10  # steps a visiting copy θ_{i→j} trains on ξ_j (eq. 1)
+    distill_steps: int = 10  # steps of eq. 2 at the home silo per round
+    temperature: float = 3.0  # T
+    beta: float = 0.5  # β: weight of the KD term against CE (eq. 11)
+
+
+@dataclass
+class EMDConfig:
+    """The EMD weight w_ij between the local model and a returned expert."""
+
+    backend: str = "exact"  # exact | cvxpylayers | sinkhorn
+    grid: int = 5  # feature maps pooled to grid×grid nodes
+    grad: bool = True  # let the gradient flow through w_ij (the paper)
+    normalize: bool = True  # divide by Σ_j w_ij
+
+
+@dataclass
+class NetConfig:
+    """Constants of the simulated network clock (SPEC §5); None: derived from the run."""
+
+    model_bits: float | None = None  # default: the trained model's size in bits
+    compute_ms: float | None = None  # default: measured local compute time per round
+    access_gbps: float = 10.0
+
+
+def _data_config():
+    from fedsim.data import DataConfig
+
+    return DataConfig()
+
+
+def _model_config():
+    from fedsim.models import ModelConfig
+
+    return ModelConfig()
+
+
+@dataclass
+class ExperimentConfig:
+    """One run: an algorithm on a topology over partitioned data. The embedded default is a
+    4-silo ring on synthetic data, small enough for a laptop."""
+
+    name: str = "default"
+    algorithm: str = "gossip"
+    scenario: str | None = None  # dfl | cfl | cll | standalone; None: the algorithm's own
+    topology: str = "ring-4"  # a YAML/GML path, a shipped name (topologies/NAME.yaml) or KIND:N
+    rounds: int = 5
+    seed: int = 0
+    output_dir: str = "runs"
+    device: str = "auto"  # auto | cpu | cuda
+    accumulation_status: list[int] | None = None  # ϑ_i per silo (1 = contributes to Θ)
+    weight_by_samples: bool = False  # Θ weighted by each silo's sample count as well as ϑ
+    timeout_s: float = 300.0  # a silo silent for this long is reported as failed
+    data: Any = field(default_factory=_data_config)
+    model: Any = field(default_factory=_model_config)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    fedefm: FedEFMConfig = field(default_factory=FedEFMConfig)
+    emd: EMDConfig = field(default_factory=EMDConfig)
+    net: NetConfig = field(default_factory=NetConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+
+def _type_ok(value: Any, hint: Any) -> tuple[bool, Any]:
+    """Check (and lightly coerce: int → float) a YAML value against a type hint."""
+    origin = typing.get_origin(hint)
+    if hint is Any:
+        return True, value
+    if origin in (typing.Union, types.UnionType):
+        for arg in typing.get_args(hint):
+            ok, v = _type_ok(value, arg)
+            if ok:
+                return True, v
+        return False, value
+    if hint is type(None):
+        return value is None, value
+    if hint is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return True, float(value)
+        return False, value
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool), value
+    if hint is bool:
+        return isinstance(value, bool), value
+    if hint is str:
+        return isinstance(value, str), value
+    if origin is list or hint is list:
+        return isinstance(value, list), value
+    if origin is dict or hint is dict:
+        return isinstance(value, dict), value
+    return True, value
+
+
+def _apply(obj: Any, data: dict[str, Any], prefix: str) -> None:
+    if not isinstance(data, dict):
+        raise ConfigError(f"'{prefix.rstrip('.') or 'config'}' must be a mapping, got {data!r}")
+    fields = {f.name: f for f in dataclasses.fields(obj)}
+    hints = typing.get_type_hints(type(obj))
+    for key, value in data.items():
+        path = f"{prefix}{key}"
+        if key not in fields:
+            known = ", ".join(fields)
+            raise ConfigError(f"unknown config key '{path}' (known here: {known})")
+        current = getattr(obj, key)
+        if dataclasses.is_dataclass(current):
+            _apply(current, value, f"{path}.")
+            continue
+        ok, coerced = _type_ok(value, hints.get(key, Any))
+        if not ok:
+            raise ConfigError(f"config key '{path}' expects {_hint_name(hints.get(key))}, got {value!r}")
+        setattr(obj, key, coerced)
+
+
+def _hint_name(hint: Any) -> str:
+    return getattr(hint, "__name__", None) or str(hint).replace("typing.", "")
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """``a.b=value`` → (["a", "b"], value parsed as YAML so numbers and lists keep their type)."""
+    if "=" not in text:
+        raise ConfigError(f"--set expects key=value (e.g. --set rounds=3), got {text!r}")
+    key, raw = text.split("=", 1)
+    if not key.strip():
+        raise ConfigError(f"--set {text!r} has an empty key")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    return key.strip().split("."), value
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> ExperimentConfig:
+    """The embedded default, updated by a YAML file, then by ``--set`` overrides."""
+    cfg = ExperimentConfig()
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"{path}: config file not found")
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f" at line {mark.line + 1}" if mark else ""
+            raise ConfigError(f"{path}: not valid YAML{where}: {getattr(exc, 'problem', exc)}") from None
+        try:
+            _apply(cfg, data, "")
+        except ConfigError as exc:
+            raise ConfigError(f"{path}: {exc}") from None
+        if "topology" in data:
+            cfg.topology = _relative_to(cfg.topology, path.parent)
+    for text in overrides or []:
+        keys, value = parse_override(text)
+        nested: Any = value
+        for k in reversed(keys):
+            nested = {k: nested}
+        _apply(cfg, nested, "")
+    validate_config(cfg)
+    return cfg
+
+
+def _relative_to(topology: str, base: Path) -> str:
+    """A topology path in a config file is relative to that file when it exists there."""
+    candidate = base / topology
+    return str(candidate) if candidate.is_file() else topology
+
+
+def validate_config(cfg: ExperimentConfig) -> None:
+    if cfg.algorithm not in ALGORITHMS:
+        raise ConfigError(f"unknown algorithm {cfg.algorithm!r}; choose one of {', '.join(ALGORITHMS)}")
+    if cfg.scenario is not None and cfg.scenario not in SCENARIOS:
+        raise ConfigError(f"unknown scenario {cfg.scenario!r}; choose one of {', '.join(SCENARIOS)}")
+    if cfg.device not in ("auto", "cpu", "cuda"):
+        raise ConfigError(f"device must be auto, cpu or cuda, got {cfg.device!r}")
+    for key in ("rounds",):
+        if getattr(cfg, key) < 0:
+            raise ConfigError(f"{key} must be >= 0, got {getattr(cfg, key)}")
+    for key in ("batch_size", "local_steps"):
+        if getattr(cfg.train, key) < 1:
+            raise ConfigError(f"train.{key} must be >= 1, got {getattr(cfg.train, key)}")
+    if cfg.emd.backend not in ("exact", "cvxpylayers", "sinkhorn"):
+        raise ConfigError(f"unknown emd.backend {cfg.emd.backend!r}; choose exact, cvxpylayers or sinkhorn")
+    if cfg.accumulation_status is not None and any(v not in (0, 1) for v in cfg.accumulation_status):
+        raise ConfigError("accumulation_status must be a list of 0/1 values, one per silo")
+    if cfg.timeout_s <= 0:
+        raise ConfigError(f"timeout_s must be > 0, got {cfg.timeout_s}")

@@ -1,0 +1,374 @@
+"""Run an experiment on this rank: build the silos, loop over rounds, record, checkpoint,
+aggregate the foundation model Θ and summarise."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+from fedsim.algorithms import build_algorithm
+from fedsim.algorithms.base import SERVER
+from fedsim.config import ExperimentConfig
+from fedsim.errors import ConfigError, FedsimError, SiloFailure, TopologyError
+from fedsim.runtime import Federation, evaluate, load_state_tensors
+from fedsim.topology import MAKE_KINDS, Topology, load_topology, make_topology, parse_topology
+
+REPO_TOPOLOGIES = Path(__file__).resolve().parent.parent / "topologies"
+
+
+def resolve_topology(spec: str) -> Topology:
+    """A topology from a file path, a shipped name (``gaia`` → topologies/gaia.yaml) or ``KIND:N``."""
+    path = Path(spec)
+    if path.is_file():
+        return load_topology(path)
+    if ":" in spec and spec.split(":", 1)[0] in MAKE_KINDS:
+        kind, n = spec.split(":", 1)
+        try:
+            return make_topology(kind, int(n))
+        except ValueError:
+            raise TopologyError(f"topology {spec!r}: expected KIND:N with an integer N") from None
+    for candidate in (REPO_TOPOLOGIES / f"{spec}.yaml", REPO_TOPOLOGIES / spec):
+        if candidate.is_file():
+            return load_topology(candidate)
+    shipped = sorted(p.stem for p in REPO_TOPOLOGIES.glob("*.yaml"))
+    raise TopologyError(
+        f"topology {spec!r} not found: give a YAML file, KIND:N ({', '.join(MAKE_KINDS)}), "
+        f"or one of the shipped names: {', '.join(shipped)}"
+    )
+
+
+def scenario_for(cfg: ExperimentConfig) -> str:
+    from fedsim.algorithms import _REGISTRY
+
+    import importlib
+
+    module, cls = _REGISTRY[cfg.algorithm]
+    algo = getattr(importlib.import_module(module), cls)
+    scenario = cfg.scenario or algo.natural_scenario
+    allowed = (algo.natural_scenario, *algo.scenarios)
+    if scenario not in allowed:
+        raise ConfigError(
+            f"algorithm {cfg.algorithm!r} does not run in scenario {scenario!r}; use one of {', '.join(dict.fromkeys(allowed))}"
+        )
+    return scenario
+
+
+def training_topology(cfg: ExperimentConfig, underlay: Topology) -> Topology:
+    """The graph silos actually train on in the chosen scenario.
+
+    CFL relays every model through a data-less server, so each silo reaches every other: a
+    complete graph. CLL pools all data on a single silo.
+    """
+    n = underlay.num_silos
+    if cfg.scenario == "cll":
+        return parse_topology({"name": "cll", "silos": 1, "edges": []}, "cll")
+    if cfg.scenario == "cfl" and n > 1:
+        pairs = [[i, j] for i in range(n) for j in range(i + 1, n)]
+        return parse_topology(
+            {"name": f"{underlay.name}-cfl", "silos": [{"id": s.id, "name": s.name} for s in underlay.silos],
+             "directed": False, "edges": pairs},
+            underlay.source,
+        )
+    if cfg.scenario == "dfl" and not underlay.is_strongly_connected():
+        raise TopologyError(f"{underlay.source}: the graph is not strongly connected; DFL needs every silo to reach every other")
+    return underlay
+
+
+def check_config_against_topology(cfg: ExperimentConfig, topology: Topology) -> None:
+    """Settings that must agree with the silo count (a clear error instead of a crash later)."""
+    n = topology.num_silos
+    if cfg.accumulation_status is not None and len(cfg.accumulation_status) != n:
+        raise ConfigError(
+            f"accumulation_status has {len(cfg.accumulation_status)} entries but topology "
+            f"{topology.name!r} has {n} silos"
+        )
+    if cfg.accumulation_status is not None and not any(cfg.accumulation_status):
+        raise ConfigError("accumulation_status is 0 for every silo: nothing would form the foundation model")
+    domains = getattr(cfg.data, "domains", None)
+    if isinstance(domains, list) and cfg.scenario != "cll" and len(domains) not in (0, n):
+        raise ConfigError(f"data.domains lists {len(domains)} silos but topology {topology.name!r} has {n}")
+
+
+def _atomic_save(obj: Any, path: Path) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def _atomic_write(text: str, path: Path) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def latest_checkpoint(run_dir: Path) -> int | None:
+    marker = run_dir / "checkpoints" / "latest.json"
+    if not marker.is_file():
+        return None
+    return int(json.loads(marker.read_text())["round"])
+
+
+class Recorder:
+    """Per-silo JSONL metrics, written by the rank that hosts the silo."""
+
+    def __init__(self, run_dir: Path, silos: list[int], resume_round: int | None) -> None:
+        self.dir = run_dir / "metrics"
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.files = {i: self.dir / f"silo_{i}.jsonl" for i in silos}
+        for path in self.files.values():
+            lines = path.read_text().splitlines() if path.exists() else []
+            if resume_round is None:
+                lines = []
+            else:  # drop rounds after the checkpoint we resume from
+                lines = [ln for ln in lines if json.loads(ln)["round"] <= resume_round]
+            path.write_text("".join(ln + "\n" for ln in lines))
+
+    def write(self, records: list[dict[str, Any]]) -> None:
+        for rec in records:
+            with open(self.files[rec["silo"]], "a") as fh:
+                fh.write(json.dumps(rec) + "\n")
+
+
+def run_rank(ctx, cfg: ExperimentConfig, run_dir: str, resume: bool) -> dict[str, Any] | None:
+    """The whole run as seen by one rank. Returns the summary on rank 0."""
+    from fedsim.data import load_federated
+    from fedsim.models import build_model
+
+    from fedsim.distributed import set_determinism
+
+    run_path = Path(run_dir)
+    set_determinism(cfg.seed)
+    underlay = resolve_topology(cfg.topology)
+    topology = training_topology(cfg, underlay)
+    check_config_against_topology(cfg, underlay)
+    if topology.num_silos < ctx.world_size:
+        raise ConfigError(
+            f"{ctx.world_size} ranks but only {topology.num_silos} silo(s) to place; "
+            f"launch with at most {topology.num_silos} processes"
+        )
+    data = load_federated(cfg.data, underlay.num_silos, cfg.seed)
+    train_sets = data.train
+    if cfg.scenario == "cll":
+        from fedsim.data import SiloDataset
+
+        train_sets = [SiloDataset.concat(list(data.train), name="pooled")]
+    fed = Federation(
+        cfg, topology, ctx.rank, ctx.world_size, ctx.device, train_sets, data.test, data.num_classes,
+        lambda: build_model(cfg.model, data.num_classes),
+    )
+    if cfg.scenario == "cll":
+        for silo in fed.silos.values():
+            silo.status = 1
+    algo = build_algorithm(cfg.algorithm, fed)
+
+    start_round = 0
+    resume_round = latest_checkpoint(run_path) if resume else None
+    if resume_round is not None:
+        _load_checkpoint(fed, algo, run_path, resume_round)
+        start_round = resume_round + 1
+    recorder = Recorder(run_path, fed.local_ids, resume_round)
+    progress = _Progress(ctx.rank == 0, cfg.rounds, start_round, cfg.name)
+    started = time.perf_counter()
+    history: list[dict[str, Any]] = []
+    try:
+        for k in range(start_round, cfg.rounds):
+            t0 = time.perf_counter()
+            losses = algo.round(k)
+            round_time = time.perf_counter() - t0
+            records = _round_records(fed, k, losses, round_time, time.perf_counter() - started)
+            recorder.write(records)
+            all_records = _gather(records, ctx.rank)
+            _save_checkpoint(fed, algo, run_path, k)
+            if ctx.rank == 0:
+                row = _round_row(all_records)
+                history.append(row)
+                progress.update(row)
+    except FedsimError:
+        progress.close()
+        raise
+    except RuntimeError as exc:
+        progress.close()
+        if dist.is_initialized() and _looks_like_peer_failure(exc):
+            done = latest_checkpoint(run_path)
+            raise SiloFailure(
+                f"rank {ctx.rank} (silos {fed.local_ids}) lost a peer: {str(exc).splitlines()[0]}. "
+                f"Rounds up to {done} are checkpointed in {run_path}; rerun with --resume "
+                "(set accumulation_status to 0 for a silo that cannot come back)"
+            ) from None
+        raise
+    progress.close()
+
+    theta = fed.aggregate()
+    if ctx.rank != 0:
+        return None
+    foundation = fed.new_model()
+    load_state_tensors(foundation, theta)
+    f_loss, f_acc = evaluate(foundation, fed.test_set, ctx.device)
+    torch.save({k: v.cpu() for k, v in foundation.state_dict().items()}, run_path / "foundation.pt")
+    summary = _summary(cfg, topology, ctx.world_size, history, f_loss, f_acc, time.perf_counter() - started)
+    (run_path / "summary.json").write_text(json.dumps(summary, indent=2))
+    _write_csv(run_path / "summary.csv", summary["silos"])
+    return summary
+
+
+def _looks_like_peer_failure(exc: RuntimeError) -> bool:
+    text = str(exc).lower()
+    return any(s in text for s in ("timed out", "timeout", "connection", "peer", "closed", "broken pipe"))
+
+
+def _round_records(fed: Federation, k: int, losses: dict[int, float], round_time: float,
+                   wall: float) -> list[dict[str, Any]]:
+    sent = fed.transport.take_bytes()
+    records = []
+    evaluate_now = fed.cfg.train.eval_every and (k % fed.cfg.train.eval_every == 0 or k == fed.cfg.rounds - 1)
+    for i in fed.local_ids:
+        rec: dict[str, Any] = {"round": k, "silo": i, "loss": losses.get(i)}
+        if evaluate_now:
+            rec["test_loss"], rec["accuracy"] = fed.evaluate(fed.silos[i].model)
+        by_dst = {("server" if d == SERVER else str(d)): b for (s, d), b in sorted(sent.items()) if s == i}
+        rec["bytes_sent"] = sum(by_dst.values())
+        rec["bytes_by_dst"] = by_dst
+        rec["round_time_s"] = round_time
+        rec["wall_time_s"] = wall
+        records.append(rec)
+    # Bytes the data-less server sends are booked on the silo that receives them.
+    for (s, d), b in sent.items():
+        if s == SERVER:
+            for rec in records:
+                if rec["silo"] == d:
+                    rec["bytes_from_server"] = b
+    return records
+
+
+def _gather(records: list[dict[str, Any]], rank: int) -> list[dict[str, Any]]:
+    if not dist.is_initialized() or dist.get_world_size() == 1:
+        return records
+    out: list[Any] = [None] * dist.get_world_size() if rank == 0 else None  # type: ignore[assignment]
+    dist.gather_object(records, out, dst=0)
+    return [r for part in out for r in part] if rank == 0 else []
+
+
+def _round_row(records: list[dict[str, Any]]) -> dict[str, Any]:
+    accs = [r["accuracy"] for r in records if r.get("accuracy") is not None]
+    losses = [r["loss"] for r in records if r.get("loss") is not None]
+    return {
+        "round": records[0]["round"],
+        "loss": sum(losses) / len(losses) if losses else None,
+        "accuracy": sum(accs) / len(accs) if accs else None,
+        "bytes": sum(r["bytes_sent"] + r.get("bytes_from_server", 0) for r in records),
+        "round_time_s": max(r["round_time_s"] for r in records),
+        "silos": {r["silo"]: r for r in records},
+    }
+
+
+def _save_checkpoint(fed: Federation, algo, run_path: Path, k: int) -> None:
+    ckpt = run_path / "checkpoints"
+    round_dir = ckpt / f"round_{k}"
+    round_dir.mkdir(parents=True, exist_ok=True)
+    for i, silo in fed.silos.items():
+        _atomic_save(
+            {
+                "round": k,
+                "model": silo.model.state_dict(),
+                "optimizer": silo.optimizer.state_dict(),
+                "batches": silo.batches.state_dict(),
+                "algorithm": algo.state_dict(),
+            },
+            round_dir / f"silo_{i}.pt",
+        )
+    if dist.is_initialized():
+        dist.barrier()
+    if fed.rank == 0:
+        _atomic_write(json.dumps({"round": k}), ckpt / "latest.json")
+        previous = ckpt / f"round_{k - 1}"
+        if previous.is_dir():
+            for f in previous.iterdir():
+                f.unlink()
+            previous.rmdir()
+
+
+def _load_checkpoint(fed: Federation, algo, run_path: Path, k: int) -> None:
+    round_dir = run_path / "checkpoints" / f"round_{k}"
+    for i, silo in fed.silos.items():
+        path = round_dir / f"silo_{i}.pt"
+        if not path.is_file():
+            raise FedsimError(f"{path}: checkpoint missing; was the run started with a different topology?")
+        state = torch.load(path, map_location=fed.device, weights_only=False)
+        silo.model.load_state_dict(state["model"])
+        silo.optimizer.load_state_dict(state["optimizer"])
+        silo.batches.load_state_dict(state["batches"])
+        algo.load_state_dict(state["algorithm"])
+
+
+def _summary(cfg, topology, world_size, history, f_loss, f_acc, wall) -> dict[str, Any]:
+    last = history[-1] if history else {"silos": {}}
+    silos = []
+    for i, rec in sorted(last["silos"].items()):
+        silos.append({"silo": i, "name": topology.silos[i].name, "accuracy": rec.get("accuracy"),
+                      "loss": rec.get("loss"), "bytes_sent_last_round": rec["bytes_sent"]})
+    total_bytes = sum(r["bytes"] for r in history)
+    return {
+        "name": cfg.name,
+        "algorithm": cfg.algorithm,
+        "scenario": cfg.scenario,
+        "topology": topology.name,
+        "num_silos": topology.num_silos,
+        "world_size": world_size,
+        "rounds": cfg.rounds,
+        "seed": cfg.seed,
+        "foundation_accuracy": f_acc,
+        "foundation_loss": f_loss,
+        "mean_silo_accuracy": last.get("accuracy"),
+        "total_bytes": total_bytes,
+        "bytes_per_round": total_bytes / max(len(history), 1),
+        "wall_time_s": wall,
+        "round_time_s": [r["round_time_s"] for r in history],
+        "accuracy_by_round": [r["accuracy"] for r in history],
+        "silos": silos,
+    }
+
+
+def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
+    import csv
+
+    if not rows:
+        return
+    with open(path, "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+class _Progress:
+    """A rich progress bar on rank 0 only: round, loss, accuracy, MB sent."""
+
+    def __init__(self, enabled: bool, rounds: int, start: int, name: str) -> None:
+        self.bar = None
+        if not enabled:
+            return
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self.bar = Progress(
+            TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+            TextColumn("{task.fields[stats]}"), TimeElapsedColumn(), transient=False,
+        )
+        self.task = self.bar.add_task(name, total=rounds, completed=start, stats="")
+        self.bar.start()
+
+    def update(self, row: dict[str, Any]) -> None:
+        if self.bar is None:
+            return
+        acc = f"acc {row['accuracy']:.3f}" if row["accuracy"] is not None else ""
+        loss = f"loss {row['loss']:.3f}" if row["loss"] is not None else ""
+        self.bar.update(self.task, advance=1, stats=f"{loss}  {acc}  {row['bytes'] / 1e6:.2f} MB")
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+            self.bar = None
