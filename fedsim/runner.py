@@ -44,9 +44,9 @@ def resolve_topology(spec: str) -> Topology:
 
 
 def scenario_for(cfg: ExperimentConfig) -> str:
-    from fedsim.algorithms import _REGISTRY
-
     import importlib
+
+    from fedsim.algorithms import _REGISTRY
 
     module, cls = _REGISTRY[cfg.algorithm]
     algo = getattr(importlib.import_module(module), cls)
@@ -114,6 +114,53 @@ def latest_checkpoint(run_dir: Path) -> int | None:
     return int(json.loads(marker.read_text())["round"])
 
 
+class NetworkClock:
+    """Simulated network time per silo (SPEC §5): the delay model applied to the graph trained
+    on. DFL follows the topology (FedEFM: a round trip to each in-neighbour and back), CFL the
+    star through a data-less server (up, then down), standalone and CLL only compute."""
+
+    def __init__(self, cfg: ExperimentConfig, topology: Topology, model_bits: float, compute_ms: float,
+                 round_trip: bool, times: list[float] | None = None) -> None:
+        from fedsim.netmodel import DelayModel, SimClock
+
+        self.compute_ms = compute_ms
+        self.model = DelayModel(model_bits=model_bits, compute_ms=compute_ms, access_gbps=cfg.net.access_gbps)
+        self.scenario = cfg.scenario
+        self.n = topology.num_silos
+        self.clock = None
+        if cfg.scenario == "dfl" and topology.arcs:
+            self.clock = SimClock(topology, self.model, round_trip=round_trip)
+        elif cfg.scenario == "cfl":
+            server = topology.num_silos
+            star = parse_topology({"name": "cfl-star", "silos": server + 1, "directed": False,
+                                   "edges": [[i, server] for i in range(server)]}, "cfl-star")
+            self.clock = SimClock(star, self.model)
+        self.times = list(times) if times is not None else [0.0] * self.n
+        if self.clock is not None and times is not None:
+            self.clock.times[: self.n] = times
+            if cfg.scenario == "cfl":
+                self.clock.times[self.n] = max(times)
+
+    def step(self, active: list[tuple[int, int]] | None) -> list[float]:
+        if self.clock is None or active == []:
+            if self.clock is not None:  # local work only: everyone just computes
+                self.clock.step(active_arcs=[])
+                self.times = self.clock.times[: self.n].tolist()
+            else:
+                self.times = [t + self.compute_ms for t in self.times]
+        elif self.scenario == "cfl":
+            self.clock.step()  # upload to the server
+            self.clock.step()  # download of the aggregate
+            self.times = self.clock.times[: self.n].tolist()
+        else:
+            self.times = self.clock.step(active_arcs=active)[: self.n].tolist()
+        return self.times
+
+
+def model_bits(model: torch.nn.Module) -> float:
+    return float(sum(t.numel() * t.element_size() * 8 for t in model.state_dict().values()))
+
+
 class Recorder:
     """Per-silo JSONL metrics, written by the rank that hosts the silo."""
 
@@ -138,9 +185,8 @@ class Recorder:
 def run_rank(ctx, cfg: ExperimentConfig, run_dir: str, resume: bool) -> dict[str, Any] | None:
     """The whole run as seen by one rank. Returns the summary on rank 0."""
     from fedsim.data import load_federated
-    from fedsim.models import build_model
-
     from fedsim.distributed import set_determinism
+    from fedsim.models import build_model
 
     run_path = Path(run_dir)
     set_determinism(cfg.seed)
@@ -176,15 +222,23 @@ def run_rank(ctx, cfg: ExperimentConfig, run_dir: str, resume: bool) -> dict[str
     progress = _Progress(ctx.rank == 0, cfg.rounds, start_round, cfg.name)
     started = time.perf_counter()
     history: list[dict[str, Any]] = []
+    clock = None
+    if resume_round is not None:
+        saved = json.loads((run_path / "checkpoints" / "latest.json").read_text())
+        clock = _make_clock(cfg, fed, algo, saved["compute_ms"], saved["sim_times"])
     try:
         for k in range(start_round, cfg.rounds):
             t0 = time.perf_counter()
             losses = algo.round(k)
             round_time = time.perf_counter() - t0
-            records = _round_records(fed, k, losses, round_time, time.perf_counter() - started)
+            if clock is None:
+                clock = _make_clock(cfg, fed, algo, _measured_compute_ms(cfg, fed, round_time), None)
+            active = fed.active_arcs(k) if algo.exchanges and not (algo.name == "fedefm" and k == 0) else []
+            sim_times = clock.step(active)
+            records = _round_records(fed, k, losses, round_time, time.perf_counter() - started, sim_times)
             recorder.write(records)
             all_records = _gather(records, ctx.rank)
-            _save_checkpoint(fed, algo, run_path, k)
+            _save_checkpoint(fed, algo, run_path, k, {"compute_ms": clock.compute_ms, "sim_times": sim_times})
             if ctx.rank == 0:
                 row = _round_row(all_records)
                 history.append(row)
@@ -217,13 +271,30 @@ def run_rank(ctx, cfg: ExperimentConfig, run_dir: str, resume: bool) -> dict[str
     return summary
 
 
+def _measured_compute_ms(cfg: ExperimentConfig, fed: Federation, round_seconds: float) -> float:
+    """``net.compute_ms``, or this run's own: the first round's wall time per silo (the slowest
+    rank's, so every rank's clock agrees)."""
+    if cfg.net.compute_ms is not None:
+        return cfg.net.compute_ms
+    value = torch.tensor([round_seconds * 1e3 / max(len(fed.silos), 1)], dtype=torch.float64)
+    if dist.is_initialized():
+        value = value.to(fed.device)
+        dist.all_reduce(value, op=dist.ReduceOp.MAX)
+    return float(value.item())
+
+
+def _make_clock(cfg, fed: Federation, algo, compute_ms: float, times) -> NetworkClock:
+    bits = cfg.net.model_bits or model_bits(next(iter(fed.silos.values())).model)
+    return NetworkClock(cfg, fed.topology, bits, compute_ms, round_trip=algo.name == "fedefm", times=times)
+
+
 def _looks_like_peer_failure(exc: RuntimeError) -> bool:
     text = str(exc).lower()
     return any(s in text for s in ("timed out", "timeout", "connection", "peer", "closed", "broken pipe"))
 
 
 def _round_records(fed: Federation, k: int, losses: dict[int, float], round_time: float,
-                   wall: float) -> list[dict[str, Any]]:
+                   wall: float, sim_times: list[float]) -> list[dict[str, Any]]:
     sent = fed.transport.take_bytes()
     records = []
     evaluate_now = fed.cfg.train.eval_every and (k % fed.cfg.train.eval_every == 0 or k == fed.cfg.rounds - 1)
@@ -236,6 +307,7 @@ def _round_records(fed: Federation, k: int, losses: dict[int, float], round_time
         rec["bytes_by_dst"] = by_dst
         rec["round_time_s"] = round_time
         rec["wall_time_s"] = wall
+        rec["sim_time_ms"] = sim_times[i]
         records.append(rec)
     # Bytes the data-less server sends are booked on the silo that receives them.
     for (s, d), b in sent.items():
@@ -263,11 +335,12 @@ def _round_row(records: list[dict[str, Any]]) -> dict[str, Any]:
         "accuracy": sum(accs) / len(accs) if accs else None,
         "bytes": sum(r["bytes_sent"] + r.get("bytes_from_server", 0) for r in records),
         "round_time_s": max(r["round_time_s"] for r in records),
+        "sim_time_ms": max(r["sim_time_ms"] for r in records),
         "silos": {r["silo"]: r for r in records},
     }
 
 
-def _save_checkpoint(fed: Federation, algo, run_path: Path, k: int) -> None:
+def _save_checkpoint(fed: Federation, algo, run_path: Path, k: int, extra: dict[str, Any]) -> None:
     ckpt = run_path / "checkpoints"
     round_dir = ckpt / f"round_{k}"
     round_dir.mkdir(parents=True, exist_ok=True)
@@ -285,7 +358,7 @@ def _save_checkpoint(fed: Federation, algo, run_path: Path, k: int) -> None:
     if dist.is_initialized():
         dist.barrier()
     if fed.rank == 0:
-        _atomic_write(json.dumps({"round": k}), ckpt / "latest.json")
+        _atomic_write(json.dumps({"round": k, **extra}), ckpt / "latest.json")
         previous = ckpt / f"round_{k - 1}"
         if previous.is_dir():
             for f in previous.iterdir():
@@ -329,6 +402,7 @@ def _summary(cfg, topology, world_size, history, f_loss, f_acc, wall) -> dict[st
         "bytes_per_round": total_bytes / max(len(history), 1),
         "wall_time_s": wall,
         "round_time_s": [r["round_time_s"] for r in history],
+        "sim_time_ms": [r["sim_time_ms"] for r in history],
         "accuracy_by_round": [r["accuracy"] for r in history],
         "silos": silos,
     }

@@ -18,7 +18,7 @@ from torch import nn
 from fedsim.config import ExperimentConfig
 from fedsim.distributed import Placement
 from fedsim.topology import Topology
-from fedsim.transport import Key, Transport, weighted_average
+from fedsim.transport import Key, Transport, flatten_state, weighted_average
 
 
 def silo_seed(seed: int, silo: int, stream: int = 0) -> int:
@@ -166,7 +166,7 @@ class Federation:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.cfg.seed)
             model = self.model_factory()
-        return model.to(self.device)
+        return flatten_state(model.to(self.device))
 
     def exchange(
         self, arcs: Iterable[Key], payload: Callable[[int, int], list[torch.Tensor]]
@@ -181,12 +181,17 @@ class Federation:
 
     def active_arcs(self, k: int) -> list[Key]:
         """The arcs that exchange in round ``k``: all of them, except on a multigraph overlay
-        whose per-round state leaves weak arcs idle."""
-        if "multigraph" in self.topology.extra:
+        (the round's state leaves weak arcs idle) and a MATCHA overlay (random matchings)."""
+        topo = self.topology
+        if any("parallel" in e.extra for e in topo.edges):
             from fedsim.netmodel import multigraph_active_arcs
 
-            return sorted(multigraph_active_arcs(self.topology, k))
-        return self.topology.arcs
+            return sorted(multigraph_active_arcs(topo, k))
+        if "matching_probabilities" in topo.extra:
+            from fedsim.netmodel.overlays import matcha_active_arcs
+
+            return sorted(matcha_active_arcs(topo, k, seed=self.cfg.seed))
+        return topo.arcs
 
     def aggregate(self) -> list[torch.Tensor]:
         """Θ = Σ ϑ_i n_i θ_i / Σ ϑ_i n_i over every silo (n_i = 1 unless weight_by_samples)."""

@@ -1,9 +1,10 @@
 """Silo-level messaging on top of torch.distributed.
 
 Algorithms say "send these tensors from silo j to silo i"; the transport decides whether that
-is a local hand-off (both silos on this rank) or a point-to-point message. All messages from one
-rank to another in an exchange travel as one flat contiguous byte buffer, posted with
-``batch_isend_irecv`` so each send is matched by exactly one receive on the peer. Every message
+is a local hand-off (both silos on this rank) or a point-to-point message. Each message travels
+as one flat contiguous byte buffer (the model's own storage when the model is flat, see
+:func:`flatten_state`), posted with ``batch_isend_irecv`` so each send is matched by exactly
+one receive on the peer. Every message
 is counted in bytes per (src, dst) silo edge.
 """
 
@@ -29,15 +30,67 @@ def _padded(n: int) -> int:
     return -(-n // _ALIGN) * _ALIGN
 
 
+def _tag(key: Key) -> int:
+    """A per-edge tag so a mismatched pattern fails loudly instead of crossing messages
+    (gloo honours tags; NCCL ignores them and relies on the posting order)."""
+    return (key[0] * 1_000_003 + key[1]) % (2**31 - 1)
+
+
 def message_bytes(tensors: Sequence[torch.Tensor]) -> int:
     """Payload size of one message (what is counted per edge)."""
     return sum(_nbytes(t) for t in tensors)
 
 
+def _flat_view(tensors: Sequence[torch.Tensor], total: int) -> torch.Tensor | None:
+    """The storage behind ``tensors`` as one uint8 buffer, when they already lie in it in wire
+    layout (a model made flat by :func:`flatten_state`): then a message needs no copy."""
+    if not tensors:
+        return None
+    storage = tensors[0].untyped_storage()
+    if storage.nbytes() != total:
+        return None
+    base, offset = storage.data_ptr(), 0
+    for t in tensors:
+        if not t.is_contiguous() or t.untyped_storage().data_ptr() != base or t.data_ptr() - base != offset:
+            return None
+        offset += _padded(_nbytes(t))
+    return torch.empty(0, dtype=torch.uint8, device=tensors[0].device).set_(storage)
+
+
+def flatten_state(model: torch.nn.Module) -> torch.nn.Module:
+    """Move every parameter and buffer of ``model`` into one contiguous byte buffer laid out as
+    on the wire, so sending the model's state is a single zero-copy message. Call before an
+    optimiser is created (parameters keep their identity, only their storage moves)."""
+    entries = list(model.state_dict(keep_vars=True).items())
+    if len({t.data_ptr() for _, t in entries}) != len(entries):
+        return model  # tied weights: keep them tied rather than flat
+    total = sum(_padded(_nbytes(t)) for _, t in entries)
+    device = entries[0][1].device if entries else torch.device("cpu")
+    buf = torch.zeros(total, dtype=torch.uint8, device=device)
+    offset = 0
+    with torch.no_grad():
+        for name, t in entries:
+            view = buf[offset : offset + _nbytes(t)].view(t.dtype).view(t.shape)
+            view.copy_(t)
+            module = model.get_submodule(name.rsplit(".", 1)[0]) if "." in name else model
+            leaf = name.rsplit(".", 1)[-1]
+            if isinstance(t, torch.nn.Parameter):
+                t.data = view
+            else:
+                module._buffers[leaf] = view
+            offset += _padded(_nbytes(t))
+    return model
+
+
 def pack(messages: Sequence[Sequence[torch.Tensor]], device: torch.device) -> torch.Tensor:
-    """Concatenate the raw bytes of every tensor of every message into one uint8 buffer."""
+    """The raw bytes of every tensor of every message in one uint8 buffer (no copy when the
+    single message is a flat model state)."""
     total = sum(_padded(_nbytes(t)) for msg in messages for t in msg)
-    buf = torch.empty(total, dtype=torch.uint8, device=device)
+    if len(messages) == 1:
+        flat = _flat_view(messages[0], total)
+        if flat is not None:
+            return flat
+    buf = torch.zeros(total, dtype=torch.uint8, device=device)  # zeros: padding is deterministic
     offset = 0
     for msg in messages:
         for t in msg:
@@ -84,13 +137,17 @@ class Transport:
 
         Every rank calls this in the same step. ``incoming`` lists the messages this rank's silos
         expect, each with template tensors (shape and dtype) of what will arrive; templates of
-        messages between co-located silos are ignored. Received tensors are fresh: changing them
-        never changes the sender's tensors.
+        messages between co-located silos are ignored.
+
+        A message between co-located silos is handed over without a copy: the receiver gets the
+        sender's tensors. Received tensors are therefore read-only, and a sender must not change
+        its state until every receiver has used the message (algorithms exchange, then compute
+        every update, then write) — exactly the semantics of a message already on the wire.
         """
-        for src, dst in outgoing:
+        for src, _dst in outgoing:
             if not self.is_local(src):
                 raise ValueError(f"silo {src} is not on rank {self.rank}; it cannot send from here")
-        for src, dst in incoming:
+        for _src, dst in incoming:
             if not self.is_local(dst):
                 raise ValueError(f"silo {dst} is not on rank {self.rank}; it cannot receive here")
 
@@ -99,7 +156,7 @@ class Transport:
         for key in sorted(outgoing):
             self.bytes_by_edge[key] += message_bytes(outgoing[key])
             if self.is_local(key[1]):
-                received[key] = [t.detach().clone() for t in outgoing[key]]
+                received[key] = [t.detach() for t in outgoing[key]]
             else:
                 sends.setdefault(self.placement.rank_of(key[1]), []).append(key)
         recvs: dict[int, list[Key]] = {}
@@ -113,23 +170,22 @@ class Transport:
             return received
 
         ops: list[dist.P2POp] = []
-        recv_bufs: dict[int, torch.Tensor] = {}
-        # Same peer order on every rank; one isend per peer we send to, one irecv per peer we
-        # hear from: each of our ops has exactly one counterpart on the peer.
+        recv_bufs: dict[Key, torch.Tensor] = {}
+        # One buffer per message, posted in the same (peer, key) order on both ends: the k-th
+        # send to a peer meets the k-th receive there. A flat model state goes without a copy.
         for peer in sorted(set(sends) | set(recvs)):
-            if peer in sends:
-                buf = pack([outgoing[k] for k in sends[peer]], self.device)
+            for key in sends.get(peer, []):
+                buf = pack([outgoing[key]], self.device)
                 self.network_bytes += buf.numel()
-                ops.append(dist.P2POp(dist.isend, buf, peer))
-            if peer in recvs:
-                size = sum(_padded(_nbytes(t)) for k in recvs[peer] for t in incoming[k])
-                recv_bufs[peer] = torch.empty(size, dtype=torch.uint8, device=self.device)
-                ops.append(dist.P2POp(dist.irecv, recv_bufs[peer], peer))
+                ops.append(dist.P2POp(dist.isend, buf, peer, tag=_tag(key)))
+            for key in recvs.get(peer, []):
+                size = sum(_padded(_nbytes(t)) for t in incoming[key])
+                recv_bufs[key] = torch.empty(size, dtype=torch.uint8, device=self.device)
+                ops.append(dist.P2POp(dist.irecv, recv_bufs[key], peer, tag=_tag(key)))
         for req in dist.batch_isend_irecv(ops):
             req.wait()
-        for peer, keys in recvs.items():
-            for key, tensors in zip(keys, unpack(recv_bufs[peer], [incoming[k] for k in keys])):
-                received[key] = tensors
+        for key, buf in recv_bufs.items():
+            received[key] = unpack(buf, [incoming[key]])[0]
         return received
 
     def take_bytes(self) -> dict[Key, int]:

@@ -8,7 +8,7 @@ import torch
 from fedsim.distributed import Placement
 from fedsim.launch import spawn
 from fedsim.topology import make_topology
-from fedsim.transport import Transport, message_bytes, weighted_average
+from fedsim.transport import Transport, flatten_state, message_bytes, pack, unpack, weighted_average
 
 
 def payload(src: int, dst: int) -> list[torch.Tensor]:
@@ -53,14 +53,33 @@ def test_exchange_delivers_exactly_what_was_sent(kind, num_silos, world):
     assert message_bytes(payload(0, 1)) == 3 * 5 * 4 + 7 * 8 + 8
 
 
-def test_colocated_handoff_is_a_copy():
-    placement = Placement(2, 1)
+def test_colocated_handoff_needs_no_network_and_is_counted():
+    placement = Placement(2, 1)  # no process group: a hand-off must not touch torch.distributed
     transport = Transport(placement, 0, torch.device("cpu"))
     sent = [torch.ones(4)]
     got = transport.exchange({(0, 1): sent}, {(0, 1): [torch.empty(4)]})
-    got[(0, 1)][0].add_(1)
-    assert torch.equal(sent[0], torch.ones(4))
+    assert torch.equal(got[(0, 1)][0], sent[0])
     assert transport.take_bytes() == {(0, 1): 16} and transport.take_bytes() == {}
+    assert transport.network_bytes == 0
+
+
+def test_flat_model_state_is_sent_without_a_copy_and_trains_normally():
+    model = torch.nn.Sequential(torch.nn.Conv2d(1, 3, 3), torch.nn.BatchNorm2d(3), torch.nn.Flatten(),
+                                torch.nn.Linear(3 * 4 * 4, 5))
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    flatten_state(model)
+    state = list(model.state_dict().values())
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    buf = pack([state], torch.device("cpu"))
+    assert buf.data_ptr() == state[0].data_ptr()  # the model's own storage, no copy
+    copy = pack([[t.clone() for t in state]], torch.device("cpu"))
+    assert torch.equal(buf, copy)
+    unpacked = unpack(copy, [state])[0]
+    assert all(torch.equal(a, b) for a, b in zip(unpacked, state))
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    model(torch.randn(2, 1, 6, 6)).sum().backward()
+    opt.step()
+    assert not torch.equal(state[0], before["0.weight"])  # the step wrote into the flat buffer
 
 
 def _average_worker(ctx, num_silos, weights):

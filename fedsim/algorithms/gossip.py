@@ -55,7 +55,10 @@ class Gossip(Algorithm):
             return losses
         silos = self.fed.silos
         got = self.fed.exchange(self.fed.active_arcs(k), lambda j, i: state_tensors(silos[j].model))
+        mixed = {}  # every update is computed before any model changes (messages may alias models)
         for i, silo in silos.items():
             received = {j: t for (j, dst), t in got.items() if dst == i}
-            load_state_tensors(silo.model, mix(state_tensors(silo.model), self.W[i], i, received))
+            mixed[i] = mix(state_tensors(silo.model), self.W[i], i, received)
+        for i, silo in silos.items():
+            load_state_tensors(silo.model, mixed[i])
         return losses

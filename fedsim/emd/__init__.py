@@ -1,0 +1,19 @@
+"""Differentiable Earth Mover's Distance similarity (SPEC §2): exact, cvxpylayers, Sinkhorn."""
+
+from fedsim.emd.core import (
+    BACKENDS,
+    cost_matrix,
+    emd_similarity,
+    emd_similarity_from_cost,
+    node_weights,
+    to_nodes,
+)
+
+__all__ = [
+    "BACKENDS",
+    "cost_matrix",
+    "emd_similarity",
+    "emd_similarity_from_cost",
+    "node_weights",
+    "to_nodes",
+]
