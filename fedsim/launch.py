@@ -73,15 +73,15 @@ def spawn(
     *args: Any,
     device: str = "cpu",
     timeout_s: float = 300.0,
-    threads: int | None = None,
+    threads: int = 1,
 ) -> list[Any]:
     """Run ``fn(ctx, *args)`` on ``world_size`` fresh processes; return each rank's result.
 
     ``fn`` must be importable (a module-level function). A FedsimError raised on any rank is
     re-raised here; another exception becomes a RuntimeError carrying the rank's traceback.
+    Each rank uses ``threads`` intra-op CPU threads (default 1: CPU kernels then sum in the same
+    order whatever the placement, so 1, 2 or 4 ranks give bit-identical models).
     """
-    if threads is None:
-        threads = max(1, (os.cpu_count() or 1) // world_size)
     with tempfile.TemporaryDirectory(prefix="fedsim-") as tmp:
         try:
             mp.start_processes(
@@ -123,6 +123,7 @@ def join_torchrun(fn: Callable[..., Any], *args: Any, device: str = "auto", time
     world_size = int(os.environ["WORLD_SIZE"])
     local_rank = int(os.environ.get("LOCAL_RANK", 0))
     ctx = RankContext(rank, world_size, local_rank, pick_device(device, local_rank))
+    torch.set_num_threads(1)  # as spawned ranks: results independent of placement
     init_process_group(ctx.device, rank, world_size, timeout_s)
     try:
         return fn(ctx, *args)

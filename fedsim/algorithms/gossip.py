@@ -28,17 +28,18 @@ def metropolis_hastings(topology: Topology) -> dict[int, dict[int, float]]:
 
 def mix(own: list[torch.Tensor], weights: dict[int, float], self_id: int,
         received: dict[int, list[torch.Tensor]]) -> list[torch.Tensor]:
-    """Σ_j W_ij θ_j over floating tensors, summed in a fixed order (self, then j ascending) so
-    the result does not depend on placement; integer buffers keep the silo's own value."""
+    """Σ_j W_ij θ_j over floating tensors, accumulated in float64 in a fixed order (self, then j
+    ascending) so the result does not depend on placement; integer buffers keep the silo's own
+    value."""
     out = []
     for k, t in enumerate(own):
         if not t.is_floating_point():
             out.append(t)
             continue
-        acc = weights[self_id] * t
+        acc = weights[self_id] * t.double()
         for j in sorted(received):
-            acc = acc + weights[j] * received[j][k]
-        out.append(acc)
+            acc += weights[j] * received[j][k].double()
+        out.append(acc.to(t.dtype))
     return out
 
 

@@ -38,6 +38,7 @@ def run_distributed(tmp_path: Path, overrides: list[str], nproc: int = 2) -> dic
 
 
 def sequential_setup(overrides: list[str]):
+    torch.set_num_threads(1)  # as each spawned rank (2 cores, 2 ranks)
     cfg = load_config(None, TINY + overrides)
     topo = resolve_topology(cfg.topology)
     data = load_federated(cfg.data, topo.num_silos, cfg.seed)
