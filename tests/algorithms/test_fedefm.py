@@ -1,0 +1,174 @@
+"""FedEFM: the distributed run equals a sequential re-computation of eq. 1–3 and 11, placement
+does not change the foundation model, and the distillation step behaves as the equations say."""
+
+from __future__ import annotations
+
+import copy
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from fedsim.algorithms.fedefm import distill_step
+from fedsim.config import load_config
+from fedsim.emd import emd_similarity
+from fedsim.models import ModelConfig, build_model
+from fedsim.runtime import BatchStream, make_optimizer, silo_seed
+
+from .test_equivalence import TINY, run_distributed, sequential_setup
+
+REPO = Path(__file__).resolve().parents[2]
+EFM = ["algorithm=fedefm", "topology=ring-4", "fedefm.overseas_steps=2", "fedefm.distill_steps=2",
+       "emd.grid=2"]
+
+
+def reference_fedefm(overrides: list[str]) -> list[torch.nn.Module]:
+    """Eq. 1–3 and 11 in one process, written out directly."""
+    cfg, topo, models, opts, streams = sequential_setup(overrides)
+    T, beta, n = cfg.fedefm.temperature, cfg.fedefm.beta, topo.num_silos
+    for k in range(cfg.rounds):
+        if k == 0:
+            for i in range(n):
+                for _ in range(cfg.train.local_steps):
+                    x, y = streams[i].next()
+                    loss = F.cross_entropy(models[i](x), y)
+                    opts[i].zero_grad()
+                    loss.backward()
+                    opts[i].step()
+            continue
+        # eq. 1: θ_i visits each in-neighbour j and trains there; host j serves visitors in id order
+        experts = {}
+        for j in range(n):
+            for i in sorted(topo.out_neighbours(j)):  # i with j ∈ N_in(i)
+                visitor = copy.deepcopy(models[i])
+                opt = make_optimizer(visitor, cfg)
+                for _ in range(cfg.fedefm.overseas_steps):
+                    x, y = streams[j].next()
+                    loss = F.cross_entropy(visitor(x), y)
+                    opt.zero_grad()
+                    loss.backward()
+                    opt.step()
+                experts[(j, i)] = visitor
+        # eq. 2, 3, 11 at each home silo
+        for i in range(n):
+            teachers = [experts[(j, i)] for j in topo.in_neighbours(i)]
+            for _ in range(cfg.fedefm.distill_steps):
+                x, y = streams[i].next()
+                f_s = models[i].features(x)
+                z_s = models[i].head(f_s)
+                with torch.no_grad():
+                    outs = [(t.head(t.features(x)), t.features(x)) for t in teachers]
+                w = torch.stack([emd_similarity(f_s, f_t, grid=cfg.emd.grid).mean().clamp_min(0) for _, f_t in outs])
+                w = w / w.sum()
+                p_t = [torch.softmax(z_t / T, 1) for z_t, _ in outs]
+                kd = [(p * (p.log() - torch.log_softmax(z_s / T, 1))).sum(1).mean() for p in p_t]
+                ce = F.cross_entropy(z_s, y)
+                loss = sum(w[j] * (beta * T * T * kd[j] + (1 - beta) * ce) for j in range(len(teachers)))
+                opts[i].zero_grad()
+                loss.backward()
+                opts[i].step()
+    return models
+
+
+def test_distributed_fedefm_equals_sequential_equations(tmp_path):
+    overrides = EFM + ["name=efm"]
+    got = run_distributed(tmp_path, overrides, nproc=2)
+    models = reference_fedefm(overrides)
+    for i, model in enumerate(models):
+        for a, b in zip(got[i], model.state_dict().values()):
+            torch.testing.assert_close(a, b, atol=1e-5, rtol=0)
+
+
+def test_placement_does_not_change_the_foundation(tmp_path):
+    foundations = []
+    for nproc in (1, 2, 4):
+        out = tmp_path / f"n{nproc}"
+        subprocess.run(
+            [sys.executable, "-m", "fedsim", "run", "--nproc", str(nproc), "--quiet",
+             *[f"--set={o}" for o in TINY + EFM + [f"output_dir={out}", "name=p"]]],
+            check=True, cwd=REPO, capture_output=True,
+        )
+        foundations.append(torch.load(out / "p" / "foundation.pt"))
+    for other in foundations[1:]:
+        assert other.keys() == foundations[0].keys()
+        for key in other:
+            assert torch.equal(other[key], foundations[0][key]), key
+
+
+def _cfg(extra=()):
+    return load_config(None, TINY + EFM + list(extra))
+
+
+def _batch(seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.rand(8, 1, 16, 16, generator=g), torch.randint(0, 6, (8,), generator=g)
+
+
+def _models(n=3):
+    out = []
+    for s in range(n):
+        torch.manual_seed(s)
+        out.append(build_model(ModelConfig(width=4), 6))
+    return out
+
+
+def test_equal_weights_and_beta_zero_is_plain_sgd_on_cross_entropy():
+    cfg = _cfg(["fedefm.beta=0", "train.optimizer=sgd", "train.momentum=0", "train.lr=0.1"])
+    student, t1, t2 = _models()
+    plain = copy.deepcopy(student)
+    x, y = _batch()
+    distill_step(student, make_optimizer(student, cfg), [t1, t2], x, y, cfg, weights=torch.tensor([0.5, 0.5]))
+    opt = torch.optim.SGD(plain.parameters(), lr=0.1)
+    F.cross_entropy(plain(x), y).backward()
+    opt.step()
+    for a, b in zip(student.state_dict().values(), plain.state_dict().values()):
+        torch.testing.assert_close(a, b, atol=1e-7, rtol=0)
+
+
+def test_identical_teacher_gives_weight_one_and_no_kd_gradient():
+    from fedsim.algorithms.fedefm import distillation_loss, emd_weights, logits_and_features
+
+    cfg = _cfg(["emd.normalize=false"])
+    student = _models(1)[0]
+    teacher = copy.deepcopy(student)
+    x, y = _batch(1)
+    z_s, f_s = logits_and_features(student, x)
+    with torch.no_grad():
+        z_t, f_t = logits_and_features(teacher, x)
+    w = emd_weights(f_s, [f_t], cfg.emd)
+    assert w.item() == pytest.approx(1.0, abs=1e-6)
+    kd_only = distillation_loss(z_s, z_t, y, temperature=3.0, beta=1.0)
+    grads = torch.autograd.grad(kd_only, list(student.parameters()), allow_unused=True)
+    assert kd_only.item() == pytest.approx(0.0, abs=1e-7)
+    assert max(g.abs().max().item() for g in grads if g is not None) < 1e-6
+
+
+def test_emd_weight_gradient_flows_only_when_asked():
+    from fedsim.algorithms.fedefm import emd_weights, logits_and_features
+
+    student, teacher = _models(2)
+    x, _ = _batch(2)
+    _, f_s = logits_and_features(student, x)
+    f_t = teacher.features(x).detach()
+    w_grad = emd_weights(f_s, [f_t], _cfg(["emd.normalize=false"]).emd)
+    assert w_grad.requires_grad
+    w_detached = emd_weights(f_s, [f_t], _cfg(["emd.normalize=false", "emd.grad=false"]).emd)
+    assert not w_detached.requires_grad
+    torch.testing.assert_close(w_grad.detach(), w_detached)
+    assert 0 < w_grad.item() < 1
+
+
+def test_visiting_copy_trains_on_the_hosts_stream():
+    """Eq. 1 draws ξ_j from the host: the host's stream advances, the visitor's does not."""
+    cfg = _cfg()
+    from fedsim.algorithms.fedefm import overseas_training
+    from fedsim.data import load_federated
+
+    data = load_federated(cfg.data, 2, 0)
+    host = BatchStream(data.train[1], 8, silo_seed(0, 1), torch.device("cpu"))
+    before = host.pos
+    overseas_training(_models(1)[0], host, 3, cfg)
+    assert before == 0 and host.pos == 3 * 8  # three batches of 8 from a fresh 32-sample epoch
