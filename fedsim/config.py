@@ -18,6 +18,7 @@ import yaml
 from fedsim.errors import ConfigError
 
 ALGORITHMS = ("fedefm", "gossip", "fedavg")
+DEFAULT_CONFIG = Path(__file__).with_name("default.yaml")  # what `fedsim run` runs without CONFIG
 SCENARIOS = ("dfl", "cfl", "cll", "standalone")
 
 
@@ -70,6 +71,12 @@ def _data_config():
     return DataConfig()
 
 
+def _downstream_config():
+    from fedsim.downstream import DownstreamConfig
+
+    return DownstreamConfig(enabled=False)
+
+
 def _model_config():
     from fedsim.models import ModelConfig
 
@@ -82,7 +89,7 @@ class ExperimentConfig:
     4-silo ring on synthetic data, small enough for a laptop."""
 
     name: str = "default"
-    algorithm: str = "gossip"
+    algorithm: str = "fedefm"
     scenario: str | None = None  # dfl | cfl | cll | standalone; None: the algorithm's own
     topology: str = "ring-4"  # a YAML/GML path, a shipped name (topologies/NAME.yaml) or KIND:N
     rounds: int = 5
@@ -92,12 +99,14 @@ class ExperimentConfig:
     accumulation_status: list[int] | None = None  # ϑ_i per silo (1 = contributes to Θ)
     weight_by_samples: bool = False  # Θ weighted by each silo's sample count as well as ϑ
     timeout_s: float = 300.0  # a silo silent for this long is reported as failed
+    compare_with: list[str] = field(default_factory=list)  # baselines run after it on the same data
     data: Any = field(default_factory=_data_config)
     model: Any = field(default_factory=_model_config)
     train: TrainConfig = field(default_factory=TrainConfig)
     fedefm: FedEFMConfig = field(default_factory=FedEFMConfig)
     emd: EMDConfig = field(default_factory=EMDConfig)
     net: NetConfig = field(default_factory=NetConfig)
+    downstream: Any = field(default_factory=_downstream_config)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -222,9 +231,12 @@ def validate_config(cfg: ExperimentConfig) -> None:
     for key in ("batch_size", "local_steps"):
         if getattr(cfg.train, key) < 1:
             raise ConfigError(f"train.{key} must be >= 1, got {getattr(cfg.train, key)}")
+    for name in cfg.compare_with:
+        if name not in ALGORITHMS:
+            raise ConfigError(f"compare_with: unknown algorithm {name!r}; choose from {', '.join(ALGORITHMS)}")
     if cfg.train.optimizer not in ("adam", "sgd"):
         raise ConfigError(f"train.optimizer must be adam or sgd, got {cfg.train.optimizer!r}")
-    for section in (cfg.data, cfg.model):
+    for section in (cfg.data, cfg.model, cfg.downstream):
         if hasattr(section, "validate"):
             section.validate()
     if cfg.emd.backend not in ("exact", "cvxpylayers", "sinkhorn"):

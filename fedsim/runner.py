@@ -182,6 +182,31 @@ class Recorder:
                 fh.write(json.dumps(rec) + "\n")
 
 
+def baseline_config(cfg: ExperimentConfig, algorithm: str) -> ExperimentConfig:
+    """The same experiment with another algorithm (its own natural scenario), for comparison."""
+    import copy
+
+    other = copy.deepcopy(cfg)
+    other.algorithm, other.scenario, other.compare_with = algorithm, None, []
+    other.name = f"{cfg.name}/{algorithm}"
+    other.scenario = scenario_for(other)
+    return other
+
+
+def run_jobs(ctx, jobs: list[tuple[ExperimentConfig, str]], resume: bool) -> list[dict[str, Any] | None]:
+    """Several runs in the same process group, one after another (main run, then baselines).
+    With ``resume`` a run that already finished all its rounds is not run again."""
+    out = []
+    for cfg, run_dir in jobs:
+        done = Path(run_dir) / "summary.json"
+        if resume and done.is_file() and latest_checkpoint(Path(run_dir)) == cfg.rounds - 1:
+            out.append(json.loads(done.read_text()) if ctx.rank == 0 else None)
+            continue
+        Path(run_dir).mkdir(parents=True, exist_ok=True)
+        out.append(run_rank(ctx, cfg, run_dir, resume and latest_checkpoint(Path(run_dir)) is not None))
+    return out
+
+
 def run_rank(ctx, cfg: ExperimentConfig, run_dir: str, resume: bool) -> dict[str, Any] | None:
     """The whole run as seen by one rank. Returns the summary on rank 0."""
     from fedsim.data import load_federated

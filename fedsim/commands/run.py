@@ -8,7 +8,9 @@ from pathlib import Path
 from typing import Any
 
 HELP = """\
-Run an experiment. Without CONFIG the embedded default runs: see README "Default run".
+Run an experiment. Without CONFIG the embedded default runs (fedsim/default.yaml: FedEFM on a
+4-silo ring with unseen domains and labels, FedAvg on the same data for comparison, then
+downstream fine-tuning from each foundation and from random weights).
 On one machine the ranks are spawned here (gloo on the CPU, NCCL on GPUs); under
 `torchrun ... -m fedsim run [CONFIG]` this process is one rank of the job.
 Results go to OUTPUT_DIR/NAME/: config.yaml, metrics/silo_<i>.jsonl, summary.json,
@@ -33,10 +35,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def prepare(args: argparse.Namespace):
     """Everything that can be checked before any rank starts (so errors are one line)."""
-    from fedsim.config import load_config
+    from fedsim.config import DEFAULT_CONFIG, load_config
     from fedsim.runner import check_config_against_topology, resolve_topology, scenario_for, training_topology
 
-    cfg = load_config(args.config, args.overrides)
+    cfg = load_config(args.config or DEFAULT_CONFIG, args.overrides)
     cfg.scenario = scenario_for(cfg)
     underlay = resolve_topology(cfg.topology)
     check_config_against_topology(cfg, underlay)
@@ -84,7 +86,7 @@ def handle(args: argparse.Namespace) -> int:
         return _handle_torchrun(args, cfg)
     from fedsim.errors import ConfigError
     from fedsim.launch import spawn
-    from fedsim.runner import run_rank
+    from fedsim.runner import run_jobs
 
     nproc = args.nproc or default_nproc(cfg, topology.num_silos)
     if nproc < 1 or nproc > topology.num_silos:
@@ -92,18 +94,81 @@ def handle(args: argparse.Namespace) -> int:
     run_dir = run_dir_for(cfg, args.resume)
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.yaml").write_text(cfg.to_yaml())
-    results = spawn(run_rank, nproc, cfg, str(run_dir), args.resume, device=cfg.device, timeout_s=cfg.timeout_s)
-    summary = results[0]
-    if not args.quiet:
-        print_summary(summary, run_dir)
+    jobs = experiment_jobs(cfg, run_dir)
+    summaries = spawn(run_jobs, nproc, jobs, args.resume, device=cfg.device, timeout_s=cfg.timeout_s)[0]
+    finish(cfg, jobs, summaries, run_dir, args.quiet)
     return 0
+
+
+def experiment_jobs(cfg, run_dir: Path) -> list[tuple[Any, str]]:
+    """The main run, then each ``compare_with`` baseline in run_dir/baselines/<algorithm>."""
+    from fedsim.runner import baseline_config
+
+    jobs = [(cfg, str(run_dir))]
+    for algorithm in cfg.compare_with:
+        jobs.append((baseline_config(cfg, algorithm), str(run_dir / "baselines" / algorithm)))
+    return jobs
+
+
+def finish(cfg, jobs, summaries, run_dir: Path, quiet: bool) -> None:
+    """After the distributed part (rank 0 / the parent): downstream stage and the tables."""
+    import json
+
+    rows = None
+    if cfg.downstream.enabled:
+        rows = downstream_stage(cfg, jobs)
+        (run_dir / "downstream.json").write_text(json.dumps(rows, indent=2))
+    if quiet:
+        return
+    print_summary(summaries[0], run_dir)
+    if len(summaries) > 1 or rows:
+        print_comparison(jobs, summaries, rows)
+
+
+def downstream_stage(cfg, jobs) -> list[dict[str, Any]]:
+    """Fine-tune from random weights and from every run's foundation Θ on the same downstream data."""
+    from fedsim.downstream import compare_initializations
+
+    inits: dict[str, Any] = {"random": None}
+    for job_cfg, job_dir in jobs:
+        inits[run_label(job_cfg)] = str(Path(job_dir) / "foundation.pt")
+    return compare_initializations(inits, cfg.model, cfg.downstream, cfg.data.image_size, cfg.seed)
+
+
+def run_label(cfg) -> str:
+    names = {"fedefm": "FedEFM", "fedavg": "FedAvg", "gossip": "Gossip"}
+    return f"{names.get(cfg.algorithm, cfg.algorithm)} ({cfg.scenario.upper()})"
+
+
+def print_comparison(jobs, summaries, rows) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    by_init = {r["init"]: r for r in rows or []}
+    table = Table(title="Foundation models compared (same data, same seed)")
+    for col in ("initialisation", "foundation acc", "Dice", "mIoU", "Jaccard", "tube acc", "MB/round",
+                "wall s"):
+        table.add_column(col, justify="left" if col == "initialisation" else "right")
+
+    def fmt(v, spec=".3f"):
+        return "" if v is None else format(v, spec)
+
+    entries = [("random", None)] + [(run_label(c), s) for (c, _), s in zip(jobs, summaries)]
+    for label, summ in entries:
+        if summ is None and label not in by_init:
+            continue
+        r = by_init.get(label, {})
+        table.add_row(label, fmt(summ and summ["foundation_accuracy"]), fmt(r.get("dice")), fmt(r.get("miou")),
+                      fmt(r.get("jaccard")), fmt(r.get("accuracy")),
+                      fmt(summ and summ["bytes_per_round"] / 1e6, ".2f"), fmt(summ and summ["wall_time_s"], ".1f"))
+    Console().print(table)
 
 
 def _handle_torchrun(args: argparse.Namespace, cfg) -> int:
     import torch.distributed as dist
 
     from fedsim.launch import join_torchrun
-    from fedsim.runner import run_rank
+    from fedsim.runner import run_jobs
 
     def job(ctx):
         box: list[Any] = [None]
@@ -113,11 +178,12 @@ def _handle_torchrun(args: argparse.Namespace, cfg) -> int:
             (run_dir / "config.yaml").write_text(cfg.to_yaml())
             box[0] = str(run_dir)
         dist.broadcast_object_list(box, src=0)
-        return box[0], run_rank(ctx, cfg, box[0], args.resume)
+        jobs = experiment_jobs(cfg, Path(box[0]))
+        return Path(box[0]), jobs, run_jobs(ctx, jobs, args.resume), ctx.rank
 
-    run_dir, summary = join_torchrun(job, device=cfg.device, timeout_s=cfg.timeout_s)
-    if summary is not None and not args.quiet:
-        print_summary(summary, Path(run_dir))
+    run_dir, jobs, summaries, rank = join_torchrun(job, device=cfg.device, timeout_s=cfg.timeout_s)
+    if rank == 0:
+        finish(cfg, jobs, summaries, run_dir, args.quiet)
     return 0
 
 

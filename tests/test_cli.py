@@ -1,0 +1,103 @@
+"""The command line as a user meets it: results on disk, resume, and one-line errors with exit 2."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from fedsim.cli import main
+
+REPO = Path(__file__).resolve().parent.parent
+TINY = ["rounds=2", "train.local_steps=2", "train.batch_size=8", "data.samples_per_silo=32",
+        "data.test_samples=16", "data.image_size=16", "model.width=4", "algorithm=gossip",
+        "compare_with=[]", "downstream.enabled=false"]
+
+
+def fedsim(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "fedsim", *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=600)
+
+
+def sets(items: list[str]) -> list[str]:
+    return [f"--set={s}" for s in items]
+
+
+def test_run_writes_results_and_resume_continues_exactly(tmp_path):
+    straight = fedsim("run", "--nproc", "2", *sets(TINY + ["rounds=3", f"output_dir={tmp_path}", "name=a"]))
+    assert straight.returncode == 0, straight.stderr
+    run = tmp_path / "a"
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["rounds"] == 3 and summary["num_silos"] == 4 and summary["world_size"] == 2
+    lines = [json.loads(x) for x in (run / "metrics" / "silo_2.jsonl").read_text().splitlines()]
+    assert [r["round"] for r in lines] == [0, 1, 2]
+    ring_neighbours = {"1", "3"}
+    assert set(lines[0]["bytes_by_dst"]) == ring_neighbours
+    assert lines[0]["bytes_sent"] == sum(lines[0]["bytes_by_dst"].values()) > 0
+    assert all(r["sim_time_ms"] > 0 for r in lines) and lines[2]["sim_time_ms"] > lines[1]["sim_time_ms"]
+    assert (run / "config.yaml").is_file() and (run / "summary.csv").is_file()
+    assert "test accuracy" in straight.stdout
+
+    first = fedsim("run", "--nproc", "2", *sets(TINY + ["rounds=2", f"output_dir={tmp_path}", "name=b"]))
+    assert first.returncode == 0, first.stderr
+    again = fedsim("run", "--nproc", "1", "--resume", *sets(TINY + ["rounds=3", f"output_dir={tmp_path}", "name=b"]))
+    assert again.returncode == 0, again.stderr
+    a = torch.load(run / "foundation.pt")
+    b = torch.load(tmp_path / "b" / "foundation.pt")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    resumed = [json.loads(x)["round"] for x in (tmp_path / "b" / "metrics" / "silo_2.jsonl").read_text().splitlines()]
+    assert resumed == [0, 1, 2]
+
+    # a second run of the same name never overwrites the first
+    third = fedsim("run", "--nproc", "2", "--quiet", *sets(TINY + [f"output_dir={tmp_path}", "name=a"]))
+    assert third.returncode == 0 and (tmp_path / "a-2" / "summary.json").is_file()
+    assert json.loads((run / "summary.json").read_text())["rounds"] == 3
+
+
+def test_six_silos_on_two_ranks(tmp_path):
+    out = fedsim("run", str(REPO / "launch" / "configs" / "gossip_ring6.yaml"), "--nproc", "2", "--quiet",
+                 *sets(TINY + [f"output_dir={tmp_path}", "name=six"]))
+    assert out.returncode == 0, out.stderr
+    summary = json.loads((tmp_path / "six" / "summary.json").read_text())
+    assert summary["num_silos"] == 6 and summary["world_size"] == 2
+
+
+def bad_file(tmp_path: Path, name: str, text: str) -> str:
+    path = tmp_path / name
+    path.write_text(text)
+    return str(path)
+
+
+@pytest.mark.parametrize("case", ["yaml", "unknown_key", "algorithm", "scenario", "isolated", "silo_count",
+                                  "missing_topology", "missing_config", "folder", "nproc"])
+def test_bad_input_is_one_line_and_exit_2(tmp_path, case, capsys):
+    args = {
+        "yaml": ["run", bad_file(tmp_path, "c.yaml", "rounds: [3\n")],
+        "unknown_key": ["run", bad_file(tmp_path, "c.yaml", "roundz: 3\n")],
+        "algorithm": ["run", "--set", "algorithm=sgd"],
+        "scenario": ["run", "--set", "algorithm=gossip", "--set", "scenario=cfl"],
+        "isolated": ["run", "--set", "topology=" + bad_file(tmp_path, "t.yaml", "silos: 3\nedges: [[0, 1], [1, 0]]\n")],
+        "silo_count": ["run", "--set", "accumulation_status=[1, 1]"],
+        "missing_topology": ["run", "--set", "topology=nowhere.yaml"],
+        "missing_config": ["run", str(tmp_path / "nope.yaml")],
+        "folder": ["run", "--set", "data.kind=folder", "--set", f"data.root={tmp_path / 'nodata'}"],
+        "nproc": ["run", "--nproc", "9", *sets(TINY)],
+    }[case]
+    code = main(args)
+    err = capsys.readouterr().err.strip()
+    assert code == 2
+    assert len(err.splitlines()) == 1 and err.startswith("fedsim: error: ") and "Traceback" not in err
+
+
+def test_topology_commands(tmp_path):
+    out = tmp_path / "rr.yaml"
+    assert main(["topology", "make", "random-regular", "8", "--degree", "3", "-o", str(out)]) == 0
+    assert main(["topology", "validate", str(out), "--strongly-connected"]) == 0
+    assert main(["topology", "show", str(out), "--png", str(tmp_path / "rr.png")]) == 0
+    assert (tmp_path / "rr.png").stat().st_size > 1000
+    bad = bad_file(tmp_path, "bad.yaml", "silos: 3\nedges: [[0, 1], [1, 1]]\n")
+    assert main(["topology", "validate", bad]) == 2
