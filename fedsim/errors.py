@@ -24,4 +24,8 @@ class EMDError(FedsimError):
 
 
 class SiloFailure(FedsimError):
-    """A silo (rank) stopped answering within the configured timeout."""
+    """A silo (rank) died or stopped answering within the configured timeout."""
+
+    def __init__(self, message: str, ranks: list[int] | None = None) -> None:
+        super().__init__(message)
+        self.ranks = ranks or []

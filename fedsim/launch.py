@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import sys
 import tempfile
 import traceback
 from collections.abc import Callable
@@ -20,7 +21,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from fedsim.distributed import free_port, init_process_group, pick_device
-from fedsim.errors import FedsimError
+from fedsim.errors import FedsimError, SiloFailure
 
 
 @dataclass(frozen=True)
@@ -65,6 +66,10 @@ def _worker(
         pickle.dump(outcome, fh)
     if outcome[0] == "error":
         raise RuntimeError(outcome[1])
+    if outcome[0] == "fedsim":
+        # Exit non-zero so the parent stops every other rank at once (a peer may be blocked in
+        # a collective waiting for this one); the parent reads the reported error.
+        sys.exit(3)
 
 
 def spawn(
@@ -94,16 +99,41 @@ def spawn(
         except mp.ProcessRaisedException as exc:
             raise RuntimeError(str(exc)) from None
         except mp.ProcessExitedException as exc:
-            # A rank killed by a signal: prefer a FedsimError reported by a peer, if any.
-            _raise_reported(tmp)
-            raise RuntimeError(f"a rank exited unexpectedly: {exc}") from None
+            _raise_failure(tmp, world_size, exc)
         return _collect(tmp, world_size)
 
 
-def _raise_reported(tmp: str) -> None:
-    for path in sorted(Path(tmp).glob("rank*.pkl")):
+def _reported(tmp: str) -> dict[int, tuple[str, Any]]:
+    out = {}
+    for path in Path(tmp).glob("rank*.pkl"):
         with open(path, "rb") as fh:
-            status, value = pickle.load(fh)
+            out[int(path.stem[4:])] = pickle.load(fh)
+    return out
+
+
+def _raise_failure(tmp: str, world_size: int, exc: mp.ProcessExitedException) -> None:
+    """Turn a rank that ended the job into one clear error.
+
+    A rank that raised a FedsimError reported it: a peer that lost contact with a dead or
+    stalled rank reports a SiloFailure, and the ranks that reported nothing are the culprits.
+    """
+    reported = _reported(tmp)
+    errors = [v for status, v in reported.values() if status == "fedsim"]
+    silent = sorted(set(range(world_size)) - set(reported))
+    lost = [e for e in errors if isinstance(e, SiloFailure)]
+    if errors and not lost:
+        raise errors[0]
+    how = f"exited with code {exc.exit_code}" if exc.signal_name is None else f"was killed ({exc.signal_name})"
+    if not silent:
+        silent = [exc.error_index]
+    detail = f" ({lost[0]})" if lost else ""
+    raise SiloFailure(
+        f"rank(s) {', '.join(map(str, silent))} stopped: rank {exc.error_index} {how}{detail}", ranks=silent
+    )
+
+
+def _raise_reported(tmp: str) -> None:
+    for status, value in _reported(tmp).values():
         if status == "fedsim":
             raise value
 

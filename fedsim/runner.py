@@ -15,6 +15,7 @@ import torch.distributed as dist
 from fedsim.algorithms import build_algorithm
 from fedsim.algorithms.base import SERVER
 from fedsim.config import ExperimentConfig
+from fedsim.distributed import Placement
 from fedsim.errors import ConfigError, FedsimError, SiloFailure, TopologyError
 from fedsim.runtime import Federation, evaluate, load_state_tensors
 from fedsim.topology import MAKE_KINDS, Topology, load_topology, make_topology, parse_topology
@@ -223,12 +224,15 @@ def run_rank(ctx, cfg: ExperimentConfig, run_dir: str, resume: bool) -> dict[str
             f"{ctx.world_size} ranks but only {topology.num_silos} silo(s) to place; "
             f"launch with at most {topology.num_silos} processes"
         )
-    data = load_federated(cfg.data, underlay.num_silos, cfg.seed)
-    train_sets = data.train
     if cfg.scenario == "cll":
         from fedsim.data import SiloDataset
 
+        data = load_federated(cfg.data, underlay.num_silos, cfg.seed)
         train_sets = [SiloDataset.concat(list(data.train), name="pooled")]
+    else:  # each rank builds only the silos it hosts (bit-identical to building them all)
+        local = Placement(topology.num_silos, ctx.world_size).silos_on(ctx.rank)
+        data = load_federated(cfg.data, underlay.num_silos, cfg.seed, silos=local)
+        train_sets = data.train
     fed = Federation(
         cfg, topology, ctx.rank, ctx.world_size, ctx.device, train_sets, data.test, data.num_classes,
         lambda: build_model(cfg.model, data.num_classes),
@@ -253,6 +257,7 @@ def run_rank(ctx, cfg: ExperimentConfig, run_dir: str, resume: bool) -> dict[str
         clock = _make_clock(cfg, fed, algo, saved["compute_ms"], saved["sim_times"])
     try:
         for k in range(start_round, cfg.rounds):
+            _inject_fault(ctx.rank, k)
             t0 = time.perf_counter()
             losses = algo.round(k)
             round_time = time.perf_counter() - t0
@@ -276,9 +281,8 @@ def run_rank(ctx, cfg: ExperimentConfig, run_dir: str, resume: bool) -> dict[str
         if dist.is_initialized() and _looks_like_peer_failure(exc):
             done = latest_checkpoint(run_path)
             raise SiloFailure(
-                f"rank {ctx.rank} (silos {fed.local_ids}) lost a peer: {str(exc).splitlines()[0]}. "
-                f"Rounds up to {done} are checkpointed in {run_path}; rerun with --resume "
-                "(set accumulation_status to 0 for a silo that cannot come back)"
+                f"rank {ctx.rank} lost a peer after {cfg.timeout_s:g} s or less "
+                f"({str(exc).splitlines()[0][:160]}); last checkpointed round: {done}"
             ) from None
         raise
     progress.close()
@@ -294,6 +298,20 @@ def run_rank(ctx, cfg: ExperimentConfig, run_dir: str, resume: bool) -> dict[str
     (run_path / "summary.json").write_text(json.dumps(summary, indent=2))
     _write_csv(run_path / "summary.csv", summary["silos"])
     return summary
+
+
+def _inject_fault(rank: int, k: int) -> None:
+    """Fault injection for tests and drills: FEDSIM_FAULT="stall:RANK:ROUND" makes that rank
+    hang at the start of that round, "die:RANK:ROUND" makes it exit abruptly."""
+    spec = os.environ.get("FEDSIM_FAULT")
+    if not spec:
+        return
+    kind, r, when = spec.split(":")
+    if int(r) != rank or int(when) != k:
+        return
+    if kind == "die":
+        os._exit(9)
+    time.sleep(10**6)
 
 
 def _measured_compute_ms(cfg: ExperimentConfig, fed: Federation, round_seconds: float) -> float:

@@ -101,3 +101,25 @@ def test_topology_commands(tmp_path):
     assert (tmp_path / "rr.png").stat().st_size > 1000
     bad = bad_file(tmp_path, "bad.yaml", "silos: 3\nedges: [[0, 1], [1, 1]]\n")
     assert main(["topology", "validate", bad]) == 2
+
+
+@pytest.mark.parametrize("fault", ["stall", "die"])
+def test_a_lost_silo_is_reported_not_a_hang(tmp_path, fault):
+    import os
+
+    env = dict(os.environ, FEDSIM_FAULT=f"{fault}:1:2")
+    out = subprocess.run(
+        [sys.executable, "-m", "fedsim", "run", "--nproc", "2",
+         *sets(TINY + ["rounds=4", "timeout_s=5", f"output_dir={tmp_path}", "name=f"])],
+        cwd=REPO, capture_output=True, text=True, timeout=120, env=env,
+    )
+    assert out.returncode == 2
+    err = out.stderr.strip().splitlines()[-1]
+    assert err.startswith("fedsim: error: silo(s) 2, 3 failed or stalled") and "--resume" in err
+    assert "rounds 0..1 are checkpointed" in err
+    assert json.loads((tmp_path / "f" / "checkpoints" / "latest.json").read_text())["round"] == 1
+    # the run continues from its checkpoint once the silos are back
+    again = fedsim("run", "--nproc", "2", "--resume", "--quiet",
+                   *sets(TINY + ["rounds=4", f"output_dir={tmp_path}", "name=f"]))
+    assert again.returncode == 0, again.stderr
+    assert json.loads((tmp_path / "f" / "summary.json").read_text())["rounds"] == 4

@@ -84,7 +84,7 @@ def handle(args: argparse.Namespace) -> int:
     cfg, topology = prepare(args)
     if launched_by_torchrun():
         return _handle_torchrun(args, cfg)
-    from fedsim.errors import ConfigError
+    from fedsim.errors import ConfigError, SiloFailure
     from fedsim.launch import spawn
     from fedsim.runner import run_jobs
 
@@ -95,9 +95,27 @@ def handle(args: argparse.Namespace) -> int:
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.yaml").write_text(cfg.to_yaml())
     jobs = experiment_jobs(cfg, run_dir)
-    summaries = spawn(run_jobs, nproc, jobs, args.resume, device=cfg.device, timeout_s=cfg.timeout_s)[0]
+    try:
+        summaries = spawn(run_jobs, nproc, jobs, args.resume, device=cfg.device, timeout_s=cfg.timeout_s)[0]
+    except SiloFailure as exc:
+        raise failure_report(exc, topology.num_silos, nproc, run_dir) from None
     finish(cfg, jobs, summaries, run_dir, args.quiet)
     return 0
+
+
+def failure_report(exc, num_silos: int, nproc: int, run_dir: Path):
+    """Name the silos that were lost and what was saved, so the user can resume."""
+    from fedsim.distributed import Placement
+    from fedsim.errors import SiloFailure
+    from fedsim.runner import latest_checkpoint
+
+    placement = Placement(num_silos, nproc)
+    silos = sorted(s for r in exc.ranks for s in placement.silos_on(r))
+    done = latest_checkpoint(run_dir)
+    saved = f"rounds 0..{done} are checkpointed in {run_dir}" if done is not None else "no round had finished"
+    return SiloFailure(
+        f"silo(s) {', '.join(map(str, silos))} failed or stalled — {exc}; {saved}; continue with --resume "
+        "(set accumulation_status to 0 for a silo that cannot come back)", ranks=exc.ranks)
 
 
 def experiment_jobs(cfg, run_dir: Path) -> list[tuple[Any, str]]:

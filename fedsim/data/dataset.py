@@ -1,0 +1,115 @@
+"""The one dataset type shared by synthetic and folder data."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor
+
+DOMAINS: tuple[str, ...] = ("human", "animal", "phantom", "simulation")
+# Foundation label = the vessel-tree / access-route pattern the devices follow.
+CLASS_NAMES: tuple[str, ...] = ("straight", "left-arch", "right-arch", "bifurcation", "tortuous", "radial")
+TUBE_NAMES: tuple[str, ...] = ("normal", "borderline", "abnormal")
+SEG_NAMES: tuple[str, ...] = ("background", "catheter", "guidewire")
+NUM_CLASSES = len(CLASS_NAMES)
+DOMAIN_SHORT = {"human": "human", "animal": "animal", "phantom": "phantom", "simulation": "sim"}
+
+
+@dataclass
+class SiloDataset(torch.utils.data.Dataset):
+    """Images, masks and labels of one silo (or of the global test set).
+
+    ``images`` float32 (N, 1, H, W) in [0, 1]; ``masks`` int64 (N, H, W) with 0 background,
+    1 catheter, 2 guidewire; ``labels`` int64 (N,) foundation label 0..5 (possibly noisy);
+    ``tube`` int64 (N,) 0 normal / 1 borderline / 2 abnormal; ``domain`` int64 (N,) index into
+    :data:`DOMAINS`; ``attribute`` float32 (N,) an age-like scalar in [0, 1];
+    ``clean_labels`` the labels before label noise (equal to ``labels`` when there is none).
+    ``__getitem__`` returns ``(image, label)``; use the tensors directly for other targets.
+    """
+
+    images: Tensor
+    masks: Tensor
+    labels: Tensor
+    tube: Tensor
+    domain: Tensor
+    attribute: Tensor | None = None
+    clean_labels: Tensor | None = None
+    name: str = ""
+    files: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        n = self.images.shape[0]
+        if self.attribute is None:
+            self.attribute = torch.zeros(n, dtype=torch.float32)
+        if self.clean_labels is None:
+            self.clean_labels = self.labels.clone()
+        for key in ("masks", "labels", "tube", "domain", "attribute", "clean_labels"):
+            if getattr(self, key).shape[0] != n:
+                raise ValueError(f"SiloDataset.{key} has {getattr(self, key).shape[0]} rows, images have {n}")
+
+    def __len__(self) -> int:
+        return int(self.images.shape[0])
+
+    def __getitem__(self, i):
+        return self.images[i], self.labels[i]
+
+    def subset(self, index) -> SiloDataset:
+        index = torch.as_tensor(index, dtype=torch.long)
+        files = [self.files[i] for i in index.tolist()] if self.files else []
+        return SiloDataset(
+            self.images[index], self.masks[index], self.labels[index], self.tube[index],
+            self.domain[index], self.attribute[index], self.clean_labels[index], self.name, files,
+        )
+
+    @staticmethod
+    def concat(parts: list[SiloDataset], name: str = "") -> SiloDataset:
+        if not parts:
+            raise ValueError("SiloDataset.concat needs at least one part")
+        cat = lambda key: torch.cat([getattr(p, key) for p in parts])  # noqa: E731
+        files = [f for p in parts for f in p.files] if all(p.files for p in parts) else []
+        return SiloDataset(cat("images"), cat("masks"), cat("labels"), cat("tube"), cat("domain"),
+                           cat("attribute"), cat("clean_labels"), name, files)
+
+    def class_counts(self, num_classes: int = NUM_CLASSES) -> list[int]:
+        return torch.bincount(self.labels, minlength=num_classes).tolist()
+
+    def domain_counts(self) -> list[int]:
+        return torch.bincount(self.domain, minlength=len(DOMAINS)).tolist()
+
+
+@dataclass
+class FederatedData:
+    """``train[i]`` is silo i's training set (``None`` if not built, see ``load_federated(silos=)``);
+    ``test`` the global held-out set drawn from every domain and class."""
+
+    train: list[SiloDataset]
+    test: SiloDataset
+    num_classes: int = NUM_CLASSES
+
+    @property
+    def num_silos(self) -> int:
+        return len(self.train)
+
+    def summary_table(self, title: str = "samples per silo"):
+        """A rich table: samples per domain and per foundation class (c0..c5, see CLASS_NAMES) for
+        every silo and the test set; ``noisy`` counts labels changed by label noise."""
+        from rich import box
+        from rich.table import Table
+
+        table = Table(title=title, box=box.SIMPLE_HEAD, pad_edge=False, padding=(0, 1, 0, 0))
+        cols = ["silo", "n", *[DOMAIN_SHORT.get(d, d) for d in DOMAINS],
+                *[f"c{c}" for c in range(self.num_classes)], "noisy"]
+        for col in cols:
+            table.add_column(col, justify="right", min_width=len(col), no_wrap=True)
+        rows = [(str(i), ds) for i, ds in enumerate(self.train)] + [("test", self.test)]
+        for key, ds in rows:
+            if ds is None:  # not built on this rank (load_federated(..., silos=...))
+                table.add_row(key, "-", *["-"] * (len(cols) - 2))
+                continue
+            dc = ds.domain_counts()
+            cc = ds.class_counts(self.num_classes)
+            noisy = int((ds.labels != ds.clean_labels).sum())
+            table.add_row(key, str(len(ds)), *[str(v) if v else "·" for v in dc],
+                          *[str(v) if v else "·" for v in cc], str(noisy))
+        return table
