@@ -12,6 +12,8 @@ from fedsim.errors import FedsimError
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from fedsim.commands import data as data_cmd
+    from fedsim.commands import downstream as downstream_cmd
     from fedsim.commands import run as run_cmd
     from fedsim.commands import topology as topology_cmd
 
@@ -23,12 +25,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     run_cmd.register(sub)
     topology_cmd.register(sub)
-    for optional in ("data", "downstream"):  # TEMP until those modules land
-        try:
-            module = __import__(f"fedsim.commands.{optional}", fromlist=["register"])
-        except ImportError:
-            continue
-        module.register(sub)
+    data_cmd.register(sub)
+    downstream_cmd.register(sub)
     return parser
 
 

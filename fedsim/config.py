@@ -34,6 +34,7 @@ class TrainConfig:
     batch_size: int = 32
     local_steps: int = 10  # SGD steps a silo takes on its own data per round
     eval_every: int = 1  # evaluate every silo on the test set every k rounds (0: only at the end)
+    eval_foundation: bool = True  # also form Θ (all-reduce) and evaluate it in those rounds
 
 
 @dataclass
@@ -44,13 +45,15 @@ class FedEFMConfig:
     distill_steps: int = 10  # steps of eq. 2 at the home silo per round
     temperature: float = 3.0  # T
     beta: float = 0.5  # β: weight of the KD term against CE (eq. 11)
+    sync_every: int = 0  # 0: Θ is formed once, at the end (SPEC §2); k > 0: every k rounds
+    #                      each silo also restarts from Θ (FedEFM with periodic aggregation)
 
 
 @dataclass
 class EMDConfig:
     """The EMD weight w_ij between the local model and a returned expert."""
 
-    backend: str = "exact"  # exact | cvxpylayers | sinkhorn
+    backend: str = "exact"  # exact | cvxpylayers | sinkhorn | uniform (ablation: w_ij = 1)
     grid: int = 5  # feature maps pooled to grid×grid nodes
     grad: bool = True  # let the gradient flow through w_ij (the paper)
     normalize: bool = True  # divide by Σ_j w_ij
@@ -239,8 +242,8 @@ def validate_config(cfg: ExperimentConfig) -> None:
     for section in (cfg.data, cfg.model, cfg.downstream):
         if hasattr(section, "validate"):
             section.validate()
-    if cfg.emd.backend not in ("exact", "cvxpylayers", "sinkhorn"):
-        raise ConfigError(f"unknown emd.backend {cfg.emd.backend!r}; choose exact, cvxpylayers or sinkhorn")
+    if cfg.emd.backend not in ("exact", "cvxpylayers", "sinkhorn", "uniform"):
+        raise ConfigError(f"unknown emd.backend {cfg.emd.backend!r}; choose exact, cvxpylayers, sinkhorn or uniform")
     if cfg.accumulation_status is not None and any(v not in (0, 1) for v in cfg.accumulation_status):
         raise ConfigError("accumulation_status must be a list of 0/1 values, one per silo")
     if cfg.timeout_s <= 0:

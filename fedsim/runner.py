@@ -266,6 +266,9 @@ def run_rank(ctx, cfg: ExperimentConfig, run_dir: str, resume: bool) -> dict[str
             active = fed.active_arcs(k) if algo.exchanges and not (algo.name == "fedefm" and k == 0) else []
             sim_times = clock.step(active)
             records = _round_records(fed, k, losses, round_time, time.perf_counter() - started, sim_times)
+            foundation = _foundation_eval(fed, k)
+            for rec in records:
+                rec["foundation_accuracy"] = foundation
             recorder.write(records)
             all_records = _gather(records, ctx.rank)
             _save_checkpoint(fed, algo, run_path, k, {"compute_ms": clock.compute_ms, "sim_times": sim_times})
@@ -288,16 +291,39 @@ def run_rank(ctx, cfg: ExperimentConfig, run_dir: str, resume: bool) -> dict[str
     progress.close()
 
     theta = fed.aggregate()
+    # EMD share of the compute: seconds in EMD over all ranks / rank-seconds spent in rounds
+    emd = torch.tensor([getattr(algo, "emd_seconds", 0.0)], dtype=torch.float64, device=ctx.device)
+    if dist.is_initialized():
+        dist.all_reduce(emd)
     if ctx.rank != 0:
         return None
-    foundation = fed.new_model()
+    foundation = fed.scratch_model()
     load_state_tensors(foundation, theta)
     f_loss, f_acc = evaluate(foundation, fed.test_set, ctx.device)
     torch.save({k: v.cpu() for k, v in foundation.state_dict().items()}, run_path / "foundation.pt")
     summary = _summary(cfg, topology, ctx.world_size, history, f_loss, f_acc, time.perf_counter() - started)
+    summary["emd_seconds"] = emd.item()
+    busy = ctx.world_size * sum(summary["round_time_s"])
+    summary["emd_share"] = emd.item() / busy if busy else 0.0
     (run_path / "summary.json").write_text(json.dumps(summary, indent=2))
     _write_csv(run_path / "summary.csv", summary["silos"])
     return summary
+
+
+def _evaluating(cfg: ExperimentConfig, k: int) -> bool:
+    every = cfg.train.eval_every
+    return bool(every) and (k % every == 0 or k == cfg.rounds - 1)
+
+
+def _foundation_eval(fed: Federation, k: int) -> float | None:
+    """Accuracy of this round's Θ (the all-reduce aggregate) on the test set, in eval rounds;
+    the same on every rank (each evaluates the same Θ: no extra message)."""
+    if not (fed.cfg.train.eval_foundation and _evaluating(fed.cfg, k)):
+        return None
+    theta = fed.aggregate()
+    model = fed.scratch_model()
+    load_state_tensors(model, theta)
+    return evaluate(model, fed.test_set, fed.device)[1]
 
 
 def _inject_fault(rank: int, k: int) -> None:
@@ -340,7 +366,7 @@ def _round_records(fed: Federation, k: int, losses: dict[int, float], round_time
                    wall: float, sim_times: list[float]) -> list[dict[str, Any]]:
     sent = fed.transport.take_bytes()
     records = []
-    evaluate_now = fed.cfg.train.eval_every and (k % fed.cfg.train.eval_every == 0 or k == fed.cfg.rounds - 1)
+    evaluate_now = _evaluating(fed.cfg, k)
     for i in fed.local_ids:
         rec: dict[str, Any] = {"round": k, "silo": i, "loss": losses.get(i)}
         if evaluate_now:
@@ -379,6 +405,7 @@ def _round_row(records: list[dict[str, Any]]) -> dict[str, Any]:
         "bytes": sum(r["bytes_sent"] + r.get("bytes_from_server", 0) for r in records),
         "round_time_s": max(r["round_time_s"] for r in records),
         "sim_time_ms": max(r["sim_time_ms"] for r in records),
+        "foundation_accuracy": records[0].get("foundation_accuracy"),
         "silos": {r["silo"]: r for r in records},
     }
 
@@ -447,6 +474,7 @@ def _summary(cfg, topology, world_size, history, f_loss, f_acc, wall) -> dict[st
         "round_time_s": [r["round_time_s"] for r in history],
         "sim_time_ms": [r["sim_time_ms"] for r in history],
         "accuracy_by_round": [r["accuracy"] for r in history],
+        "foundation_accuracy_by_round": [r["foundation_accuracy"] for r in history],
         "silos": silos,
     }
 
@@ -482,6 +510,8 @@ class _Progress:
         if self.bar is None:
             return
         acc = f"acc {row['accuracy']:.3f}" if row["accuracy"] is not None else ""
+        if row.get("foundation_accuracy") is not None:
+            acc += f"  Θ {row['foundation_accuracy']:.3f}"
         loss = f"loss {row['loss']:.3f}" if row["loss"] is not None else ""
         self.bar.update(self.task, advance=1, stats=f"{loss}  {acc}  {row['bytes'] / 1e6:.2f} MB")
 

@@ -170,6 +170,12 @@ class Federation:
             model = self.model_factory()
         return flatten_state(model.to(self.device))
 
+    def scratch_model(self) -> nn.Module:
+        """A model to load any state into (kept, so evaluation does not rebuild one per round)."""
+        if not hasattr(self, "_scratch"):
+            self._scratch = self.new_model()
+        return self._scratch
+
     def exchange(
         self, arcs: Iterable[Key], payload: Callable[[int, int], list[torch.Tensor]]
     ) -> dict[Key, list[torch.Tensor]]:

@@ -47,6 +47,9 @@ def emd_weights(student_feats: torch.Tensor, teacher_feats: list[torch.Tensor], 
     normalised by Σ_j w_ij; differentiable w.r.t. the student unless ``emd.grad`` is false."""
     from fedsim.emd import emd_similarity
 
+    if emd_cfg.backend == "uniform":  # ablation: every returned expert counts the same
+        w = torch.ones(len(teacher_feats), device=student_feats.device)
+        return w / w.sum() if emd_cfg.normalize else w
     u = student_feats if emd_cfg.grad else student_feats.detach()
     w = torch.stack([
         emd_similarity(u, v.detach(), backend=emd_cfg.backend, grid=emd_cfg.grid).mean().clamp_min(0.0)
@@ -144,6 +147,10 @@ class FedEFM(Algorithm):
                 self.emd_seconds += emd_s
             losses[i] = total / max(cfg.fedefm.distill_steps, 1)
             self._spare.extend(teachers)
+        if cfg.fedefm.sync_every and k % cfg.fedefm.sync_every == 0:
+            theta = fed.aggregate()
+            for silo in silos.values():
+                load_state_tensors(silo.model, theta)
         return losses
 
     def _book_through_server(self) -> None:

@@ -30,10 +30,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     m.add_argument("-o", "--out", help="output YAML (default: print to stdout)")
     m.set_defaults(handler=make)
 
-    try:
-        from fedsim.commands import topology_bench
-    except ImportError:
-        return
+    from fedsim.commands import topology_bench
+
     topology_bench.register_cycle_time(tsub)
     topology_bench.register_overlay(tsub)
 
