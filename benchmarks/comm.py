@@ -127,8 +127,9 @@ def gossip_seconds(nproc: int, rounds: int, tmp: str) -> float:
 def main() -> None:
     import tempfile
 
-    from rich.console import Console
     from rich.table import Table
+
+    from fedsim.ui import console
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--repeats", type=int, default=5)
@@ -163,7 +164,7 @@ def main() -> None:
     table.add_row("gossip ring-4, 4 silos on 1 rank, per round", f"{g1 * 1e3:.0f}", "", "1.00", "")
     table.add_row("gossip ring-4, 4 silos on 2 ranks, per round", f"{g2 * 1e3:.0f}", "",
                   f"{g1 / g2:.2f}× speed-up", "≥ 1.6×")
-    Console().print(table)
+    console().print(table)
 
 
 if __name__ == "__main__":

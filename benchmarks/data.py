@@ -96,8 +96,9 @@ def _epoch(mode: str, n: int, batch: int, size: int, seed: int) -> float:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from rich.console import Console
     from rich.table import Table
+
+    from fedsim.ui import console
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--samples", type=int, default=1024, help="images per epoch (64x64)")
@@ -106,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--skip-worker", action="store_true", help="skip the DataLoader-worker mode")
     args = p.parse_args(argv)
     torch.set_num_threads(1)
-    console = Console()
+    con = console()
 
     t1 = Table(title=f"generation rate, 1 thread (best of {args.repeat})")
     for col in ("size", "images", "img/s (wall)", "img/s (cpu)", "ms/image"):
@@ -114,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
     for size, n in ((64, 1024), (256, 64)):
         wall, cpu = _gen_rate(size, n, args.repeat)
         t1.add_row(f"{size}x{size}", str(n), f"{wall:,.0f}", f"{cpu:,.0f}", f"{1000 / wall:.2f}")
-    console.print(t1)
+    con.print(t1)
 
     modes = ["materialized", "on-the-fly", "gen+epoch"] + ([] if args.skip_worker else ["worker"])
     times = {m: min(_epoch(m, args.samples, args.batch, 64, seed=r) for r in range(args.repeat)) for m in modes}
@@ -124,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
         t2.add_column(col, justify="right")
     for m in modes:
         t2.add_row(m, f"{times[m]:.2f}", f"{times[m] / base:.2f}")
-    console.print(t2)
+    con.print(t2)
     return 0
 
 

@@ -76,20 +76,19 @@ def preview(args: argparse.Namespace) -> int:
         raise DataError("--silos must be >= 1")
     cfg = _data_config(args)  # validate before the slow part
 
-    from rich.console import Console
-
     from fedsim.data import load_federated
     from fedsim.data.preview import save_preview
+    from fedsim.ui import console
 
-    console = Console()
+    con = console()
     out = save_preview(args.out, args.domains, args.size, args.per_domain, args.seed, masks=not args.no_masks)
-    console.print(f"wrote {out} ({len(args.domains or DOMAINS)} domains x {args.per_domain} images, "
+    con.print(f"wrote {out} ({len(args.domains or DOMAINS)} domains x {args.per_domain} images, "
                   f"{args.size}x{args.size})")
     if not args.no_table:
         fd = load_federated(cfg, args.silos, args.seed)
-        console.print(f"partition={cfg.partition} silos={args.silos} unseen_fraction={cfg.unseen_fraction} "
+        con.print(f"partition={cfg.partition} silos={args.silos} unseen_fraction={cfg.unseen_fraction} "
                       f"dirichlet_alpha={cfg.dirichlet_alpha} quantity_skew={cfg.quantity_skew} "
                       f"attribute_skew={cfg.attribute_skew} label_noise={cfg.label_noise}")
-        console.print(fd.summary_table(title="samples per silo"))
-        console.print("classes: " + ", ".join(f"c{i} {n}" for i, n in enumerate(CLASS_NAMES)))
+        con.print(fd.summary_table(title="samples per silo"))
+        con.print("classes: " + ", ".join(f"c{i} {n}" for i, n in enumerate(CLASS_NAMES)))
     return 0

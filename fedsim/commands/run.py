@@ -159,8 +159,9 @@ def run_label(cfg) -> str:
 
 
 def print_comparison(jobs, summaries, rows) -> None:
-    from rich.console import Console
     from rich.table import Table
+
+    from fedsim.ui import console
 
     by_init = {r["init"]: r for r in rows or []}
     table = Table(title="Foundation models compared (same data, same seed)")
@@ -179,7 +180,7 @@ def print_comparison(jobs, summaries, rows) -> None:
         table.add_row(label, fmt(summ and summ["foundation_accuracy"]), fmt(r.get("dice")), fmt(r.get("miou")),
                       fmt(r.get("jaccard")), fmt(r.get("accuracy")),
                       fmt(summ and summ["bytes_per_round"] / 1e6, ".2f"), fmt(summ and summ["wall_time_s"], ".1f"))
-    Console().print(table)
+    console().print(table)
 
 
 def _handle_torchrun(args: argparse.Namespace, cfg) -> int:
@@ -206,10 +207,11 @@ def _handle_torchrun(args: argparse.Namespace, cfg) -> int:
 
 
 def print_summary(summary: dict[str, Any], run_dir: Path) -> None:
-    from rich.console import Console
     from rich.table import Table
 
-    console = Console()
+    from fedsim.ui import console
+
+    con = console()
     table = Table(title=f"{summary['name']}: {summary['algorithm']} ({summary['scenario'].upper()}) on "
                         f"{summary['topology']}, {summary['num_silos']} silos on {summary['world_size']} rank(s)")
     table.add_column("silo", justify="right")
@@ -224,8 +226,8 @@ def print_summary(summary: dict[str, Any], run_dir: Path) -> None:
     table.add_section()
     table.add_row("Θ", "foundation (all-reduce)", f"{summary['foundation_accuracy']:.3f}",
                   f"{summary['foundation_loss']:.3f}", f"{summary['bytes_per_round'] / 1e6:.2f} /round")
-    console.print(table)
+    con.print(table)
     extra = summary.get("downstream")
     if extra:
-        console.print(extra)
-    console.print(f"wall time {summary['wall_time_s']:.1f} s · results in {run_dir}/")
+        con.print(extra)
+    con.print(f"wall time {summary['wall_time_s']:.1f} s · results in {run_dir}/")

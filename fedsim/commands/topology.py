@@ -47,10 +47,10 @@ def validate(args: argparse.Namespace) -> int:
 
 
 def show(args: argparse.Namespace) -> int:
-    from rich.console import Console
     from rich.table import Table
 
     from fedsim.topology import load_topology
+    from fedsim.ui import console
 
     topo = load_topology(args.file)
     table = Table(title=f"{topo.name} ({topo.num_silos} silos, {len(topo.arcs)} arcs, "
@@ -60,7 +60,7 @@ def show(args: argparse.Namespace) -> int:
     for s in topo.silos:
         table.add_row(str(s.id), s.name, _ids(topo.in_neighbours(s.id)), _ids(topo.out_neighbours(s.id)),
                       str(topo.in_degree(s.id)), str(topo.out_degree(s.id)))
-    Console().print(table)
+    console().print(table)
     if args.png:
         draw(topo, args.png)
         print(f"drawn to {args.png}")

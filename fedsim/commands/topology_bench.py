@@ -104,8 +104,9 @@ def cmd_cycle_time(args) -> int:
     except FedsimError as exc:
         print(f"fedsim: error: {exc}", file=sys.stderr)
         return 2
-    from rich.console import Console
     from rich.table import Table
+
+    from fedsim.ui import console
 
     m = conn.model
     table = Table(title=(f"Cycle time on {conn.name} ({conn.n} silos; M = {m.model_bits:,.0f} bits, "
@@ -122,9 +123,9 @@ def cmd_cycle_time(args) -> int:
             deg[v] = deg.get(v, 0) + 1
         table.add_row(kind, f"{o.cycle_time_ms:.1f}", str(len(o.edges)), str(max(deg.values())),
                       f"{timings[kind]:.2f}")
-    console = Console()
-    console.print(table)
-    console.print(f"total {total:.1f} s")
+    con = console()
+    con.print(table)
+    con.print(f"total {total:.1f} s")
     if args.csv:
         try:
             path = Path(args.csv)
@@ -134,7 +135,7 @@ def cmd_cycle_time(args) -> int:
         except OSError as exc:
             print(f"error: cannot write --csv {args.csv}: {exc.strerror or exc}", file=sys.stderr)
             return 2
-        console.print(f"wrote {path}")
+        con.print(f"wrote {path}")
     return 0
 
 
