@@ -98,7 +98,6 @@ def main(argv: list[str] | None = None) -> int:
 
     console = Console(width=150)
     out = Path(args.out)
-    shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True, exist_ok=True)
     underlay = resolve_topology(args.network)
     topology = args.network
@@ -118,6 +117,7 @@ def main(argv: list[str] | None = None) -> int:
     ])
     cfg.scenario = "dfl"
     run_dir = out / cfg.name
+    shutil.rmtree(run_dir, ignore_errors=True)  # only this benchmark's own run folder
     run_dir.mkdir(parents=True, exist_ok=True)
     trained = resolve_topology(cfg.topology)
     console.print(f"gossip on {underlay.name} {args.graph} ({trained.num_silos} silos, {len(trained.arcs)} arcs), "
@@ -155,4 +155,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    from fedsim.errors import FedsimError
+
+    try:
+        raise SystemExit(main())
+    except FedsimError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from fedsim.algorithms.base import SERVER, Algorithm
-from fedsim.runtime import BatchStream, load_state_tensors, state_tensors
+from fedsim.runtime import BatchStream, load_state_tensors, state_tensors, train_steps
 
 
 def logits_and_features(model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -96,7 +96,7 @@ def distill_step(
 
 def overseas_training(model: nn.Module, host_batches: BatchStream, steps: int, cfg) -> None:
     """Eq. 1: a visiting copy trains on the host's data with a fresh optimiser."""
-    from fedsim.runtime import make_optimizer, train_steps
+    from fedsim.runtime import make_optimizer
 
     train_steps(model, make_optimizer(model, cfg), host_batches, steps)
 
@@ -139,6 +139,9 @@ class FedEFM(Algorithm):
         losses: dict[int, float] = {}
         for i, silo in sorted(silos.items()):
             teachers = [self._model_like(returned[(j, dst)]) for (j, dst) in sorted(returned) if dst == i]
+            if not teachers:  # no active in-neighbour this round (multigraph / MATCHA): train locally
+                losses[i] = train_steps(silo.model, silo.optimizer, silo.batches, cfg.fedefm.distill_steps)
+                continue
             total = 0.0
             for _ in range(cfg.fedefm.distill_steps):
                 x, y = silo.batches.next()

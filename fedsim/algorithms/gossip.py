@@ -50,6 +50,15 @@ class Gossip(Algorithm):
         super().__init__(fed)
         self.W = metropolis_hastings(fed.topology)
 
+    def row(self, i: int, received) -> dict[int, float]:
+        """W_i restricted to this round's messages: the weight of an in-neighbour whose arc is
+        idle (multigraph weak arc, MATCHA matching not drawn) stays with silo i, so the row
+        still sums to 1."""
+        w = dict(self.W[i])
+        for j in [j for j in w if j != i and j not in received]:
+            w[i] += w.pop(j)
+        return w
+
     def round(self, k: int) -> dict[int, float]:
         losses = self.local_training()
         if not self.exchanges:
@@ -59,7 +68,7 @@ class Gossip(Algorithm):
         mixed = {}  # every update is computed before any model changes (messages may alias models)
         for i, silo in silos.items():
             received = {j: t for (j, dst), t in got.items() if dst == i}
-            mixed[i] = mix(state_tensors(silo.model), self.W[i], i, received)
+            mixed[i] = mix(state_tensors(silo.model), self.row(i, received), i, received)
         for i, silo in silos.items():
             load_state_tensors(silo.model, mixed[i])
         return losses
