@@ -134,8 +134,10 @@ def finish(cfg, jobs, summaries, run_dir: Path, quiet: bool) -> None:
 
     rows = None
     if cfg.downstream.enabled:
+        from fedsim.downstream import rows_to_json
+
         rows = downstream_stage(cfg, jobs)
-        (run_dir / "downstream.json").write_text(json.dumps(rows, indent=2))
+        (run_dir / "downstream.json").write_text(json.dumps(rows_to_json(rows), indent=2))
     if quiet:
         return
     print_summary(summaries[0], run_dir)
