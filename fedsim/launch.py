@@ -6,6 +6,7 @@ exits 2; any other failure ends every rank (no rank is left waiting on a dead pe
 
 from __future__ import annotations
 
+import logging
 import os
 import pickle
 import sys
@@ -22,6 +23,8 @@ import torch.multiprocessing as mp
 
 from fedsim.distributed import free_port, init_process_group, pick_device
 from fedsim.errors import FedsimError, SiloFailure
+
+_REPORTED = 3  # exit code of a rank that reported a FedsimError to the parent
 
 
 @dataclass(frozen=True)
@@ -69,7 +72,7 @@ def _worker(
     if outcome[0] == "fedsim":
         # Exit non-zero so the parent stops every other rank at once (a peer may be blocked in
         # a collective waiting for this one); the parent reads the reported error.
-        sys.exit(3)
+        sys.exit(_REPORTED)
 
 
 def spawn(
@@ -87,6 +90,8 @@ def spawn(
     Each rank uses ``threads`` intra-op CPU threads (default 1: CPU kernels then sum in the same
     order whatever the placement, so 1, 2 or 4 ranks give bit-identical models).
     """
+    # torch logs a warning for every rank it stops after another failed; we report the cause
+    logging.getLogger("torch.multiprocessing.spawn").setLevel(logging.ERROR)
     with tempfile.TemporaryDirectory(prefix="fedsim-") as tmp:
         try:
             mp.start_processes(
@@ -119,17 +124,15 @@ def _raise_failure(tmp: str, world_size: int, exc: mp.ProcessExitedException) ->
     """
     reported = _reported(tmp)
     errors = [v for status, v in reported.values() if status == "fedsim"]
-    silent = sorted(set(range(world_size)) - set(reported))
     lost = [e for e in errors if isinstance(e, SiloFailure)]
     if errors and not lost:
         raise errors[0]
+    if exc.exit_code == _REPORTED and lost:
+        # a peer timed out waiting: the ranks that never reported are the stalled ones
+        culprits = sorted(set(range(world_size)) - set(reported)) or [exc.error_index]
+        raise SiloFailure(f"rank(s) {', '.join(map(str, culprits))} stopped answering ({lost[0]})", ranks=culprits)
     how = f"exited with code {exc.exit_code}" if exc.signal_name is None else f"was killed ({exc.signal_name})"
-    if not silent:
-        silent = [exc.error_index]
-    detail = f" ({lost[0]})" if lost else ""
-    raise SiloFailure(
-        f"rank(s) {', '.join(map(str, silent))} stopped: rank {exc.error_index} {how}{detail}", ranks=silent
-    )
+    raise SiloFailure(f"rank {exc.error_index} {how}", ranks=[exc.error_index])
 
 
 def _raise_reported(tmp: str) -> None:

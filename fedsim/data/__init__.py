@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
@@ -85,6 +86,8 @@ class DataConfig:
             raise DataError(f"data.dirichlet_alpha must be > 0, got {self.dirichlet_alpha!r}")
         if self.kind == "folder" and not self.root:
             raise DataError("data.kind is 'folder' but data.root is not set")
+        if self.kind == "folder" and not Path(self.root).is_dir():
+            raise DataError(f"data.root {self.root} is not a folder; see README 'Your own data' for the layout")
 
 
 def _skews(cfg: DataConfig) -> tuple[float, float]:
