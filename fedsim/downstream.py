@@ -18,7 +18,6 @@ Everything is single-process and deterministic for a fixed seed.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import time
 from dataclasses import dataclass, field
@@ -30,6 +29,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from fedsim.errors import ConfigError
+from fedsim.settings import section_from_dict
 
 __all__ = [
     "DownstreamConfig", "DownstreamData", "TASKS", "compare_initializations", "downstream_table",
@@ -60,14 +60,7 @@ class DownstreamConfig:
 
     @classmethod
     def from_dict(cls, d: dict | None) -> DownstreamConfig:
-        d = dict(d or {})
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - names)
-        if unknown:
-            raise ConfigError(f"unknown downstream setting(s) {', '.join(unknown)}; known: {', '.join(sorted(names))}")
-        cfg = cls(**d)
-        cfg.validate()
-        return cfg
+        return section_from_dict(cls, d, "downstream", ConfigError)
 
     def validate(self) -> None:
         from fedsim.data import DOMAINS

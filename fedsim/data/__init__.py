@@ -6,13 +6,13 @@ depends only on its arguments, so every process builds bit-identical tensors.
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from fedsim.errors import DataError
+from fedsim.settings import section_from_dict
 
 from . import partition as P
 from .dataset import CLASS_NAMES, DOMAINS, NUM_CLASSES, SEG_NAMES, TUBE_NAMES, FederatedData, SiloDataset
@@ -56,14 +56,7 @@ class DataConfig:
 
     @classmethod
     def from_dict(cls, d: dict | None) -> DataConfig:
-        d = dict(d or {})
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - names)
-        if unknown:
-            raise DataError(f"unknown data setting(s) {', '.join(unknown)}; known: {', '.join(sorted(names))}")
-        cfg = cls(**d)
-        cfg.validate()
-        return cfg
+        return section_from_dict(cls, d, "data", DataError)
 
     def validate(self) -> None:
         if self.kind not in KINDS:

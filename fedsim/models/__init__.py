@@ -16,7 +16,6 @@ chance; ``norm: batch`` switches to BatchNorm. ShuffleNetV2 always uses BatchNor
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from functools import partial
 
@@ -26,6 +25,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from fedsim.errors import ConfigError
+from fedsim.settings import section_from_dict
 
 from .backbones import R50ViT, SmallCNN, TorchvisionNet, conv_block, norm_layer
 
@@ -51,12 +51,7 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, d: dict | None) -> ModelConfig:
-        d = dict(d or {})
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - names)
-        if unknown:
-            raise ConfigError(f"unknown model setting(s) {', '.join(unknown)}; known: {', '.join(sorted(names))}")
-        return cls(**d)
+        return section_from_dict(cls, d, "model", ConfigError)
 
 
 def count_parameters(model: nn.Module) -> int:
