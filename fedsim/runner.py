@@ -303,7 +303,9 @@ def run_rank(ctx, cfg: ExperimentConfig, run_dir: str, resume: bool) -> dict[str
     torch.save({k: v.cpu() for k, v in foundation.state_dict().items()}, run_path / "foundation.pt")
     summary = _summary(cfg, topology, ctx.world_size, history, f_loss, f_acc, time.perf_counter() - started)
     summary["emd_seconds"] = emd.item()
-    busy = ctx.world_size * sum(summary["round_time_s"])
+    # FedEFM's round 0 is local training only: the share is over the rounds that distil
+    distilling = summary["round_time_s"][1:] if cfg.algorithm == "fedefm" else summary["round_time_s"]
+    busy = ctx.world_size * sum(distilling)
     summary["emd_share"] = emd.item() / busy if busy else 0.0
     (run_path / "summary.json").write_text(json.dumps(summary, indent=2))
     _write_csv(run_path / "summary.csv", summary["silos"])
