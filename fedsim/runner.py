@@ -12,7 +12,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from fedsim.algorithms import build_algorithm
+from fedsim.algorithms import algorithm_class, build_algorithm
 from fedsim.algorithms.base import SERVER
 from fedsim.config import ExperimentConfig
 from fedsim.distributed import Placement
@@ -45,12 +45,9 @@ def resolve_topology(spec: str) -> Topology:
 
 
 def scenario_for(cfg: ExperimentConfig) -> str:
-    import importlib
-
-    from fedsim.algorithms import _REGISTRY
-
-    module, cls = _REGISTRY[cfg.algorithm]
-    algo = getattr(importlib.import_module(module), cls)
+    """The scenario to run: the configured one (an error if the algorithm lacks it), else the
+    algorithm's own."""
+    algo = algorithm_class(cfg.algorithm)
     scenario = cfg.scenario or algo.natural_scenario
     allowed = (algo.natural_scenario, *algo.scenarios)
     if scenario not in allowed:

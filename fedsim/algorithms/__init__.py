@@ -13,9 +13,14 @@ _REGISTRY = {
 }
 
 
-def build_algorithm(name: str, fed) -> Algorithm:
+def algorithm_class(name: str) -> type[Algorithm]:
+    """The class of a registered algorithm (imported on first use)."""
     module, cls = _REGISTRY[name]
-    return getattr(importlib.import_module(module), cls)(fed)
+    return getattr(importlib.import_module(module), cls)
 
 
-__all__ = ["Algorithm", "build_algorithm"]
+def build_algorithm(name: str, fed) -> Algorithm:
+    return algorithm_class(name)(fed)
+
+
+__all__ = ["Algorithm", "algorithm_class", "build_algorithm"]

@@ -15,7 +15,7 @@ from fedsim.config import load_config
 from fedsim.data import load_federated
 from fedsim.launch import spawn
 from fedsim.models import build_model
-from fedsim.runner import resolve_topology, run_rank
+from fedsim.runner import resolve_topology, run_rank, scenario_for
 from fedsim.runtime import BatchStream, make_optimizer, silo_seed, train_steps
 
 TINY = [
@@ -26,7 +26,7 @@ TINY = [
 
 def run_distributed(tmp_path: Path, overrides: list[str], nproc: int = 2) -> dict[int, list[torch.Tensor]]:
     cfg = load_config(None, TINY + overrides + [f"output_dir={tmp_path}"])
-    cfg.scenario = {"gossip": "dfl", "fedavg": "cfl", "fedefm": "dfl"}[cfg.algorithm] if cfg.scenario is None else cfg.scenario
+    cfg.scenario = scenario_for(cfg)
     run_dir = tmp_path / cfg.name
     run_dir.mkdir(parents=True, exist_ok=True)
     spawn(run_rank, nproc, cfg, str(run_dir), False)
