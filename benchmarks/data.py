@@ -17,10 +17,14 @@ Run: ``python benchmarks/data.py [--samples 1024] [--repeat 3]``. Timings are wa
 from __future__ import annotations
 
 import argparse
+import sys
 import time
+from pathlib import Path
 
-import torch
-import torch.nn.functional as F
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script from anywhere
+
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
 
 
 def _gen_rate(size: int, n: int, repeat: int) -> tuple[float, float]:
