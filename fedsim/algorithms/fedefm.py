@@ -109,6 +109,11 @@ class FedEFM(Algorithm):
         super().__init__(fed)
         self.emd_seconds = 0.0  # time spent computing EMD weights on this rank (benchmarks)
         self._spare: list[nn.Module] = []
+        # load the solver now, so its import (POT, cvxpy: ~1 s) is not billed to the first round
+        if self.cfg.emd.backend == "exact":
+            import fedsim.emd.exact  # noqa: F401
+        elif self.cfg.emd.backend == "cvxpylayers":
+            import fedsim.emd.cvxpy_layer  # noqa: F401
 
     def _model_like(self, tensors: list[torch.Tensor]) -> nn.Module:
         model = self._spare.pop() if self._spare else self.fed.new_model()
