@@ -281,10 +281,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    from fedsim.errors import FedsimError
+    from fedsim.cli import run_script
 
-    try:
-        raise SystemExit(main())
-    except FedsimError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        raise SystemExit(2) from None
+    run_script(main)

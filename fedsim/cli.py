@@ -30,6 +30,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def run_script(entry) -> None:
+    """Run a benchmark's ``main()`` with the CLI's contract: a FedsimError is one line, exit 2."""
+    try:
+        code = entry()
+    except FedsimError as exc:
+        print(f"fedsim: error: {exc}", file=sys.stderr)
+        code = 2
+    raise SystemExit(code)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)

@@ -4,7 +4,8 @@ import torch
 
 @pytest.fixture(autouse=True)
 def _one_thread():
-    """One intra-op thread: on a shared 2-core machine 2 OpenMP threads thrash (10-20x slower)."""
+    """One intra-op thread, as every rank uses: on a shared 2-core machine two OpenMP threads
+    thrash (10-20x slower)."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     yield
