@@ -252,6 +252,8 @@ def run_rank(ctx, cfg: ExperimentConfig, run_dir: str, resume: bool) -> dict[str
     if resume_round is not None:
         saved = json.loads((run_path / "checkpoints" / "latest.json").read_text())
         clock = _make_clock(cfg, fed, algo, saved["compute_ms"], saved["sim_times"])
+        if ctx.rank == 0:  # the summary covers the rounds run before the interruption too
+            history = _history_from_metrics(run_path, topology.num_silos, resume_round)
     try:
         for k in range(start_round, cfg.rounds):
             _inject_fault(ctx.rank, k)
@@ -260,7 +262,7 @@ def run_rank(ctx, cfg: ExperimentConfig, run_dir: str, resume: bool) -> dict[str
             round_time = time.perf_counter() - t0
             if clock is None:
                 clock = _make_clock(cfg, fed, algo, _measured_compute_ms(cfg, fed, round_time), None)
-            active = fed.active_arcs(k) if algo.exchanges and not (algo.name == "fedefm" and k == 0) else []
+            active = fed.active_arcs(k) if algo.exchanges_in(k) else []
             sim_times = clock.step(active)
             records = _round_records(fed, k, losses, round_time, time.perf_counter() - started, sim_times)
             foundation = _foundation_eval(fed, k)
@@ -300,9 +302,8 @@ def run_rank(ctx, cfg: ExperimentConfig, run_dir: str, resume: bool) -> dict[str
     torch.save({k: v.cpu() for k, v in foundation.state_dict().items()}, run_path / "foundation.pt")
     summary = _summary(cfg, topology, ctx.world_size, history, f_loss, f_acc, time.perf_counter() - started)
     summary["emd_seconds"] = emd.item()
-    # FedEFM's round 0 is local training only: the share is over the rounds that distil
-    distilling = summary["round_time_s"][1:] if cfg.algorithm == "fedefm" else summary["round_time_s"]
-    busy = ctx.world_size * sum(distilling)
+    # over the rounds that exchange (FedEFM's round 0 is local training, without EMD)
+    busy = ctx.world_size * sum(r["round_time_s"] for r in history if algo.exchanges_in(r["round"]))
     summary["emd_share"] = emd.item() / busy if busy else 0.0
     (run_path / "summary.json").write_text(json.dumps(summary, indent=2))
     _write_csv(run_path / "summary.csv", summary["silos"])
@@ -353,7 +354,7 @@ def _measured_compute_ms(cfg: ExperimentConfig, fed: Federation, round_seconds: 
 
 def _make_clock(cfg, fed: Federation, algo, compute_ms: float, times) -> NetworkClock:
     bits = cfg.net.model_bits or model_bits(next(iter(fed.silos.values())).model)
-    return NetworkClock(cfg, fed.topology, bits, compute_ms, round_trip=algo.name == "fedefm", times=times)
+    return NetworkClock(cfg, fed.topology, bits, compute_ms, round_trip=algo.round_trip, times=times)
 
 
 def _looks_like_peer_failure(exc: RuntimeError) -> bool:
@@ -407,6 +408,17 @@ def _round_row(records: list[dict[str, Any]]) -> dict[str, Any]:
         "foundation_accuracy": records[0].get("foundation_accuracy"),
         "silos": {r["silo"]: r for r in records},
     }
+
+
+def _history_from_metrics(run_path: Path, num_silos: int, last_round: int) -> list[dict[str, Any]]:
+    by_round: dict[int, list[dict[str, Any]]] = {}
+    for i in range(num_silos):
+        path = run_path / "metrics" / f"silo_{i}.jsonl"
+        for line in path.read_text().splitlines() if path.is_file() else []:
+            rec = json.loads(line)
+            if rec["round"] <= last_round:
+                by_round.setdefault(rec["round"], []).append(rec)
+    return [_round_row(by_round[k]) for k in sorted(by_round)]
 
 
 def _save_checkpoint(fed: Federation, algo, run_path: Path, k: int, extra: dict[str, Any]) -> None:

@@ -51,6 +51,9 @@ def test_run_writes_results_and_resume_continues_exactly(tmp_path):
     assert all(torch.equal(a[k], b[k]) for k in a)
     resumed = [json.loads(x)["round"] for x in (tmp_path / "b" / "metrics" / "silo_2.jsonl").read_text().splitlines()]
     assert resumed == [0, 1, 2]
+    resumed_summary = json.loads((tmp_path / "b" / "summary.json").read_text())
+    assert resumed_summary["total_bytes"] == summary["total_bytes"]
+    assert resumed_summary["accuracy_by_round"] == summary["accuracy_by_round"]
 
     # a second run of the same name never overwrites the first
     third = fedsim("run", "--nproc", "2", "--quiet", *sets(TINY + [f"output_dir={tmp_path}", "name=a"]))

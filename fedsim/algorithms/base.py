@@ -22,10 +22,17 @@ class Algorithm:
         self.fed = fed
         self.cfg = fed.cfg
 
+    #: an exchange is a round trip (out to the in-neighbour and back), for the simulated clock
+    round_trip = False
+
     @property
     def exchanges(self) -> bool:
         """False when silos never talk (standalone, or CLL's single pooled silo)."""
         return self.cfg.scenario not in ("standalone", "cll")
+
+    def exchanges_in(self, k: int) -> bool:
+        """Whether round ``k`` sends anything (the simulated clock charges the network only then)."""
+        return self.exchanges
 
     def local_training(self, steps: int | None = None) -> dict[int, float]:
         """Every local silo trains its own model on its own data; mean loss per silo."""

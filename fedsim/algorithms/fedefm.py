@@ -104,6 +104,10 @@ def overseas_training(model: nn.Module, host_batches: BatchStream, steps: int, c
 class FedEFM(Algorithm):
     name = "fedefm"
     scenarios = ("dfl", "cfl", "cll", "standalone")
+    round_trip = True  # θ_i goes out to j and the expert comes back
+
+    def exchanges_in(self, k: int) -> bool:
+        return k > 0 and self.exchanges  # round 0 is local training only
 
     def __init__(self, fed) -> None:
         super().__init__(fed)
@@ -121,7 +125,7 @@ class FedEFM(Algorithm):
         return model
 
     def round(self, k: int) -> dict[int, float]:
-        if k == 0 or not self.exchanges:
+        if not self.exchanges_in(k):
             return self.local_training()
         fed, silos, cfg = self.fed, self.fed.silos, self.cfg
         arcs = fed.active_arcs(k)  # (j, i): j is an in-neighbour of i
