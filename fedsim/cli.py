@@ -14,6 +14,7 @@ from fedsim.errors import FedsimError
 def build_parser() -> argparse.ArgumentParser:
     from fedsim.commands import data as data_cmd
     from fedsim.commands import downstream as downstream_cmd
+    from fedsim.commands import plot as plot_cmd
     from fedsim.commands import run as run_cmd
     from fedsim.commands import topology as topology_cmd
 
@@ -27,6 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
     topology_cmd.register(sub)
     data_cmd.register(sub)
     downstream_cmd.register(sub)
+    plot_cmd.register(sub)
     return parser
 
 

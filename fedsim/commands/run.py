@@ -132,6 +132,9 @@ def finish(cfg, jobs, summaries, run_dir: Path, quiet: bool) -> None:
     """After the distributed part (rank 0 / the parent): downstream stage and the tables."""
     import json
 
+    from fedsim.plots import plot_runs
+
+    plot_runs([d for _, d in jobs], run_dir / "accuracy.png", [run_label(c) for c, _ in jobs])
     rows = None
     if cfg.downstream.enabled:
         from fedsim.downstream import rows_to_json

@@ -1,0 +1,69 @@
+"""Plots of finished runs: accuracy per round and against simulated network time."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from fedsim.errors import ConfigError
+
+
+def read_rounds(run_dir: str | Path) -> list[dict[str, Any]]:
+    """Per-round rows of a run from its metrics/silo_<i>.jsonl files: round, mean silo
+    accuracy, foundation accuracy, simulated time (max over silos), wall time."""
+    run_dir = Path(run_dir)
+    files = sorted((run_dir / "metrics").glob("silo_*.jsonl"))
+    if not files:
+        raise ConfigError(f"{run_dir}: no metrics/silo_*.jsonl here; is this a fedsim run folder?")
+    by_round: dict[int, list[dict[str, Any]]] = {}
+    for path in files:
+        for line in path.read_text().splitlines():
+            rec = json.loads(line)
+            by_round.setdefault(rec["round"], []).append(rec)
+    rows = []
+    for k in sorted(by_round):
+        recs = by_round[k]
+        accs = [r["accuracy"] for r in recs if r.get("accuracy") is not None]
+        rows.append({
+            "round": k,
+            "accuracy": sum(accs) / len(accs) if accs else None,
+            "foundation_accuracy": recs[0].get("foundation_accuracy"),
+            "sim_time_ms": max(r.get("sim_time_ms", 0.0) for r in recs),
+            "wall_time_s": max(r.get("wall_time_s", 0.0) for r in recs),
+        })
+    return rows
+
+
+def plot_runs(run_dirs: list[str | Path], out: str | Path, labels: list[str] | None = None) -> Path:
+    """Mean silo accuracy and foundation (Θ) accuracy vs round and vs simulated time, one
+    curve per run, in one PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (by_round, by_time) = plt.subplots(1, 2, figsize=(12, 4.5))
+    for n, run_dir in enumerate(run_dirs):
+        rows = read_rounds(run_dir)
+        label = labels[n] if labels else Path(run_dir).name
+        color = f"C{n % 10}"
+        for key, style, suffix in (("accuracy", "-", "silos (mean)"), ("foundation_accuracy", "--", "Θ")):
+            pts = [(r["round"], r["sim_time_ms"] / 1e3, r[key]) for r in rows if r[key] is not None]
+            if not pts:
+                continue
+            rounds, times, acc = zip(*pts)
+            by_round.plot(rounds, acc, style, color=color, marker="o", ms=3, label=f"{label}: {suffix}")
+            by_time.plot(times, acc, style, color=color, marker="o", ms=3, label=f"{label}: {suffix}")
+    by_round.set_xlabel("round")
+    by_time.set_xlabel("simulated network time (s)")
+    for ax in (by_round, by_time):
+        ax.set_ylabel("test accuracy")
+        ax.grid(alpha=0.3)
+    by_round.legend(fontsize=8)
+    fig.tight_layout()
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=120)
+    plt.close(fig)
+    return out
