@@ -15,6 +15,7 @@ def test_overrides_keep_types_and_reach_nested_keys(tmp_path):
     assert cfg.algorithm == "fedavg" and cfg.rounds == 3
     assert cfg.train.lr == 1.0 and isinstance(cfg.train.lr, float)
     assert cfg.data.root == "/x" and cfg.accumulation_status == [1, 0, 1, 1]
+    assert load_config(None, ["train.lr=3e-4"]).train.lr == 3e-4  # YAML 1.1 reads this as a string
 
 
 @pytest.mark.parametrize("overrides,needle", [
