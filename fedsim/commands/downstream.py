@@ -103,9 +103,8 @@ def model_config(args: argparse.Namespace, first_path: str | None):
 
 
 def handle(args: argparse.Namespace) -> int:
-    from rich.console import Console
-
     from fedsim.downstream import DownstreamConfig, compare_initializations, downstream_table, rows_to_json
+    from fedsim.ui import console
 
     inits = parse_inits(args.init, args.random)
     first = next((p for p in inits.values() if p is not None), None)
@@ -119,14 +118,13 @@ def handle(args: argparse.Namespace) -> int:
     if image_size is None:
         data = _run_config(first).get("data")
         image_size = int(data.get("image_size", 64)) if isinstance(data, dict) else 64
-    console = Console(stderr=True)
+    status = console(stderr=True)
     rows = compare_initializations(
         inits, mcfg, ds, image_size, args.seed,
-        progress=lambda name: console.print(f"[dim]fine-tuning from {name} …[/dim]"))
-    Console().print(downstream_table(rows))
+        progress=lambda name: status.print(f"[dim]fine-tuning from {name} …[/dim]"))
+    console().print(downstream_table(rows))
     if args.json:
         out = Path(args.json)
-        if out.parent and not out.parent.exists():
-            out.parent.mkdir(parents=True, exist_ok=True)
+        out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(rows_to_json(rows), indent=2))
     return 0
