@@ -126,3 +126,22 @@ def test_a_lost_silo_is_reported_not_a_hang(tmp_path, fault):
                    *sets(TINY + ["rounds=4", f"output_dir={tmp_path}", "name=f"]))
     assert again.returncode == 0, again.stderr
     assert json.loads((tmp_path / "f" / "summary.json").read_text())["rounds"] == 4
+
+
+def test_torchrun_and_spawn_give_the_same_foundation(tmp_path):
+    import os
+    import shutil
+
+    torchrun = shutil.which("torchrun") or str(Path(sys.executable).with_name("torchrun"))
+    common = sets(TINY + [f"output_dir={tmp_path}"])
+    joined = subprocess.run(
+        [torchrun, "--standalone", "--nproc_per_node=2", "-m", "fedsim", "run", "--quiet", *common,
+         "--set=name=tr"],
+        cwd=REPO, capture_output=True, text=True, timeout=600, env=dict(os.environ, OMP_NUM_THREADS="1"),
+    )
+    assert joined.returncode == 0, joined.stderr[-2000:]
+    spawned = fedsim("run", "--nproc", "2", "--quiet", *common, "--set=name=sp")
+    assert spawned.returncode == 0, spawned.stderr
+    assert json.loads((tmp_path / "tr" / "summary.json").read_text())["world_size"] == 2
+    a, b = torch.load(tmp_path / "tr" / "foundation.pt"), torch.load(tmp_path / "sp" / "foundation.pt")
+    assert all(torch.equal(a[k], b[k]) for k in a)
