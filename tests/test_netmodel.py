@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import itertools
 import math
 import random
@@ -12,7 +11,7 @@ import networkx as nx
 import numpy as np
 import pytest
 
-from fedsim.commands.topology_bench import register_cycle_time, register_overlay
+from fedsim.cli import main
 from fedsim.errors import TopologyError
 from fedsim.netmodel import (
     DelayModel,
@@ -273,17 +272,9 @@ def test_arc_delay_sources():
 # -------------------------------------------------------------------------- errors & CLI
 
 
-def _parser():
-    p = argparse.ArgumentParser()
-    sub = p.add_subparsers()
-    register_cycle_time(sub)
-    register_overlay(sub)
-    return p
-
-
 def _run(argv):
-    args = _parser().parse_args(argv)
-    return args.handler(args)
+    """``fedsim topology ARGV`` through the real command line (errors: one line, exit 2)."""
+    return main(["topology", *argv])
 
 
 def _write(tmp_path, name, edges, silos=4):

@@ -11,7 +11,7 @@ import sys
 import time
 from pathlib import Path
 
-from fedsim.errors import FedsimError, TopologyError
+from fedsim.errors import ConfigError, TopologyError
 
 DEFAULT_MODEL_BITS = 4_843_243
 DEFAULT_COMPUTE_MS = 4.6
@@ -92,19 +92,16 @@ def _kinds(text: str) -> list[str]:
 
 
 def cmd_cycle_time(args) -> int:
-    try:
-        kinds = _kinds(args.overlays)
-        from fedsim.netmodel import build_overlays
-
-        t0 = time.perf_counter()
-        conn = _connectivity(args)
-        timings: dict[str, float] = {}
-        overlays = build_overlays(conn, kinds, timings)
-        total = time.perf_counter() - t0
-    except FedsimError as exc:
-        print(f"fedsim: error: {exc}", file=sys.stderr)
-        return 2
     from rich.table import Table
+
+    from fedsim.netmodel import build_overlays
+
+    kinds = _kinds(args.overlays)
+    t0 = time.perf_counter()
+    conn = _connectivity(args)
+    timings: dict[str, float] = {}
+    overlays = build_overlays(conn, kinds, timings)
+    total = time.perf_counter() - t0
 
     from fedsim.ui import console
 
@@ -133,32 +130,26 @@ def cmd_cycle_time(args) -> int:
             lines = ["overlay,cycle_time_ms"] + [f"{k},{o.cycle_time_ms:.6f}" for k, o in overlays.items()]
             path.write_text("\n".join(lines) + "\n")
         except OSError as exc:
-            print(f"error: cannot write --csv {args.csv}: {exc.strerror or exc}", file=sys.stderr)
-            return 2
+            raise ConfigError(f"cannot write --csv {args.csv}: {exc.strerror or exc}") from None
         con.print(f"wrote {path}")
     return 0
 
 
 def cmd_overlay(args) -> int:
-    try:
-        kind = args.kind.strip().lower()
-        if kind not in OVERLAY_CHOICES:
-            raise TopologyError(f"unknown overlay {args.kind!r}; choose one of {', '.join(OVERLAY_CHOICES)}")
-        from fedsim.netmodel import build_overlay
+    from fedsim.netmodel import build_overlay
 
-        overlay = build_overlay(_connectivity(args), kind)
-        topo = overlay.to_topology()
-    except FedsimError as exc:
-        print(f"fedsim: error: {exc}", file=sys.stderr)
-        return 2
+    kind = args.kind.strip().lower()
+    if kind not in OVERLAY_CHOICES:
+        raise TopologyError(f"unknown overlay {args.kind!r}; choose one of {', '.join(OVERLAY_CHOICES)}")
+    overlay = build_overlay(_connectivity(args), kind)
+    topo = overlay.to_topology()
     if not args.output:
         sys.stdout.write(topo.to_yaml())
         return 0
     try:
         topo.save(args.output)
     except OSError as exc:
-        print(f"error: cannot write {args.output}: {exc.strerror or exc}", file=sys.stderr)
-        return 2
+        raise ConfigError(f"cannot write {args.output}: {exc.strerror or exc}") from None
     print(f"wrote {args.output}: {kind} overlay of {overlay.conn.name}, {topo.num_silos} silos, "
           f"{len(topo.edges)} edges, cycle time {overlay.cycle_time_ms:.1f} ms")
     return 0
