@@ -108,13 +108,11 @@ def run_all(configs: dict[str, Any], runs: Path, nproc: int, fresh: bool, log) -
 def exchange_mb_per_round(run_dir: Path) -> float:
     """Mean MB moved per round that communicated (FedEFM's round 0 is local only), from the
     per-silo metrics (bytes sent + bytes the CFL server relays to the silo)."""
-    per_round: dict[int, float] = {}
-    for path in (run_dir / "metrics").glob("silo_*.jsonl"):
-        for line in path.read_text().splitlines():
-            r = json.loads(line)
-            per_round[r["round"]] = per_round.get(r["round"], 0.0) + r.get("bytes_sent", 0) + r.get(
-                "bytes_from_server", 0)
-    moved = [b for b in per_round.values() if b > 0]
+    from fedsim.records import read_records
+
+    per_round = [sum(r.get("bytes_sent", 0) + r.get("bytes_from_server", 0) for r in recs)
+                 for recs in read_records(run_dir).values()]
+    moved = [b for b in per_round if b > 0]
     return sum(moved) / len(moved) / 1e6 if moved else 0.0
 
 

@@ -102,13 +102,11 @@ def main(argv: list[str] | None = None) -> int:
     underlay = resolve_topology(args.network)
     topology = args.network
     if args.graph == "ring":
-        from fedsim.data import load_federated
-        from fedsim.models import build_model
         from fedsim.netmodel import DelayModel, build_overlay, connectivity_graph
-        from fedsim.runner import model_bits
+        from fedsim.runner import config_model_bits
 
         probe = load_config(None, SMALL + args.overrides)
-        bits = model_bits(build_model(probe.model, load_federated(probe.data, 1, 0).num_classes))
+        bits = config_model_bits(probe)
         conn = connectivity_graph(underlay, DelayModel(model_bits=bits, compute_ms=args.compute_ms))
         topology = str(build_overlay(conn, "ring").to_topology().save(out / "ring.yaml"))
     cfg = load_config(None, [

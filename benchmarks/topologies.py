@@ -100,16 +100,6 @@ def experiment_config(args, topology: str, name: str, out: Path):
     return cfg
 
 
-def trained_model_bits(cfg) -> float:
-    """Bits of one model copy, exactly as the runner counts them (``runner.model_bits``)."""
-    from fedsim.data import load_federated
-    from fedsim.models import build_model
-    from fedsim.runner import model_bits
-
-    num_classes = load_federated(cfg.data, 1, cfg.seed).num_classes
-    return model_bits(build_model(cfg.model, num_classes))
-
-
 def train_all(ctx, jobs: list[tuple[Any, str]]) -> list[dict[str, Any]] | None:
     """One process group for every overlay (no re-spawn between runs): run_rank per job."""
     from fedsim.runner import run_rank
@@ -178,7 +168,7 @@ def main(argv: list[str] | None = None) -> int:
         connectivity_graph,
         cycle_times,
     )
-    from fedsim.runner import resolve_topology
+    from fedsim.runner import config_model_bits, resolve_topology
 
     console = Console(width=150)
     started = time.perf_counter()
@@ -186,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
     (out / "overlays").mkdir(parents=True, exist_ok=True)
     underlay = resolve_topology(args.network)
     probe = experiment_config(args, args.network, "probe", out)
-    bits = trained_model_bits(probe)
+    bits = config_model_bits(probe)
     model = DelayModel(model_bits=bits, compute_ms=args.compute_ms, access_gbps=args.access_gbps)
 
     # (a) cycle times: every overlay kind, FEMNIST constants and this experiment's constants.

@@ -261,6 +261,22 @@ def _predict(model: nn.Module, images: torch.Tensor, batch_size: int = 64) -> to
     return torch.cat(out)
 
 
+def _fit(model: nn.Module, x_all: torch.Tensor, y_all: torch.Tensor, ds_cfg: DownstreamConfig,
+         batch_seed: int, loss_fn) -> list[float]:
+    """Adam on seeded mini-batches for the configured steps/epochs; the loss of every step."""
+    opt = torch.optim.Adam(model.parameters(), lr=ds_cfg.lr)
+    g = torch.Generator().manual_seed(batch_seed)
+    losses = []
+    model.train()
+    for idx in _batches(len(x_all), ds_cfg.batch_size, ds_cfg.num_steps(), g):
+        loss = loss_fn(model(x_all[idx]), y_all[idx])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        losses.append(float(loss.detach()))
+    return losses
+
+
 def finetune_segmentation(init_state: dict | None, model_cfg=None, ds_cfg: DownstreamConfig | dict | None = None,
                           data_cfg_or_image_size=64, seed: int | None = None, *, data: DownstreamData | None = None,
                           source: str = "foundation") -> dict:
@@ -276,18 +292,8 @@ def finetune_segmentation(init_state: dict | None, model_cfg=None, ds_cfg: Downs
     data = data or make_downstream_data(ds_cfg, _image_size(data_cfg_or_image_size), seed)
     started = time.perf_counter()
     model, loaded = init_segmenter(init_state, mcfg, seed, data.train.images.shape[1], source)
-    opt = torch.optim.Adam(model.parameters(), lr=ds_cfg.lr)
-    g = torch.Generator().manual_seed(seed)
-    x_all, y_all = data.train.images, data.train.masks
-    losses = []
-    model.train()
-    for idx in _batches(len(data.train), ds_cfg.batch_size, ds_cfg.num_steps(), g):
-        logits = model(x_all[idx])
-        loss = F.cross_entropy(logits, y_all[idx]) + _soft_dice_loss(logits, y_all[idx])
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        losses.append(float(loss.detach()))
+    losses = _fit(model, data.train.images, data.train.masks, ds_cfg, seed,
+                  lambda logits, y: F.cross_entropy(logits, y) + _soft_dice_loss(logits, y))
     pred = _predict(model, data.test.images)
     s = segmentation_scores(pred, data.test.masks, num_classes=3)
     dpc, ipc = s["dice_per_class"], s["iou_per_class"]
@@ -314,17 +320,7 @@ def finetune_classification(init_state: dict | None, model_cfg=None, ds_cfg: Dow
     data = data or make_downstream_data(ds_cfg, _image_size(data_cfg_or_image_size), seed)
     started = time.perf_counter()
     model, loaded = init_classifier(init_state, mcfg, seed, data.train.images.shape[1], source)
-    opt = torch.optim.Adam(model.parameters(), lr=ds_cfg.lr)
-    g = torch.Generator().manual_seed(seed + 1)
-    x_all, y_all = data.train.images, data.train.tube
-    losses = []
-    model.train()
-    for idx in _batches(len(data.train), ds_cfg.batch_size, ds_cfg.num_steps(), g):
-        loss = F.cross_entropy(model(x_all[idx]), y_all[idx])
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        losses.append(float(loss.detach()))
+    losses = _fit(model, data.train.images, data.train.tube, ds_cfg, seed + 1, F.cross_entropy)
     return {
         "accuracy": accuracy(_predict(model, data.test.images), data.test.tube),
         "train_accuracy": accuracy(_predict(model, data.train.images), data.train.tube),

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -12,18 +11,12 @@ from fedsim.errors import ConfigError
 def read_rounds(run_dir: str | Path) -> list[dict[str, Any]]:
     """Per-round rows of a run from its metrics/silo_<i>.jsonl files: round, mean silo
     accuracy, foundation accuracy, simulated time (max over silos), wall time."""
-    run_dir = Path(run_dir)
-    files = sorted((run_dir / "metrics").glob("silo_*.jsonl"))
-    if not files:
+    from fedsim.records import metric_files, read_records
+
+    if not metric_files(run_dir):
         raise ConfigError(f"{run_dir}: no metrics/silo_*.jsonl here; is this a fedsim run folder?")
-    by_round: dict[int, list[dict[str, Any]]] = {}
-    for path in files:
-        for line in path.read_text().splitlines():
-            rec = json.loads(line)
-            by_round.setdefault(rec["round"], []).append(rec)
     rows = []
-    for k in sorted(by_round):
-        recs = by_round[k]
+    for k, recs in read_records(run_dir).items():
         accs = [r["accuracy"] for r in recs if r.get("accuracy") is not None]
         rows.append({
             "round": k,

@@ -17,6 +17,7 @@ from fedsim.algorithms.base import SERVER
 from fedsim.config import ExperimentConfig
 from fedsim.distributed import Placement
 from fedsim.errors import ConfigError, FedsimError, SiloFailure, TopologyError
+from fedsim.records import Recorder, read_records
 from fedsim.runtime import Federation, evaluate, load_state_tensors
 from fedsim.topology import MAKE_KINDS, Topology, load_topology, make_topology, parse_topology
 
@@ -159,25 +160,13 @@ def model_bits(model: torch.nn.Module) -> float:
     return float(sum(t.numel() * t.element_size() * 8 for t in model.state_dict().values()))
 
 
-class Recorder:
-    """Per-silo JSONL metrics, written by the rank that hosts the silo."""
+def config_model_bits(cfg: ExperimentConfig) -> float:
+    """Bits of one copy of ``cfg.model``, counted as the trainer counts them (for delay models
+    built before a run)."""
+    from fedsim.data import NUM_CLASSES
+    from fedsim.models import build_model
 
-    def __init__(self, run_dir: Path, silos: list[int], resume_round: int | None) -> None:
-        self.dir = run_dir / "metrics"
-        self.dir.mkdir(parents=True, exist_ok=True)
-        self.files = {i: self.dir / f"silo_{i}.jsonl" for i in silos}
-        for path in self.files.values():
-            lines = path.read_text().splitlines() if path.exists() else []
-            if resume_round is None:
-                lines = []
-            else:  # drop rounds after the checkpoint we resume from
-                lines = [ln for ln in lines if json.loads(ln)["round"] <= resume_round]
-            path.write_text("".join(ln + "\n" for ln in lines))
-
-    def write(self, records: list[dict[str, Any]]) -> None:
-        for rec in records:
-            with open(self.files[rec["silo"]], "a") as fh:
-                fh.write(json.dumps(rec) + "\n")
+    return model_bits(build_model(cfg.model, NUM_CLASSES))
 
 
 def baseline_config(cfg: ExperimentConfig, algorithm: str) -> ExperimentConfig:
@@ -253,7 +242,7 @@ def run_rank(ctx, cfg: ExperimentConfig, run_dir: str, resume: bool) -> dict[str
         saved = json.loads((run_path / "checkpoints" / "latest.json").read_text())
         clock = _make_clock(cfg, fed, algo, saved["compute_ms"], saved["sim_times"])
         if ctx.rank == 0:  # the summary covers the rounds run before the interruption too
-            history = _history_from_metrics(run_path, topology.num_silos, resume_round)
+            history = [_round_row(recs) for recs in read_records(run_path, resume_round).values()]
     try:
         for k in range(start_round, cfg.rounds):
             _inject_fault(ctx.rank, k)
@@ -408,17 +397,6 @@ def _round_row(records: list[dict[str, Any]]) -> dict[str, Any]:
         "foundation_accuracy": records[0].get("foundation_accuracy"),
         "silos": {r["silo"]: r for r in records},
     }
-
-
-def _history_from_metrics(run_path: Path, num_silos: int, last_round: int) -> list[dict[str, Any]]:
-    by_round: dict[int, list[dict[str, Any]]] = {}
-    for i in range(num_silos):
-        path = run_path / "metrics" / f"silo_{i}.jsonl"
-        for line in path.read_text().splitlines() if path.is_file() else []:
-            rec = json.loads(line)
-            if rec["round"] <= last_round:
-                by_round.setdefault(rec["round"], []).append(rec)
-    return [_round_row(by_round[k]) for k in sorted(by_round)]
 
 
 def _save_checkpoint(fed: Federation, algo, run_path: Path, k: int, extra: dict[str, Any]) -> None:
