@@ -7,6 +7,7 @@ from fedsim.emd.core import (
     emd_similarity_from_cost,
     node_weights,
     to_nodes,
+    transport_problem,
 )
 
 __all__ = [
@@ -16,4 +17,5 @@ __all__ = [
     "emd_similarity_from_cost",
     "node_weights",
     "to_nodes",
+    "transport_problem",
 ]
