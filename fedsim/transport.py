@@ -60,7 +60,11 @@ def _flat_view(tensors: Sequence[torch.Tensor], total: int) -> torch.Tensor | No
 def flatten_state(model: torch.nn.Module) -> torch.nn.Module:
     """Move every parameter and buffer of ``model`` into one contiguous byte buffer laid out as
     on the wire, so sending the model's state is a single zero-copy message. Call before an
-    optimiser is created (parameters keep their identity, only their storage moves)."""
+    optimiser is created (parameters keep their identity, only their storage moves).
+
+    Each tensor is placed on the shared storage with ``set_``, not as a view of the buffer: a
+    view shares its base's autograd version counter, so BatchNorm's in-place running-statistics
+    update in one layer would invalidate the statistics another layer saved for backward."""
     entries = list(model.state_dict(keep_vars=True).items())
     if len({t.data_ptr() for _, t in entries}) != len(entries):
         return model  # tied weights: keep them tied rather than flat
@@ -70,7 +74,9 @@ def flatten_state(model: torch.nn.Module) -> torch.nn.Module:
     offset = 0
     with torch.no_grad():
         for name, t in entries:
-            view = buf[offset : offset + _nbytes(t)].view(t.dtype).view(t.shape)
+            assert offset % t.element_size() == 0  # _padded keeps every tensor aligned
+            view = torch.empty(0, dtype=t.dtype, device=device).set_(
+                buf.untyped_storage(), offset // t.element_size(), t.shape)
             view.copy_(t)
             module = model.get_submodule(name.rsplit(".", 1)[0]) if "." in name else model
             leaf = name.rsplit(".", 1)[-1]
@@ -80,6 +86,12 @@ def flatten_state(model: torch.nn.Module) -> torch.nn.Module:
                 module._buffers[leaf] = view
             offset += _padded(_nbytes(t))
     return model
+
+
+def saveable_state(model: torch.nn.Module, device: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
+    """The model's state dict with every tensor in storage of its own, on ``device``: the tensors
+    of a flat model share one storage, which ``torch.save`` refuses when their dtypes differ."""
+    return {k: v.detach().to(device, copy=True) for k, v in model.state_dict().items()}
 
 
 def pack(messages: Sequence[Sequence[torch.Tensor]], device: torch.device) -> torch.Tensor:

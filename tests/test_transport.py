@@ -2,13 +2,23 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 
 from fedsim.distributed import Placement
 from fedsim.launch import spawn
 from fedsim.topology import make_topology
-from fedsim.transport import Transport, flatten_state, message_bytes, pack, unpack, weighted_average
+from fedsim.transport import (
+    Transport,
+    flatten_state,
+    message_bytes,
+    pack,
+    saveable_state,
+    unpack,
+    weighted_average,
+)
 
 
 def payload(src: int, dst: int) -> list[torch.Tensor]:
@@ -80,6 +90,33 @@ def test_flat_model_state_is_sent_without_a_copy_and_trains_normally():
     model(torch.randn(2, 1, 6, 6)).sum().backward()
     opt.step()
     assert not torch.equal(state[0], before["0.weight"])  # the step wrote into the flat buffer
+
+
+def test_flat_model_with_several_batchnorms_trains_and_saves(tmp_path):
+    # each BatchNorm updates its running statistics in place during the forward and saves them
+    # for backward: with the tensors as views of one buffer (one shared version counter) the
+    # second layer's update invalidated the first's, and torch.save refused the mixed dtypes
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(1, 3, 3), torch.nn.BatchNorm2d(3), torch.nn.ReLU(),
+                                torch.nn.Conv2d(3, 3, 3), torch.nn.BatchNorm2d(3), torch.nn.Flatten(),
+                                torch.nn.Linear(3 * 2 * 2, 5))
+    reference = copy.deepcopy(model)
+    flatten_state(model)
+    state = list(model.state_dict().values())
+    assert pack([state], torch.device("cpu")).data_ptr() == state[0].data_ptr()  # still zero-copy
+    x = torch.randn(4, 1, 6, 6)
+    for m in (model, reference):
+        opt = torch.optim.SGD(m.parameters(), lr=0.1)
+        for _ in range(2):
+            opt.zero_grad()
+            m(x).square().mean().backward()
+            opt.step()
+    for (k, a), b in zip(model.state_dict().items(), reference.state_dict().values()):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-6, msg=k)
+    torch.save(saveable_state(model), tmp_path / "m.pt")
+    loaded = torch.load(tmp_path / "m.pt")
+    assert all(torch.equal(loaded[k], v) for k, v in model.state_dict().items())
+    assert loaded["1.num_batches_tracked"].item() == 2
 
 
 def _average_worker(ctx, num_silos, weights):
