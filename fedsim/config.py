@@ -17,7 +17,7 @@ import yaml
 
 from fedsim.errors import ConfigError
 
-ALGORITHMS = ("fedefm", "gossip", "fedavg")
+ALGORITHMS = ("fedefm", "gossip", "fedavg", "fedprox", "moon", "feddf", "fedmd", "mdhfl")
 DEFAULT_CONFIG = Path(__file__).with_name("default.yaml")  # what `fedsim run` runs without CONFIG
 SCENARIOS = ("dfl", "cfl", "cll", "standalone")
 
@@ -47,6 +47,55 @@ class FedEFMConfig:
     beta: float = 0.2  # β: weight of the KD term against CE (eq. 11); measured best of 0–0.9
     sync_every: int = 0  # 0: Θ is formed once, at the end (SPEC §2); k > 0: every k rounds
     #                      each silo also restarts from Θ (FedEFM with periodic aggregation)
+
+
+@dataclass
+class FedProxConfig:
+    """FedProx (Li et al., MLSys 2020): local loss CE + μ/2 ‖w − w_global‖²."""
+
+    mu: float = 0.01  # μ, the proximal weight (the paper sweeps 0.001–1)
+
+
+@dataclass
+class MOONConfig:
+    """MOON (Li, He & Song, CVPR 2021): CE + μ · model-contrastive loss on representations."""
+
+    mu: float = 1.0  # μ (the paper: 1 for most datasets, 5 for CIFAR-10)
+    temperature: float = 0.5  # τ
+
+
+@dataclass
+class FedDFConfig:
+    """FedDF (Lin et al., NeurIPS 2020): FedAvg, then the server distils the silos' ensemble
+    (average logits) into Θ on an unlabeled public set."""
+
+    distill_steps: int = 10  # server Adam steps per round (0: plain FedAvg)
+    lr: float = 1e-3  # the server's Adam learning rate (the paper's)
+    temperature: float = 1.0  # T of the softened KL (the paper distils at T = 1)
+    public_samples: int = 256  # size of the unlabeled public / proxy set
+
+
+@dataclass
+class FedMDConfig:
+    """FedMD (Li & Wang, 2019): silos share only logits on a public set; each digests the
+    consensus, then revisits its private data. No weight averaging."""
+
+    digest_steps: int = 10  # steps matching the consensus per round (0: no exchange)
+    loss: str = "l1"  # l1 (the paper: mean absolute error on logits) | kl (T² KL of softened outputs)
+    temperature: float = 1.0  # T, used by loss: kl
+    public_samples: int = 256  # size of the unlabeled public set
+
+
+@dataclass
+class MDHFLConfig:
+    """MDH-FL (seed 003): symmetric cross-entropy locally, then KL alignment of softened class
+    distributions on a public set; heterogeneous models via ``model.per_silo``."""
+
+    align_steps: int = 10  # alignment steps (public batches) per round (0: no exchange)
+    temperature: float = 1.0  # T of the softened distributions
+    sce_alpha: float = 0.1  # α of CE in the symmetric loss (Wang et al.'s CIFAR-10 setting)
+    sce_beta: float = 1.0  # β of the reverse CE
+    public_samples: int = 256  # size of the unlabeled public set
 
 
 @dataclass
@@ -107,6 +156,11 @@ class ExperimentConfig:
     model: Any = field(default_factory=_model_config)
     train: TrainConfig = field(default_factory=TrainConfig)
     fedefm: FedEFMConfig = field(default_factory=FedEFMConfig)
+    fedprox: FedProxConfig = field(default_factory=FedProxConfig)
+    moon: MOONConfig = field(default_factory=MOONConfig)
+    feddf: FedDFConfig = field(default_factory=FedDFConfig)
+    fedmd: FedMDConfig = field(default_factory=FedMDConfig)
+    mdhfl: MDHFLConfig = field(default_factory=MDHFLConfig)
     emd: EMDConfig = field(default_factory=EMDConfig)
     net: NetConfig = field(default_factory=NetConfig)
     downstream: Any = field(default_factory=_downstream_config)
@@ -226,6 +280,20 @@ def _relative_to(topology: str, base: Path) -> str:
     return str(candidate) if candidate.is_file() else topology
 
 
+# the algorithms' numeric settings and their ranges
+_AT_LEAST_ZERO = ("fedprox.mu", "moon.mu", "feddf.distill_steps", "fedmd.digest_steps", "mdhfl.align_steps",
+                  "mdhfl.sce_alpha", "mdhfl.sce_beta")
+_ABOVE_ZERO = ("moon.temperature", "feddf.lr", "feddf.temperature", "fedmd.temperature", "mdhfl.temperature",
+               "feddf.public_samples", "fedmd.public_samples", "mdhfl.public_samples")
+
+
+def _get(cfg: ExperimentConfig, dotted: str) -> Any:
+    obj = cfg
+    for part in dotted.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
 def validate_config(cfg: ExperimentConfig) -> None:
     if cfg.algorithm not in ALGORITHMS:
         raise ConfigError(f"unknown algorithm {cfg.algorithm!r}; choose one of {', '.join(ALGORITHMS)}")
@@ -253,3 +321,11 @@ def validate_config(cfg: ExperimentConfig) -> None:
         raise ConfigError("accumulation_status must be a list of 0/1 values, one per silo")
     if cfg.timeout_s <= 0:
         raise ConfigError(f"timeout_s must be > 0, got {cfg.timeout_s}")
+    for key in _AT_LEAST_ZERO:
+        if _get(cfg, key) < 0:
+            raise ConfigError(f"{key} must be >= 0, got {_get(cfg, key)}")
+    for key in _ABOVE_ZERO:
+        if _get(cfg, key) <= 0:
+            raise ConfigError(f"{key} must be > 0, got {_get(cfg, key)}")
+    if cfg.fedmd.loss not in ("l1", "kl"):
+        raise ConfigError(f"fedmd.loss must be l1 or kl, got {cfg.fedmd.loss!r}")

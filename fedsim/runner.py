@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ from fedsim.errors import ConfigError, FedsimError, SiloFailure, TopologyError
 from fedsim.records import Recorder, read_records
 from fedsim.runtime import Federation, evaluate, load_state_tensors
 from fedsim.topology import MAKE_KINDS, Topology, load_topology, make_topology, parse_topology
+from fedsim.transport import saveable_state
 
 REPO_TOPOLOGIES = Path(__file__).resolve().parent.parent / "topologies"
 
@@ -45,6 +47,13 @@ def resolve_topology(spec: str) -> Topology:
     )
 
 
+def forms_foundation(cfg: ExperimentConfig) -> bool:
+    """Whether the run ends with a foundation model Θ (the ϑ-weighted average of the silos'
+    weights): not across different architectures, nor for algorithms whose silos exchange only
+    outputs (their separately trained models share no basin; the score is the silos' mean)."""
+    return algorithm_class(cfg.algorithm).shares_weights and not cfg.model.heterogeneous
+
+
 def scenario_for(cfg: ExperimentConfig) -> str:
     """The scenario to run: the configured one (an error if the algorithm lacks it), else the
     algorithm's own."""
@@ -54,6 +63,12 @@ def scenario_for(cfg: ExperimentConfig) -> str:
     if scenario not in allowed:
         raise ConfigError(
             f"algorithm {cfg.algorithm!r} does not run in scenario {scenario!r}; use one of {', '.join(dict.fromkeys(allowed))}"
+        )
+    if cfg.model.heterogeneous and algo.shares_weights:
+        raise ConfigError(
+            f"algorithm {cfg.algorithm!r} exchanges or averages weights, which needs one architecture on "
+            f"every silo; model.per_silo lists {', '.join(dict.fromkeys(cfg.model.per_silo))}: use an "
+            "algorithm that exchanges outputs (fedmd, mdhfl) or one model for all silos"
         )
     return scenario
 
@@ -166,7 +181,9 @@ def config_model_bits(cfg: ExperimentConfig) -> float:
     from fedsim.data import NUM_CLASSES
     from fedsim.models import build_model
 
-    return model_bits(build_model(cfg.model, NUM_CLASSES))
+    # heterogeneous models: the largest, so every rank's clock charges the same
+    names = dict.fromkeys(cfg.model.per_silo or [cfg.model.name])
+    return max(model_bits(build_model(replace(cfg.model, name=n, per_silo=[]), NUM_CLASSES)) for n in names)
 
 
 def baseline_config(cfg: ExperimentConfig, algorithm: str) -> ExperimentConfig:
@@ -221,7 +238,7 @@ def run_rank(ctx, cfg: ExperimentConfig, run_dir: str, resume: bool) -> dict[str
         train_sets = data.train
     fed = Federation(
         cfg, topology, ctx.rank, ctx.world_size, ctx.device, train_sets, data.test, data.num_classes,
-        lambda: build_model(cfg.model, data.num_classes),
+        lambda silo=None: build_model(cfg.model.for_silo(silo), data.num_classes),
     )
     if cfg.scenario == "cll":
         for silo in fed.silos.values():
@@ -278,17 +295,19 @@ def run_rank(ctx, cfg: ExperimentConfig, run_dir: str, resume: bool) -> dict[str
         raise
     progress.close()
 
-    theta = fed.aggregate()
+    theta = fed.aggregate() if forms_foundation(cfg) else None
     # EMD share of the compute: seconds in EMD over all ranks / rank-seconds spent in rounds
     emd = torch.tensor([getattr(algo, "emd_seconds", 0.0)], dtype=torch.float64, device=ctx.device)
     if dist.is_initialized():
         dist.all_reduce(emd)
     if ctx.rank != 0:
         return None
-    foundation = fed.scratch_model()
-    load_state_tensors(foundation, theta)
-    f_loss, f_acc = evaluate(foundation, fed.test_set, ctx.device)
-    torch.save({k: v.cpu() for k, v in foundation.state_dict().items()}, run_path / "foundation.pt")
+    f_loss = f_acc = None
+    if theta is not None:
+        foundation = fed.scratch_model()
+        load_state_tensors(foundation, theta)
+        f_loss, f_acc = evaluate(foundation, fed.test_set, ctx.device)
+        torch.save(saveable_state(foundation), run_path / "foundation.pt")
     summary = _summary(cfg, topology, ctx.world_size, history, f_loss, f_acc, time.perf_counter() - started)
     summary["emd_seconds"] = emd.item()
     # over the rounds that exchange (FedEFM's round 0 is local training, without EMD)
@@ -307,7 +326,7 @@ def _evaluating(cfg: ExperimentConfig, k: int) -> bool:
 def _foundation_eval(fed: Federation, k: int) -> float | None:
     """Accuracy of this round's Θ (the all-reduce aggregate) on the test set, in eval rounds;
     the same on every rank (each evaluates the same Θ: no extra message)."""
-    if not (fed.cfg.train.eval_foundation and _evaluating(fed.cfg, k)):
+    if not (fed.cfg.train.eval_foundation and _evaluating(fed.cfg, k) and forms_foundation(fed.cfg)):
         return None
     theta = fed.aggregate()
     model = fed.scratch_model()
@@ -342,7 +361,8 @@ def _measured_compute_ms(cfg: ExperimentConfig, fed: Federation, round_seconds: 
 
 
 def _make_clock(cfg, fed: Federation, algo, compute_ms: float, times) -> NetworkClock:
-    bits = cfg.net.model_bits or model_bits(next(iter(fed.silos.values())).model)
+    bits = cfg.net.model_bits or algo.message_bits() or (
+        config_model_bits(cfg) if cfg.model.heterogeneous else model_bits(next(iter(fed.silos.values())).model))
     return NetworkClock(cfg, fed.topology, bits, compute_ms, round_trip=algo.round_trip, times=times)
 
 
@@ -407,10 +427,10 @@ def _save_checkpoint(fed: Federation, algo, run_path: Path, k: int, extra: dict[
         _atomic_save(
             {
                 "round": k,
-                "model": silo.model.state_dict(),
+                "model": saveable_state(silo.model, fed.device),
                 "optimizer": silo.optimizer.state_dict(),
                 "batches": silo.batches.state_dict(),
-                "algorithm": algo.state_dict(),
+                "algorithm": algo.silo_state(i),
             },
             round_dir / f"silo_{i}.pt",
         )
@@ -435,14 +455,15 @@ def _load_checkpoint(fed: Federation, algo, run_path: Path, k: int) -> None:
         silo.model.load_state_dict(state["model"])
         silo.optimizer.load_state_dict(state["optimizer"])
         silo.batches.load_state_dict(state["batches"])
-        algo.load_state_dict(state["algorithm"])
+        algo.load_silo_state(i, state["algorithm"])
 
 
 def _summary(cfg, topology, world_size, history, f_loss, f_acc, wall) -> dict[str, Any]:
     last = history[-1] if history else {"silos": {}}
     silos = []
     for i, rec in sorted(last["silos"].items()):
-        silos.append({"silo": i, "name": topology.silos[i].name, "accuracy": rec.get("accuracy"),
+        silos.append({"silo": i, "name": topology.silos[i].name, "model": cfg.model.for_silo(i).name,
+                      "accuracy": rec.get("accuracy"),
                       "loss": rec.get("loss"), "bytes_sent_last_round": rec["bytes_sent"]})
     total_bytes = sum(r["bytes"] for r in history)
     return {

@@ -134,7 +134,7 @@ class Federation:
         train_sets: list[Any],
         test_set: Any,
         num_classes: int,
-        model_factory: Callable[[], nn.Module],
+        model_factory: Callable[[int | None], nn.Module],
     ) -> None:
         self.cfg = cfg
         self.topology = topology
@@ -149,7 +149,7 @@ class Federation:
         status = cfg.accumulation_status or [1] * topology.num_silos
         self.silos: dict[int, Silo] = {}
         for i in self.placement.silos_on(rank):
-            model = self.new_model()
+            model = self.new_model(i)
             self.silos[i] = Silo(
                 id=i,
                 model=model,
@@ -163,11 +163,12 @@ class Federation:
     def local_ids(self) -> list[int]:
         return sorted(self.silos)
 
-    def new_model(self) -> nn.Module:
-        """A fresh model with the run's common initialisation (the same on every silo)."""
+    def new_model(self, silo: int | None = None) -> nn.Module:
+        """A fresh model with the run's common initialisation (the same on every silo that has
+        the architecture); ``silo`` picks the architecture when models are heterogeneous."""
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.cfg.seed)
-            model = self.model_factory()
+            model = self.model_factory(silo)
         return flatten_state(model.to(self.device))
 
     def scratch_model(self) -> nn.Module:
@@ -201,13 +202,14 @@ class Federation:
             return sorted(matcha_active_arcs(topo, k, seed=self.cfg.seed))
         return topo.arcs
 
+    def silo_weights(self) -> dict[int, float]:
+        """ϑ_i n_i of this rank's silos (n_i = 1 unless weight_by_samples): each one's share of Θ."""
+        return {i: s.status * (len(s.data) if self.cfg.weight_by_samples else 1.0) for i, s in self.silos.items()}
+
     def aggregate(self) -> list[torch.Tensor]:
         """Θ = Σ ϑ_i n_i θ_i / Σ ϑ_i n_i over every silo (n_i = 1 unless weight_by_samples)."""
-        weights = {
-            i: s.status * (len(s.data) if self.cfg.weight_by_samples else 1.0) for i, s in self.silos.items()
-        }
         states = {i: state_tensors(s.model) for i, s in self.silos.items()}
-        return weighted_average(states, weights, self.device)
+        return weighted_average(states, self.silo_weights(), self.device)
 
     def evaluate(self, model: nn.Module) -> tuple[float, float]:
         return evaluate(model, self.test_set, self.device)

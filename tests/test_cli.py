@@ -61,6 +61,19 @@ def test_run_writes_results_and_resume_continues_exactly(tmp_path):
     assert json.loads((run / "summary.json").read_text())["rounds"] == 3
 
 
+def test_moon_resume_restores_each_silos_previous_model(tmp_path):
+    # MOON's loss reads each silo's previous-round model: --resume must bring it back, or the
+    # resumed round would contrast against the global model instead
+    moon = TINY + ["algorithm=moon", "moon.mu=5", f"output_dir={tmp_path}"]
+    straight = fedsim("run", "--nproc", "2", "--quiet", *sets(moon + ["rounds=3", "name=a"]))
+    first = fedsim("run", "--nproc", "2", "--quiet", *sets(moon + ["rounds=2", "name=b"]))
+    again = fedsim("run", "--nproc", "1", "--quiet", "--resume", *sets(moon + ["rounds=3", "name=b"]))
+    assert straight.returncode == first.returncode == again.returncode == 0, again.stderr
+    a = torch.load(tmp_path / "a" / "foundation.pt")
+    b = torch.load(tmp_path / "b" / "foundation.pt")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
 def test_six_silos_on_two_ranks(tmp_path):
     out = fedsim("run", str(REPO / "launch" / "configs" / "gossip_ring6.yaml"), "--nproc", "2", "--quiet",
                  *sets(TINY + [f"output_dir={tmp_path}", "name=six"]))

@@ -26,6 +26,8 @@ def test_overrides_keep_types_and_reach_nested_keys(tmp_path):
     (["scenario=p2p"], "unknown scenario 'p2p'"),
     (["rounds"], "--set expects key=value"),
     (["emd.backend=magic"], "unknown emd.backend"),
+    (["fedprox.mu=-1"], "fedprox.mu must be >= 0"),
+    (["moon.temperature=0"], "moon.temperature must be > 0"),
 ])
 def test_bad_overrides_name_the_problem(overrides, needle):
     with pytest.raises(ConfigError, match=needle.replace("(", r"\(").replace(")", r"\)")):

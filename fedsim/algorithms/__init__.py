@@ -10,6 +10,11 @@ _REGISTRY = {
     "gossip": ("fedsim.algorithms.gossip", "Gossip"),
     "fedavg": ("fedsim.algorithms.fedavg", "FedAvg"),
     "fedefm": ("fedsim.algorithms.fedefm", "FedEFM"),
+    "fedprox": ("fedsim.algorithms.fedprox", "FedProx"),
+    "moon": ("fedsim.algorithms.moon", "MOON"),
+    "feddf": ("fedsim.algorithms.feddf", "FedDF"),
+    "fedmd": ("fedsim.algorithms.fedmd", "FedMD"),
+    "mdhfl": ("fedsim.algorithms.mdhfl", "MDHFL"),
 }
 
 

@@ -22,6 +22,14 @@ class Algorithm:
         self.fed = fed
         self.cfg = fed.cfg
 
+    #: whether the algorithm sends or averages model weights (then every silo needs the same
+    #: architecture); algorithms that exchange only outputs on a public set set this False
+    shares_weights = True
+
+    def message_bits(self) -> float | None:
+        """Bits of one message on an arc, for the simulated network clock; None: one model."""
+        return None
+
     #: an exchange is a round trip (out to the in-neighbour and back), for the simulated clock
     round_trip = False
 
@@ -45,9 +53,9 @@ class Algorithm:
         """Run round ``k`` on this rank's silos; return each local silo's mean training loss."""
         raise NotImplementedError
 
-    def state_dict(self) -> dict[str, Any]:
-        """Algorithm state beyond the silos' models (for checkpoints)."""
+    def silo_state(self, i: int) -> dict[str, Any]:
+        """Algorithm state kept for local silo ``i`` beyond its model (saved in its checkpoint)."""
         return {}
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
+    def load_silo_state(self, i: int, state: dict[str, Any]) -> None:
         pass

@@ -21,25 +21,17 @@ import torch.nn.functional as F
 from torch import nn
 
 from fedsim.algorithms.base import SERVER, Algorithm
+from fedsim.losses import softened_kl
+from fedsim.models import logits_and_features
 from fedsim.runtime import BatchStream, load_state_tensors, state_tensors, train_steps
-
-
-def logits_and_features(model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """One forward pass giving both the logits and the dense feature map (B, C, h, w)."""
-    feats = model.features(x)
-    return model.head(feats), feats
 
 
 def distillation_loss(
     student_logits: torch.Tensor, teacher_logits: torch.Tensor, y: torch.Tensor, *, temperature: float, beta: float
 ) -> torch.Tensor:
     """ℓ_ij = β T² KL(softmax(z_T/T) ‖ softmax(z_S/T)) + (1 − β) CE(z_S, y)   (eq. 11)."""
-    T = temperature
-    kd = F.kl_div(
-        F.log_softmax(student_logits / T, dim=1), F.log_softmax(teacher_logits / T, dim=1),
-        reduction="batchmean", log_target=True,
-    )
-    return beta * T * T * kd + (1.0 - beta) * F.cross_entropy(student_logits, y)
+    kd = softened_kl(student_logits, teacher_logits, temperature)
+    return beta * kd + (1.0 - beta) * F.cross_entropy(student_logits, y)
 
 
 def emd_weights(student_feats: torch.Tensor, teacher_feats: list[torch.Tensor], emd_cfg) -> torch.Tensor:

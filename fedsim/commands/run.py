@@ -20,8 +20,11 @@ summary.csv, foundation.pt and checkpoints/ (every round; continue with --resume
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("run", help="run an experiment (default: the embedded example)", description=HELP,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
+    from fedsim.config import ALGORITHMS, SCENARIOS
+
     p.add_argument("config", nargs="?", help="experiment YAML (keys: algorithm, scenario, topology, data, "
-                   "model, train, fedefm, emd, net, rounds, seed, output_dir, ...)")
+                   "model, train, fedefm, emd, net, rounds, seed, output_dir, ...; algorithm: "
+                   f"{' | '.join(ALGORITHMS)}; scenario: {' | '.join(SCENARIOS)})")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config key by dotted path, e.g. --set rounds=3 --set data.root=/x")
     p.add_argument("--nproc", type=int, default=None,
@@ -36,10 +39,18 @@ def register(sub: argparse._SubParsersAction) -> None:
 def prepare(args: argparse.Namespace):
     """Everything that can be checked before any rank starts (so errors are one line)."""
     from fedsim.config import DEFAULT_CONFIG, load_config
-    from fedsim.runner import check_config_against_topology, resolve_topology, scenario_for, training_topology
+    from fedsim.runner import (
+        baseline_config,
+        check_config_against_topology,
+        resolve_topology,
+        scenario_for,
+        training_topology,
+    )
 
     cfg = load_config(args.config or DEFAULT_CONFIG, args.overrides)
     cfg.scenario = scenario_for(cfg)
+    for algorithm in cfg.compare_with:  # a baseline that cannot run must fail here, not in a rank
+        scenario_for(baseline_config(cfg, algorithm))
     underlay = resolve_topology(cfg.topology)
     check_config_against_topology(cfg, underlay)
     topology = training_topology(cfg, underlay)
@@ -151,15 +162,18 @@ def finish(cfg, jobs, summaries, run_dir: Path, quiet: bool) -> None:
 def downstream_stage(cfg, jobs) -> list[dict[str, Any]]:
     """Fine-tune from random weights and from every run's foundation Θ on the same downstream data."""
     from fedsim.downstream import compare_initializations
+    from fedsim.runner import forms_foundation
 
     inits: dict[str, Any] = {"random": None}
     for job_cfg, job_dir in jobs:
-        inits[run_label(job_cfg)] = str(Path(job_dir) / "foundation.pt")
+        if forms_foundation(job_cfg):
+            inits[run_label(job_cfg)] = str(Path(job_dir) / "foundation.pt")
     return compare_initializations(inits, cfg.model, cfg.downstream, cfg.data.image_size, cfg.seed)
 
 
 def run_label(cfg) -> str:
-    names = {"fedefm": "FedEFM", "fedavg": "FedAvg", "gossip": "Gossip"}
+    names = {"fedefm": "FedEFM", "fedavg": "FedAvg", "gossip": "Gossip", "fedprox": "FedProx", "moon": "MOON",
+             "feddf": "FedDF", "fedmd": "FedMD", "mdhfl": "MDH-FL"}
     return f"{names.get(cfg.algorithm, cfg.algorithm)} ({cfg.scenario.upper()})"
 
 
@@ -221,16 +235,24 @@ def print_summary(summary: dict[str, Any], run_dir: Path) -> None:
                         f"{summary['topology']}, {summary['num_silos']} silos on {summary['world_size']} rank(s)")
     table.add_column("silo", justify="right")
     table.add_column("name")
+    table.add_column("model")
     table.add_column("test accuracy", justify="right")
     table.add_column("train loss", justify="right")
     table.add_column("MB sent (last round)", justify="right")
     for s in summary["silos"]:
         acc = "" if s["accuracy"] is None else f"{s['accuracy']:.3f}"
         loss = "" if s["loss"] is None else f"{s['loss']:.3f}"
-        table.add_row(str(s["silo"]), s["name"], acc, loss, f"{s['bytes_sent_last_round'] / 1e6:.2f}")
+        table.add_row(str(s["silo"]), s["name"], s.get("model", ""), acc, loss,
+                      f"{s['bytes_sent_last_round'] / 1e6:.2f}")
     table.add_section()
-    table.add_row("Θ", "foundation (all-reduce)", f"{summary['foundation_accuracy']:.3f}",
-                  f"{summary['foundation_loss']:.3f}", f"{summary['bytes_per_round'] / 1e6:.2f} /round")
+    per_round = f"{summary['bytes_per_round'] / 1e6:.2f} /round"
+    if summary["foundation_accuracy"] is None:  # heterogeneous models: no Θ
+        mean = summary.get("mean_silo_accuracy")
+        table.add_row("", "mean over silos (no Θ: no shared weights)", "", "" if mean is None else f"{mean:.3f}",
+                      "", per_round)
+    else:
+        table.add_row("Θ", "foundation (all-reduce)", "", f"{summary['foundation_accuracy']:.3f}",
+                      f"{summary['foundation_loss']:.3f}", per_round)
     con.print(table)
     extra = summary.get("downstream")
     if extra:

@@ -16,7 +16,7 @@ chance; ``norm: batch`` switches to BatchNorm. ShuffleNetV2 always uses BatchNor
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from functools import partial
 
 import torch
@@ -29,7 +29,10 @@ from fedsim.settings import section_from_dict
 
 from .backbones import R50ViT, SmallCNN, TorchvisionNet, conv_block, norm_layer
 
-__all__ = ["MODEL_NAMES", "ModelConfig", "UNet", "build_model", "build_segmenter", "count_parameters"]
+__all__ = [
+    "MODEL_NAMES", "ModelConfig", "UNet", "build_model", "build_segmenter", "count_parameters",
+    "logits_and_features", "representation",
+]
 
 MODEL_NAMES = ("cnn", "resnet10", "resnet12", "resnet18", "resnet50", "r50-vit", "shufflenet", "mobilenetv2")
 
@@ -48,6 +51,24 @@ class ModelConfig:
     vit_heads: int = 4
     width_mult: float = 0.5   # mobilenetv2 width multiplier
     decoder_width: int = 0    # U-Net decoder channels per level; 0 = same as the encoder skip
+    # heterogeneous models: architectures given to the silos round-robin (silo i gets
+    # per_silo[i % len]); only for algorithms that exchange outputs, not weights (fedmd, mdhfl)
+    per_silo: list = field(default_factory=list)
+
+    def validate(self) -> None:
+        for name in [self.name, *self.per_silo]:
+            if not isinstance(name, str) or name.lower() not in MODEL_NAMES:
+                raise ConfigError(f"unknown model {name!r}; choose one of {', '.join(MODEL_NAMES)}")
+
+    @property
+    def heterogeneous(self) -> bool:
+        return len({n.lower() for n in self.per_silo}) > 1
+
+    def for_silo(self, i: int | None) -> ModelConfig:
+        """The model of silo ``i`` (``name`` when per_silo is empty; i None: the first silo's)."""
+        if not self.per_silo:
+            return self
+        return replace(self, name=self.per_silo[(i or 0) % len(self.per_silo)], per_silo=[])
 
     @classmethod
     def from_dict(cls, d: dict | None) -> ModelConfig:
@@ -56,6 +77,17 @@ class ModelConfig:
 
 def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
+
+
+def logits_and_features(model: nn.Module, x: Tensor) -> tuple[Tensor, Tensor]:
+    """One forward pass giving both the logits and the dense feature map (B, C, h, w)."""
+    feats = model.features(x)
+    return model.head(feats), feats
+
+
+def representation(feats: Tensor) -> Tensor:
+    """A feature map (B, C, h, w) pooled to one vector per sample (B, C); (B, C) stays."""
+    return feats.mean(dim=(2, 3)) if feats.dim() == 4 else feats.flatten(1)
 
 
 def _norm_fn(cfg: ModelConfig):

@@ -6,6 +6,7 @@ algorithm in one process with an explicit mixing matrix / mean, from the same se
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import numpy as np
@@ -104,3 +105,75 @@ def test_fedavg_matches_sequential_mean(tmp_path):
         for a, b in zip(got[i], models[i].state_dict().values()):
             if a.is_floating_point():
                 torch.testing.assert_close(a, b, atol=1e-6, rtol=0)
+
+
+def fedavg_rounds_reference(overrides: list[str], loss_for_silo) -> list:
+    """FedAvg rounds computed sequentially with a custom local loss: ``loss_for_silo(i, round,
+    model, x, y)`` is the loss of silo i at a step; returns the final models."""
+    cfg, topo, models, opts, streams = sequential_setup(overrides)
+    for k in range(cfg.rounds):
+        for i in range(topo.num_silos):
+            train_steps(models[i], opts[i], streams[i], cfg.train.local_steps,
+                        lambda m, x, y, i=i, k=k: loss_for_silo(i, k, m, x, y))
+        mean = torch.stack([flat(m) for m in models]).mean(0)
+        for m in models:
+            assign(m, mean)
+    return models
+
+
+def assert_same_models(got, models) -> None:
+    for i, model in enumerate(models):
+        for a, b in zip(got[i], model.state_dict().values()):
+            if a.is_floating_point():
+                torch.testing.assert_close(a, b, atol=1e-6, rtol=0)
+
+
+def test_fedprox_matches_sequential_proximal_objective(tmp_path):
+    mu = 5.0  # large enough that the proximal term changes the models beyond the tolerance
+    overrides = ["algorithm=fedprox", f"fedprox.mu={mu}", "topology=ring-4", "name=p", "train.local_steps=3"]
+    got = run_distributed(tmp_path, overrides)
+    anchors = {}
+
+    def loss(i, k, model, x, y):
+        params = [p.reshape(-1) for p in model.parameters()]
+        if anchors.get(i, (None,))[0] != k:  # the global model the silo holds when round k starts
+            anchors[i] = (k, torch.cat(params).detach().double().clone())
+        w = torch.cat(params).double()
+        return torch.nn.functional.cross_entropy(model(x), y) + (mu / 2) * ((w - anchors[i][1]) ** 2).sum().float()
+
+    assert_same_models(got, fedavg_rounds_reference(overrides, loss))
+    plain = fedavg_rounds_reference(overrides, lambda i, k, m, x, y: torch.nn.functional.cross_entropy(m(x), y))
+    assert (flat(plain[0]) - torch.cat([t.double().reshape(-1) for t in got[0] if t.is_floating_point()])).abs().max() > 1e-4
+
+
+def test_moon_matches_sequential_contrastive_objective(tmp_path):
+    mu, tau = 2.0, 0.5
+    overrides = ["algorithm=moon", f"moon.mu={mu}", f"moon.temperature={tau}", "topology=ring-4", "name=m",
+                 "train.local_steps=3", "rounds=3"]
+    got = run_distributed(tmp_path, overrides)
+    cfg, topo, models, opts, streams = sequential_setup(overrides)
+    previous = {}  # silo -> its model after last round's local training (round 0: the global model)
+
+    def z(model, x):
+        return model.features(x).mean(dim=(2, 3))
+
+    def cos(p, q):
+        return (p * q).sum(1) / (p.norm(dim=1) * q.norm(dim=1))
+
+    for _ in range(cfg.rounds):
+        for i in range(topo.num_silos):
+            glob = copy.deepcopy(models[i])
+            prev = previous.get(i, glob)
+
+            def loss(m, x, y, glob=glob, prev=prev):
+                zi = z(m, x)
+                pos = torch.exp(cos(zi, z(glob, x).detach()) / tau)
+                neg = torch.exp(cos(zi, z(prev, x).detach()) / tau)
+                return torch.nn.functional.cross_entropy(m(x), y) + mu * (-torch.log(pos / (pos + neg))).mean()
+
+            train_steps(models[i], opts[i], streams[i], cfg.train.local_steps, loss)
+            previous[i] = copy.deepcopy(models[i])
+        mean = torch.stack([flat(m) for m in models]).mean(0)
+        for m in models:
+            assign(m, mean)
+    assert_same_models(got, models)

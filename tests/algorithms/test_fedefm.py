@@ -130,7 +130,8 @@ def test_equal_weights_and_beta_zero_is_plain_sgd_on_cross_entropy():
 
 
 def test_identical_teacher_gives_weight_one_and_no_kd_gradient():
-    from fedsim.algorithms.fedefm import distillation_loss, emd_weights, logits_and_features
+    from fedsim.algorithms.fedefm import distillation_loss, emd_weights
+    from fedsim.models import logits_and_features
 
     cfg = _cfg(["emd.normalize=false"])
     student = _models(1)[0]
@@ -148,7 +149,8 @@ def test_identical_teacher_gives_weight_one_and_no_kd_gradient():
 
 
 def test_emd_weight_gradient_flows_only_when_asked():
-    from fedsim.algorithms.fedefm import emd_weights, logits_and_features
+    from fedsim.algorithms.fedefm import emd_weights
+    from fedsim.models import logits_and_features
 
     student, teacher = _models(2)
     x, _ = _batch(2)

@@ -1,0 +1,33 @@
+"""FedProx (Li et al., MLSys 2020): FedAvg whose local objective adds a proximal term,
+CE(w; ξ_i) + μ/2 ‖w − w_t‖², w_t the global model the silo received at the start of the round.
+Aggregation and traffic are FedAvg's."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from fedsim.algorithms.fedavg import FedAvg
+from fedsim.runtime import train_steps
+
+
+def proximal_term(model: torch.nn.Module, anchor: list[torch.Tensor]) -> torch.Tensor:
+    """Σ ‖w − w_t‖² over the trainable parameters (anchor: detached copies, same order)."""
+    return sum(((w - w0) ** 2).sum() for w, w0 in zip(model.parameters(), anchor, strict=True))
+
+
+class FedProx(FedAvg):
+    name = "fedprox"
+
+    def local_training(self, steps: int | None = None) -> dict[int, float]:
+        steps = self.cfg.train.local_steps if steps is None else steps
+        mu = self.cfg.fedprox.mu
+        losses = {}
+        for i, s in sorted(self.fed.silos.items()):
+            anchor = [p.detach().clone() for p in s.model.parameters()]
+
+            def loss_fn(model, x, y, anchor=anchor):
+                return F.cross_entropy(model(x), y) + 0.5 * mu * proximal_term(model, anchor)
+
+            losses[i] = train_steps(s.model, s.optimizer, s.batches, steps, loss_fn)
+        return losses

@@ -1,0 +1,121 @@
+"""MDH-FL — federated learning for data and model heterogeneity (Li et al., 2023; SPEC §3, seed 003).
+
+Silos may run different architectures (``model.per_silo``, e.g. shufflenet, resnet10,
+mobilenetv2, resnet12) and hold noisy labels (``data.label_noise`` μ). A round k, every silo i:
+
+  1. local training — ``train.local_steps`` steps on its private data with the symmetric
+     cross-entropy α·CE + β·RCE (Wang et al. 2019), robust to label noise;
+  2. knowledge distribution — its softened class distribution p_i = softmax(f_{θ_i}(x_s)/T)
+     (eval mode) on the round's ``mdhfl.align_steps`` public batches x_s (the same on every silo);
+  3. alignment — one step per public batch on  T² · KL(p̄_{−i} ‖ softmax(f_{θ_i}(x_s)/T)),
+     p̄_{−i} = Σ_{j≠i} ϑ_j n_j p_j / Σ_{j≠i} ϑ_j n_j, the other silos' mean distribution
+     (Σ_{j≠i} KL(p_j ‖ q) and (N−1)·KL(p̄_{−i} ‖ q) have the same gradient in q), with the silo's
+     own alignment optimiser, kept across rounds and in its checkpoint.
+
+Only distributions travel: one all-reduce of the ϑ-weighted sum of p over every silo (and of the
+weights); silo i removes its own term. Bytes: p_i up, the sum down, per silo (on the star through
+the coordinating server). With heterogeneous models no foundation Θ is formed; the score is
+the silos' mean test accuracy.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+
+from fedsim.algorithms.base import SERVER, Algorithm
+from fedsim.algorithms.feddf import PublicSet, silo_logits
+from fedsim.losses import symmetric_cross_entropy
+from fedsim.runtime import Federation, make_optimizer, train_steps
+from fedsim.transport import message_bytes
+
+
+def others_mean(fed: Federation, probs: dict[int, torch.Tensor]) -> dict[int, torch.Tensor | None]:
+    """p̄_{−i} for each local silo i: the ϑ n-weighted mean of every *other* silo's ``probs``,
+    from one all-reduce of [Σ_j w_j p_j, Σ_j w_j] (float64: independent of the placement).
+    None when no other silo contributes."""
+    weights = fed.silo_weights()
+    template = next(iter(probs.values()))
+    acc = torch.zeros(template.numel() + 1, dtype=torch.float64, device=fed.device)
+    for i, p in probs.items():
+        acc[:-1] += weights[i] * p.reshape(-1).double()
+        acc[-1] += weights[i]
+    if dist.is_initialized():
+        dist.all_reduce(acc)
+    total, out = acc[-1].item(), {}
+    for i, p in probs.items():
+        rest = total - weights[i]
+        out[i] = None if rest <= 0 else ((acc[:-1] - weights[i] * p.reshape(-1).double()) / rest).view(
+            template.shape).to(template.dtype)
+    return out
+
+
+def alignment_loss(student_logits: torch.Tensor, target_probs: torch.Tensor, temperature: float) -> torch.Tensor:
+    """T² · KL(target ‖ softmax(student/T)), batch mean (``target_probs`` already softened)."""
+    log_q = F.log_softmax(student_logits / temperature, dim=1)
+    return temperature**2 * F.kl_div(log_q, target_probs, reduction="batchmean")
+
+
+class MDHFL(Algorithm):
+    name = "mdhfl"
+    natural_scenario = "cfl"
+    scenarios = ("cfl", "cll", "standalone")
+    shares_weights = False  # only class distributions travel: architectures may differ
+
+    def __init__(self, fed: Federation) -> None:
+        super().__init__(fed)
+        self.public = PublicSet(fed, self.cfg.mdhfl.public_samples) if self.exchanges else None
+        self._align_opt = {i: make_optimizer(s.model, self.cfg) for i, s in fed.silos.items()}
+
+    def message_bits(self) -> float | None:
+        steps = self.cfg.mdhfl.align_steps
+        if self.public is None or not steps:
+            return None
+        batch = min(self.cfg.train.batch_size, len(self.public.images))
+        return float(steps * batch * self.fed.num_classes * 32)
+
+    def exchanges_in(self, k: int) -> bool:
+        return self.exchanges and self.cfg.mdhfl.align_steps > 0
+
+    def local_training(self, steps: int | None = None) -> dict[int, float]:
+        c = self.cfg.mdhfl
+        steps = self.cfg.train.local_steps if steps is None else steps
+        return {
+            i: train_steps(s.model, s.optimizer, s.batches, steps,
+                           lambda m, x, y: symmetric_cross_entropy(m(x), y, c.sce_alpha, c.sce_beta))
+            for i, s in sorted(self.fed.silos.items())
+        }
+
+    def round(self, k: int) -> dict[int, float]:
+        losses = self.local_training()  # 1.
+        if not self.exchanges_in(k):
+            return losses
+        fed, c = self.fed, self.cfg.mdhfl
+        xs = self.public.batches(k, c.align_steps)
+        probs = {i: F.softmax(silo_logits(s.model, xs) / c.temperature, dim=-1)  # 2.
+                 for i, s in sorted(fed.silos.items())}
+        targets = others_mean(fed, probs)
+        size = message_bytes([next(iter(probs.values()))])
+        for i, silo in sorted(fed.silos.items()):  # 3.
+            fed.transport.bytes_by_edge[(i, SERVER)] += size
+            fed.transport.bytes_by_edge[(SERVER, i)] += size
+            if targets[i] is None:
+                continue
+            optimizer = self._align_opt[i]
+            silo.model.train()
+            for x, p in zip(xs, targets[i], strict=True):
+                loss = alignment_loss(silo.model(x), p, c.temperature)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+        return losses
+
+    def silo_state(self, i: int) -> dict[str, Any]:
+        return {"align_optimizer": self._align_opt[i].state_dict()}
+
+    def load_silo_state(self, i: int, state: dict[str, Any]) -> None:
+        if "align_optimizer" in state:
+            self._align_opt[i].load_state_dict(state["align_optimizer"])
