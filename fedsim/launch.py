@@ -37,6 +37,20 @@ class RankContext:
     device: torch.device
 
 
+def _close_process_group(success: bool) -> None:
+    """Leave the process group. After a successful run every rank first waits for the others
+    (rank 0 still evaluates and writes the summary when the rest are done): tearing gloo down
+    while a peer still uses its connections can abort the process at exit."""
+    if not dist.is_initialized():
+        return
+    try:
+        if success:
+            dist.barrier()
+        dist.destroy_process_group()
+    except Exception:  # noqa: BLE001 - a peer may already be gone
+        pass
+
+
 def _worker(
     local_rank: int,
     fn: Callable[..., Any],
@@ -59,12 +73,7 @@ def _worker(
         outcome = ("fedsim", exc)
     except BaseException as exc:  # noqa: BLE001 - reported to the parent, then re-raised
         outcome = ("error", f"{type(exc).__name__}: {exc}\n{traceback.format_exc()}")
-    finally:
-        if dist.is_initialized():
-            try:
-                dist.destroy_process_group()
-            except Exception:  # noqa: BLE001 - a peer may already be gone
-                pass
+    _close_process_group(success=outcome[0] == "ok")
     with open(Path(result_dir) / f"rank{local_rank}.pkl", "wb") as fh:
         pickle.dump(outcome, fh)
     if outcome[0] == "error":
@@ -158,7 +167,10 @@ def join_torchrun(fn: Callable[..., Any], *args: Any, device: str = "auto", time
     ctx = RankContext(rank, world_size, local_rank, pick_device(device, local_rank))
     torch.set_num_threads(1)  # as spawned ranks: results independent of placement
     init_process_group(ctx.device, rank, world_size, timeout_s)
+    success = False
     try:
-        return fn(ctx, *args)
+        result = fn(ctx, *args)
+        success = True
+        return result
     finally:
-        dist.destroy_process_group()
+        _close_process_group(success)
