@@ -2,7 +2,8 @@
 
 ``fedefm`` — the FedEFM comparison in the paper's shape (issue 5 part 5):
 
-* main table: FedAvg (CFL), Gossip/RING (DFL), FedEFM (CFL), FedEFM (DFL), CLL (centralized) —
+* main table: FedAvg (CFL), Gossip/RING (DFL), FedEFM (CFL), FedEFM (DFL), CLL (centralized),
+  FedProx, MOON and FedDF (CFL) —
   foundation accuracy at 100% unseen labels, downstream Dice / mIoU / Jaccard and tube-position
   accuracy (fine-tuned from each Θ and from random weights), wall time, MB per exchange round;
 * unseen-label ablation: FedAvg vs FedEFM (DFL) foundation accuracy at 0%, 50%, 100% unseen;
@@ -27,6 +28,13 @@ Every run shares data, seed, model and rounds (the embedded default experiment,
 Measured on 2 shared CPU cores at load ~9: training runs ~9.5 min (the same 2 gloo ranks run them
 one after another), downstream ~90-160 s per initialization at 60 steps; --quick: 4.5 min of
 training. An idle machine is several times faster.
+
+``mdhfl`` — MDH-FL (seed 003): the four client models (ShuffleNet, ResNet-10, MobileNetV2,
+ResNet-12) on four silos, symmetric label noise μ ∈ {0.1, 0.2, 0.3}: mean silo test accuracy of
+standalone training (SCE, no exchange), FedMD, MDH-FL with plain CE and MDH-FL (SCE + KL
+alignment on the public set), beside the paper's numbers (their data, reference only).
+
+    python benchmarks/paper_tables.py mdhfl [--quick] [--rounds N]
 
 ``fedefm-sweep`` — FedEFM (DFL) hyper-parameter variants against FedAvg (CFL), plain and with as
 many local steps per round as a FedEFM silo takes: foundation accuracy per round, wall time.
@@ -57,6 +65,9 @@ MAIN = [
     ("fedefm_cfl", "FedEFM (CFL)", ["algorithm=fedefm", "scenario=cfl"]),
     ("fedefm_dfl", "FedEFM (DFL)", ["algorithm=fedefm", "scenario=dfl"]),
     ("cll", "CLL (centralized)", ["algorithm=fedavg", "scenario=cll"]),
+    ("fedprox_cfl", "FedProx (CFL)", ["algorithm=fedprox", "scenario=cfl"]),
+    ("moon_cfl", "MOON (CFL)", ["algorithm=moon", "scenario=cfl"]),
+    ("feddf_cfl", "FedDF (CFL)", ["algorithm=feddf", "scenario=cfl"]),
 ]
 UNSEEN = (0.0, 0.5, 1.0)
 EMD_ABLATION = [
@@ -177,6 +188,13 @@ def _pct(v) -> str:
 
 def _num(v, spec=".1f") -> str:
     return "–" if v is None or v != v else format(v, spec)
+
+
+def escape(text: str) -> str:
+    """``text`` shown literally in a rich table (brackets are rich markup)."""
+    from rich.markup import escape as rich_escape
+
+    return rich_escape(text)
 
 
 def print_table(title: str, columns: list[str], rows: list[list[str]]) -> None:
@@ -414,6 +432,61 @@ def fedefm(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---- mdhfl: heterogeneous models and noisy labels (seed 003) ------------------------------------
+
+HETEROGENEOUS = "[shufflenet,resnet10,mobilenetv2,resnet12]"  # MDH-FL's four client models
+NOISE = (0.1, 0.2, 0.3)
+PAPER_MDHFL = {0.1: 0.8369, 0.2: 0.7982, 0.3: 0.7293}  # their hematology data, reference only
+MDHFL_ROWS = [
+    ("standalone", "standalone (SCE, no exchange)", ["algorithm=mdhfl", "scenario=standalone"]),
+    ("fedmd", "FedMD (L1 digest, CE)", ["algorithm=fedmd", "scenario=cfl"]),
+    ("mdhfl_ce", "MDH-FL with plain CE (α=1, β=0)", ["algorithm=mdhfl", "scenario=cfl", "mdhfl.sce_alpha=1.0",
+                                                      "mdhfl.sce_beta=0.0"]),
+    ("mdhfl", "MDH-FL (SCE + KL alignment)", ["algorithm=mdhfl", "scenario=cfl"]),
+]
+
+
+def mdhfl(args: argparse.Namespace) -> int:
+    """Mean silo test accuracy (no Θ: the silos run different architectures) at label noise
+    μ ∈ {0.1, 0.2, 0.3}: standalone, FedMD, MDH-FL with plain CE and MDH-FL."""
+    t_start = time.perf_counter()
+    out = Path(args.out)
+    runs = out / "runs"
+    runs.mkdir(parents=True, exist_ok=True)
+    rounds = args.rounds or (3 if args.quick else 6)
+    common = ["compare_with=[]", "downstream.enabled=false", f"rounds={rounds}", "train.eval_every=0",
+              f"model.per_silo={args.models}", f"data.unseen_fraction={args.unseen}", *args.set]
+    noise = (0.2,) if args.quick else NOISE
+
+    def log(msg: str) -> None:
+        print(f"[{time.perf_counter() - t_start:6.0f}s] {msg}", flush=True)
+
+    configs = {f"{key}_mu{int(round(100 * mu))}": make_config([*common, f"data.label_noise={mu}", *ov],
+                                                               f"{key}_mu{int(round(100 * mu))}")
+               for key, _, ov in MDHFL_ROWS for mu in noise}
+    log(f"{len(configs)} runs planned: {', '.join(configs)}")
+    run_all(configs, runs, args.nproc, args.fresh, log)
+    table, rows = [], []
+    for key, label, _ in MDHFL_ROWS:
+        cells, wall = [], 0.0
+        for mu in noise:
+            s = json.loads((runs / f"{key}_mu{int(round(100 * mu))}" / "summary.json").read_text())
+            cells.append(_pct(s["mean_silo_accuracy"]))
+            wall += s["wall_time_s"]
+            rows.append({"key": key, "label": label, "label_noise": mu, "mean_silo_accuracy": s["mean_silo_accuracy"],
+                         "silo_accuracy": {x["model"]: x["accuracy"] for x in s["silos"]},
+                         "mb_per_round": s["bytes_per_round"] / 1e6, "wall_time_s": s["wall_time_s"]})
+        table.append([label, *cells, _num(wall), _num(rows[-1]["mb_per_round"], ".3f")])
+    table.append(["paper: MDH-FL (hematology data)", *[_pct(PAPER_MDHFL[mu]) for mu in noise], "", ""])
+    print_table(f"MDH-FL (seed 003): models {escape(args.models)}, 4 silos, {rounds} rounds, "
+                f"{100 * args.unseen:.0f}% unseen labels — mean silo test accuracy (%) at label noise μ",
+                ["row", *[f"μ = {mu}" for mu in noise], "wall s (sum)", "MB/round"], table)
+    (out / "mdhfl_rows.json").write_text(json.dumps({"meta": {"rounds": rounds, "common": common}, "rows": rows},
+                                                    indent=2))
+    log(f"total {time.perf_counter() - t_start:.0f} s; rows in {out}/mdhfl_rows.json")
+    return 0
+
+
 # ---- fedefm-sweep: measured hyper-parameter defaults -------------------------------------------
 
 DEFAULT_VARIANTS = [
@@ -504,6 +577,17 @@ def main(argv: list[str] | None = None) -> int:
     q.add_argument("--out", default="runs/paper_tables/sweep")
     q.add_argument("--fresh", action="store_true")
     q.set_defaults(handler=fedefm_sweep)
+    m = sub.add_parser("mdhfl", help="MDH-FL vs FedMD vs standalone with heterogeneous models and label noise")
+    m.add_argument("--rounds", type=int, default=None, help="rounds per run (default 6; 3 with --quick)")
+    m.add_argument("--nproc", type=int, default=2)
+    m.add_argument("--quick", action="store_true", help="3 rounds, μ = 0.2 only")
+    m.add_argument("--models", default=HETEROGENEOUS, help=f"model.per_silo (default {HETEROGENEOUS})")
+    m.add_argument("--unseen", type=float, default=0.0, help="data.unseen_fraction (default 0: every silo sees "
+                   "every class, as in MDH-FL's data)")
+    m.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override for every run")
+    m.add_argument("--out", default="runs/paper_tables/mdhfl")
+    m.add_argument("--fresh", action="store_true")
+    m.set_defaults(handler=mdhfl)
     args = parser.parse_args(argv)
     return args.handler(args)
 

@@ -20,6 +20,8 @@ from fedsim.errors import ConfigError
 ALGORITHMS = ("fedefm", "gossip", "fedavg", "fedprox", "moon", "feddf", "fedmd", "mdhfl")
 DEFAULT_CONFIG = Path(__file__).with_name("default.yaml")  # what `fedsim run` runs without CONFIG
 SCENARIOS = ("dfl", "cfl", "cll", "standalone")
+TASKS = ("classification", "segmentation")
+INITS = ("random", "pretrained", "fm")
 
 
 @dataclass
@@ -117,6 +119,33 @@ class NetConfig:
     access_gbps: float = 10.0
 
 
+def _teacher_model_config():
+    from fedsim.models import ModelConfig
+
+    return ModelConfig(name="r50-vit")
+
+
+@dataclass
+class FMInitConfig:
+    """Where federated training begins (seed 004, ``init: pretrained | fm``). ``pretrained``: the
+    student U-Net (``model``) trained on the proxy set D^P with the segmentation loss; ``fm``: a
+    larger teacher U-Net (``teacher``, trained on its own larger public set: our stand-in for
+    SAM-Med2D) distilled into the student on D^P with L = α·KL(σ(z_T) ‖ σ(z_S)) per pixel +
+    (1 − α)·Dice loss. D^P and the teacher's set come from their own seed streams, disjoint from
+    every silo and the test set. Results are cached under ``cache_dir`` keyed by these settings."""
+
+    alpha: float = 0.6  # α of eq. 5 (the paper's)
+    temperature: float = 1.0  # T of the per-pixel softmax in the KL term
+    proxy_samples: int = 256  # |D^P|
+    student_steps: int = 120  # Adam steps on D^P, the same for pretrained and fm
+    teacher: Any = field(default_factory=_teacher_model_config)  # the teacher U-Net's encoder
+    teacher_samples: int = 1024  # the teacher's own (larger) training set
+    teacher_steps: int = 200
+    batch_size: int = 16
+    lr: float = 2e-3  # Adam, for teacher, pre-training and distillation
+    cache_dir: str | None = None  # None: OUTPUT_DIR/_init_cache
+
+
 def _data_config():
     from fedsim.data import DataConfig
 
@@ -152,6 +181,9 @@ class ExperimentConfig:
     weight_by_samples: bool = False  # Θ weighted by each silo's sample count as well as ϑ
     timeout_s: float = 300.0  # a silo silent for this long is reported as failed
     compare_with: list[str] = field(default_factory=list)  # baselines run after it on the same data
+    task: str = "classification"  # classification (foundation label) | segmentation (U-Net on masks, Dice)
+    init: str = "random"  # random | pretrained | fm: the common initial model of every silo (segmentation)
+    init_from: str | None = None  # a saved state dict every silo starts from instead (any task)
     data: Any = field(default_factory=_data_config)
     model: Any = field(default_factory=_model_config)
     train: TrainConfig = field(default_factory=TrainConfig)
@@ -164,6 +196,7 @@ class ExperimentConfig:
     emd: EMDConfig = field(default_factory=EMDConfig)
     net: NetConfig = field(default_factory=NetConfig)
     downstream: Any = field(default_factory=_downstream_config)
+    fminit: FMInitConfig = field(default_factory=FMInitConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -327,5 +360,29 @@ def validate_config(cfg: ExperimentConfig) -> None:
     for key in _ABOVE_ZERO:
         if _get(cfg, key) <= 0:
             raise ConfigError(f"{key} must be > 0, got {_get(cfg, key)}")
+    _validate_init(cfg)
     if cfg.fedmd.loss not in ("l1", "kl"):
         raise ConfigError(f"fedmd.loss must be l1 or kl, got {cfg.fedmd.loss!r}")
+
+
+def _validate_init(cfg: ExperimentConfig) -> None:
+    if cfg.task not in TASKS:
+        raise ConfigError(f"unknown task {cfg.task!r}; choose one of {', '.join(TASKS)}")
+    if cfg.init not in INITS:
+        raise ConfigError(f"unknown init {cfg.init!r}; choose one of {', '.join(INITS)}")
+    if cfg.init != "random" and cfg.task != "segmentation" and cfg.init_from is None:
+        raise ConfigError(f"init: {cfg.init} trains a U-Net on the proxy set and needs task: segmentation "
+                          f"(or give init_from: PATH)")
+    if cfg.init_from is not None and not Path(cfg.init_from).expanduser().is_file():
+        raise ConfigError(f"init_from: {cfg.init_from}: file not found")
+    f = cfg.fminit
+    if not 0.0 <= f.alpha <= 1.0:
+        raise ConfigError(f"fminit.alpha must be in [0, 1], got {f.alpha}")
+    for key in ("temperature", "lr"):
+        if getattr(f, key) <= 0:
+            raise ConfigError(f"fminit.{key} must be > 0, got {getattr(f, key)}")
+    for key in ("proxy_samples", "student_steps", "teacher_samples", "teacher_steps", "batch_size"):
+        if getattr(f, key) < 1:
+            raise ConfigError(f"fminit.{key} must be >= 1, got {getattr(f, key)}")
+    if hasattr(f.teacher, "validate"):
+        f.teacher.validate()

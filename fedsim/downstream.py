@@ -29,6 +29,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from fedsim.errors import ConfigError
+from fedsim.losses import segmentation_loss, soft_dice_loss
 from fedsim.settings import section_from_dict
 
 __all__ = [
@@ -245,13 +246,7 @@ def _batches(n: int, batch_size: int, steps: int, g: torch.Generator):
         pos += bs
 
 
-def _soft_dice_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """1 − mean soft Dice over the foreground classes (batch-level)."""
-    prob = logits.softmax(1)[:, 1:]
-    onehot = F.one_hot(target, logits.shape[1]).permute(0, 3, 1, 2)[:, 1:].to(prob.dtype)
-    inter = (prob * onehot).sum((0, 2, 3))
-    denom = prob.sum((0, 2, 3)) + onehot.sum((0, 2, 3))
-    return 1.0 - ((2 * inter + 1.0) / (denom + 1.0)).mean()
+_soft_dice_loss = soft_dice_loss  # moved to fedsim.losses (shared with task: segmentation runs)
 
 
 @torch.no_grad()
@@ -261,20 +256,28 @@ def _predict(model: nn.Module, images: torch.Tensor, batch_size: int = 64) -> to
     return torch.cat(out)
 
 
-def _fit(model: nn.Module, x_all: torch.Tensor, y_all: torch.Tensor, ds_cfg: DownstreamConfig,
-         batch_seed: int, loss_fn) -> list[float]:
-    """Adam on seeded mini-batches for the configured steps/epochs; the loss of every step."""
-    opt = torch.optim.Adam(model.parameters(), lr=ds_cfg.lr)
+def fit(model: nn.Module, x_all: torch.Tensor, targets, steps: int, batch_size: int, lr: float,
+        batch_seed: int, loss_fn) -> list[float]:
+    """Adam on seeded mini-batches: ``steps`` steps of ``loss_fn(model(x), *targets[idx])``
+    (``targets`` one tensor or a tuple of tensors indexed like ``x_all``); the loss of every step."""
+    targets = targets if isinstance(targets, tuple) else (targets,)
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
     g = torch.Generator().manual_seed(batch_seed)
     losses = []
     model.train()
-    for idx in _batches(len(x_all), ds_cfg.batch_size, ds_cfg.num_steps(), g):
-        loss = loss_fn(model(x_all[idx]), y_all[idx])
+    for idx in _batches(len(x_all), batch_size, steps, g):
+        loss = loss_fn(model(x_all[idx]), *(t[idx] for t in targets))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         losses.append(float(loss.detach()))
     return losses
+
+
+def _fit(model: nn.Module, x_all: torch.Tensor, y_all: torch.Tensor, ds_cfg: DownstreamConfig,
+         batch_seed: int, loss_fn) -> list[float]:
+    """:func:`fit` for the configured downstream steps/epochs."""
+    return fit(model, x_all, y_all, ds_cfg.num_steps(), ds_cfg.batch_size, ds_cfg.lr, batch_seed, loss_fn)
 
 
 def finetune_segmentation(init_state: dict | None, model_cfg=None, ds_cfg: DownstreamConfig | dict | None = None,
@@ -293,7 +296,7 @@ def finetune_segmentation(init_state: dict | None, model_cfg=None, ds_cfg: Downs
     started = time.perf_counter()
     model, loaded = init_segmenter(init_state, mcfg, seed, data.train.images.shape[1], source)
     losses = _fit(model, data.train.images, data.train.masks, ds_cfg, seed,
-                  lambda logits, y: F.cross_entropy(logits, y) + _soft_dice_loss(logits, y))
+                  segmentation_loss)
     pred = _predict(model, data.test.images)
     s = segmentation_scores(pred, data.test.masks, num_classes=3)
     dpc, ipc = s["dice_per_class"], s["iou_per_class"]

@@ -23,3 +23,36 @@ def symmetric_cross_entropy(logits: torch.Tensor, target: torch.Tensor, alpha: f
     ce = F.cross_entropy(logits, target)
     p_y = F.softmax(logits, dim=1).gather(1, target[:, None]).squeeze(1)
     return alpha * ce + beta * (-log_zero * (1.0 - p_y)).mean()
+
+
+def soft_dice_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """1 − mean soft Dice over the foreground classes (batch-level, smoothing 1): logits
+    (B, C, H, W), target (B, H, W) class ids with 0 = background."""
+    prob = logits.softmax(1)[:, 1:]
+    onehot = F.one_hot(target, logits.shape[1]).permute(0, 3, 1, 2)[:, 1:].to(prob.dtype)
+    inter = (prob * onehot).sum((0, 2, 3))
+    denom = prob.sum((0, 2, 3)) + onehot.sum((0, 2, 3))
+    return 1.0 - ((2 * inter + 1.0) / (denom + 1.0)).mean()
+
+
+def segmentation_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Per-pixel cross-entropy + soft Dice loss: the supervised segmentation loss of the
+    downstream U-Net and of silos in ``task: segmentation`` runs."""
+    return F.cross_entropy(logits, target) + soft_dice_loss(logits, target)
+
+
+def pixel_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    """T² · KL(σ(z_T / T) ‖ σ(z_S / T)) of the per-pixel class distributions (softmax over dim 1),
+    summed over classes and averaged over every pixel of the batch."""
+    T = temperature
+    log_s = F.log_softmax(student_logits / T, dim=1)
+    log_t = F.log_softmax(teacher_logits / T, dim=1)
+    return T * T * (log_t.exp() * (log_t - log_s)).sum(1).mean()
+
+
+def fm_distillation_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, target: torch.Tensor,
+                         alpha: float = 0.6, temperature: float = 1.0) -> torch.Tensor:
+    """FM-instructed initialization (seed 004, eq. 5): L = α · L_KL(teacher ‖ student) per pixel
+    + (1 − α) · L_dice(y, σ(student)); the teacher's logits carry no gradient."""
+    return (alpha * pixel_kl(student_logits, teacher_logits.detach(), temperature)
+            + (1.0 - alpha) * soft_dice_loss(student_logits, target))

@@ -28,6 +28,14 @@ def read_rounds(run_dir: str | Path) -> list[dict[str, Any]]:
     return rows
 
 
+def _metric(run_dir: str | Path) -> str:
+    """What a run's "accuracy" fields hold: "accuracy", or "dice" for ``task: segmentation``."""
+    import json
+
+    path = Path(run_dir) / "summary.json"
+    return json.loads(path.read_text()).get("metric", "accuracy") if path.is_file() else "accuracy"
+
+
 def plot_runs(run_dirs: list[str | Path], out: str | Path, labels: list[str] | None = None) -> Path:
     """Mean silo accuracy and foundation (Θ) accuracy vs round and vs simulated time, one
     curve per run, in one PNG."""
@@ -50,8 +58,9 @@ def plot_runs(run_dirs: list[str | Path], out: str | Path, labels: list[str] | N
             by_time.plot(times, acc, style, color=color, marker="o", ms=3, label=f"{label}: {suffix}")
     by_round.set_xlabel("round")
     by_time.set_xlabel("simulated network time (s)")
+    ylabel = "test Dice" if all(_metric(d) == "dice" for d in run_dirs) else "test accuracy"
     for ax in (by_round, by_time):
-        ax.set_ylabel("test accuracy")
+        ax.set_ylabel(ylabel)
         ax.grid(alpha=0.3)
     by_round.legend(fontsize=8)
     fig.tight_layout()

@@ -15,11 +15,11 @@ import torch.distributed as dist
 
 from fedsim.algorithms import algorithm_class, build_algorithm
 from fedsim.algorithms.base import SERVER
-from fedsim.config import ExperimentConfig
+from fedsim.config import ALGORITHMS, ExperimentConfig
 from fedsim.distributed import Placement
 from fedsim.errors import ConfigError, FedsimError, SiloFailure, TopologyError
 from fedsim.records import Recorder, read_records
-from fedsim.runtime import Federation, evaluate, load_state_tensors
+from fedsim.runtime import Federation, load_state_tensors
 from fedsim.topology import MAKE_KINDS, Topology, load_topology, make_topology, parse_topology
 from fedsim.transport import saveable_state
 
@@ -63,6 +63,11 @@ def scenario_for(cfg: ExperimentConfig) -> str:
     if scenario not in allowed:
         raise ConfigError(
             f"algorithm {cfg.algorithm!r} does not run in scenario {scenario!r}; use one of {', '.join(dict.fromkeys(allowed))}"
+        )
+    if cfg.task not in algo.tasks:
+        raise ConfigError(
+            f"algorithm {cfg.algorithm!r} does not support task {cfg.task!r}; use one of "
+            f"{', '.join(n for n in ALGORITHMS if cfg.task in algorithm_class(n).tasks)} (or task: classification)"
         )
     if cfg.model.heterogeneous and algo.shares_weights:
         raise ConfigError(
@@ -211,11 +216,29 @@ def run_jobs(ctx, jobs: list[tuple[ExperimentConfig, str]], resume: bool) -> lis
     return out
 
 
+def initial_model_factory(cfg: ExperimentConfig, num_classes: int, init_state: dict | None):
+    """The silos' model factory: a classifier (``task: classification``) or a U-Net whose encoder
+    is ``model`` (``task: segmentation``), loaded with the common initial state when there is one."""
+    from fedsim.fminit import NUM_SEG_CLASSES, apply_initial_state
+    from fedsim.models import build_model, build_segmenter
+
+    def factory(silo: int | None = None):
+        if cfg.task == "segmentation":
+            model = build_segmenter(cfg.model.for_silo(silo), NUM_SEG_CLASSES)
+        else:
+            model = build_model(cfg.model.for_silo(silo), num_classes)
+        if init_state is not None:
+            apply_initial_state(model, init_state, cfg.init_from or f"init: {cfg.init}")
+        return model
+
+    return factory
+
+
 def run_rank(ctx, cfg: ExperimentConfig, run_dir: str, resume: bool) -> dict[str, Any] | None:
     """The whole run as seen by one rank. Returns the summary on rank 0."""
     from fedsim.data import load_federated
     from fedsim.distributed import set_determinism
-    from fedsim.models import build_model
+    from fedsim.fminit import initial_state
 
     run_path = Path(run_dir)
     set_determinism(cfg.seed)
@@ -238,7 +261,7 @@ def run_rank(ctx, cfg: ExperimentConfig, run_dir: str, resume: bool) -> dict[str
         train_sets = data.train
     fed = Federation(
         cfg, topology, ctx.rank, ctx.world_size, ctx.device, train_sets, data.test, data.num_classes,
-        lambda silo=None: build_model(cfg.model.for_silo(silo), data.num_classes),
+        initial_model_factory(cfg, data.num_classes, initial_state(cfg, ctx)),
     )
     if cfg.scenario == "cll":
         for silo in fed.silos.values():
@@ -251,7 +274,8 @@ def run_rank(ctx, cfg: ExperimentConfig, run_dir: str, resume: bool) -> dict[str
         _load_checkpoint(fed, algo, run_path, resume_round)
         start_round = resume_round + 1
     recorder = Recorder(run_path, fed.local_ids, resume_round)
-    progress = _Progress(ctx.rank == 0, cfg.rounds, start_round, cfg.name)
+    progress = _Progress(ctx.rank == 0, cfg.rounds, start_round, cfg.name,
+                         "dice" if cfg.task == "segmentation" else "acc")
     started = time.perf_counter()
     history: list[dict[str, Any]] = []
     clock = None
@@ -306,7 +330,7 @@ def run_rank(ctx, cfg: ExperimentConfig, run_dir: str, resume: bool) -> dict[str
     if theta is not None:
         foundation = fed.scratch_model()
         load_state_tensors(foundation, theta)
-        f_loss, f_acc = evaluate(foundation, fed.test_set, ctx.device)
+        f_loss, f_acc = fed.evaluate(foundation)
         torch.save(saveable_state(foundation), run_path / "foundation.pt")
     summary = _summary(cfg, topology, ctx.world_size, history, f_loss, f_acc, time.perf_counter() - started)
     summary["emd_seconds"] = emd.item()
@@ -319,8 +343,9 @@ def run_rank(ctx, cfg: ExperimentConfig, run_dir: str, resume: bool) -> dict[str
 
 
 def _evaluating(cfg: ExperimentConfig, k: int) -> bool:
+    """Every ``train.eval_every`` rounds and always in the last (eval_every 0: only the last)."""
     every = cfg.train.eval_every
-    return bool(every) and (k % every == 0 or k == cfg.rounds - 1)
+    return k == cfg.rounds - 1 or bool(every) and k % every == 0
 
 
 def _foundation_eval(fed: Federation, k: int) -> float | None:
@@ -331,7 +356,7 @@ def _foundation_eval(fed: Federation, k: int) -> float | None:
     theta = fed.aggregate()
     model = fed.scratch_model()
     load_state_tensors(model, theta)
-    return evaluate(model, fed.test_set, fed.device)[1]
+    return fed.evaluate(model)[1]
 
 
 def _inject_fault(rank: int, k: int) -> None:
@@ -466,7 +491,7 @@ def _summary(cfg, topology, world_size, history, f_loss, f_acc, wall) -> dict[st
                       "accuracy": rec.get("accuracy"),
                       "loss": rec.get("loss"), "bytes_sent_last_round": rec["bytes_sent"]})
     total_bytes = sum(r["bytes"] for r in history)
-    return {
+    summary = {
         "name": cfg.name,
         "algorithm": cfg.algorithm,
         "scenario": cfg.scenario,
@@ -486,7 +511,16 @@ def _summary(cfg, topology, world_size, history, f_loss, f_acc, wall) -> dict[st
         "accuracy_by_round": [r["accuracy"] for r in history],
         "foundation_accuracy_by_round": [r["foundation_accuracy"] for r in history],
         "silos": silos,
+        "task": cfg.task,
+        # what the *accuracy* fields hold: test accuracy, or mean foreground Dice (segmentation)
+        "metric": "dice" if cfg.task == "segmentation" else "accuracy",
+        "init": "file" if cfg.init_from else cfg.init,
     }
+    if cfg.task == "segmentation":  # the same numbers under their own names
+        summary.update(foundation_dice=f_acc, mean_silo_dice=summary["mean_silo_accuracy"],
+                       dice_by_round=summary["accuracy_by_round"],
+                       foundation_dice_by_round=summary["foundation_accuracy_by_round"])
+    return summary
 
 
 def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
@@ -503,8 +537,9 @@ def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
 class _Progress:
     """A rich progress bar on rank 0 only: round, loss, accuracy, MB sent."""
 
-    def __init__(self, enabled: bool, rounds: int, start: int, name: str) -> None:
+    def __init__(self, enabled: bool, rounds: int, start: int, name: str, metric: str = "acc") -> None:
         self.bar = None
+        self.metric = metric
         if not enabled:
             return
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -519,7 +554,7 @@ class _Progress:
     def update(self, row: dict[str, Any]) -> None:
         if self.bar is None:
             return
-        acc = f"acc {row['accuracy']:.3f}" if row["accuracy"] is not None else ""
+        acc = f"{self.metric} {row['accuracy']:.3f}" if row["accuracy"] is not None else ""
         if row.get("foundation_accuracy") is not None:
             acc += f"  Θ {row['foundation_accuracy']:.3f}"
         loss = f"loss {row['loss']:.3f}" if row["loss"] is not None else ""

@@ -27,10 +27,13 @@ def silo_seed(seed: int, silo: int, stream: int = 0) -> int:
 
 
 class BatchStream:
-    """Endless shuffled mini-batches ξ of one silo's data, from the silo's own generator."""
+    """Endless shuffled mini-batches ξ of one silo's data, from the silo's own generator:
+    (images, ``target``) with ``target`` "labels" (classification) or "masks" (segmentation)."""
 
-    def __init__(self, dataset: Any, batch_size: int, seed: int, device: torch.device) -> None:
+    def __init__(self, dataset: Any, batch_size: int, seed: int, device: torch.device,
+                 target: str = "labels") -> None:
         self.dataset = dataset
+        self.target = target
         self.batch_size = min(batch_size, len(dataset))
         self.device = device
         self.generator = torch.Generator().manual_seed(seed)
@@ -45,7 +48,7 @@ class BatchStream:
         self.pos += self.batch_size
         return (
             self.dataset.images[idx].to(self.device, non_blocking=True),
-            self.dataset.labels[idx].to(self.device, non_blocking=True),
+            getattr(self.dataset, self.target)[idx].to(self.device, non_blocking=True),
         )
 
     def state_dict(self) -> dict[str, Any]:
@@ -121,6 +124,40 @@ def evaluate(model: nn.Module, dataset: Any, device: torch.device, batch_size: i
     return loss / n, correct / n
 
 
+@torch.no_grad()
+def evaluate_segmentation(model: nn.Module, dataset: Any, device: torch.device,
+                          batch_size: int = 64) -> tuple[float, float]:
+    """(mean segmentation loss per image, mean foreground Dice) of a U-Net on ``dataset``'s masks.
+    Dice is the catheter/guidewire mean of 2TP / (2TP + FP + FN) over every pixel of the set (as
+    :func:`fedsim.metrics.mean_dice`, the downstream stage's "dice")."""
+    from fedsim.losses import segmentation_loss
+    from fedsim.metrics import confusion_matrix
+
+    model.eval()
+    loss, cm = 0.0, None
+    for start in range(0, len(dataset), batch_size):
+        x = dataset.images[start : start + batch_size].to(device)
+        y = dataset.masks[start : start + batch_size].to(device)
+        logits = model(x)
+        loss += segmentation_loss(logits, y).item() * x.shape[0]
+        part = confusion_matrix(logits.argmax(1).cpu(), y.cpu(), logits.shape[1]).double()
+        cm = part if cm is None else cm + part
+    n = max(len(dataset), 1)
+    if cm is None:
+        return 0.0, float("nan")
+    tp = cm.diag()
+    denom = 2 * tp + (cm.sum(0) - tp) + (cm.sum(1) - tp)
+    dice = [float(2 * tp[c] / denom[c]) for c in range(1, cm.shape[0]) if denom[c] > 0]
+    return loss / n, (sum(dice) / len(dice) if dice else float("nan"))
+
+
+def segmentation_step_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """A silo's local loss in ``task: segmentation`` runs (cross-entropy + soft Dice)."""
+    from fedsim.losses import segmentation_loss
+
+    return segmentation_loss(model(x), y)
+
+
 class Federation:
     """The silos on this rank plus everything an algorithm may ask for."""
 
@@ -146,6 +183,10 @@ class Federation:
         self.test_set = test_set
         self.num_classes = num_classes
         self.model_factory = model_factory
+        self.segmentation = getattr(cfg, "task", "classification") == "segmentation"
+        #: the local training loss (None: cross-entropy on the labels)
+        self.loss_fn = segmentation_step_loss if self.segmentation else None
+        target = "masks" if self.segmentation else "labels"
         status = cfg.accumulation_status or [1] * topology.num_silos
         self.silos: dict[int, Silo] = {}
         for i in self.placement.silos_on(rank):
@@ -155,7 +196,7 @@ class Federation:
                 model=model,
                 optimizer=make_optimizer(model, cfg),
                 data=train_sets[i],
-                batches=BatchStream(train_sets[i], cfg.train.batch_size, silo_seed(cfg.seed, i), device),
+                batches=BatchStream(train_sets[i], cfg.train.batch_size, silo_seed(cfg.seed, i), device, target),
                 status=status[i],
             )
 
@@ -212,4 +253,7 @@ class Federation:
         return weighted_average(states, self.silo_weights(), self.device)
 
     def evaluate(self, model: nn.Module) -> tuple[float, float]:
+        """(test loss, test score): accuracy, or mean foreground Dice for ``task: segmentation``."""
+        if self.segmentation:
+            return evaluate_segmentation(model, self.test_set, self.device)
         return evaluate(model, self.test_set, self.device)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from fedsim.config import load_config, parse_override
@@ -51,3 +53,13 @@ def test_topology_path_is_relative_to_the_config_file(tmp_path):
 def test_parse_override_parses_yaml_values():
     assert parse_override("a.b=[1, 2]") == (["a", "b"], [1, 2])
     assert parse_override("name=x=y") == (["name"], "x=y")
+
+
+@pytest.mark.parametrize("path", sorted((Path(__file__).resolve().parent.parent / "launch" / "configs").glob("*.yaml")),
+                         ids=lambda p: p.name)
+def test_shipped_experiment_configs_load_and_resolve(path):
+    from fedsim.runner import check_config_against_topology, resolve_topology, scenario_for
+
+    cfg = load_config(path)
+    cfg.scenario = scenario_for(cfg)
+    check_config_against_topology(cfg, resolve_topology(cfg.topology))

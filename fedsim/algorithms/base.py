@@ -26,6 +26,9 @@ class Algorithm:
     #: architecture); algorithms that exchange only outputs on a public set set this False
     shares_weights = True
 
+    #: the tasks (``task:``) it can train; its local loss must fit them
+    tasks: tuple[str, ...] = ("classification",)
+
     def message_bits(self) -> float | None:
         """Bits of one message on an arc, for the simulated network clock; None: one model."""
         return None
@@ -46,7 +49,8 @@ class Algorithm:
         """Every local silo trains its own model on its own data; mean loss per silo."""
         steps = self.cfg.train.local_steps if steps is None else steps
         return {
-            i: train_steps(s.model, s.optimizer, s.batches, steps) for i, s in sorted(self.fed.silos.items())
+            i: train_steps(s.model, s.optimizer, s.batches, steps, getattr(self.fed, "loss_fn", None))
+            for i, s in sorted(self.fed.silos.items())
         }
 
     def round(self, k: int) -> dict[int, float]:

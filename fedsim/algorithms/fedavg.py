@@ -13,6 +13,7 @@ class FedAvg(Algorithm):
     name = "fedavg"
     natural_scenario = "cfl"
     scenarios = ("cfl", "cll", "standalone")
+    tasks = ("classification", "segmentation")
 
     def round(self, k: int) -> dict[int, float]:
         losses = self.local_training()

@@ -29,55 +29,10 @@ from torch import nn
 
 from fedsim.algorithms.base import SERVER
 from fedsim.algorithms.fedavg import FedAvg
+from fedsim.algorithms.public import PublicSet, average_logits, silo_logits
 from fedsim.losses import softened_kl
 from fedsim.runtime import Federation, load_state_tensors, state_tensors
-from fedsim.transport import message_bytes, pack, unpack, weighted_average
-
-#: seed stream of the public-batch order (round k: ``derive_seed(seed, PUBLIC_STREAM, k)``)
-PUBLIC_STREAM = 0xFEDDF
-
-
-def public_batch_indices(n: int, batch_size: int, steps: int, seed: int, k: int) -> list[torch.Tensor]:
-    """Indices of the ``steps`` public batches of round ``k``: one permutation of 0..n−1 drawn
-    from ``derive_seed(seed, PUBLIC_STREAM, k)``, read in order, wrapping around when
-    ``steps · batch_size > n``. Depends on nothing but its arguments (the same on every rank
-    and after ``--resume``)."""
-    from fedsim.data import derive_seed
-
-    g = torch.Generator().manual_seed(derive_seed(seed, PUBLIC_STREAM, k))
-    perm = torch.randperm(n, generator=g)
-    b = min(batch_size, n)
-    return [perm[(s * b + torch.arange(b)) % n] for s in range(steps)]
-
-
-class PublicSet:
-    """The unlabeled public / proxy set, identical on every rank (its labels are never read)."""
-
-    def __init__(self, fed: Federation, samples: int) -> None:
-        from fedsim.data import load_public
-
-        self.cfg = fed.cfg
-        self.images = load_public(fed.cfg.data, samples, fed.cfg.seed).images.to(fed.device)
-
-    def batches(self, k: int, steps: int) -> list[torch.Tensor]:
-        idx = public_batch_indices(len(self.images), self.cfg.train.batch_size, steps, self.cfg.seed, k)
-        return [self.images[i] for i in idx]
-
-
-@torch.no_grad()
-def silo_logits(model: nn.Module, batches: list[torch.Tensor]) -> torch.Tensor:
-    """(steps, B, C): the model's logits on each public batch, eval mode (no statistic updated)."""
-    was_training = model.training
-    model.eval()
-    out = torch.stack([model(x) for x in batches])
-    model.train(was_training)
-    return out
-
-
-def average_logits(fed: Federation, logits: dict[int, torch.Tensor]) -> torch.Tensor:
-    """Σ ϑ_i n_i z_i / Σ ϑ_i n_i over every silo of every rank: one all-reduce of the logit
-    tensors (summed in float64, so the result does not depend on the placement)."""
-    return weighted_average({i: [z] for i, z in logits.items()}, fed.silo_weights(), fed.device)[0]
+from fedsim.transport import message_bytes, pack, unpack
 
 
 def broadcast_from_rank0(fed: Federation, tensors: list[torch.Tensor]) -> list[torch.Tensor]:
@@ -94,6 +49,7 @@ def broadcast_from_rank0(fed: Federation, tensors: list[torch.Tensor]) -> list[t
 
 class FedDF(FedAvg):
     name = "feddf"
+    tasks = ("classification",)  # its extra loss term is written for class logits
 
     def __init__(self, fed: Federation) -> None:
         super().__init__(fed)

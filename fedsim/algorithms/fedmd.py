@@ -24,15 +24,12 @@ trained models scored 21% where the silos averaged 40%); the score is the silos'
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 import torch.nn.functional as F
 
-from fedsim.algorithms.base import SERVER, Algorithm
-from fedsim.algorithms.feddf import PublicSet, average_logits, silo_logits
+from fedsim.algorithms.base import SERVER
+from fedsim.algorithms.public import OutputSharing, average_logits, silo_logits
 from fedsim.losses import softened_kl
-from fedsim.runtime import Federation, make_optimizer
 from fedsim.transport import message_bytes
 
 
@@ -43,32 +40,21 @@ def digest_loss(student_logits: torch.Tensor, consensus: torch.Tensor, loss: str
     return softened_kl(student_logits, consensus, temperature)
 
 
-class FedMD(Algorithm):
+class FedMD(OutputSharing):
     name = "fedmd"
-    natural_scenario = "cfl"
-    scenarios = ("cfl", "cll", "standalone")
-    shares_weights = False  # only logits travel: the silos' architectures may differ
+    section = "fedmd"
 
-    def __init__(self, fed: Federation) -> None:
-        super().__init__(fed)
-        self.public = PublicSet(fed, self.cfg.fedmd.public_samples) if self.exchanges else None
-        self._digest_opt = {i: make_optimizer(s.model, self.cfg) for i, s in fed.silos.items()}
-
-    def message_bits(self) -> float | None:
-        """One silo's logits on the round's public batches (float32), for the network clock."""
-        steps = self.cfg.fedmd.digest_steps
-        if self.public is None or not steps:
-            return None
-        batch = min(self.cfg.train.batch_size, len(self.public.images))
-        return float(steps * batch * self.fed.num_classes * 32)
+    @property
+    def public_steps(self) -> int:
+        return self.settings.digest_steps
 
     def exchanges_in(self, k: int) -> bool:
-        return k > 0 and self.exchanges and self.cfg.fedmd.digest_steps > 0
+        return k > 0 and self.exchanges and self.public_steps > 0
 
     def round(self, k: int) -> dict[int, float]:
         if not self.exchanges_in(k):
             return self.local_training()
-        fed, cfg = self.fed, self.cfg.fedmd
+        fed, cfg = self.fed, self.settings
         xs = self.public.batches(k, cfg.digest_steps)
         logits = {i: silo_logits(s.model, xs) for i, s in sorted(fed.silos.items())}  # 1. communicate
         consensus = average_logits(fed, logits)  # 2. aggregate
@@ -76,18 +62,7 @@ class FedMD(Algorithm):
         for i, silo in sorted(fed.silos.items()):  # 3. digest
             fed.transport.bytes_by_edge[(i, SERVER)] += size
             fed.transport.bytes_by_edge[(SERVER, i)] += size
-            optimizer = self._digest_opt[i]
             silo.model.train()
             for x, c in zip(xs, consensus, strict=True):
-                loss = digest_loss(silo.model(x), c, cfg.loss, cfg.temperature)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
+                self.public_step(i, digest_loss(silo.model(x), c, cfg.loss, cfg.temperature))
         return self.local_training()  # 4. revisit
-
-    def silo_state(self, i: int) -> dict[str, Any]:
-        return {"digest_optimizer": self._digest_opt[i].state_dict()}
-
-    def load_silo_state(self, i: int, state: dict[str, Any]) -> None:
-        if "digest_optimizer" in state:
-            self._digest_opt[i].load_state_dict(state["digest_optimizer"])

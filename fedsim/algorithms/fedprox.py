@@ -18,6 +18,7 @@ def proximal_term(model: torch.nn.Module, anchor: list[torch.Tensor]) -> torch.T
 
 class FedProx(FedAvg):
     name = "fedprox"
+    tasks = ("classification",)  # its extra loss term is written for class logits
 
     def local_training(self, steps: int | None = None) -> dict[int, float]:
         steps = self.cfg.train.local_steps if steps is None else steps

@@ -20,16 +20,14 @@ the silos' mean test accuracy.
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
-from fedsim.algorithms.base import SERVER, Algorithm
-from fedsim.algorithms.feddf import PublicSet, silo_logits
+from fedsim.algorithms.base import SERVER
+from fedsim.algorithms.public import OutputSharing, silo_logits
 from fedsim.losses import symmetric_cross_entropy
-from fedsim.runtime import Federation, make_optimizer, train_steps
+from fedsim.runtime import Federation, train_steps
 from fedsim.transport import message_bytes
 
 
@@ -59,29 +57,19 @@ def alignment_loss(student_logits: torch.Tensor, target_probs: torch.Tensor, tem
     return temperature**2 * F.kl_div(log_q, target_probs, reduction="batchmean")
 
 
-class MDHFL(Algorithm):
+class MDHFL(OutputSharing):
     name = "mdhfl"
-    natural_scenario = "cfl"
-    scenarios = ("cfl", "cll", "standalone")
-    shares_weights = False  # only class distributions travel: architectures may differ
+    section = "mdhfl"
 
-    def __init__(self, fed: Federation) -> None:
-        super().__init__(fed)
-        self.public = PublicSet(fed, self.cfg.mdhfl.public_samples) if self.exchanges else None
-        self._align_opt = {i: make_optimizer(s.model, self.cfg) for i, s in fed.silos.items()}
-
-    def message_bits(self) -> float | None:
-        steps = self.cfg.mdhfl.align_steps
-        if self.public is None or not steps:
-            return None
-        batch = min(self.cfg.train.batch_size, len(self.public.images))
-        return float(steps * batch * self.fed.num_classes * 32)
+    @property
+    def public_steps(self) -> int:
+        return self.settings.align_steps
 
     def exchanges_in(self, k: int) -> bool:
-        return self.exchanges and self.cfg.mdhfl.align_steps > 0
+        return self.exchanges and self.public_steps > 0
 
     def local_training(self, steps: int | None = None) -> dict[int, float]:
-        c = self.cfg.mdhfl
+        c = self.settings
         steps = self.cfg.train.local_steps if steps is None else steps
         return {
             i: train_steps(s.model, s.optimizer, s.batches, steps,
@@ -93,7 +81,7 @@ class MDHFL(Algorithm):
         losses = self.local_training()  # 1.
         if not self.exchanges_in(k):
             return losses
-        fed, c = self.fed, self.cfg.mdhfl
+        fed, c = self.fed, self.settings
         xs = self.public.batches(k, c.align_steps)
         probs = {i: F.softmax(silo_logits(s.model, xs) / c.temperature, dim=-1)  # 2.
                  for i, s in sorted(fed.silos.items())}
@@ -104,18 +92,7 @@ class MDHFL(Algorithm):
             fed.transport.bytes_by_edge[(SERVER, i)] += size
             if targets[i] is None:
                 continue
-            optimizer = self._align_opt[i]
             silo.model.train()
             for x, p in zip(xs, targets[i], strict=True):
-                loss = alignment_loss(silo.model(x), p, c.temperature)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
+                self.public_step(i, alignment_loss(silo.model(x), p, c.temperature))
         return losses
-
-    def silo_state(self, i: int) -> dict[str, Any]:
-        return {"align_optimizer": self._align_opt[i].state_dict()}
-
-    def load_silo_state(self, i: int, state: dict[str, Any]) -> None:
-        if "align_optimizer" in state:
-            self._align_opt[i].load_state_dict(state["align_optimizer"])

@@ -31,6 +31,7 @@ def contrastive_loss(z: torch.Tensor, z_glob: torch.Tensor, z_prev: torch.Tensor
 
 class MOON(FedAvg):
     name = "moon"
+    tasks = ("classification",)  # its extra loss term is written for class logits
 
     def __init__(self, fed) -> None:
         super().__init__(fed)

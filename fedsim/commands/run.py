@@ -24,7 +24,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     p.add_argument("config", nargs="?", help="experiment YAML (keys: algorithm, scenario, topology, data, "
                    "model, train, fedefm, emd, net, rounds, seed, output_dir, ...; algorithm: "
-                   f"{' | '.join(ALGORITHMS)}; scenario: {' | '.join(SCENARIOS)})")
+                   f"{' | '.join(ALGORITHMS)}; scenario: {' | '.join(SCENARIOS)}; task: classification | "
+                   "segmentation; init: random | pretrained | fm)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config key by dotted path, e.g. --set rounds=3 --set data.root=/x")
     p.add_argument("--nproc", type=int, default=None,
@@ -106,12 +107,23 @@ def handle(args: argparse.Namespace) -> int:
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.yaml").write_text(cfg.to_yaml())
     jobs = experiment_jobs(cfg, run_dir)
+    prepare_initial_states(jobs, args.quiet)
     try:
         summaries = spawn(run_jobs, nproc, jobs, args.resume, device=cfg.device, timeout_s=cfg.timeout_s)[0]
     except SiloFailure as exc:
         raise failure_report(exc, topology.num_silos, nproc, run_dir) from None
     finish(cfg, jobs, summaries, run_dir, args.quiet)
     return 0
+
+
+def prepare_initial_states(jobs, quiet: bool = False) -> None:
+    """Train and cache the ``init: pretrained | fm`` states once, here, before the ranks start
+    (each rank then loads the cached file)."""
+    from fedsim.fminit import prepare_initial_state
+    from fedsim.ui import console
+
+    for job_cfg, _ in jobs:
+        prepare_initial_state(job_cfg, None if quiet else console().print)
 
 
 def failure_report(exc, num_silos: int, nproc: int, run_dir: Path):
@@ -236,7 +248,7 @@ def print_summary(summary: dict[str, Any], run_dir: Path) -> None:
     table.add_column("silo", justify="right")
     table.add_column("name")
     table.add_column("model")
-    table.add_column("test accuracy", justify="right")
+    table.add_column("test Dice" if summary.get("metric") == "dice" else "test accuracy", justify="right")
     table.add_column("train loss", justify="right")
     table.add_column("MB sent (last round)", justify="right")
     for s in summary["silos"]:

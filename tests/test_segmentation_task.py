@@ -1,0 +1,118 @@
+"""``task: segmentation``: silos train U-Nets on (image, mask) batches; a distributed FedAvg run on
+real gloo ranks equals a sequential single-process re-computation, and bad settings are one-line
+ConfigErrors (exit 2 from the CLI)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from fedsim.cli import main
+from fedsim.config import load_config
+from fedsim.errors import ConfigError
+from fedsim.models import build_segmenter
+from fedsim.runner import scenario_for
+from fedsim.runtime import BatchStream, evaluate_segmentation, make_optimizer, silo_seed, train_steps
+from tests.algorithms.test_equivalence import TINY, flat, run_distributed, sequential_setup
+
+SEG = ["task=segmentation", "topology=ring-4"]
+
+
+def soft_dice_reference(logits, y):
+    """1 − mean over foreground classes c of (2 Σ p_c·[y=c] + 1) / (Σ p_c + Σ [y=c] + 1)."""
+    p = logits.softmax(1)
+    terms = []
+    for c in range(1, logits.shape[1]):
+        t = (y == c).to(p.dtype)
+        terms.append((2 * (p[:, c] * t).sum() + 1) / (p[:, c].sum() + t.sum() + 1))
+    return 1 - torch.stack(terms).mean()
+
+
+def seg_reference_models(overrides):
+    """Silo U-Nets from the run's seed, mask streams, CE + soft Dice written out here."""
+    cfg, topo, _models, _opts, streams = sequential_setup(overrides)
+    models, opts = [], []
+    for i in range(topo.num_silos):
+        torch.manual_seed(cfg.seed)
+        m = build_segmenter(cfg.model, 3)
+        models.append(m)
+        opts.append(make_optimizer(m, cfg))
+        streams[i] = BatchStream(streams[i].dataset, cfg.train.batch_size, silo_seed(cfg.seed, i),
+                                 torch.device("cpu"), target="masks")
+    loss = lambda m, x, y: F.cross_entropy(m(x), y) + soft_dice_reference(m(x), y)  # noqa: E731
+    return cfg, topo, models, opts, streams, loss
+
+
+def assign(model, vector):
+    offset = 0
+    with torch.no_grad():
+        for t in model.state_dict().values():
+            if t.is_floating_point():
+                t.copy_(vector[offset: offset + t.numel()].view(t.shape))
+                offset += t.numel()
+
+
+def test_segmentation_fedavg_matches_sequential_mean(tmp_path):
+    overrides = SEG + ["algorithm=fedavg", "name=s"]
+    got = run_distributed(tmp_path, overrides)
+    cfg, topo, models, opts, streams, loss = seg_reference_models(overrides)
+    start = flat(models[0]).clone()
+    for _ in range(cfg.rounds):
+        for i in range(topo.num_silos):
+            train_steps(models[i], opts[i], streams[i], cfg.train.local_steps, loss)
+        mean = torch.stack([flat(m) for m in models]).mean(0)
+        for m in models:
+            assign(m, mean)
+    assert (flat(models[0]) - start).abs().max() > 1e-3  # the U-Nets did train
+    assert len(got) == topo.num_silos
+    for i, model in enumerate(models):
+        keys = list(model.state_dict())
+        assert len(got[i]) == len(keys) and any(k.startswith("up.") for k in keys)  # a U-Net was trained
+        for a, b in zip(got[i], model.state_dict().values()):
+            torch.testing.assert_close(a, b, atol=1e-6, rtol=0)
+    summary = json.loads((tmp_path / "s" / "summary.json").read_text())
+    assert summary["metric"] == "dice" and summary["task"] == "segmentation"
+    assert summary["foundation_dice"] == summary["foundation_accuracy"]
+    # Θ's Dice is the test-set Dice of the mean model, recomputed here
+    ref = build_segmenter(cfg.model, 3)
+    assign(ref, torch.stack([flat(m) for m in models]).mean(0))
+    from fedsim.data import load_federated
+    from fedsim.metrics import mean_dice
+
+    test = load_federated(cfg.data, topo.num_silos, cfg.seed).test
+    with torch.no_grad():
+        pred = ref.eval()(test.images).argmax(1)
+    assert summary["foundation_dice"] == pytest.approx(mean_dice(pred, test.masks, 3), abs=1e-6)
+    assert evaluate_segmentation(ref, test, torch.device("cpu"))[1] == pytest.approx(summary["foundation_dice"],
+                                                                                      abs=1e-6)
+
+
+def test_classification_batches_unchanged():
+    cfg, topo, models, opts, streams = sequential_setup(["name=c"])
+    x, y = streams[0].next()
+    assert y.dtype == torch.long and y.shape == (cfg.train.batch_size,)
+    seg = BatchStream(streams[1].dataset, cfg.train.batch_size, silo_seed(cfg.seed, 1), torch.device("cpu"), "masks")
+    x2, m = seg.next()
+    assert m.shape == (cfg.train.batch_size, *x2.shape[-2:])
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["task=segmentation", "algorithm=fedprox"], "algorithm 'fedprox' does not support task 'segmentation'"),
+    (["task=segmentation", "algorithm=fedefm"], "algorithm 'fedefm' does not support task 'segmentation'"),
+    (["task=detection"], "unknown task 'detection'"),
+    (["init=imagenet", "task=segmentation"], "unknown init 'imagenet'"),
+    (["init=fm"], "init: fm trains a U-Net on the proxy set and needs task: segmentation"),
+    (["init_from=/nonexistent/theta.pt"], "init_from: /nonexistent/theta.pt: file not found"),
+    (["task=segmentation", "fminit.alpha=1.5"], "fminit.alpha must be in [0, 1]"),
+])
+def test_bad_settings_are_one_line_config_errors(overrides, message, tmp_path, capsys):
+    with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("]", r"\]")):
+        cfg = load_config(None, TINY + overrides)
+        scenario_for(cfg)
+    code = main(["run", "--quiet", *[f"--set={s}" for s in TINY + overrides + [f"output_dir={tmp_path}"]]])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and err[0].startswith("fedsim: error:") and message in err[0]
+    assert not any(tmp_path.iterdir())  # refused before anything ran
