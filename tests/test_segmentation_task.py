@@ -16,7 +16,7 @@ from fedsim.errors import ConfigError
 from fedsim.models import build_segmenter
 from fedsim.runner import scenario_for
 from fedsim.runtime import BatchStream, evaluate_segmentation, make_optimizer, silo_seed, train_steps
-from tests.algorithms.test_equivalence import TINY, flat, run_distributed, sequential_setup
+from tests.algorithms.test_equivalence import TINY, assign, flat, run_distributed, sequential_setup
 
 SEG = ["task=segmentation", "topology=ring-4"]
 
@@ -44,15 +44,6 @@ def seg_reference_models(overrides):
                                  torch.device("cpu"), target="masks")
     loss = lambda m, x, y: F.cross_entropy(m(x), y) + soft_dice_reference(m(x), y)  # noqa: E731
     return cfg, topo, models, opts, streams, loss
-
-
-def assign(model, vector):
-    offset = 0
-    with torch.no_grad():
-        for t in model.state_dict().values():
-            if t.is_floating_point():
-                t.copy_(vector[offset: offset + t.numel()].view(t.shape))
-                offset += t.numel()
 
 
 def test_segmentation_fedavg_matches_sequential_mean(tmp_path):
