@@ -89,7 +89,8 @@ def bad_file(tmp_path: Path, name: str, text: str) -> str:
 
 
 @pytest.mark.parametrize("case", ["yaml", "unknown_key", "algorithm", "scenario", "isolated", "silo_count",
-                                  "missing_topology", "missing_config", "folder", "nproc"])
+                                  "missing_topology", "missing_config", "folder", "nproc", "heterogeneous",
+                                  "baseline"])
 def test_bad_input_is_one_line_and_exit_2(tmp_path, case, capsys):
     args = {
         "yaml": ["run", bad_file(tmp_path, "c.yaml", "rounds: [3\n")],
@@ -102,6 +103,9 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, case, capsys):
         "missing_config": ["run", str(tmp_path / "nope.yaml")],
         "folder": ["run", "--set", "data.kind=folder", "--set", f"data.root={tmp_path / 'nodata'}"],
         "nproc": ["run", "--nproc", "9", *sets(TINY)],
+        "heterogeneous": ["run", "--set", "algorithm=fedavg", "--set", "model.per_silo=[cnn,resnet10]"],
+        "baseline": ["run", "--set", "algorithm=mdhfl", "--set", "model.per_silo=[cnn,resnet10]",
+                     "--set", "compare_with=[moon]"],
     }[case]
     code = main(args)
     err = capsys.readouterr().err.strip()

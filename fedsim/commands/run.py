@@ -40,6 +40,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def prepare(args: argparse.Namespace):
     """Everything that can be checked before any rank starts (so errors are one line)."""
     from fedsim.config import DEFAULT_CONFIG, load_config
+    from fedsim.errors import ConfigError
     from fedsim.runner import (
         baseline_config,
         check_config_against_topology,
@@ -51,7 +52,10 @@ def prepare(args: argparse.Namespace):
     cfg = load_config(args.config or DEFAULT_CONFIG, args.overrides)
     cfg.scenario = scenario_for(cfg)
     for algorithm in cfg.compare_with:  # a baseline that cannot run must fail here, not in a rank
-        scenario_for(baseline_config(cfg, algorithm))
+        try:
+            scenario_for(baseline_config(cfg, algorithm))
+        except ConfigError as exc:
+            raise ConfigError(f"compare_with: {exc}") from None
     underlay = resolve_topology(cfg.topology)
     check_config_against_topology(cfg, underlay)
     topology = training_topology(cfg, underlay)
