@@ -328,3 +328,18 @@ def test_missing_cvxpylayers_raises(monkeypatch):
             emd_similarity(torch.rand(1, 3, 2), torch.rand(1, 3, 2), backend="cvxpylayers")
     finally:
         cvxpy_layer._layer.cache_clear()
+
+
+@pytest.mark.parametrize("shape,grid", [((3, 4, 8, 8), 5), ((2, 3, 10, 7), 3), ((2, 2, 9, 9), 9), ((1, 2, 5, 6), 1)])
+def test_adaptive_pool_equals_torch_adaptive_average_pooling(shape, grid):
+    import torch.nn.functional as F
+
+    from fedsim.emd.core import adaptive_pool
+
+    X = torch.randn(*shape, dtype=torch.float64, generator=torch.Generator().manual_seed(grid)).requires_grad_(True)
+    ours, ref = adaptive_pool(X, grid), F.adaptive_avg_pool2d(X, grid)
+    torch.testing.assert_close(ours, ref, rtol=0, atol=1e-14)
+    w = torch.randn(ref.shape, dtype=torch.float64)
+    g_ours, = torch.autograd.grad((ours * w).sum(), X)
+    g_ref, = torch.autograd.grad((ref * w).sum(), X)
+    torch.testing.assert_close(g_ours, g_ref, rtol=0, atol=1e-14)
