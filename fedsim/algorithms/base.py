@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
-from fedsim.runtime import Federation, train_steps
+from fedsim.runtime import Federation, Silo, train_steps
 
 SERVER = -1  # the data-less CFL server, as an endpoint in per-edge byte records
 
@@ -13,6 +14,7 @@ class Algorithm:
     """One round of a federated algorithm, written against silos, never ranks."""
 
     name = ""
+    title = ""  # how tables and plots name it
     #: the scenario the algorithm is defined for, used when the config leaves it unset
     natural_scenario = "dfl"
     #: scenarios it can run in besides the natural one
@@ -45,11 +47,17 @@ class Algorithm:
         """Whether round ``k`` sends anything (the simulated clock charges the network only then)."""
         return self.exchanges
 
+    def local_loss(self, i: int, silo: Silo) -> Callable | None:
+        """The loss ``(model, x, y) -> loss`` of silo i's local steps, asked for just before the
+        silo trains (None: cross-entropy on the labels); algorithms with their own local
+        objective override it."""
+        return self.fed.loss_fn
+
     def local_training(self, steps: int | None = None) -> dict[int, float]:
         """Every local silo trains its own model on its own data; mean loss per silo."""
         steps = self.cfg.train.local_steps if steps is None else steps
         return {
-            i: train_steps(s.model, s.optimizer, s.batches, steps, getattr(self.fed, "loss_fn", None))
+            i: train_steps(s.model, s.optimizer, s.batches, steps, self.local_loss(i, s))
             for i, s in sorted(self.fed.silos.items())
         }
 

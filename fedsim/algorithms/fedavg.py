@@ -11,6 +11,7 @@ from fedsim.transport import message_bytes
 
 class FedAvg(Algorithm):
     name = "fedavg"
+    title = "FedAvg"
     natural_scenario = "cfl"
     scenarios = ("cfl", "cll", "standalone")
     tasks = ("classification", "segmentation")

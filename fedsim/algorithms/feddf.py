@@ -49,6 +49,7 @@ def broadcast_from_rank0(fed: Federation, tensors: list[torch.Tensor]) -> list[t
 
 class FedDF(FedAvg):
     name = "feddf"
+    title = "FedDF"
     tasks = ("classification",)  # its extra loss term is written for class logits
 
     def __init__(self, fed: Federation) -> None:

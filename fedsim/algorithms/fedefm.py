@@ -95,6 +95,7 @@ def overseas_training(model: nn.Module, host_batches: BatchStream, steps: int, c
 
 class FedEFM(Algorithm):
     name = "fedefm"
+    title = "FedEFM"
     scenarios = ("dfl", "cfl", "cll", "standalone")
     round_trip = True  # θ_i goes out to j and the expert comes back
 

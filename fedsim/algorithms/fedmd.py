@@ -42,6 +42,7 @@ def digest_loss(student_logits: torch.Tensor, consensus: torch.Tensor, loss: str
 
 class FedMD(OutputSharing):
     name = "fedmd"
+    title = "FedMD"
     section = "fedmd"
 
     @property

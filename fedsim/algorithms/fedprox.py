@@ -8,7 +8,6 @@ import torch
 import torch.nn.functional as F
 
 from fedsim.algorithms.fedavg import FedAvg
-from fedsim.runtime import train_steps
 
 
 def proximal_term(model: torch.nn.Module, anchor: list[torch.Tensor]) -> torch.Tensor:
@@ -18,17 +17,10 @@ def proximal_term(model: torch.nn.Module, anchor: list[torch.Tensor]) -> torch.T
 
 class FedProx(FedAvg):
     name = "fedprox"
+    title = "FedProx"
     tasks = ("classification",)  # its extra loss term is written for class logits
 
-    def local_training(self, steps: int | None = None) -> dict[int, float]:
-        steps = self.cfg.train.local_steps if steps is None else steps
+    def local_loss(self, i, silo):
+        anchor = [p.detach().clone() for p in silo.model.parameters()]  # w_t, before the steps
         mu = self.cfg.fedprox.mu
-        losses = {}
-        for i, s in sorted(self.fed.silos.items()):
-            anchor = [p.detach().clone() for p in s.model.parameters()]
-
-            def loss_fn(model, x, y, anchor=anchor):
-                return F.cross_entropy(model(x), y) + 0.5 * mu * proximal_term(model, anchor)
-
-            losses[i] = train_steps(s.model, s.optimizer, s.batches, steps, loss_fn)
-        return losses
+        return lambda model, x, y: F.cross_entropy(model(x), y) + 0.5 * mu * proximal_term(model, anchor)

@@ -45,6 +45,7 @@ def mix(own: list[torch.Tensor], weights: dict[int, float], self_id: int,
 
 class Gossip(Algorithm):
     name = "gossip"
+    title = "Gossip"
     tasks = ("classification", "segmentation")
 
     def __init__(self, fed) -> None:

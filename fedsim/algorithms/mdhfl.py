@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from fedsim.algorithms.base import SERVER
 from fedsim.algorithms.public import OutputSharing, silo_logits
 from fedsim.losses import symmetric_cross_entropy
-from fedsim.runtime import Federation, train_steps
+from fedsim.runtime import Federation
 from fedsim.transport import message_bytes
 
 
@@ -59,6 +59,7 @@ def alignment_loss(student_logits: torch.Tensor, target_probs: torch.Tensor, tem
 
 class MDHFL(OutputSharing):
     name = "mdhfl"
+    title = "MDH-FL"
     section = "mdhfl"
 
     @property
@@ -68,14 +69,9 @@ class MDHFL(OutputSharing):
     def exchanges_in(self, k: int) -> bool:
         return self.exchanges and self.public_steps > 0
 
-    def local_training(self, steps: int | None = None) -> dict[int, float]:
+    def local_loss(self, i, silo):
         c = self.settings
-        steps = self.cfg.train.local_steps if steps is None else steps
-        return {
-            i: train_steps(s.model, s.optimizer, s.batches, steps,
-                           lambda m, x, y: symmetric_cross_entropy(m(x), y, c.sce_alpha, c.sce_beta))
-            for i, s in sorted(self.fed.silos.items())
-        }
+        return lambda m, x, y: symmetric_cross_entropy(m(x), y, c.sce_alpha, c.sce_beta)
 
     def round(self, k: int) -> dict[int, float]:
         losses = self.local_training()  # 1.

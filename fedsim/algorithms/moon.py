@@ -18,7 +18,7 @@ import torch.nn.functional as F
 
 from fedsim.algorithms.fedavg import FedAvg
 from fedsim.models import logits_and_features, representation
-from fedsim.runtime import load_state_tensors, state_tensors, train_steps
+from fedsim.runtime import load_state_tensors, state_tensors
 
 
 def contrastive_loss(z: torch.Tensor, z_glob: torch.Tensor, z_prev: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -31,6 +31,7 @@ def contrastive_loss(z: torch.Tensor, z_glob: torch.Tensor, z_prev: torch.Tensor
 
 class MOON(FedAvg):
     name = "moon"
+    title = "MOON"
     tasks = ("classification",)  # its extra loss term is written for class logits
 
     def __init__(self, fed) -> None:
@@ -45,24 +46,25 @@ class MOON(FedAvg):
         load_state_tensors(model, state)
         return model
 
-    def local_training(self, steps: int | None = None) -> dict[int, float]:
-        steps = self.cfg.train.local_steps if steps is None else steps
+    def local_loss(self, i, silo):
+        # the two frozen models are shared by the silos: loaded just before silo i trains
+        start = state_tensors(silo.model)
+        glob = self._frozen_model("global", start)
+        prev = self._frozen_model("previous", self._previous.get(i, start))
         mu, tau = self.cfg.moon.mu, self.cfg.moon.temperature
-        losses = {}
-        for i, s in sorted(self.fed.silos.items()):
-            start = state_tensors(s.model)
-            glob = self._frozen_model("global", start)
-            prev = self._frozen_model("previous", self._previous.get(i, start))
 
-            def loss_fn(model, x, y, glob=glob, prev=prev):
-                logits, feats = logits_and_features(model, x)
-                with torch.no_grad():
-                    z_glob = representation(glob.features(x))
-                    z_prev = representation(prev.features(x))
-                con = contrastive_loss(representation(feats), z_glob, z_prev, tau)
-                return F.cross_entropy(logits, y) + mu * con
+        def loss_fn(model, x, y):
+            logits, feats = logits_and_features(model, x)
+            with torch.no_grad():
+                z_glob = representation(glob.features(x))
+                z_prev = representation(prev.features(x))
+            return F.cross_entropy(logits, y) + mu * contrastive_loss(representation(feats), z_glob, z_prev, tau)
 
-            losses[i] = train_steps(s.model, s.optimizer, s.batches, steps, loss_fn)
+        return loss_fn
+
+    def local_training(self, steps: int | None = None) -> dict[int, float]:
+        losses = super().local_training(steps)
+        for i, s in self.fed.silos.items():  # before aggregation: each silo's own local model
             self._previous[i] = [t.detach().clone() for t in state_tensors(s.model)]
         return losses
 

@@ -188,9 +188,9 @@ def downstream_stage(cfg, jobs) -> list[dict[str, Any]]:
 
 
 def run_label(cfg) -> str:
-    names = {"fedefm": "FedEFM", "fedavg": "FedAvg", "gossip": "Gossip", "fedprox": "FedProx", "moon": "MOON",
-             "feddf": "FedDF", "fedmd": "FedMD", "mdhfl": "MDH-FL"}
-    return f"{names.get(cfg.algorithm, cfg.algorithm)} ({cfg.scenario.upper()})"
+    from fedsim.algorithms import algorithm_class
+
+    return f"{algorithm_class(cfg.algorithm).title} ({cfg.scenario.upper()})"
 
 
 def print_comparison(jobs, summaries, rows) -> None:
@@ -262,7 +262,7 @@ def print_summary(summary: dict[str, Any], run_dir: Path) -> None:
                       f"{s['bytes_sent_last_round'] / 1e6:.2f}")
     table.add_section()
     per_round = f"{summary['bytes_per_round'] / 1e6:.2f} /round"
-    if summary["foundation_accuracy"] is None:  # heterogeneous models: no Θ
+    if summary["foundation_accuracy"] is None:  # no shared weights (see runner.forms_foundation): no Θ
         mean = summary.get("mean_silo_accuracy")
         table.add_row("", "mean over silos (no Θ: no shared weights)", "", "" if mean is None else f"{mean:.3f}",
                       "", per_round)
