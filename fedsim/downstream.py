@@ -29,7 +29,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from fedsim.errors import ConfigError
-from fedsim.losses import segmentation_loss, soft_dice_loss
+from fedsim.losses import segmentation_loss
 from fedsim.settings import section_from_dict
 
 __all__ = [
@@ -244,9 +244,6 @@ def _batches(n: int, batch_size: int, steps: int, g: torch.Generator):
             perm, pos = torch.randperm(n, generator=g), 0
         yield perm[pos:pos + bs]
         pos += bs
-
-
-_soft_dice_loss = soft_dice_loss  # moved to fedsim.losses (shared with task: segmentation runs)
 
 
 @torch.no_grad()

@@ -31,6 +31,7 @@ import torch
 from torch import nn
 
 from fedsim.errors import ConfigError
+from fedsim.transport import saveable_state
 
 NUM_SEG_CLASSES = 3  # background, catheter, guidewire
 _VERSION = 1  # bump when the recipe changes, so stale caches are not reused
@@ -159,7 +160,7 @@ def cache_path(cfg, kind: str) -> Path:
 def _save(state: dict, meta: dict, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    torch.save({k: v.detach().cpu().clone() for k, v in state.items()}, tmp)
+    torch.save(state, tmp)
     os.replace(tmp, path)
     path.with_suffix(".json").write_text(json.dumps(meta, indent=2, default=str))
 
@@ -173,9 +174,9 @@ def _cached(cfg, kind: str, build, log) -> dict:
         log(f"init: training the {kind} model (cached in {path})")
     with torch.random.fork_rng(devices=[]):
         model = build()
-    state = model.state_dict()
+    state = saveable_state(model)  # on the CPU, each tensor its own storage: what a later load returns
     _save(state, {"kind": kind, "seconds": time.perf_counter() - started, "settings": _settings(cfg, kind)}, path)
-    return torch.load(path, map_location="cpu", weights_only=True)
+    return state
 
 
 def teacher_state(cfg, log=None) -> dict:

@@ -127,28 +127,22 @@ def evaluate(model: nn.Module, dataset: Any, device: torch.device, batch_size: i
 @torch.no_grad()
 def evaluate_segmentation(model: nn.Module, dataset: Any, device: torch.device,
                           batch_size: int = 64) -> tuple[float, float]:
-    """(mean segmentation loss per image, mean foreground Dice) of a U-Net on ``dataset``'s masks.
-    Dice is the catheter/guidewire mean of 2TP / (2TP + FP + FN) over every pixel of the set (as
-    :func:`fedsim.metrics.mean_dice`, the downstream stage's "dice")."""
+    """(mean segmentation loss per image, mean foreground Dice over every pixel of the set, as
+    :func:`fedsim.metrics.mean_dice` — the downstream stage's "dice") of a U-Net on the masks."""
     from fedsim.losses import segmentation_loss
-    from fedsim.metrics import confusion_matrix
+    from fedsim.metrics import mean_dice
 
     model.eval()
-    loss, cm = 0.0, None
+    loss, preds = 0.0, []
     for start in range(0, len(dataset), batch_size):
         x = dataset.images[start : start + batch_size].to(device)
         y = dataset.masks[start : start + batch_size].to(device)
         logits = model(x)
         loss += segmentation_loss(logits, y).item() * x.shape[0]
-        part = confusion_matrix(logits.argmax(1).cpu(), y.cpu(), logits.shape[1]).double()
-        cm = part if cm is None else cm + part
-    n = max(len(dataset), 1)
-    if cm is None:
+        preds.append(logits.argmax(1).cpu())
+    if not preds:
         return 0.0, float("nan")
-    tp = cm.diag()
-    denom = 2 * tp + (cm.sum(0) - tp) + (cm.sum(1) - tp)
-    dice = [float(2 * tp[c] / denom[c]) for c in range(1, cm.shape[0]) if denom[c] > 0]
-    return loss / n, (sum(dice) / len(dice) if dice else float("nan"))
+    return loss / len(dataset), mean_dice(torch.cat(preds), dataset.masks.cpu(), num_classes=logits.shape[1])
 
 
 def segmentation_step_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -183,7 +177,7 @@ class Federation:
         self.test_set = test_set
         self.num_classes = num_classes
         self.model_factory = model_factory
-        self.segmentation = getattr(cfg, "task", "classification") == "segmentation"
+        self.segmentation = cfg.task == "segmentation"
         #: the local training loss (None: cross-entropy on the labels)
         self.loss_fn = segmentation_step_loss if self.segmentation else None
         target = "masks" if self.segmentation else "labels"
