@@ -207,22 +207,20 @@ class Transport:
         return out
 
 
-def weighted_average(
+def weighted_sum(
     states: Mapping[int, Sequence[torch.Tensor]],
     weights: Mapping[int, float],
     device: torch.device,
-) -> list[torch.Tensor]:
-    """Θ = Σ w_i θ_i / Σ w_i over every silo of every rank, by one ``all_reduce``.
+) -> tuple[torch.Tensor, float]:
+    """(Σ w_i θ_i flattened in float64, Σ w_i) over every silo of every rank, by one ``all_reduce``.
 
     ``states`` holds this rank's silos (tensors in the same order everywhere); the sum is taken in
-    float64 so the result does not depend on how silos are spread over ranks. Integer tensors
-    (e.g. BatchNorm's step counter) are rounded back.
+    float64 so the result does not depend on how silos are spread over ranks.
     """
     if not states:
         raise ValueError("every rank must host at least one silo")
     template = next(iter(states.values()))
-    sizes = [t.numel() for t in template]
-    acc = torch.zeros(sum(sizes) + 1, dtype=torch.float64, device=device)
+    acc = torch.zeros(sum(t.numel() for t in template) + 1, dtype=torch.float64, device=device)
     for silo, tensors in states.items():
         w = float(weights[silo])
         if w == 0.0:
@@ -231,10 +229,22 @@ def weighted_average(
         acc[-1] += w
     if dist.is_initialized():
         dist.all_reduce(acc)
-    total = acc[-1].item()
+    return acc[:-1], acc[-1].item()
+
+
+def weighted_average(
+    states: Mapping[int, Sequence[torch.Tensor]],
+    weights: Mapping[int, float],
+    device: torch.device,
+) -> list[torch.Tensor]:
+    """Θ = Σ w_i θ_i / Σ w_i over every silo of every rank (:func:`weighted_sum`). Integer
+    tensors (e.g. BatchNorm's step counter) are rounded back."""
+    acc, total = weighted_sum(states, weights, device)
+    template = next(iter(states.values()))
+    sizes = [t.numel() for t in template]
     if total <= 0:
         raise ValueError("no silo contributes to the aggregate (every accumulation status is 0)")
-    mean = acc[:-1] / total
+    mean = acc / total
     out = []
     for t, chunk in zip(template, mean.split(sizes)):
         chunk = chunk.view(t.shape)

@@ -21,14 +21,13 @@ the silos' mean test accuracy.
 from __future__ import annotations
 
 import torch
-import torch.distributed as dist
 import torch.nn.functional as F
 
 from fedsim.algorithms.base import SERVER
 from fedsim.algorithms.public import OutputSharing, silo_logits
 from fedsim.losses import symmetric_cross_entropy
 from fedsim.runtime import Federation
-from fedsim.transport import message_bytes
+from fedsim.transport import message_bytes, weighted_sum
 
 
 def others_mean(fed: Federation, probs: dict[int, torch.Tensor]) -> dict[int, torch.Tensor | None]:
@@ -36,18 +35,12 @@ def others_mean(fed: Federation, probs: dict[int, torch.Tensor]) -> dict[int, to
     from one all-reduce of [Σ_j w_j p_j, Σ_j w_j] (float64: independent of the placement).
     None when no other silo contributes."""
     weights = fed.silo_weights()
-    template = next(iter(probs.values()))
-    acc = torch.zeros(template.numel() + 1, dtype=torch.float64, device=fed.device)
-    for i, p in probs.items():
-        acc[:-1] += weights[i] * p.reshape(-1).double()
-        acc[-1] += weights[i]
-    if dist.is_initialized():
-        dist.all_reduce(acc)
-    total, out = acc[-1].item(), {}
+    acc, total = weighted_sum({i: [p] for i, p in probs.items()}, weights, fed.device)
+    out = {}
     for i, p in probs.items():
         rest = total - weights[i]
-        out[i] = None if rest <= 0 else ((acc[:-1] - weights[i] * p.reshape(-1).double()) / rest).view(
-            template.shape).to(template.dtype)
+        out[i] = None if rest <= 0 else ((acc - weights[i] * p.reshape(-1).double()) / rest).view(
+            p.shape).to(p.dtype)
     return out
 
 
