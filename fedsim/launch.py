@@ -73,15 +73,24 @@ def _worker(
         outcome = ("fedsim", exc)
     except BaseException as exc:  # noqa: BLE001 - reported to the parent, then re-raised
         outcome = ("error", f"{type(exc).__name__}: {exc}\n{traceback.format_exc()}")
-    _close_process_group(success=outcome[0] == "ok")
+    if outcome[0] == "ok" and dist.is_initialized():
+        try:  # rank 0 may still be evaluating and writing: wait for it before anyone leaves
+            dist.barrier()
+        except Exception:  # noqa: BLE001 - a peer may already be gone
+            pass
     with open(Path(result_dir) / f"rank{local_rank}.pkl", "wb") as fh:
         pickle.dump(outcome, fh)
     if outcome[0] == "error":
         raise RuntimeError(outcome[1])
-    if outcome[0] == "fedsim":
-        # Exit non-zero so the parent stops every other rank at once (a peer may be blocked in
-        # a collective waiting for this one); the parent reads the reported error.
-        sys.exit(_REPORTED)
+    # Leave without tearing the process group down and without C++ static destructors: gloo's
+    # teardown while a peer closes its sockets aborted a rank now and then ("terminate called
+    # without an active exception", SIGABRT) after a run that had succeeded. The result is on
+    # disk; the kernel closes the sockets.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # A FedsimError exits non-zero so the parent stops every other rank at once (a peer may be
+    # blocked in a collective waiting for this one); the parent reads the reported error.
+    os._exit(0 if outcome[0] == "ok" else _REPORTED)
 
 
 def spawn(
