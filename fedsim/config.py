@@ -17,7 +17,7 @@ import yaml
 
 from fedsim.errors import ConfigError
 
-ALGORITHMS = ("fedefm", "gossip", "fedavg", "fedprox", "moon", "feddf", "fedmd", "mdhfl")
+ALGORITHMS = ("fedefm", "fedefm_released", "gossip", "fedavg", "fedprox", "moon", "feddf", "fedmd", "mdhfl")
 DEFAULT_CONFIG = Path(__file__).with_name("default.yaml")  # what `fedsim run` runs without CONFIG
 SCENARIOS = ("dfl", "cfl", "cll", "standalone")
 TASKS = ("classification", "segmentation")
@@ -46,9 +46,28 @@ class FedEFMConfig:
     overseas_steps: int = 10  # steps a visiting copy θ_{i→j} trains on ξ_j (eq. 1)
     distill_steps: int = 10  # steps of eq. 2 at the home silo per round
     temperature: float = 3.0  # T
-    beta: float = 0.2  # β: weight of the KD term against CE (eq. 11); measured best of 0–0.9
-    sync_every: int = 0  # 0: Θ is formed once, at the end (SPEC §2); k > 0: every k rounds
-    #                      each silo also restarts from Θ (FedEFM with periodic aggregation)
+    beta: float = 0.2  # β: weight of the KD term against CE (eq. 11)
+    #: when the silos' weights meet: "round" (the paper: every round — DFL mixes each silo along
+    #: the topology by ``mix``, CFL restarts every silo from Θ) or "end" (ablation: Θ only once,
+    #: after the last round; the silos never mix and Θ collapses)
+    aggregate: str = "round"
+    #: DFL mixing at the end of a round (aggregate: round), θ_i ← s·θ_i + (1 − s)·(mean of …):
+    #: "hosted" — the neighbours' models that visited silo i this round, trained on ξ_i (the
+    #: authors' released rule; no extra message); "experts" — silo i's own experts returned
+    #: from its neighbours; "gossip" — Metropolis–Hastings with the neighbours' distilled models
+    #: (one more message per arc). Chosen on a validation split (README, FedEFM).
+    mix: str = "hosted"
+    self_weight: float = 0.5  # s: the silo's own share in the mix (½ in the released code)
+
+
+@dataclass
+class FedEFMReleasedConfig:
+    """The FedEFM authors' released rule (aioz-ai/FedEFM ``communication.py``): local steps, then
+    each silo trains a copy of every in-neighbour's model on its own data and keeps
+    ½ own + ½ the mean of those copies. No distillation, no EMD."""
+
+    overseas_steps: int = 1  # steps a neighbour's copy trains on the host's data (the code: 1)
+    self_weight: float = 0.5  # the silo's own share (the code: ½)
 
 
 @dataclass
@@ -188,6 +207,7 @@ class ExperimentConfig:
     model: Any = field(default_factory=_model_config)
     train: TrainConfig = field(default_factory=TrainConfig)
     fedefm: FedEFMConfig = field(default_factory=FedEFMConfig)
+    fedefm_released: FedEFMReleasedConfig = field(default_factory=FedEFMReleasedConfig)
     fedprox: FedProxConfig = field(default_factory=FedProxConfig)
     moon: MOONConfig = field(default_factory=MOONConfig)
     feddf: FedDFConfig = field(default_factory=FedDFConfig)
@@ -240,6 +260,13 @@ def _type_ok(value: Any, hint: Any) -> tuple[bool, Any]:
     return True, value
 
 
+#: keys that no longer exist, with what replaces them
+RETIRED = {
+    "fedefm.sync_every": "FedEFM now aggregates every round by default; use fedefm.aggregate: round "
+                         "(the paper) or end (Θ once, after the last round)",
+}
+
+
 def _apply(obj: Any, data: dict[str, Any], prefix: str) -> None:
     if not isinstance(data, dict):
         raise ConfigError(f"'{prefix.rstrip('.') or 'config'}' must be a mapping, got {data!r}")
@@ -247,6 +274,8 @@ def _apply(obj: Any, data: dict[str, Any], prefix: str) -> None:
     hints = typing.get_type_hints(type(obj))
     for key, value in data.items():
         path = f"{prefix}{key}"
+        if path in RETIRED:
+            raise ConfigError(f"config key '{path}' was retired: {RETIRED[path]}")
         if key not in fields:
             known = ", ".join(fields)
             raise ConfigError(f"unknown config key '{path}' (known here: {known})")
@@ -361,8 +390,32 @@ def validate_config(cfg: ExperimentConfig) -> None:
         if _get(cfg, key) <= 0:
             raise ConfigError(f"{key} must be > 0, got {_get(cfg, key)}")
     _validate_init(cfg)
+    _validate_fedefm(cfg)
     if cfg.fedmd.loss not in ("l1", "kl"):
         raise ConfigError(f"fedmd.loss must be l1 or kl, got {cfg.fedmd.loss!r}")
+
+
+FEDEFM_AGGREGATE = ("round", "end")
+FEDEFM_MIX = ("hosted", "experts", "gossip")
+
+
+def _validate_fedefm(cfg: ExperimentConfig) -> None:
+    fe, rel = cfg.fedefm, cfg.fedefm_released
+    if fe.aggregate not in FEDEFM_AGGREGATE:
+        raise ConfigError(f"fedefm.aggregate must be one of {', '.join(FEDEFM_AGGREGATE)}, got {fe.aggregate!r}")
+    if fe.mix not in FEDEFM_MIX:
+        raise ConfigError(f"fedefm.mix must be one of {', '.join(FEDEFM_MIX)}, got {fe.mix!r}")
+    for key, value in (("fedefm.self_weight", fe.self_weight), ("fedefm_released.self_weight", rel.self_weight)):
+        if not 0.0 <= value <= 1.0:
+            raise ConfigError(f"{key} must be in [0, 1], got {value}")
+    for key, value in (("fedefm.overseas_steps", fe.overseas_steps), ("fedefm.distill_steps", fe.distill_steps),
+                       ("fedefm_released.overseas_steps", rel.overseas_steps)):
+        if value < 1:
+            raise ConfigError(f"{key} must be >= 1, got {value}")
+    if not 0.0 <= fe.beta <= 1.0:
+        raise ConfigError(f"fedefm.beta must be in [0, 1] (β weighs the KD term against CE), got {fe.beta}")
+    if fe.temperature <= 0:
+        raise ConfigError(f"fedefm.temperature must be > 0, got {fe.temperature}")
 
 
 def _validate_init(cfg: ExperimentConfig) -> None:

@@ -81,3 +81,10 @@ def set_determinism(seed: int, threads: int | None = None) -> None:
         torch.backends.cudnn.benchmark = False
     if threads is not None:
         torch.set_num_threads(max(1, threads))
+
+
+def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
+    """The element-wise sum of ``tensor`` over every rank (in place; a no-op without a group)."""
+    if dist.is_initialized() and dist.get_world_size() > 1:
+        dist.all_reduce(tensor)
+    return tensor

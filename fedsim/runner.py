@@ -236,7 +236,7 @@ def initial_model_factory(cfg: ExperimentConfig, num_classes: int, init_state: d
 
 def run_rank(ctx, cfg: ExperimentConfig, run_dir: str, resume: bool) -> dict[str, Any] | None:
     """The whole run as seen by one rank. Returns the summary on rank 0."""
-    from fedsim.data import load_federated
+    from fedsim.data import carve_validation, load_federated
     from fedsim.distributed import set_determinism
     from fedsim.fminit import initial_state
 
@@ -254,14 +254,18 @@ def run_rank(ctx, cfg: ExperimentConfig, run_dir: str, resume: bool) -> dict[str
         from fedsim.data import SiloDataset
 
         data = load_federated(cfg.data, underlay.num_silos, cfg.seed)
-        train_sets = [SiloDataset.concat(list(data.train), name="pooled")]
+        train_sets, val_sets = carve_validation(data.train, cfg.data.validation_fraction, cfg.seed)
+        train_sets = [SiloDataset.concat(list(train_sets), name="pooled")]
+        val_sets = [SiloDataset.concat(list(val_sets), name="validation")] if val_sets[0] is not None else None
     else:  # each rank builds only the silos it hosts (bit-identical to building them all)
         local = Placement(topology.num_silos, ctx.world_size).silos_on(ctx.rank)
         data = load_federated(cfg.data, underlay.num_silos, cfg.seed, silos=local)
-        train_sets = data.train
+        train_sets, val_sets = carve_validation(data.train, cfg.data.validation_fraction, cfg.seed)
+        if not cfg.data.validation_fraction:
+            val_sets = None
     fed = Federation(
         cfg, topology, ctx.rank, ctx.world_size, ctx.device, train_sets, data.test, data.num_classes,
-        initial_model_factory(cfg, data.num_classes, initial_state(cfg, ctx)),
+        initial_model_factory(cfg, data.num_classes, initial_state(cfg, ctx)), val_sets=val_sets,
     )
     if cfg.scenario == "cll":
         for silo in fed.silos.values():
@@ -295,9 +299,11 @@ def run_rank(ctx, cfg: ExperimentConfig, run_dir: str, resume: bool) -> dict[str
             active = fed.active_arcs(k) if algo.exchanges_in(k) else []
             sim_times = clock.step(active)
             records = _round_records(fed, k, losses, round_time, time.perf_counter() - started, sim_times)
-            foundation = _foundation_eval(fed, k)
+            foundation, foundation_val = _foundation_eval(fed, k)
             for rec in records:
                 rec["foundation_accuracy"] = foundation
+                if fed.val_sets is not None:
+                    rec["foundation_val_accuracy"] = foundation_val
             recorder.write(records)
             all_records = _gather(records, ctx.rank)
             _save_checkpoint(fed, algo, run_path, k, {"compute_ms": clock.compute_ms, "sim_times": sim_times})
@@ -324,15 +330,21 @@ def run_rank(ctx, cfg: ExperimentConfig, run_dir: str, resume: bool) -> dict[str
     emd = torch.tensor([getattr(algo, "emd_seconds", 0.0)], dtype=torch.float64, device=ctx.device)
     if dist.is_initialized():
         dist.all_reduce(emd)
+    f_val = None
+    if theta is not None:
+        foundation = fed.scratch_model()
+        load_state_tensors(foundation, theta)
+        f_val = fed.evaluate_validation(foundation)  # a collective: every rank takes part
     if ctx.rank != 0:
         return None
     f_loss = f_acc = None
     if theta is not None:
-        foundation = fed.scratch_model()
-        load_state_tensors(foundation, theta)
         f_loss, f_acc = fed.evaluate(foundation)
         torch.save(saveable_state(foundation), run_path / "foundation.pt")
     summary = _summary(cfg, topology, ctx.world_size, history, f_loss, f_acc, time.perf_counter() - started)
+    if fed.val_sets is not None:
+        summary["foundation_val_accuracy"] = f_val
+        summary["foundation_val_accuracy_by_round"] = [r.get("foundation_val_accuracy") for r in history]
     summary["emd_seconds"] = emd.item()
     # over the rounds that exchange (FedEFM's round 0 is local training, without EMD)
     busy = ctx.world_size * sum(r["round_time_s"] for r in history if algo.exchanges_in(r["round"]))
@@ -348,15 +360,16 @@ def _evaluating(cfg: ExperimentConfig, k: int) -> bool:
     return k == cfg.rounds - 1 or bool(every) and k % every == 0
 
 
-def _foundation_eval(fed: Federation, k: int) -> float | None:
-    """Accuracy of this round's Θ (the all-reduce aggregate) on the test set, in eval rounds;
-    the same on every rank (each evaluates the same Θ: no extra message)."""
+def _foundation_eval(fed: Federation, k: int) -> tuple[float | None, float | None]:
+    """(test, validation) accuracy of this round's Θ (the all-reduce aggregate), in eval rounds;
+    the same on every rank (each evaluates the same Θ: no extra message). Validation is None
+    without ``data.validation_fraction``."""
     if not (fed.cfg.train.eval_foundation and _evaluating(fed.cfg, k) and forms_foundation(fed.cfg)):
-        return None
+        return None, None
     theta = fed.aggregate()
     model = fed.scratch_model()
     load_state_tensors(model, theta)
-    return fed.evaluate(model)[1]
+    return fed.evaluate(model)[1], fed.evaluate_validation(model)
 
 
 def _inject_fault(rank: int, k: int) -> None:
@@ -399,6 +412,7 @@ def _looks_like_peer_failure(exc: RuntimeError) -> bool:
 def _round_records(fed: Federation, k: int, losses: dict[int, float], round_time: float,
                    wall: float, sim_times: list[float]) -> list[dict[str, Any]]:
     sent = fed.transport.take_bytes()
+    steps = fed.take_grad_steps()
     records = []
     evaluate_now = _evaluating(fed.cfg, k)
     for i in fed.local_ids:
@@ -408,6 +422,7 @@ def _round_records(fed: Federation, k: int, losses: dict[int, float], round_time
         by_dst = {("server" if d == SERVER else str(d)): b for (s, d), b in sorted(sent.items()) if s == i}
         rec["bytes_sent"] = sum(by_dst.values())
         rec["bytes_by_dst"] = by_dst
+        rec["grad_steps"] = steps[i]
         rec["round_time_s"] = round_time
         rec["wall_time_s"] = wall
         rec["sim_time_ms"] = sim_times[i]
@@ -437,6 +452,8 @@ def _round_row(records: list[dict[str, Any]]) -> dict[str, Any]:
         "loss": sum(losses) / len(losses) if losses else None,
         "accuracy": sum(accs) / len(accs) if accs else None,
         "bytes": sum(r["bytes_sent"] + r.get("bytes_from_server", 0) for r in records),
+        "grad_steps": sum(r.get("grad_steps", 0) for r in records) / len(records),
+        "foundation_val_accuracy": records[0].get("foundation_val_accuracy"),
         "round_time_s": max(r["round_time_s"] for r in records),
         "sim_time_ms": max(r["sim_time_ms"] for r in records),
         "foundation_accuracy": records[0].get("foundation_accuracy"),
@@ -505,6 +522,9 @@ def _summary(cfg, topology, world_size, history, f_loss, f_acc, wall) -> dict[st
         "mean_silo_accuracy": last.get("accuracy"),
         "total_bytes": total_bytes,
         "bytes_per_round": total_bytes / max(len(history), 1),
+        # gradient steps a silo's compute runs per round (own training, hosted visitors,
+        # distillation), averaged over silos and rounds: the cost of a round
+        "grad_steps_per_round": sum(r.get("grad_steps", 0) for r in history) / max(len(history), 1),
         "wall_time_s": wall,
         "round_time_s": [r["round_time_s"] for r in history],
         "sim_time_ms": [r["sim_time_ms"] for r in history],

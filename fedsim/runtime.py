@@ -7,6 +7,7 @@ its own seeded generator, so the same config gives the same numbers on 1, 2 or N
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -166,8 +167,15 @@ class Federation:
         test_set: Any,
         num_classes: int,
         model_factory: Callable[[int | None], nn.Module],
+        val_sets: list[Any] | None = None,
     ) -> None:
         self.cfg = cfg
+        #: this rank's silos' validation sets (carved from their training data), or None
+        self.val_sets = {i: val_sets[i] for i in Placement(topology.num_silos, world_size).silos_on(rank)} \
+            if val_sets is not None else None
+        #: gradient steps each local silo's compute did since the last take (its own training,
+        #: the visitors it hosted, distillation): the cost column of the paper tables
+        self.grad_steps: Counter[int] = Counter()
         self.topology = topology
         self.rank = rank
         self.world_size = world_size
@@ -245,6 +253,31 @@ class Federation:
         """Θ = Σ ϑ_i n_i θ_i / Σ ϑ_i n_i over every silo (n_i = 1 unless weight_by_samples)."""
         states = {i: state_tensors(s.model) for i, s in self.silos.items()}
         return weighted_average(states, self.silo_weights(), self.device)
+
+    def charge(self, silo: int, steps: int) -> None:
+        """Book ``steps`` gradient steps to the silo whose compute ran them."""
+        self.grad_steps[silo] += steps
+
+    def take_grad_steps(self) -> dict[int, int]:
+        out = {i: self.grad_steps.get(i, 0) for i in self.silos}
+        self.grad_steps.clear()
+        return out
+
+    def evaluate_validation(self, model: nn.Module) -> float | None:
+        """``model``'s score on the union of every silo's validation split (each rank scores its
+        own silos' parts; one all-reduce of the counts), or None without a validation split."""
+        from fedsim.distributed import all_reduce_sum
+
+        if self.val_sets is None:
+            return None
+        totals = torch.zeros(2, dtype=torch.float64, device=self.device)
+        for ds in self.val_sets.values():
+            if len(ds):
+                score = (evaluate_segmentation(model, ds, self.device) if self.segmentation
+                         else evaluate(model, ds, self.device))[1]
+                totals += torch.tensor([score * len(ds), len(ds)], dtype=torch.float64, device=self.device)
+        totals = all_reduce_sum(totals)
+        return float(totals[0] / totals[1]) if totals[1] > 0 else None
 
     def evaluate(self, model: nn.Module) -> tuple[float, float]:
         """(test loss, test score): accuracy, or mean foreground Dice for ``task: segmentation``."""

@@ -10,6 +10,7 @@ _REGISTRY = {
     "gossip": ("fedsim.algorithms.gossip", "Gossip"),
     "fedavg": ("fedsim.algorithms.fedavg", "FedAvg"),
     "fedefm": ("fedsim.algorithms.fedefm", "FedEFM"),
+    "fedefm_released": ("fedsim.algorithms.fedefm_released", "FedEFMReleased"),
     "fedprox": ("fedsim.algorithms.fedprox", "FedProx"),
     "moon": ("fedsim.algorithms.moon", "MOON"),
     "feddf": ("fedsim.algorithms.feddf", "FedDF"),

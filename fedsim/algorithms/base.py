@@ -56,10 +56,11 @@ class Algorithm:
     def local_training(self, steps: int | None = None) -> dict[int, float]:
         """Every local silo trains its own model on its own data; mean loss per silo."""
         steps = self.cfg.train.local_steps if steps is None else steps
-        return {
-            i: train_steps(s.model, s.optimizer, s.batches, steps, self.local_loss(i, s))
-            for i, s in sorted(self.fed.silos.items())
-        }
+        losses = {}
+        for i, s in sorted(self.fed.silos.items()):
+            losses[i] = train_steps(s.model, s.optimizer, s.batches, steps, self.local_loss(i, s))
+            self.fed.charge(i, steps)
+        return losses
 
     def round(self, k: int) -> dict[int, float]:
         """Run round ``k`` on this rank's silos; return each local silo's mean training loss."""

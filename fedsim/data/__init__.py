@@ -20,7 +20,8 @@ from .synthetic import derive_seed, generate, make_generator
 
 __all__ = [
     "CLASS_NAMES", "DOMAINS", "NUM_CLASSES", "SEG_NAMES", "TUBE_NAMES", "PARTITIONS",
-    "DataConfig", "FederatedData", "SiloDataset", "generate", "load_federated", "load_public", "derive_seed",
+    "DataConfig", "FederatedData", "SiloDataset", "carve_validation", "generate", "load_federated", "load_public",
+    "derive_seed",
 ]
 
 PARTITIONS = ("domain", "iid", "dirichlet", "quantity", "attribute")
@@ -53,6 +54,8 @@ class DataConfig:
     attribute_skew: float = 0.0      # 0 = none; s > 0: each silo's attribute centred on its own value
     test_fraction: float = 0.2       # folder data without root/test: share held out from each silo
     seed_offset: int = 0             # change the data without changing the experiment seed
+    validation_fraction: float = 0.0  # share of each silo's training data held out for choosing
+    #                                   hyper-parameters (never the test set); 0 = none
 
     @classmethod
     def from_dict(cls, d: dict | None) -> DataConfig:
@@ -67,6 +70,8 @@ class DataConfig:
             v = getattr(self, key)
             if not isinstance(v, int) or isinstance(v, bool) or v < lo:
                 raise DataError(f"data.{key} must be an integer >= {lo}, got {v!r}")
+        if not isinstance(self.validation_fraction, (int, float)) or not 0.0 <= self.validation_fraction < 1.0:
+            raise DataError(f"data.validation_fraction must be a number in [0, 1), got {self.validation_fraction!r}")
         for key in ("unseen_fraction", "label_noise", "test_fraction"):
             v = getattr(self, key)
             if not isinstance(v, (int, float)) or not 0.0 <= v <= 1.0:
@@ -111,6 +116,26 @@ def load_federated(cfg: DataConfig, num_silos: int, seed: int, silos=None) -> Fe
         fd.train = [ds if i in wanted else None for i, ds in enumerate(fd.train)]
         return fd
     return _load_synthetic(cfg, num_silos, seed, wanted)
+
+
+def carve_validation(train: list, fraction: float, seed: int) -> tuple[list, list]:
+    """(training sets, validation sets): each built silo's data split by a seeded permutation of
+    its own (the same whatever the placement); ``round(fraction · n)`` samples, at least one when
+    ``fraction`` > 0 and the silo has two or more, go to validation."""
+    if fraction <= 0:
+        return train, [None] * len(train)
+    kept, held = [], []
+    for i, ds in enumerate(train):
+        if ds is None:
+            kept.append(None)
+            held.append(None)
+            continue
+        n = len(ds)
+        n_val = min(max(round(fraction * n), 1), n - 1) if n > 1 else 0
+        order = torch.randperm(n, generator=make_generator(seed, 17, i))
+        kept.append(ds.subset(order[n_val:].sort().values))
+        held.append(ds.subset(order[:n_val].sort().values))
+    return kept, held
 
 
 def _load_synthetic(cfg: DataConfig, num_silos: int, seed: int, wanted: set[int]) -> FederatedData:
