@@ -372,6 +372,14 @@ def validate_config(cfg: ExperimentConfig) -> None:
     for name in cfg.compare_with:
         if name not in ALGORITHMS:
             raise ConfigError(f"compare_with: unknown algorithm {name!r}; choose from {', '.join(ALGORITHMS)}")
+    if not cfg.train.lr > 0:
+        raise ConfigError(f"train.lr must be > 0, got {cfg.train.lr}")
+    if not 0.0 <= cfg.train.momentum < 1.0:
+        raise ConfigError(f"train.momentum must be in [0, 1), got {cfg.train.momentum}")
+    if cfg.train.weight_decay < 0:
+        raise ConfigError(f"train.weight_decay must be >= 0, got {cfg.train.weight_decay}")
+    if cfg.train.eval_every < 0:
+        raise ConfigError(f"train.eval_every must be >= 0 (0: only the last round), got {cfg.train.eval_every}")
     if cfg.train.optimizer not in ("adam", "sgd"):
         raise ConfigError(f"train.optimizer must be adam or sgd, got {cfg.train.optimizer!r}")
     for section in (cfg.data, cfg.model, cfg.downstream):

@@ -39,6 +39,12 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def prepare(args: argparse.Namespace):
     """Everything that can be checked before any rank starts (so errors are one line)."""
+    return prepare_config(args.config, args.overrides)
+
+
+def prepare_config(config, overrides):
+    """The resolved config (the embedded default when ``config`` is None) and its training
+    topology, checked as far as it can be before any rank starts."""
     from fedsim.config import DEFAULT_CONFIG, load_config
     from fedsim.errors import ConfigError
     from fedsim.runner import (
@@ -49,7 +55,7 @@ def prepare(args: argparse.Namespace):
         training_topology,
     )
 
-    cfg = load_config(args.config or DEFAULT_CONFIG, args.overrides)
+    cfg = load_config(config or DEFAULT_CONFIG, overrides)
     cfg.scenario = scenario_for(cfg)
     for algorithm in cfg.compare_with:  # a baseline that cannot run must fail here, not in a rank
         try:
