@@ -45,6 +45,7 @@ class Point:
 
     label: str
     overrides: list[str] = field(default_factory=list)
+    folder: str | None = None  # the point's folder under the sweep's (default: from the label)
 
 
 @dataclass
@@ -126,8 +127,9 @@ def plan(config: str | Path | None, overrides: Sequence[str], points: Sequence[P
     for point in points:
         for seed in seeds:
             cfg, topology = prepare_config(config, [*overrides, *point.overrides, f"seed={seed}"])
-            run_dir = out / slug(point.label) / f"seed{seed}"
-            cfg.name, cfg.output_dir = f"{slug(point.label)}/seed{seed}", str(out)
+            folder = point.folder or slug(point.label)
+            run_dir = out / folder / f"seed{seed}"
+            cfg.name, cfg.output_dir = f"{folder}/seed{seed}", str(out)
             n = 1 if cfg.scenario == "cll" else min(nproc or default_nproc(cfg, topology.num_silos), topology.num_silos)
             runs.append(Run(point, seed, cfg, run_dir, n))
     return runs
