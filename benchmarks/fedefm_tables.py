@@ -172,8 +172,8 @@ def downstream_for(foundations: dict[str, Path], cfg, seed: int, cache: Path, lo
 def fedefm(args) -> int:
     from paper_tables import distill_step_timing, emd_round_share, make_config, print_table
 
-    from fedsim.runner import resolve_topology
     from fedsim.sweep import fmt, plot_rows
+    from fedsim.topology import resolve_topology
 
     t_start = time.perf_counter()
     out = Path(args.out)

@@ -42,7 +42,8 @@ def run_one(cfg, run_dir: Path, nproc: int) -> dict:
     """One cell: the real runner on spawned ranks (the initial state is cached beforehand)."""
     from fedsim.fminit import prepare_initial_state
     from fedsim.launch import spawn
-    from fedsim.runner import run_jobs
+    from fedsim.plan import build_plan
+    from fedsim.trainer import run_jobs
 
     if run_dir.exists():
         shutil.rmtree(run_dir)
@@ -51,7 +52,8 @@ def run_one(cfg, run_dir: Path, nproc: int) -> dict:
     prepare_initial_state(cfg, print)
     nproc = 1 if cfg.scenario == "cll" else nproc
     started = time.perf_counter()
-    summary = spawn(run_jobs, nproc, [(cfg, str(run_dir))], False, device=cfg.device, timeout_s=cfg.timeout_s)[0][0]
+    summary = spawn(run_jobs, nproc, [build_plan(cfg, run_dir, nproc)], False, device=cfg.device,
+                    timeout_s=cfg.timeout_s)[0][0]
     summary["bench_seconds"] = time.perf_counter() - started
     return summary
 
@@ -61,8 +63,8 @@ def initial_dice(cfg) -> float:
     import torch
 
     from fedsim.data import load_federated
+    from fedsim.federation import evaluate_segmentation
     from fedsim.fminit import initial_state, student_model
-    from fedsim.runtime import evaluate_segmentation
 
     model = student_model(cfg)
     state = initial_state(cfg)
@@ -76,8 +78,8 @@ def teacher_dice(cfg) -> float:
     import torch
 
     from fedsim.data import load_federated
+    from fedsim.federation import evaluate_segmentation
     from fedsim.fminit import teacher_model, teacher_state
-    from fedsim.runtime import evaluate_segmentation
 
     model = teacher_model(cfg)
     model.load_state_dict(teacher_state(cfg, print))
@@ -94,7 +96,8 @@ def main(argv: list[str] | None = None) -> int:
     from rich.table import Table
 
     from fedsim.config import load_config
-    from fedsim.runner import resolve_topology, scenario_for
+    from fedsim.plan import scenario_for
+    from fedsim.topology import resolve_topology
     from fedsim.ui import console
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)

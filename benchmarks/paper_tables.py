@@ -36,7 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script 
 
 def make_config(overrides: list[str], name: str):
     from fedsim.config import DEFAULT_CONFIG, load_config
-    from fedsim.runner import scenario_for
+    from fedsim.plan import scenario_for
 
     cfg = load_config(DEFAULT_CONFIG, overrides)
     cfg.scenario = scenario_for(cfg)
@@ -49,7 +49,8 @@ def run_all(configs: dict[str, Any], runs: Path, nproc: int, fresh: bool, log) -
     distributed runs one after another in one process group of ``nproc`` gloo ranks (starting
     ranks costs ~10-30 s on a loaded machine), CLL (one pooled silo) on a single rank."""
     from fedsim.launch import spawn
-    from fedsim.runner import run_jobs
+    from fedsim.plan import build_plan
+    from fedsim.trainer import run_jobs
 
     groups: dict[int, list[tuple[Any, str]]] = {}
     for key, cfg in configs.items():
@@ -67,7 +68,8 @@ def run_all(configs: dict[str, Any], runs: Path, nproc: int, fresh: bool, log) -
     for ranks, jobs in sorted(groups.items()):
         log(f"spawning {ranks} rank(s) for {len(jobs)} run(s): {', '.join(c.name for c, _ in jobs)}")
         started = time.perf_counter()
-        spawn(run_jobs, ranks, jobs, False, device="cpu", timeout_s=max(c.timeout_s for c, _ in jobs))
+        plans = [build_plan(c, d, ranks) for c, d in jobs]
+        spawn(run_jobs, ranks, plans, False, device="cpu", timeout_s=max(c.timeout_s for c, _ in jobs))
         log(f"  done in {time.perf_counter() - started:.0f} s")
 
 

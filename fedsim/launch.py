@@ -18,10 +18,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from fedsim.distributed import free_port, init_process_group, pick_device
+from fedsim.distributed import barrier, close_process_group, free_port, init_process_group, pick_device
 from fedsim.errors import FedsimError, SiloFailure
 
 _REPORTED = 3  # exit code of a rank that reported a FedsimError to the parent
@@ -35,20 +34,6 @@ class RankContext:
     world_size: int
     local_rank: int
     device: torch.device
-
-
-def _close_process_group(success: bool) -> None:
-    """Leave the process group. After a successful run every rank first waits for the others
-    (rank 0 still evaluates and writes the summary when the rest are done): tearing gloo down
-    while a peer still uses its connections can abort the process at exit."""
-    if not dist.is_initialized():
-        return
-    try:
-        if success:
-            dist.barrier()
-        dist.destroy_process_group()
-    except Exception:  # noqa: BLE001 - a peer may already be gone
-        pass
 
 
 def _worker(
@@ -73,11 +58,8 @@ def _worker(
         outcome = ("fedsim", exc)
     except BaseException as exc:  # noqa: BLE001 - reported to the parent, then re-raised
         outcome = ("error", f"{type(exc).__name__}: {exc}\n{traceback.format_exc()}")
-    if outcome[0] == "ok" and dist.is_initialized():
-        try:  # rank 0 may still be evaluating and writing: wait for it before anyone leaves
-            dist.barrier()
-        except Exception:  # noqa: BLE001 - a peer may already be gone
-            pass
+    if outcome[0] == "ok":  # rank 0 may still be evaluating and writing: wait for it
+        barrier(tolerate_failure=True)
     with open(Path(result_dir) / f"rank{local_rank}.pkl", "wb") as fh:
         pickle.dump(outcome, fh)
     if outcome[0] == "error":
@@ -182,4 +164,4 @@ def join_torchrun(fn: Callable[..., Any], *args: Any, device: str = "auto", time
         success = True
         return result
     finally:
-        _close_process_group(success)
+        close_process_group(success)

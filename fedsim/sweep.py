@@ -130,7 +130,7 @@ def plan(config: str | Path | None, overrides: Sequence[str], points: Sequence[P
             folder = point.folder or slug(point.label)
             run_dir = out / folder / f"seed{seed}"
             cfg.name, cfg.output_dir = f"{folder}/seed{seed}", str(out)
-            n = 1 if cfg.scenario == "cll" else min(nproc or default_nproc(cfg, topology.num_silos), topology.num_silos)
+            n = min(nproc or default_nproc(cfg, topology.num_silos), topology.num_silos)
             runs.append(Run(point, seed, cfg, run_dir, n))
     return runs
 
@@ -153,9 +153,10 @@ def check_folders(runs: Sequence[Run]) -> None:
 def execute(runs: Sequence[Run], parallel: int = 1, log: Callable[[str], None] = print) -> None:
     """Train every run not finished yet (interrupted ones continue from their checkpoint), up to
     ``parallel`` process groups at a time; runs of one group share one spawn of ranks."""
-    from fedsim.commands.run import experiment_jobs, finish, prepare_initial_states
+    from fedsim.commands.run import finish, prepare_initial_states
     from fedsim.launch import spawn
-    from fedsim.runner import run_jobs
+    from fedsim.plan import experiment_plans
+    from fedsim.trainer import run_jobs
 
     check_folders(runs)
     todo = [r for r in runs if not _finished(r)]
@@ -164,10 +165,12 @@ def execute(runs: Sequence[Run], parallel: int = 1, log: Callable[[str], None] =
             log(f"  reuse {run.run_dir} (finished, same config)")
     if not todo:
         return
+    plans = {}
     for run in todo:
+        plans[id(run)] = experiment_plans(run.cfg, run.run_dir, run.nproc)
         run.run_dir.mkdir(parents=True, exist_ok=True)
         (run.run_dir / "config.yaml").write_text(run.cfg.to_yaml())
-        prepare_initial_states(experiment_jobs(run.cfg, run.run_dir), quiet=True)
+        prepare_initial_states(plans[id(run)], quiet=True)
     groups: list[list[Run]] = []
     for n in sorted({r.nproc for r in todo}):
         same = [r for r in todo if r.nproc == n]
@@ -178,18 +181,17 @@ def execute(runs: Sequence[Run], parallel: int = 1, log: Callable[[str], None] =
 
     def work(group: list[Run]) -> None:
         try:
-            jobs = [job for r in group for job in experiment_jobs(r.cfg, r.run_dir)]
+            jobs = [p for r in group for p in plans[id(r)]]
             started = time.perf_counter()
-            cfg = group[0].cfg
             with lock:
                 log(f"spawning {group[0].nproc} rank(s) for {len(group)} run(s): "
                     f"{', '.join(str(r.run_dir.relative_to(r.run_dir.parents[1])) for r in group)}")
-            summaries = spawn(run_jobs, group[0].nproc, jobs, True, device=cfg.device,
+            summaries = spawn(run_jobs, group[0].nproc, jobs, True, device=group[0].cfg.device,
                               timeout_s=max(r.cfg.timeout_s for r in group))[0]
             at = 0
             for r in group:
-                own = experiment_jobs(r.cfg, r.run_dir)
-                finish(r.cfg, own, summaries[at:at + len(own)], r.run_dir, quiet=True)
+                own = plans[id(r)]
+                finish(own, summaries[at:at + len(own)], r.run_dir, quiet=True)
                 at += len(own)
             with lock:
                 log(f"  done in {time.perf_counter() - started:.0f} s")
@@ -225,7 +227,7 @@ def collect(runs: Sequence[Run]) -> list[dict[str, Any]]:
     """One row per (point, trained model) — the main run, each ``compare_with`` baseline and,
     with the downstream stage, random initialisation — holding every seed's values and their
     mean and sample standard deviation (n − 1)."""
-    from fedsim.commands.run import experiment_jobs, run_label
+    from fedsim.plan import experiment_plans
 
     rows: dict[tuple[str, str], dict[str, Any]] = {}
     for run in runs:
@@ -233,11 +235,10 @@ def collect(runs: Sequence[Run]) -> list[dict[str, Any]]:
         ds_path = run.run_dir / "downstream.json"
         if ds_path.is_file():
             downstream = {r["init"]: r for r in json.loads(ds_path.read_text())}
-        labels = []
-        for cfg, job_dir in experiment_jobs(run.cfg, run.run_dir):
+        for plan in experiment_plans(run.cfg, run.run_dir, run.nproc):
+            job_dir = plan.run_dir
             summary = json.loads((Path(job_dir) / "summary.json").read_text())
-            label = run_label(cfg)
-            labels.append(label)
+            label = plan.label
             values = _job_values(summary)
             values.update({k: downstream.get(label, {}).get(k) for k in DOWNSTREAM_METRICS if downstream})
             row = rows.setdefault((run.point.label, label), {"point": run.point.label, "label": label, "seeds": {}})

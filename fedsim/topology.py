@@ -387,3 +387,28 @@ def make_topology(kind: str, n: int, *, degree: int = 3, seed: int = 0) -> Topol
     return parse_topology(
         {"name": name, "silos": n, "directed": False, "edges": [list(p) for p in pairs]}, name
     )
+
+
+#: the topologies shipped with fedsim (``gaia`` → topologies/gaia.yaml)
+REPO_TOPOLOGIES = Path(__file__).resolve().parent.parent / "topologies"
+
+
+def resolve_topology(spec: str) -> Topology:
+    """A topology from a file path, a shipped name (``gaia`` → topologies/gaia.yaml) or ``KIND:N``."""
+    path = Path(spec)
+    if path.is_file():
+        return load_topology(path)
+    if ":" in spec and spec.split(":", 1)[0] in MAKE_KINDS:
+        kind, n = spec.split(":", 1)
+        try:
+            return make_topology(kind, int(n))
+        except ValueError:
+            raise TopologyError(f"topology {spec!r}: expected KIND:N with an integer N") from None
+    for candidate in (REPO_TOPOLOGIES / f"{spec}.yaml", REPO_TOPOLOGIES / spec):
+        if candidate.is_file():
+            return load_topology(candidate)
+    shipped = sorted(p.stem for p in REPO_TOPOLOGIES.glob("*.yaml"))
+    raise TopologyError(
+        f"topology {spec!r} not found: give a YAML file, KIND:N ({', '.join(MAKE_KINDS)}), "
+        f"or one of the shipped names: {', '.join(shipped)}"
+    )

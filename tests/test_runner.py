@@ -45,8 +45,8 @@ def test_foundation_validation_accuracy_is_theta_on_every_silos_split(tmp_path):
 
     from fedsim.config import load_config
     from fedsim.data import SiloDataset, carve_validation, load_federated
+    from fedsim.federation import evaluate
     from fedsim.models import build_model
-    from fedsim.runtime import evaluate
 
     from .algorithms.test_equivalence import TINY
 

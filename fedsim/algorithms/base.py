@@ -5,9 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from fedsim.runtime import Federation, Silo, train_steps
-
-SERVER = -1  # the data-less CFL server, as an endpoint in per-edge byte records
+from fedsim.federation import Federation, Silo, train_steps
 
 
 class Algorithm:
@@ -41,7 +39,7 @@ class Algorithm:
     @property
     def exchanges(self) -> bool:
         """False when silos never talk (standalone, or CLL's single pooled silo)."""
-        return self.cfg.scenario not in ("standalone", "cll")
+        return self.fed.scenario.exchanges
 
     def exchanges_in(self, k: int) -> bool:
         """Whether round ``k`` sends anything (the simulated clock charges the network only then)."""

@@ -20,17 +20,41 @@ the ablation with no aggregation until then (the silos drift apart and Θ collap
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
+from typing import Annotated, Literal
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fedsim.algorithms.base import SERVER, Algorithm
+from fedsim.algorithms.base import Algorithm
 from fedsim.algorithms.gossip import gossip_row, metropolis_hastings, mix
+from fedsim.federation import BatchStream, load_state_tensors, state_tensors, train_steps
 from fedsim.losses import softened_kl
 from fedsim.models import logits_and_features
-from fedsim.runtime import BatchStream, load_state_tensors, state_tensors, train_steps
+from fedsim.settings import Range
 from fedsim.transport import message_bytes
+
+
+@dataclass
+class FedEFMConfig:
+    """FedEFM's Multishot Foundation Distillation (SPEC §2); symbols from the paper in comments."""
+
+    overseas_steps: Annotated[int, Range(ge=1)] = 10  # steps a visiting copy θ_{i→j} trains on ξ_j (eq. 1)
+    distill_steps: Annotated[int, Range(ge=1)] = 10  # steps of eq. 2 at the home silo per round
+    temperature: Annotated[float, Range(gt=0)] = 3.0  # T
+    beta: Annotated[float, Range(ge=0, le=1)] = 0.2  # β: weight of the KD term against CE (eq. 11)
+    #: when the silos' weights meet: "round" (the paper: every round — DFL mixes each silo along
+    #: the topology by ``mix``, CFL restarts every silo from Θ) or "end" (ablation: Θ only once,
+    #: after the last round; the silos never mix and Θ collapses)
+    aggregate: Literal["round", "end"] = "round"
+    #: DFL mixing at the end of a round (aggregate: round), θ_i ← s·θ_i + (1 − s)·(mean of …):
+    #: "hosted" — the neighbours' models that visited silo i this round, trained on ξ_i (the
+    #: authors' released rule; no extra message); "experts" — silo i's own experts returned
+    #: from its neighbours; "gossip" — Metropolis–Hastings with the neighbours' distilled models
+    #: (one more message per arc). Chosen on a validation split (README, FedEFM).
+    mix: Literal["hosted", "experts", "gossip"] = "hosted"
+    self_weight: Annotated[float, Range(ge=0, le=1)] = 0.5  # s: the silo's own share in the mix (½ in the released code)
 
 
 def distillation_loss(
@@ -95,7 +119,7 @@ def distill_step(
 
 def overseas_training(model: nn.Module, host_batches: BatchStream, steps: int, cfg) -> None:
     """Eq. 1: a visiting copy trains on the host's data with a fresh optimiser."""
-    from fedsim.runtime import make_optimizer
+    from fedsim.federation import make_optimizer
 
     train_steps(model, make_optimizer(model, cfg), host_batches, steps)
 
@@ -116,8 +140,8 @@ class FedEFM(Algorithm):
         self.emd_seconds = 0.0  # time spent computing EMD weights on this rank (benchmarks)
         self._spare: list[nn.Module] = []
         fe = self.cfg.fedefm
-        self._cfl_every_round = self.cfg.scenario == "cfl" and fe.aggregate == "round"
-        self._dfl_mix = fe.mix if self.cfg.scenario == "dfl" and fe.aggregate == "round" else None
+        self._cfl_every_round = fed.scenario.via_server and fe.aggregate == "round"
+        self._dfl_mix = fe.mix if fed.scenario.decentralized and fe.aggregate == "round" else None
         self._gossip_weights = metropolis_hastings(fed.topology) if self._dfl_mix == "gossip" else None
         # load the solver now, so its import (POT, cvxpy: ~1 s) is not billed to the first round
         if self.cfg.emd.backend == "exact":
@@ -151,8 +175,8 @@ class FedEFM(Algorithm):
 
         # 2. knowledge transfer: the expert θ̂_{i→j} returns from j to i (along the arc)
         returned = fed.exchange(arcs, lambda j, i: experts[(j, i)])
-        if cfg.scenario == "cfl":
-            self._book_through_server()
+        if fed.scenario.via_server:
+            fed.transport.relay_through_server()
 
         # 3. EMD-weighted distillation at every home silo
         losses: dict[int, float] = {}
@@ -206,14 +230,5 @@ class FedEFM(Algorithm):
         theta = self.fed.aggregate()
         size = message_bytes(theta)
         for i, silo in self.fed.silos.items():
-            self.fed.transport.bytes_by_edge[(i, SERVER)] += size
-            self.fed.transport.bytes_by_edge[(SERVER, i)] += size
+            self.fed.transport.book_server(i, up=size, down=size)
             load_state_tensors(silo.model, theta)
-
-    def _book_through_server(self) -> None:
-        """CFL: a message i → j really goes i → server → j; book both hops."""
-        transport = self.fed.transport
-        direct = transport.take_bytes()
-        for (s, d), b in direct.items():
-            transport.bytes_by_edge[(s, SERVER)] += b
-            transport.bytes_by_edge[(SERVER, d)] += b

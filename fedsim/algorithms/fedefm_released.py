@@ -14,12 +14,26 @@ the moments would triple every message).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Annotated
+
 import torch
 from torch import nn
 
 from fedsim.algorithms.base import Algorithm
 from fedsim.algorithms.gossip import mix
-from fedsim.runtime import load_state_tensors, make_optimizer, state_tensors, train_steps
+from fedsim.federation import load_state_tensors, make_optimizer, state_tensors, train_steps
+from fedsim.settings import Range
+
+
+@dataclass
+class FedEFMReleasedConfig:
+    """The FedEFM authors' released rule (aioz-ai/FedEFM ``communication.py``): local steps, then
+    each silo trains a copy of every in-neighbour's model on its own data and keeps
+    ½ own + ½ the mean of those copies. No distillation, no EMD."""
+
+    overseas_steps: Annotated[int, Range(ge=1)] = 1  # steps a neighbour's copy trains on the host's data (the code: 1)
+    self_weight: Annotated[float, Range(ge=0, le=1)] = 0.5  # the silo's own share (the code: ½)
 
 
 class FedEFMReleased(Algorithm):

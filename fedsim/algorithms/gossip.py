@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 
 from fedsim.algorithms.base import Algorithm
-from fedsim.runtime import load_state_tensors, state_tensors
+from fedsim.federation import load_state_tensors, state_tensors
 from fedsim.topology import Topology
 
 

@@ -11,14 +11,24 @@ of its checkpoint, so ``--resume`` continues exactly.
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
+from typing import Annotated, Any
 
 import torch
 import torch.nn.functional as F
 
 from fedsim.algorithms.fedavg import FedAvg
+from fedsim.federation import load_state_tensors, state_tensors
 from fedsim.models import logits_and_features, representation
-from fedsim.runtime import load_state_tensors, state_tensors
+from fedsim.settings import Range
+
+
+@dataclass
+class MOONConfig:
+    """MOON (Li, He & Song, CVPR 2021): CE + μ · model-contrastive loss on representations."""
+
+    mu: Annotated[float, Range(ge=0)] = 1.0  # μ (the paper: 1 for most datasets, 5 for CIFAR-10)
+    temperature: Annotated[float, Range(gt=0)] = 0.5  # τ
 
 
 def contrastive_loss(z: torch.Tensor, z_glob: torch.Tensor, z_prev: torch.Tensor, temperature: float) -> torch.Tensor:

@@ -15,8 +15,8 @@ import torch.nn.functional as F
 from fedsim.algorithms.fedefm import distill_step
 from fedsim.config import load_config
 from fedsim.emd import emd_similarity
+from fedsim.federation import BatchStream, make_optimizer, silo_seed
 from fedsim.models import ModelConfig, build_model
-from fedsim.runtime import BatchStream, make_optimizer, silo_seed
 
 from .test_equivalence import TINY, run_distributed, sequential_setup
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from fedsim.runtime import make_optimizer
+from fedsim.federation import make_optimizer
 
 from .test_equivalence import run_distributed, sequential_setup
 
