@@ -292,11 +292,24 @@ def _short(items: list[int], limit: int = 10) -> str:
     return text + (f", … ({len(items)} in all)" if len(items) > limit else "")
 
 
+def shipped_topologies() -> dict[str, Path]:
+    """name → file of every topology shipped with the package (``fedsim/topologies/NAME.yaml``,
+    package data: found after a non-editable install too, from any working directory)."""
+    from importlib.resources import files
+
+    folder = files("fedsim") / "topologies"
+    return {p.name[: -len(".yaml")]: Path(str(p)) for p in folder.iterdir() if p.name.endswith(".yaml")}
+
+
 def load_topology(path: str | Path, *, require_strongly_connected: bool = False) -> Topology:
-    """Read and validate a topology file (``.yaml``/``.yml``, or a ``.gml`` network underlay)."""
+    """Read and validate a topology file (``.yaml``/``.yml``, or a ``.gml`` network underlay), or
+    a shipped topology by name (``gaia``, ``ring-4``, …) when no such file exists."""
     path = Path(path)
     if not path.is_file():
-        raise TopologyError(f"{path}: topology file not found")
+        shipped = shipped_topologies()
+        if str(path) not in shipped:
+            raise TopologyError(f"{path}: topology file not found (shipped names: {', '.join(sorted(shipped))})")
+        path = shipped[str(path)]
     if path.suffix.lower() == ".gml":
         return gml_to_topology(path, require_strongly_connected=require_strongly_connected)
     try:
