@@ -7,6 +7,7 @@ back to a default).
 from __future__ import annotations
 
 import dataclasses
+import importlib.resources
 import types
 import typing
 from dataclasses import dataclass, field
@@ -18,7 +19,8 @@ import yaml
 from fedsim.errors import ConfigError
 
 ALGORITHMS = ("fedefm", "gossip", "fedavg", "fedprox", "moon", "feddf", "fedmd", "mdhfl")
-DEFAULT_CONFIG = Path(__file__).with_name("default.yaml")  # what `fedsim run` runs without CONFIG
+# what `fedsim run` runs without CONFIG: package data, found from any working directory after install
+DEFAULT_CONFIG = Path(str(importlib.resources.files("fedsim") / "default.yaml"))
 SCENARIOS = ("dfl", "cfl", "cll", "standalone")
 TASKS = ("classification", "segmentation")
 INITS = ("random", "pretrained", "fm")
@@ -172,7 +174,7 @@ class ExperimentConfig:
     name: str = "default"
     algorithm: str = "fedefm"
     scenario: str | None = None  # dfl | cfl | cll | standalone; None: the algorithm's own
-    topology: str = "ring-4"  # a YAML/GML path, a shipped name (topologies/NAME.yaml) or KIND:N
+    topology: str = "ring-4"  # a YAML/GML path, a shipped name (fedsim/topologies/NAME.yaml) or KIND:N
     rounds: int = 5
     seed: int = 0
     output_dir: str = "runs"
@@ -361,6 +363,9 @@ def validate_config(cfg: ExperimentConfig) -> None:
         if _get(cfg, key) <= 0:
             raise ConfigError(f"{key} must be > 0, got {_get(cfg, key)}")
     _validate_init(cfg)
+    from fedsim.plugins import check_combinations
+
+    check_combinations(cfg)
     if cfg.fedmd.loss not in ("l1", "kl"):
         raise ConfigError(f"fedmd.loss must be l1 or kl, got {cfg.fedmd.loss!r}")
 

@@ -23,11 +23,11 @@ from fedsim.runtime import Federation, load_state_tensors
 from fedsim.topology import MAKE_KINDS, Topology, load_topology, make_topology, parse_topology
 from fedsim.transport import saveable_state
 
-REPO_TOPOLOGIES = Path(__file__).resolve().parent.parent / "topologies"
-
 
 def resolve_topology(spec: str) -> Topology:
-    """A topology from a file path, a shipped name (``gaia`` → topologies/gaia.yaml) or ``KIND:N``."""
+    """A topology from a file path, a shipped name (``gaia`` → fedsim/topologies/gaia.yaml) or ``KIND:N``."""
+    from fedsim.topology import shipped_topologies
+
     path = Path(spec)
     if path.is_file():
         return load_topology(path)
@@ -37,13 +37,13 @@ def resolve_topology(spec: str) -> Topology:
             return make_topology(kind, int(n))
         except ValueError:
             raise TopologyError(f"topology {spec!r}: expected KIND:N with an integer N") from None
-    for candidate in (REPO_TOPOLOGIES / f"{spec}.yaml", REPO_TOPOLOGIES / spec):
-        if candidate.is_file():
-            return load_topology(candidate)
-    shipped = sorted(p.stem for p in REPO_TOPOLOGIES.glob("*.yaml"))
+    shipped = shipped_topologies()
+    name = spec[: -len(".yaml")] if spec.endswith(".yaml") else spec
+    if name in shipped:
+        return load_topology(shipped[name])
     raise TopologyError(
         f"topology {spec!r} not found: give a YAML file, KIND:N ({', '.join(MAKE_KINDS)}), "
-        f"or one of the shipped names: {', '.join(shipped)}"
+        f"or one of the shipped names: {', '.join(sorted(shipped))}"
     )
 
 
@@ -216,7 +216,7 @@ def run_jobs(ctx, jobs: list[tuple[ExperimentConfig, str]], resume: bool) -> lis
     return out
 
 
-def initial_model_factory(cfg: ExperimentConfig, num_classes: int, init_state: dict | None):
+def initial_model_factory(cfg: ExperimentConfig, num_classes: int, init_state: dict | None, in_channels: int = 1):
     """The silos' model factory: a classifier (``task: classification``) or a U-Net whose encoder
     is ``model`` (``task: segmentation``), loaded with the common initial state when there is one."""
     from fedsim.fminit import NUM_SEG_CLASSES, apply_initial_state
@@ -224,9 +224,9 @@ def initial_model_factory(cfg: ExperimentConfig, num_classes: int, init_state: d
 
     def factory(silo: int | None = None):
         if cfg.task == "segmentation":
-            model = build_segmenter(cfg.model.for_silo(silo), NUM_SEG_CLASSES)
+            model = build_segmenter(cfg.model.for_silo(silo), NUM_SEG_CLASSES, in_channels)
         else:
-            model = build_model(cfg.model.for_silo(silo), num_classes)
+            model = build_model(cfg.model.for_silo(silo), num_classes, in_channels)
         if init_state is not None:
             apply_initial_state(model, init_state, cfg.init_from or f"init: {cfg.init}")
         return model
@@ -250,19 +250,25 @@ def run_rank(ctx, cfg: ExperimentConfig, run_dir: str, resume: bool) -> dict[str
             f"{ctx.world_size} ranks but only {topology.num_silos} silo(s) to place; "
             f"launch with at most {topology.num_silos} processes"
         )
+    masks = cfg.task == "segmentation"
     if cfg.scenario == "cll":
         from fedsim.data import SiloDataset
 
-        data = load_federated(cfg.data, underlay.num_silos, cfg.seed)
+        data = load_federated(cfg.data, underlay.num_silos, cfg.seed, masks=masks)
         train_sets = [SiloDataset.concat(list(data.train), name="pooled")]
     else:  # each rank builds only the silos it hosts (bit-identical to building them all)
         local = Placement(topology.num_silos, ctx.world_size).silos_on(ctx.rank)
-        data = load_federated(cfg.data, underlay.num_silos, cfg.seed, silos=local)
+        data = load_federated(cfg.data, underlay.num_silos, cfg.seed, silos=local, masks=masks)
         train_sets = data.train
     fed = Federation(
         cfg, topology, ctx.rank, ctx.world_size, ctx.device, train_sets, data.test, data.num_classes,
-        initial_model_factory(cfg, data.num_classes, initial_state(cfg, ctx)),
+        initial_model_factory(cfg, data.num_classes, initial_state(cfg, ctx), data.in_channels),
     )
+    if cfg.task == "classification":  # a plug-in that does not fit is one line, before any training
+        from fedsim.models.plugin import check_model
+
+        needs = cfg.algorithm if algorithm_class(cfg.algorithm).needs_features else None
+        check_model(fed.scratch_model(), data.test.images[:2].to(ctx.device), data.num_classes, needs, cfg.model.name)
     if cfg.scenario == "cll":
         for silo in fed.silos.values():
             silo.status = 1

@@ -6,7 +6,7 @@ import pytest
 import torch
 from PIL import Image
 
-from fedsim.data import DataConfig, generate, load_federated
+from fedsim.data import CLASS_NAMES, DataConfig, generate, load_federated
 from fedsim.data.folder import load_folder, save_folder
 from fedsim.errors import DataError
 
@@ -21,7 +21,8 @@ def root(tmp_path):
 
 def test_round_trip(root):
     path, silos, test = root
-    loaded, loaded_test = load_folder(path, 32)
+    loaded, loaded_test, names = load_folder(path, 32)
+    assert names == CLASS_NAMES  # save_folder writes classes.txt
     assert len(loaded) == 2 and loaded_test is not None and len(loaded_test) == 4
     for a, b in zip(loaded, silos):
         assert (a.images - b.images).abs().max() <= 0.5 / 255 + 1e-6  # 8-bit quantisation only
@@ -56,7 +57,9 @@ def test_missing_masks_folder(root):
     path, _, _ = root
     shutil.rmtree(path / "silo01" / "masks")
     with pytest.raises(DataError, match=str(path / "silo01" / "masks")):
-        load_folder(path, 32)
+        load_folder(path, 32, masks=True)  # segmentation
+    silos, _, _ = load_folder(path, 32)  # classification: masks are optional, used only if every silo has them
+    assert all(ds.masks is None for ds in silos)
 
 
 def test_image_without_mask(root):
@@ -100,5 +103,5 @@ def test_named_labels_accepted(root):
     lines = csv.read_text().splitlines()
     lines[1] = "00000.png,bifurcation,abnormal,simulation,0.1"
     csv.write_text("\n".join(lines) + "\n")
-    loaded, _ = load_folder(path, 32)
+    loaded, _, _ = load_folder(path, 32)
     assert int(loaded[0].labels[0]) == 3 and int(loaded[0].tube[0]) == 2 and int(loaded[0].domain[0]) == 3
