@@ -9,7 +9,7 @@ arguments (every rank calls it and must see the same data).
 
 Each dataset a rank needs is read once into memory (its silos and the test set; a pooled set
 whole, since partitioning needs every label). The number of classes is ``len(data.classes)``,
-else ``len(test_set.classes)``, else the largest label of all sets + 1 — the same on every rank.
+else ``test_set.classes`` (names, or their number), else the largest label of all sets + 1 — the same on every rank.
 Wrong return values are one line naming the factory.
 """
 
@@ -146,7 +146,9 @@ def _class_names(cfg, test: Any, labels: list[torch.Tensor], path: str) -> tuple
     if low < 0:
         raise DataError(f"{KEY}: {path} returned a negative class label {low}")
     given = cfg.classes or getattr(test, "classes", None)
-    if given:
+    if isinstance(given, int) and not isinstance(given, bool):  # a class count rather than names
+        given = [str(i) for i in range(given)]
+    if given and isinstance(given, (list, tuple)):
         if top >= len(given):
             raise DataError(f"{KEY}: {path} returned class {top} but {len(given)} classes are named "
                             f"({'data.classes' if cfg.classes else 'test_set.classes'})")
