@@ -72,19 +72,18 @@ class Patterns(Dataset):
 
     @property
     def images(self) -> torch.Tensor:
-        if self._images is None:
+        if self._images is None:  # float32 and in place: the generator's peak is one image set
             g = torch.Generator().manual_seed(self.seed + 1)
-            c = self.targets.double()
+            c = self.targets.float()
             angle = (c / self.classes * torch.pi).view(-1, 1, 1)
-            yy, xx = torch.meshgrid(torch.linspace(0, 1, self.size, dtype=torch.float64),
-                                    torch.linspace(0, 1, self.size, dtype=torch.float64), indexing="ij")
-            phase = torch.rand(self.n, 1, 1, generator=g, dtype=torch.float64) * 6.28
+            yy, xx = torch.meshgrid(torch.linspace(0, 1, self.size), torch.linspace(0, 1, self.size), indexing="ij")
+            phase = torch.rand(self.n, 1, 1, generator=g) * 6.28
             stripes = torch.sin(12 * (xx * torch.cos(angle) + yy * torch.sin(angle)) + phase)
-            palette = torch.rand(self.classes, 3, generator=torch.Generator().manual_seed(7), dtype=torch.float64)
+            palette = torch.rand(self.classes, 3, generator=torch.Generator().manual_seed(7))
             hue = (palette[self.targets] - 0.5).view(-1, 3, 1, 1)
-            img = 0.5 + 0.8 * hue + 0.1 * stripes[:, None] + 0.15 * torch.randn(
-                self.n, 3, self.size, self.size, generator=g, dtype=torch.float64)
-            self._images = img.clamp(0, 1).float()
+            img = torch.randn(self.n, 3, self.size, self.size, generator=g).mul_(0.15)
+            img.add_(stripes[:, None], alpha=0.1).add_(hue, alpha=0.8).add_(0.5).clamp_(0, 1)
+            self._images = img
         return self._images
 
     @property

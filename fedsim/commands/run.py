@@ -101,7 +101,7 @@ def handle(args: argparse.Namespace) -> int:
     if launched_by_torchrun():
         return _handle_torchrun(args, cfg)
     from fedsim.errors import ConfigError, SiloFailure
-    from fedsim.launch import spawn
+    from fedsim.launch import spawn_here
     from fedsim.runner import run_jobs
 
     nproc = args.nproc or default_nproc(cfg, topology.num_silos)
@@ -113,7 +113,8 @@ def handle(args: argparse.Namespace) -> int:
     jobs = experiment_jobs(cfg, run_dir)
     prepare_initial_states(jobs, args.quiet)
     try:
-        summaries = spawn(run_jobs, nproc, jobs, args.resume, device=cfg.device, timeout_s=cfg.timeout_s)[0]
+        # rank 0 runs in this process (see spawn_here: one interpreter fewer, ranks forked on the CPU)
+        summaries = spawn_here(run_jobs, nproc, jobs, args.resume, device=cfg.device, timeout_s=cfg.timeout_s)
     except SiloFailure as exc:
         raise failure_report(exc, topology.num_silos, nproc, run_dir) from None
     finish(cfg, jobs, summaries, run_dir, args.quiet)

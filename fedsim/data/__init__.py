@@ -171,7 +171,22 @@ def load_federated(cfg: DataConfig, num_silos: int, seed: int, silos=None, masks
     if masks and fd.test.masks is None:
         raise DataError(f"task: segmentation needs per-pixel masks, and data.kind {cfg.kind!r} has none"
                         + (f" (add {cfg.root}/<silo>/masks/)" if cfg.kind == "folder" else ""))
+    release_freed_memory()
     return fd
+
+
+def release_freed_memory() -> None:
+    """Hand the heap that loading freed (decoded files, generator temporaries, the factory's own
+    copies) back to the OS. glibc keeps freed large blocks mapped once its mmap threshold has
+    grown, so without this a rank stays at its loading peak for the whole run."""
+    import ctypes
+    import gc
+
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc: nothing to do
+        pass
 
 
 def _load_synthetic(cfg: DataConfig, num_silos: int, seed: int, wanted: set[int]) -> FederatedData:

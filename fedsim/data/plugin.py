@@ -64,20 +64,21 @@ def materialize(ds: Any, name: str, where: str) -> SiloDataset:
     """Read every item of ``ds`` into a :class:`SiloDataset`, checking each one's shape."""
     if len(ds) == 0:
         raise DataError(f"{where} is empty")
-    xs, ys, shape = [], [], None
+    images: torch.Tensor | None = None  # filled in place: no list of items plus a stacked copy
+    labels = torch.empty(len(ds), dtype=torch.long)
     for i in range(len(ds)):
         x, y = _item(ds, i, where)
         if not isinstance(x, torch.Tensor) or not x.is_floating_point() or x.dim() != 3:
             got = f"a {x.dtype} tensor of shape {tuple(x.shape)}" if isinstance(x, torch.Tensor) else type(x).__name__
             raise DataError(f"{where}: item {i}: x must be a float tensor C×H×W, got {got}")
-        if shape is None:
-            shape = tuple(x.shape)
-        elif tuple(x.shape) != shape:
-            raise DataError(f"{where}: item {i} has shape {tuple(x.shape)}, item 0 has {shape}; every image must "
-                            "have the same size")
-        xs.append(x.detach().float().cpu())
-        ys.append(_label(y, f"{where} item {i}"))
-    return SiloDataset.from_tensors(torch.stack(xs), torch.tensor(ys, dtype=torch.long), name)
+        if images is None:
+            images = torch.empty((len(ds), *x.shape), dtype=torch.float32)
+        elif x.shape != images.shape[1:]:
+            raise DataError(f"{where}: item {i} has shape {tuple(x.shape)}, item 0 has {tuple(images.shape[1:])}; "
+                            "every image must have the same size")
+        images[i] = x.detach()
+        labels[i] = _label(y, f"{where} item {i}")
+    return SiloDataset.from_tensors(images, labels, name)
 
 
 def load_python(cfg, num_silos: int, seed: int, wanted: set[int]) -> FederatedData:

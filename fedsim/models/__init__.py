@@ -134,9 +134,6 @@ def _norm_fn(cfg: ModelConfig):
 def build_model(cfg: ModelConfig | None = None, num_classes: int = 6, in_channels: int = 1) -> nn.Module:
     """A classifier with the backbone interface (randomly initialised, deterministic under
     ``torch.manual_seed``)."""
-    import torchvision.models as tvm
-    from torchvision.models.resnet import BasicBlock, Bottleneck, ResNet
-
     cfg = cfg or ModelConfig()
     if isinstance(cfg, dict):
         cfg = ModelConfig.from_dict(cfg)
@@ -155,6 +152,10 @@ def build_model(cfg: ModelConfig | None = None, num_classes: int = 6, in_channel
         if cfg.vit_dim % (4 * cfg.vit_heads):
             raise ConfigError(f"model.vit_dim ({cfg.vit_dim}) must be a multiple of 4 * vit_heads")
         return R50ViT(num_classes, in_channels, cfg.width, cfg.vit_depth, cfg.vit_heads, cfg.vit_dim, cfg.norm)
+    # torchvision only now: importing its models costs ~170 MB of memory per rank
+    import torchvision.models as tvm
+    from torchvision.models.resnet import BasicBlock, Bottleneck, ResNet
+
     nl = _norm_fn(cfg)
     if name in ("resnet10", "resnet12", "resnet18", "resnet50"):
         block, layers = {
