@@ -268,7 +268,9 @@ def run_rank(ctx, cfg: ExperimentConfig, run_dir: str, resume: bool) -> dict[str
         from fedsim.models.plugin import check_model
 
         needs = cfg.algorithm if algorithm_class(cfg.algorithm).needs_features else None
-        check_model(fed.scratch_model(), data.test.images[:2].to(ctx.device), data.num_classes, needs, cfg.model.name)
+        grid = cfg.emd.grid if cfg.algorithm == "fedefm" and cfg.emd.backend != "uniform" else None
+        check_model(fed.scratch_model(), data.test.images[:2].to(ctx.device), data.num_classes, needs,
+                    cfg.model.name, grid)
     if cfg.scenario == "cll":
         for silo in fed.silos.values():
             silo.status = 1

@@ -180,3 +180,19 @@ def test_plugin_run_through_the_cli_from_the_working_directory(tmp_path, monkeyp
     state = torch.load(tmp_path / "runs" / "default" / "foundation.pt")
     assert state["fc.weight"].shape == (4, 3) and summary["foundation_accuracy"] is not None
 
+
+
+def test_the_launch_example_runs_as_documented(tmp_path):
+    """launch/plugin_example/run.sh: the README's plug-in example, 10 RGB classes."""
+    import subprocess
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parent.parent / "launch" / "plugin_example" / "run.sh"
+    out = subprocess.run([str(script), "--nproc", "2", "--quiet", "--set", "rounds=1", "--set", "train.local_steps=2",
+                          "--set", "data.args={samples: 16, size: 16}", "--set", "model.args={width: 4}",
+                          "--set", f"output_dir={tmp_path}"], capture_output=True, text=True, timeout=600,
+                         cwd=script.parent.parent.parent)
+    assert out.returncode == 0, out.stderr
+    theta = torch.load(tmp_path / "plugin-example" / "foundation.pt")
+    assert theta["classifier.weight"].shape == (10, 16) and theta["body.0.weight"].shape[1] == 3
+    assert "body.1.running_mean" in theta  # BatchNorm statistics travel and average with the weights

@@ -70,10 +70,12 @@ def has_feature_map(model: nn.Module) -> bool:
     return feature_tap(model) is not None or callable(getattr(model, "features", None))
 
 
-def check_model(model: nn.Module, x: Tensor, num_classes: int, needs_features: str | None, name: str) -> None:
+def check_model(model: nn.Module, x: Tensor, num_classes: int, needs_features: str | None, name: str,
+                grid: int | None = None) -> None:
     """One forward pass on a sample batch ``x``, before training: the logits have the shape a
     classifier of ``num_classes`` must give and — when the algorithm ``needs_features`` — there is
-    a feature map. Every misfit is one ConfigError line."""
+    a feature map, at least ``grid``×``grid`` when the EMD pools it to that grid. Every misfit is
+    one ConfigError line."""
     from fedsim.models import features_of
 
     if needs_features and not has_feature_map(model):
@@ -103,3 +105,7 @@ def check_model(model: nn.Module, x: Tensor, num_classes: int, needs_features: s
                               or feats.shape[0] != x.shape[0]):
         got = tuple(feats.shape) if isinstance(feats, Tensor) else type(feats).__name__
         raise ConfigError(f"model {name}: the feature map has shape {got}; {needs_features} needs (B, C, h, w)")
+    if feats is not None and grid and feats.dim() == 4 and min(feats.shape[-2:]) < grid:
+        raise ConfigError(f"model {name}: the feature map of a {tuple(x.shape[-2:])} image is "
+                          f"{tuple(feats.shape[-2:])}, smaller than emd.grid {grid}: set emd.grid <= "
+                          f"{min(feats.shape[-2:])} or use larger images")
