@@ -196,3 +196,21 @@ def test_the_launch_example_runs_as_documented(tmp_path):
     theta = torch.load(tmp_path / "plugin-example" / "foundation.pt")
     assert theta["classifier.weight"].shape == (10, 16) and theta["body.0.weight"].shape[1] == 3
     assert "body.1.running_mean" in theta  # BatchNorm statistics travel and average with the weights
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["downstream.enabled=true"], "set downstream.enabled: false"),
+    (["algorithm=feddf"], "algorithm feddf distils on a public set"),
+    (["compare_with=[mdhfl]"], "algorithm mdhfl distils on a public set"),
+    (["task=segmentation"], "task: segmentation needs per-pixel masks; data.kind python has none"),
+    (["task=segmentation", "init=fm", "data.kind=synthetic", "data.channels=3", "model.name=cnn"],
+     "init: fm trains on the grayscale synthetic proxy set"),
+])
+def test_what_your_own_data_cannot_serve_is_refused_before_any_rank(extra, message):
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(")):
+        load_config(None, PLUGIN + ["algorithm=fedavg"] + extra)
+
+
+def test_segmentation_needs_a_builtin_encoder():
+    with pytest.raises(ConfigError, match="U-Net on a built-in encoder"):
+        load_config(None, ["task=segmentation", "algorithm=fedavg", "model.name=tests.plugin_fixtures:make_net"])
