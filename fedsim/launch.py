@@ -6,6 +6,7 @@ exits 2; any other failure ends every rank (no rank is left waiting on a dead pe
 
 from __future__ import annotations
 
+import gc
 import importlib
 import logging
 import os
@@ -158,6 +159,18 @@ def spawn_here(
         # every rank imports TorchDynamo at its first optimizer step (torch.optim does, ~160 MB and
         # ~1 s); imported once here, the forked ranks share it
         importlib.import_module("torch._dynamo")
+        # the garbage collector would write to every object the ranks inherited, copying the pages
+        # they share; frozen objects are left alone (until the job is over)
+        gc.collect()
+        gc.freeze()
+    try:
+        return _spawn_here(fn, world_size, args, device, timeout_s, threads, grace_s, mpctx)
+    finally:
+        gc.unfreeze()
+
+
+def _spawn_here(fn, world_size: int, args: tuple, device: str, timeout_s: float, threads: int, grace_s: float,
+                mpctx) -> Any:
     port = free_port()
     with tempfile.TemporaryDirectory(prefix="fedsim-") as tmp:
         procs = {r: mpctx.Process(target=_worker, args=(r, fn, world_size, port, device, timeout_s, threads, tmp, args),
