@@ -23,7 +23,7 @@ Flower lives in its own venv (never in requirements.txt): ``--flower-python`` (d
 
 (``--system-site-packages``: the machine's torch 2.14.1 is used, pip never fetches another).
 
-    python benchmarks/peer_flower.py [--only fedsim2,flower] [--flower-python PATH]
+    python benchmarks/peer_flower.py [--repeats 3] [--only fedsim2,flower] [--flower-python PATH]
 """
 
 from __future__ import annotations
@@ -195,6 +195,9 @@ def main() -> int:
                    help="python of the venv with flwr[simulation] (default /work/venvs/flower/bin/python)")
     p.add_argument("--only", default=",".join(RUNNERS), help=f"comma-separated subset of {','.join(RUNNERS)}")
     p.add_argument("--keep", type=Path, default=None, help="keep logs and results in this folder")
+    p.add_argument("--repeats", type=int, default=1,
+                   help="run every runner this many times, interleaved; times are the best of them, memory the "
+                        "median (a machine shared with others is noisy)")
     args = p.parse_args()
     only = [r for r in RUNNERS if r in args.only.split(",")]
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
@@ -202,21 +205,41 @@ def main() -> int:
     env["OMP_NUM_THREADS"] = "1"
     flower_python = ensure_flower(args.flower_python) if "flower" in only else None
     load_before = os.getloadavg()
-    results: dict[str, dict] = {}
+    runs: dict[str, list[dict]] = {w: [] for w in only}
     with tempfile.TemporaryDirectory(prefix="peer-flower-") as tmp:
         work = args.keep or Path(tmp)
         work.mkdir(parents=True, exist_ok=True)
-        for which in only:
-            print(f"running {which} ...", flush=True)
-            if which.startswith("fedsim"):
-                results[which] = run_fedsim(int(which[-1]), work, env)
-            else:
-                results[which] = run_peer(which, flower_python if which == "flower" else sys.executable, work, env)
-        report(results, load_before, os.getloadavg())
+        for rep in range(args.repeats):
+            for which in only:
+                print(f"running {which} ({rep + 1}/{args.repeats}) ...", flush=True)
+                sub = work / f"{which}-{rep}"
+                sub.mkdir(exist_ok=True)
+                if which.startswith("fedsim"):
+                    runs[which].append(run_fedsim(int(which[-1]), sub, env))
+                else:
+                    python = flower_python if which == "flower" else sys.executable
+                    runs[which].append(run_peer(which, python, sub, env))
+        report({w: combine(r) for w, r in runs.items()}, load_before, os.getloadavg(), args.repeats)
     return 0
 
 
-def report(results: dict[str, dict], load_before, load_after) -> None:
+def combine(runs: list[dict]) -> dict:
+    """Best time and median memory over repeats; every repeat must end at the same accuracy."""
+    import statistics
+
+    accs = {r["accuracy"] for r in runs}
+    if len(accs) > 1:
+        raise SystemExit(f"repeats of one runner ended at different accuracies: {sorted(accs)}")
+    out = dict(runs[0])
+    for key in ("wall_s", "per_round_s"):
+        out[key] = min(r[key] for r in runs)
+    for key in ("rss_mb", "pss_mb"):
+        out[key] = statistics.median(r[key] for r in runs)
+    out["procs"] = max(r["procs"] for r in runs)
+    return out
+
+
+def report(results: dict[str, dict], load_before, load_after, repeats: int = 1) -> None:
     import torch
     from rich.table import Table
 
@@ -224,8 +247,9 @@ def report(results: dict[str, dict], load_before, load_after) -> None:
 
     labels = {"plain": "plain loop (1 process)", "fedsim1": "fedsim, 1 rank", "fedsim2": "fedsim, 2 ranks",
               "flower": "Flower + Ray (2 CPUs)"}
+    best = f"; times: best of {repeats}, memory: median" if repeats > 1 else ""
     table = Table(title=f"FedAvg, {JOB['silos']} clients × {JOB['samples']} images {JOB['size']}², small CNN, "
-                        f"{JOB['rounds']} rounds × {JOB['local_steps']} steps")
+                        f"{JOB['rounds']} rounds × {JOB['local_steps']} steps{best}")
     for col in ("runner", "wall s", "s / round", "peak Σ RSS MB", "peak Σ PSS MB", "processes", "final accuracy"):
         table.add_column(col, justify="left" if col == "runner" else "right")
     for which, r in results.items():
