@@ -95,19 +95,24 @@ def select(args, common: list[str], seeds: list[int], out: Path, log) -> dict[st
     report = []
     base = [*common, f"data.validation_fraction={VALIDATION}", "algorithm=fedefm", "scenario=dfl",
             "data.unseen_fraction=0.5"]
+    previous: tuple[str, list[str]] | None = None  # the last stage's winner (label, settings)
     for stage, candidates in SELECT_STAGES:
         stage_points = []
         for _label, ov in candidates:
             keep = [c for c in chosen if c.split("=")[0] not in {o.split("=")[0] for o in ov}]
             settings = [*keep, *ov]
-            # a point is named by the settings that differ from the defaults, so a candidate equal
-            # to an earlier stage's winner reuses its runs
-            stage_points.append((",".join(o for o in settings if not _is_default(o, base)) or "defaults", settings))
+            # a point is named by the settings that differ from the defaults; the candidate equal to
+            # the last winner is that very run (same folder), not a new one
+            label = ",".join(o for o in settings if not _is_default(o, base)) or "defaults"
+            if previous is not None and label == previous[0]:
+                settings = previous[1]
+            stage_points.append((label, settings))
         stage_points = list(dict(stage_points).items())
         _, rows = _sweep(stage_points, seeds, out / "select", base, args.nproc, log)
         winner = pick(stage_points, rows, incumbent=",".join(o for o in chosen if not _is_default(o, base))
                       or "defaults", n=len(seeds))
         best = dict(stage_points)[winner]
+        previous = (winner, best)
         stage_key = candidates[0][1][0].split("=")[0]
         chosen = [c for c in best if c.split("=")[0] != "fedefm.aggregate"] if stage_key == "fedefm.mix" else best
         table = [[label, fmt(rows[label]["mean"].get("foundation_val_accuracy"),
