@@ -221,12 +221,10 @@ def execute(runs: Sequence[Run], parallel: int = 1, log: Callable[[str], None] =
         except BaseException as exc:  # noqa: BLE001 - re-raised in the calling thread
             errors.append(exc)
 
-    threads = [threading.Thread(target=work, args=(g,)) for g in groups[1:]]
-    for t in threads:
-        t.start()
-    work(groups[0])
-    for t in threads:
-        t.join()
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=max(1, parallel)) as pool:  # at most `parallel` groups at once
+        list(pool.map(work, groups))
     if errors:
         raise errors[0]
 
