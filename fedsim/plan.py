@@ -5,7 +5,8 @@ which scenario it is in except through :class:`Scenario`."""
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
+import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -140,6 +141,12 @@ class RunPlan:
     world_size: int
     run_dir: Path
     resume: bool = False
+    #: the checkpointed round to continue from (with ``resume``; checked by usable_checkpoint)
+    resume_from: int | None = None
+    #: silos lost to crashes (faults.on_crash: exclude) → the round they were lost in
+    failed: dict[int, int] = field(default_factory=dict)
+    #: which start of the process group this is (0, then 1 after the first restart, …): drills
+    attempt: int = 0
 
     @property
     def placement(self) -> Placement:
@@ -182,23 +189,42 @@ def check_cross_keys(cfg: ExperimentConfig) -> None:
                 f"(the largest this map allows) or larger images")
 
 
-def resolve(cfg: ExperimentConfig) -> tuple[ExperimentConfig, Topology, Topology]:
+def resolve(cfg: ExperimentConfig, failed: dict[int, int] | None = None) -> tuple[ExperimentConfig, Topology, Topology]:
     """``cfg`` with its scenario resolved, its underlay and its training graph — every check that
-    can run before a rank starts."""
+    can run before a rank starts (``failed``: silos already lost to crashes)."""
+    from fedsim.faults import check_faults
+
     cfg.scenario = scenario_for(cfg)
     underlay = resolve_topology(cfg.topology)
     check_config_against_topology(cfg, underlay)
     check_cross_keys(cfg)
-    return cfg, underlay, Scenario(cfg.scenario).training_graph(underlay)
+    scenario = Scenario(cfg.scenario)
+    training = scenario.training_graph(underlay)
+    check_faults(cfg, training, forms_foundation(cfg), scenario.pooled, failed)
+    return cfg, underlay, training
 
 
-def build_plan(cfg: ExperimentConfig, run_dir: str | Path, world_size: int, resume: bool = False) -> RunPlan:
-    """The plan of one run on ``world_size`` ranks (an error when there are more ranks than silos)."""
-    cfg, underlay, topology = resolve(cfg)
+def build_plan(cfg: ExperimentConfig, run_dir: str | Path, world_size: int, resume: bool = False,
+               attempt: int = 0) -> RunPlan:
+    """The plan of one run on ``world_size`` ranks (an error when there are more ranks than silos).
+    With ``resume`` it continues from the newest undamaged checkpoint of ``run_dir`` (a damaged
+    one is named in a warning line) and keeps the silos an earlier attempt lost to crashes."""
+    from fedsim.faults import read_failed
+
+    failed = read_failed(run_dir) if resume else {}
+    cfg, underlay, topology = resolve(cfg, failed)
     if topology.num_silos < world_size:
         raise ConfigError(f"{world_size} ranks but only {topology.num_silos} silo(s) to place; "
                           f"launch with at most {topology.num_silos} processes")
-    return RunPlan(cfg, Scenario(cfg.scenario), underlay, topology, world_size, Path(run_dir), resume)
+    plan = RunPlan(cfg, Scenario(cfg.scenario), underlay, topology, world_size, Path(run_dir), resume,
+                   failed=failed, attempt=attempt)
+    if resume:
+        from fedsim.checkpoint import usable_checkpoint
+
+        plan.resume_from, warnings = usable_checkpoint(run_dir)
+        for line in warnings:
+            print(f"fedsim: warning: {line}", file=sys.stderr, flush=True)
+    return plan
 
 
 def baseline_config(cfg: ExperimentConfig, algorithm: str) -> ExperimentConfig:
@@ -210,13 +236,14 @@ def baseline_config(cfg: ExperimentConfig, algorithm: str) -> ExperimentConfig:
     return other
 
 
-def experiment_plans(cfg: ExperimentConfig, run_dir: Path, world_size: int, resume: bool = False) -> list[RunPlan]:
+def experiment_plans(cfg: ExperimentConfig, run_dir: Path, world_size: int, resume: bool = False,
+                     attempt: int = 0) -> list[RunPlan]:
     """The main run, then each ``compare_with`` baseline (in its algorithm's own scenario) in
     run_dir/baselines/<algorithm>, all on the same ranks."""
-    plans = [build_plan(cfg, run_dir, world_size, resume)]
+    plans = [build_plan(cfg, run_dir, world_size, resume, attempt)]
     for algorithm in cfg.compare_with:
         plans.append(build_plan(baseline_config(cfg, algorithm), Path(run_dir) / "baselines" / algorithm,
-                                world_size, resume))
+                                world_size, resume, attempt))
     return plans
 
 
