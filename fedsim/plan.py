@@ -12,7 +12,7 @@ from typing import Any
 
 from fedsim.config import ExperimentConfig
 from fedsim.distributed import Placement
-from fedsim.errors import ConfigError, TopologyError
+from fedsim.errors import ConfigError, FedsimError, TopologyError
 from fedsim.topology import Topology, parse_topology, resolve_topology
 
 SCENARIOS = ("dfl", "cfl", "cll", "standalone")
@@ -128,6 +128,33 @@ def check_config_against_topology(cfg: ExperimentConfig, topology: Topology) -> 
     domains = getattr(cfg.data, "domains", None)
     if isinstance(domains, list) and not Scenario(cfg.scenario).pooled and len(domains) not in (0, n):
         raise ConfigError(f"data.domains lists {len(domains)} silos but topology {topology.name!r} has {n}")
+    check_data_against_topology(cfg, n)
+
+
+def check_data_against_topology(cfg: ExperimentConfig, n: int) -> None:
+    """What the data settings must agree on with the silo count, checked from the config and a
+    folder listing (no image is read): the domain mixtures, the silo folders of folder data, a
+    held-out test share."""
+    data = cfg.data
+    if data.domains is not None:
+        from fedsim.data.partition import silo_mixtures
+        from fedsim.errors import DataError
+
+        try:
+            silo_mixtures(data.domains, data.partition, n)
+        except DataError as exc:
+            raise ConfigError(str(exc)) from None
+    if data.kind != "folder" or not data.root or not Path(data.root).expanduser().is_dir():
+        return
+    root = Path(data.root).expanduser()
+    folders = [p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")
+               and p.name not in ("test", "public")]
+    if data.partition == "domain" and data.domains is None and folders and len(folders) != n:
+        raise ConfigError(f"data.root {root} has {len(folders)} silo folders but the run has {n} silos; match them, "
+                          "or set data.partition to iid/dirichlet/quantity/attribute to re-split the data")
+    if not (root / "test").is_dir() and data.test_fraction == 0:
+        raise ConfigError(f"data.test_fraction is 0 and {root}/test does not exist: nothing would be tested; give "
+                          "data.test_fraction in (0, 1) (the share held out of each silo) or add a test folder")
 
 
 @dataclass
@@ -178,8 +205,50 @@ def feature_map_side(cfg: ExperimentConfig) -> int:
     return int(min(side))
 
 
+_MODEL_PROBLEMS: dict[tuple, str | None] = {}  # a sweep checks the same model many times
+
+
+def _model_problem(cfg, image_size: int, channels: int, task: str) -> str | None:
+    """Why the model cannot be built or run on one image of the run's size, or None."""
+    key = (repr(cfg), image_size, channels, task)
+    if key not in _MODEL_PROBLEMS:
+        _MODEL_PROBLEMS[key] = _try_model(cfg, image_size, channels, task)
+    return _MODEL_PROBLEMS[key]
+
+
+def _try_model(cfg, image_size: int, channels: int, task: str) -> str | None:
+    import torch
+
+    from fedsim.models import build_model, build_segmenter
+
+    try:
+        model = build_segmenter(cfg, 3) if task == "segmentation" else build_model(cfg, 2)
+        with torch.no_grad():
+            model.eval()(torch.zeros(1, channels, image_size, image_size))
+    except FedsimError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - torch's own message says what does not fit
+        return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return None
+
+
+def check_model(cfg: ExperimentConfig) -> None:
+    """Every architecture of the run is built and run on one image of ``data.image_size``
+    before any rank starts: widths, GroupNorm groups, transformer sizes and image sizes that do
+    not fit are one line naming the keys instead of a traceback in round 0."""
+    channels = int(getattr(cfg.data, "channels", 1) or 1)
+    for i in range(max(1, len(cfg.model.per_silo))):
+        model = cfg.model.for_silo(i)
+        problem = _model_problem(model, cfg.data.image_size, channels, cfg.task)
+        if problem:
+            raise ConfigError(
+                f"model {model.name!r} (width {model.width}, norm {model.norm}, norm_groups {model.norm_groups}) "
+                f"cannot run on data.image_size {cfg.data.image_size} images: {problem}")
+
+
 def check_cross_keys(cfg: ExperimentConfig) -> None:
     """Constraints between keys that only the built model can tell."""
+    check_model(cfg)
     if cfg.algorithm == "fedefm" and cfg.emd.backend != "uniform" and cfg.task == "classification":
         side = feature_map_side(cfg)
         if cfg.emd.grid > side:
