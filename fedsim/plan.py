@@ -224,7 +224,7 @@ def _try_model(cfg, image_size: int, channels: int, task: str) -> str | None:
     try:
         model = build_segmenter(cfg, 3) if task == "segmentation" else build_model(cfg, 2)
         with torch.no_grad():
-            model.eval()(torch.zeros(1, channels, image_size, image_size))
+            model.eval()(torch.zeros(2, channels, image_size, image_size))  # 2: norms need >1 value
     except FedsimError:
         raise
     except Exception as exc:  # noqa: BLE001 - torch's own message says what does not fit
@@ -233,9 +233,9 @@ def _try_model(cfg, image_size: int, channels: int, task: str) -> str | None:
 
 
 def check_model(cfg: ExperimentConfig) -> None:
-    """Every architecture of the run is built and run on one image of ``data.image_size``
-    before any rank starts: widths, GroupNorm groups, transformer sizes and image sizes that do
-    not fit are one line naming the keys instead of a traceback in round 0."""
+    """Every architecture of the run is built and run on a batch of two images of
+    ``data.image_size`` before any rank starts: widths, GroupNorm groups, transformer sizes and
+    image sizes that do not fit are one line naming the keys instead of a traceback in round 0."""
     channels = int(getattr(cfg.data, "channels", 1) or 1)
     for i in range(max(1, len(cfg.model.per_silo))):
         model = cfg.model.for_silo(i)
