@@ -295,9 +295,10 @@ class Federation:
         """Send ``payload(src, dst)`` along every arc (the same global list on every rank) and
         return the messages this rank's silos receive, keyed by (src, dst)."""
         arcs = list(arcs)
-        template = state_tensors(next(iter(self.hosted.values())).model)
-        outgoing = {(s, d): payload(s, d) for s, d in arcs if s in self.silos}
-        incoming = {(s, d): template for s, d in arcs if d in self.silos}
+        template = self.state_template()
+        present = self.silos
+        outgoing = {(s, d): payload(s, d) for s, d in arcs if s in present}
+        incoming = {(s, d): template for s, d in arcs if d in present}
         return self.transport.exchange(outgoing, incoming)
 
     def active_arcs(self, k: int) -> list[Key]:

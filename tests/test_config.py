@@ -192,6 +192,22 @@ CROSS_KEY = {  # case: (overrides, what the line must say)
 }
 
 
+@pytest.mark.parametrize("key,value,needle", [
+    ("algorithm", "sgd", "unknown algorithm 'sgd'; choose one of fedefm"),
+    ("compare_with", "[fedsgd]", "compare_with: unknown algorithm 'fedsgd'"),
+    ("data.kind", "zip", "data.kind must be one of synthetic, folder, got 'zip'"),
+    ("model.name", "vgg", "unknown model 'vgg'; choose one of cnn"),
+    ("model.per_silo", "[cnn, vgg]", "unknown model 'vgg'"),
+    ("downstream.domain", "mars", "downstream.domain must be one of human"),
+    ("downstream.tasks", "[detection]", "downstream.tasks must be a non-empty list from"),
+    ("accumulation_status", "[1, 2, 1, 1]", "accumulation_status must be a list of 0/1 values"),
+    ("init_from", "/nowhere.pt", "init_from: /nowhere.pt: file not found"),
+])
+def test_names_from_registries_are_refused_before_any_rank_starts(tmp_path, capsys, key, value, needle):
+    """Choices that live in a registry (algorithms, models, data kinds) rather than in a type."""
+    assert needle in _cli(tmp_path, capsys, [f"{key}={value}"])
+
+
 @pytest.mark.parametrize("case", sorted(CROSS_KEY))
 def test_cross_key_constraints_are_one_line_before_any_rank_starts(tmp_path, capsys, case):
     overrides, needle = CROSS_KEY[case]
