@@ -30,7 +30,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     from fedsim.config import SCENARIOS
 
     p.add_argument("config", nargs="?", help="experiment YAML (keys: algorithm, scenario, topology, data, "
-                   "model, train, fedefm, emd, net, rounds, seed, output_dir, ...; algorithm: "
+                   "model, train, fedefm, emd, net, faults, rounds, seed, output_dir, ...; algorithm: "
                    f"{' | '.join(algorithm_names())}; scenario: {' | '.join(SCENARIOS)}; task: classification | "
                    "segmentation; init: random | pretrained | fm)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
