@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from fedsim.checkpoint import load_silo_states
 from fedsim.config import load_config
 from fedsim.data import load_federated
 from fedsim.federation import BatchStream, make_optimizer, silo_seed, train_steps
@@ -34,10 +35,7 @@ def run_distributed(tmp_path: Path, overrides: list[str], nproc: int = 2) -> dic
     run_dir.mkdir(parents=True, exist_ok=True)
     spawn(run_rank, nproc, build_plan(cfg, run_dir, nproc))
     last = run_dir / "checkpoints" / f"round_{cfg.rounds - 1}"
-    return {
-        int(p.stem.split("_")[1]): list(torch.load(p, weights_only=False)["model"].values())
-        for p in sorted(last.glob("silo_*.pt"))
-    }
+    return {i: list(s["model"].values()) for i, s in load_silo_states(last).items()}
 
 
 def sequential_setup(overrides: list[str]):
