@@ -174,19 +174,15 @@ def load_rank_data(plan, rank: int) -> RankData:
     cfg = plan.cfg
     n = plan.underlay.num_silos
     local = None if plan.scenario.pooled else plan.placement.silos_on(rank)
-    data = load_federated(cfg.data, n, cfg.seed, silos=local, masks=cfg.task == "segmentation")
+    # compact storage, silo by silo as generated: 8-bit images as uint8, masks only when the task
+    # reads them (batches decode bit-identically; a classification silo no longer carries masks)
+    data = load_federated(cfg.data, n, cfg.seed, silos=local, masks=cfg.task == "segmentation", compact=True)
     train, val = carve_validation(data.train, cfg.data.validation_fraction, cfg.seed)
     if not cfg.data.validation_fraction:
         val = None
     if plan.scenario.pooled:
         train = [SiloDataset.concat(list(train), name="pooled")]
         val = [SiloDataset.concat(list(val), name="validation")] if val is not None else None
-    # compact storage: 8-bit images as uint8, masks only when the task reads them (batches decode
-    # bit-identically; a classification silo no longer carries 8 bytes per pixel of masks)
-    keep_masks = cfg.task == "segmentation"
-    for ds in [*train, *(val or []), data.test]:
-        if ds is not None:
-            ds.compact(keep_masks)
     return RankData(train, val, data.test, data.num_classes, data.in_channels)
 
 
