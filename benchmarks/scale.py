@@ -119,17 +119,18 @@ def measured_rank(ctx, plan):
 
 
 def round_split(run_dir: Path) -> dict[str, float]:
-    """Seconds per round of each part (the slowest rank's, averaged over the rounds), from the
-    per-silo records (each carries its rank's split)."""
-    per_round: dict[int, dict[str, float]] = {}
+    """Seconds per round of each part (the slowest rank's, averaged over the rounds) and of the
+    whole round (each rank's parts added up, the slowest rank), from the per-silo records: every
+    record carries its rank's split, so the distinct splits of a round are its ranks'."""
+    ranks: dict[int, set[tuple[float, ...]]] = {}
     for path in (run_dir / "metrics").glob("silo_*.jsonl"):
         for line in path.read_text().splitlines():
             rec = json.loads(line)
-            row = per_round.setdefault(rec["round"], dict.fromkeys(SPLIT, 0.0))
-            for key in SPLIT:
-                row[key] = max(row[key], rec.get(key, 0.0))
-    n = max(len(per_round), 1)
-    return {key: sum(r[key] for r in per_round.values()) / n for key in SPLIT}
+            ranks.setdefault(rec["round"], set()).add(tuple(rec.get(key, 0.0) for key in SPLIT))
+    n = max(len(ranks), 1)
+    out = {key: sum(max(r[j] for r in splits) for splits in ranks.values()) / n for j, key in enumerate(SPLIT)}
+    out["round_s"] = sum(max(sum(r) for r in splits) for splits in ranks.values()) / n
+    return out
 
 
 def run_one(args, network: str, console) -> dict:
@@ -168,16 +169,17 @@ def run_one(args, network: str, console) -> dict:
     plan = build_plan(cfg, run_dir, args.nproc)
     summary, ranks = spawn(measured_rank, args.nproc, plan, timeout_s=3600)[0]
     total = time.perf_counter() - t0
-    records = [json.loads(ln) for ln in (run_dir / "metrics" / "silo_0.jsonl").read_text().splitlines()]
-    loop_s = records[-1]["wall_time_s"]  # from the first round's start to the last round's record
     split = round_split(run_dir)
+    round_s = split.pop("round_s")  # train + exchange + evaluate + checkpoint of the slowest rank
     per_silo = sum(r["peak_mb"] - r["base_mb"] for r in ranks) / sum(r["silos"] for r in ranks)
     parts = ranks[0]["silo_mb"]
     sims = summary["sim_time_ms"]
     return {
         "silos": trained.num_silos, "ranks": args.nproc, "arcs": len(trained.arcs), "rounds": args.rounds,
-        "rounds_per_s": args.rounds / loop_s, "s_per_round": loop_s / args.rounds, **split,
+        "rounds_per_s": 1 / round_s, "s_per_round": round_s, **split,
         "eval_share": split["eval_time_s"] / max(sum(split.values()), 1e-12),
+        # the compute floor of a round: local SGD steps of the busiest rank, one after another
+        "ms_per_step": 1000 * split["train_time_s"] / (max(r["silos"] for r in ranks) * cfg.train.local_steps),
         "peak_rank_mb": [r["peak_mb"] for r in ranks], "base_rank_mb": [r["base_mb"] for r in ranks],
         "tree_mb": _rss_mb() + sum(r["peak_mb"] for r in ranks),
         "mb_per_silo": per_silo, **{f"{k}_mb": v for k, v in parts.items()},
@@ -192,7 +194,7 @@ def print_table(rows: list[dict], title: str, console) -> None:
 
     table = Table(title=title)
     cols = ["silos", "ranks", "arcs", "rounds/s", "s/round", "train s", "exchange s", "eval s", "ckpt s",
-            "eval share", "peak RSS per rank MB", "tree peak MB", "MB per silo", "weights", "optimiser", "data",
+            "eval share", "ms per SGD step", "peak RSS per rank MB", "tree peak MB", "MB per silo", "weights", "optimiser", "data",
             "other", "MB sent per round"]
     for col in cols:
         table.add_column(col, justify="right")
@@ -200,7 +202,7 @@ def print_table(rows: list[dict], title: str, console) -> None:
         table.add_row(
             str(r["silos"]), str(r["ranks"]), str(r["arcs"]), f"{r['rounds_per_s']:.3f}", f"{r['s_per_round']:.1f}",
             f"{r['train_time_s']:.1f}", f"{r['exchange_time_s']:.2f}", f"{r['eval_time_s']:.2f}",
-            f"{r['checkpoint_time_s']:.2f}", f"{r['eval_share']:.1%}",
+            f"{r['checkpoint_time_s']:.2f}", f"{r['eval_share']:.1%}", f"{r.get('ms_per_step', float('nan')):.0f}",
             " / ".join(f"{v:.0f}" for v in r["peak_rank_mb"]), f"{r['tree_mb']:.0f}", f"{r['mb_per_silo']:.2f}",
             f"{r['weights_mb']:.2f}", f"{r['optimizer_mb']:.2f}", f"{r['data_mb']:.2f}", f"{r['other_mb']:.2f}",
             f"{r['mb_per_round']:.1f}",
