@@ -107,7 +107,8 @@ def _handoff_worker(ctx, repeats: int):
 
 def gossip_seconds(nproc: int, rounds: int, tmp: str) -> float:
     from fedsim.config import load_config
-    from fedsim.runner import run_rank
+    from fedsim.plan import build_plan
+    from fedsim.trainer import run_rank
 
     cfg = load_config(None, [
         "algorithm=gossip", "topology=ring-4", f"rounds={rounds}", f"output_dir={tmp}", f"name=g{nproc}",
@@ -116,7 +117,7 @@ def gossip_seconds(nproc: int, rounds: int, tmp: str) -> float:
     cfg.scenario = "dfl"
     run_dir = Path(tmp) / cfg.name
     run_dir.mkdir(parents=True, exist_ok=True)
-    summary = spawn(run_rank, nproc, cfg, str(run_dir), False, threads=1)[0]
+    summary = spawn(run_rank, nproc, build_plan(cfg, run_dir, nproc), threads=1)[0]
     times = summary["round_time_s"][1:] or summary["round_time_s"]  # round 0 warms caches
     return sum(times) / len(times)
 

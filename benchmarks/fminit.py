@@ -2,7 +2,7 @@
 random, pre-trained and FM-instructed initialization, under age skew, against centralized (CLL)
 and standalone learning; Dice (mean foreground Dice on the test set, in %).
 
-Every cell is a real run of ``fedsim.runner`` on spawned gloo ranks (launch/configs/
+Every cell is a real run of ``fedsim.trainer`` on spawned gloo ranks (launch/configs/
 fminit_age_skew.yaml: 3 silos, ``data.partition: attribute``). The initial states are trained
 once before any rank starts and cached under OUTPUT/_init_cache: the teacher (an R50-ViT U-Net on
 its own larger public set, our SAM-Med2D stand-in), the pre-trained student (segmentation loss
@@ -48,7 +48,8 @@ def run_one(cfg, run_dir: Path, nproc: int, fresh: bool = False) -> dict:
     directory that already holds a finished run of the same config is reused unless ``fresh``."""
     from fedsim.fminit import prepare_initial_state
     from fedsim.launch import spawn
-    from fedsim.runner import run_jobs
+    from fedsim.plan import build_plan
+    from fedsim.trainer import run_jobs
 
     done = run_dir / "summary.json"
     if not fresh and done.is_file() and (run_dir / "config.yaml").read_text() == cfg.to_yaml():
@@ -62,7 +63,8 @@ def run_one(cfg, run_dir: Path, nproc: int, fresh: bool = False) -> dict:
     prepare_initial_state(cfg, print)
     nproc = 1 if cfg.scenario == "cll" else nproc
     started = time.perf_counter()
-    summary = spawn(run_jobs, nproc, [(cfg, str(run_dir))], False, device=cfg.device, timeout_s=cfg.timeout_s)[0][0]
+    summary = spawn(run_jobs, nproc, [build_plan(cfg, run_dir, nproc)], False, device=cfg.device,
+                    timeout_s=cfg.timeout_s)[0][0]
     summary["bench_seconds"] = time.perf_counter() - started
     done.write_text(json.dumps(summary, indent=2))  # with bench_seconds, for a later reuse
     return summary
@@ -73,8 +75,8 @@ def initial_dice(cfg) -> float:
     import torch
 
     from fedsim.data import load_federated
+    from fedsim.federation import evaluate_segmentation
     from fedsim.fminit import initial_state, student_model
-    from fedsim.runtime import evaluate_segmentation
 
     model = student_model(cfg)
     state = initial_state(cfg)
@@ -88,8 +90,8 @@ def teacher_dice(cfg) -> float:
     import torch
 
     from fedsim.data import load_federated
+    from fedsim.federation import evaluate_segmentation
     from fedsim.fminit import teacher_model, teacher_state
-    from fedsim.runtime import evaluate_segmentation
 
     model = teacher_model(cfg)
     model.load_state_dict(teacher_state(cfg, print))
@@ -107,7 +109,8 @@ def run_seed(base: list[str], seed: int, out: Path, nproc: int, random_only: boo
     the teacher / proxy training of the initial states): {(init, column): Dice} plus the rows'
     details."""
     from fedsim.config import load_config
-    from fedsim.runner import resolve_topology, scenario_for
+    from fedsim.plan import scenario_for
+    from fedsim.topology import resolve_topology
 
     cells, rows = {}, []
     for init in INITS:
@@ -159,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
     from benchmarks.common import over_seeds, parse_seeds
     from fedsim.config import load_config
     from fedsim.fminit import cache_path
-    from fedsim.runner import resolve_topology
+    from fedsim.topology import resolve_topology
     from fedsim.ui import console
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)

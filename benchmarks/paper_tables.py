@@ -1,33 +1,13 @@
 """The papers' tables, reproduced on this machine's synthetic data (one subcommand per table).
 
-``fedefm`` — the FedEFM comparison in the paper's shape (issue 5 part 5):
+``fedefm`` — FedEFM's table with seeds and matched compute: see ``benchmarks/fedefm_tables.py``
+(hyper-parameters chosen on a validation split, FedAvg / FedAvg at FedEFM's budget / gossip / the
+released rule / FedEFM DFL and CFL / uniform-EMD and Θ-at-the-end ablations / CLL at 0, 50 and
+100 % unseen labels, mean ± std over seeds, downstream from each Θ, EMD cost).
 
-* main table: FedAvg (CFL), Gossip/RING (DFL), FedEFM (CFL), FedEFM (DFL), CLL (centralized),
-  FedProx, MOON and FedDF (CFL) —
-  foundation accuracy at 100% unseen labels, downstream Dice / mIoU / Jaccard and tube-position
-  accuracy (fine-tuned from each Θ and from random weights), wall time, MB per exchange round;
-* unseen-label ablation: FedAvg vs FedEFM (DFL) foundation accuracy at 0%, 50%, 100% unseen;
-* EMD ablation: FedEFM (DFL) with uniform w_ij (``emd.backend=uniform``), EMD detached
-  (``emd.grad=false``), EMD differentiable (``emd.grad=true``, the paper);
-* EMD cost: the share of a FedEFM distillation round spent in the EMD with the exact backend,
-  and the same round with ``emd.backend=cvxpylayers`` (ratio printed) — in-run (the summary's
-  ``emd_seconds``: EMD forward, wall clock) and per step in CPU time (forward + backward through
-  w_ij, robust to a loaded machine);
-* the paper's reference numbers beside ours (their private data, for reference only) and
-  whether the orderings hold (FedEFM ≥ FedAvg foundation accuracy; FedEFM Θ Dice ≥ random).
-
-Every run shares data, seed, model and rounds (the embedded default experiment,
-``fedsim/default.yaml``, with ``data.unseen_fraction`` set per table).
-
-    python benchmarks/paper_tables.py fedefm            # 6 rounds; 13 runs + 6 fine-tunings
-    python benchmarks/paper_tables.py fedefm --quick    # 3 rounds, 60 fine-tuning steps
-    python benchmarks/paper_tables.py fedefm --rounds 8 --nproc 2 --out runs/paper/fedefm
-    python benchmarks/paper_tables.py fedefm --only main --fedefm-set fedefm.sync_every=1
-    python benchmarks/paper_tables.py fedefm-sweep --rounds 6 --variant b02:fedefm.beta=0.2
-
-Measured on 2 shared CPU cores at load ~9: training runs ~9.5 min (the same 2 gloo ranks run them
-one after another), downstream ~90-160 s per initialization at 60 steps; --quick: 4.5 min of
-training. An idle machine is several times faster.
+    python benchmarks/paper_tables.py fedefm            # 3 seeds, 10 rounds, every part
+    python benchmarks/paper_tables.py fedefm --quick    # 2 seeds, 4 rounds, 50 % unseen only
+    python benchmarks/paper_tables.py fedefm --only select --only main --seeds 0,1,2,3
 
 ``mdhfl`` — MDH-FL (seed 003): the four client models (ShuffleNet, ResNet-10, MobileNetV2,
 ResNet-12) on four silos, batch 16 (the paper's), symmetric label noise μ ∈ {0.1, 0.2, 0.3}: mean
@@ -45,9 +25,6 @@ silos' training data (``benchmarks/common.py``), never on the test set:
 
     python benchmarks/paper_tables.py mdhfl-val --rounds 20 --variant a10: --variant a5:mdhfl.align_steps=5
 
-``fedefm-sweep`` — FedEFM (DFL) hyper-parameter variants against FedAvg (CFL), plain and with as
-many local steps per round as a FedEFM silo takes: foundation accuracy per round, wall time.
-
 Runs land in OUT/runs/<key>/ (a run whose config.yaml matches is reused unless --fresh);
 every row goes to OUT/fedefm_rows.json and OUT/fedefm_rows.csv (…_rows_<parts>.* with --only).
 """
@@ -55,7 +32,6 @@ every row goes to OUT/fedefm_rows.json and OUT/fedefm_rows.csv (…_rows_<parts>
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import math
 import shutil
@@ -66,32 +42,11 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
 
-PAPER_FOUNDATION = {"fedavg_cfl": 0.809, "fedefm_cfl": 0.982, "fedefm_dfl": 0.975}  # FedEFM paper, private data
-
-# key → (label, overrides); every run also gets the common overrides
-MAIN = [
-    ("fedavg_cfl", "FedAvg (CFL)", ["algorithm=fedavg", "scenario=cfl"]),
-    ("gossip_dfl", "Gossip/RING (DFL)", ["algorithm=gossip", "scenario=dfl"]),
-    ("fedefm_cfl", "FedEFM (CFL)", ["algorithm=fedefm", "scenario=cfl"]),
-    ("fedefm_dfl", "FedEFM (DFL)", ["algorithm=fedefm", "scenario=dfl"]),
-    ("cll", "CLL (centralized)", ["algorithm=fedavg", "scenario=cll"]),
-    ("fedprox_cfl", "FedProx (CFL)", ["algorithm=fedprox", "scenario=cfl"]),
-    ("moon_cfl", "MOON (CFL)", ["algorithm=moon", "scenario=cfl"]),
-    ("feddf_cfl", "FedDF (CFL)", ["algorithm=feddf", "scenario=cfl"]),
-]
-UNSEEN = (0.0, 0.5, 1.0)
-EMD_ABLATION = [
-    ("emd_uniform", "uniform w_ij", ["emd.backend=uniform"]),
-    ("emd_detached", "EMD detached (grad=false)", ["emd.grad=false"]),
-    ("fedefm_dfl", "EMD differentiable (grad=true)", []),  # = the main FedEFM (DFL) run
-]
-
-
 # ---- running ------------------------------------------------------------------------------------
 
 def make_config(overrides: list[str], name: str):
     from fedsim.config import DEFAULT_CONFIG, load_config
-    from fedsim.runner import scenario_for
+    from fedsim.plan import scenario_for
 
     cfg = load_config(DEFAULT_CONFIG, overrides)
     cfg.scenario = scenario_for(cfg)
@@ -104,7 +59,8 @@ def run_all(configs: dict[str, Any], runs: Path, nproc: int, fresh: bool, log) -
     distributed runs one after another in one process group of ``nproc`` gloo ranks (starting
     ranks costs ~10-30 s on a loaded machine), CLL (one pooled silo) on a single rank."""
     from fedsim.launch import spawn
-    from fedsim.runner import run_jobs
+    from fedsim.plan import build_plan
+    from fedsim.trainer import run_jobs
 
     groups: dict[int, list[tuple[Any, str]]] = {}
     for key, cfg in configs.items():
@@ -122,19 +78,9 @@ def run_all(configs: dict[str, Any], runs: Path, nproc: int, fresh: bool, log) -
     for ranks, jobs in sorted(groups.items()):
         log(f"spawning {ranks} rank(s) for {len(jobs)} run(s): {', '.join(c.name for c, _ in jobs)}")
         started = time.perf_counter()
-        spawn(run_jobs, ranks, jobs, False, device="cpu", timeout_s=max(c.timeout_s for c, _ in jobs))
+        plans = [build_plan(c, d, ranks) for c, d in jobs]
+        spawn(run_jobs, ranks, plans, False, device="cpu", timeout_s=max(c.timeout_s for c, _ in jobs))
         log(f"  done in {time.perf_counter() - started:.0f} s")
-
-
-def exchange_mb_per_round(run_dir: Path) -> float:
-    """Mean MB moved per round that communicated (FedEFM's round 0 is local only), from the
-    per-silo metrics (bytes sent + bytes the CFL server relays to the silo)."""
-    from fedsim.records import read_records
-
-    per_round = [sum(r.get("bytes_sent", 0) + r.get("bytes_from_server", 0) for r in recs)
-                 for recs in read_records(run_dir).values()]
-    moved = [b for b in per_round if b > 0]
-    return sum(moved) / len(moved) / 1e6 if moved else 0.0
 
 
 def emd_round_share(summary: dict[str, Any]) -> tuple[float, float]:
@@ -217,229 +163,6 @@ def print_table(title: str, columns: list[str], rows: list[list[str]]) -> None:
     for r in rows:
         table.add_row(*r)
     Console(width=160).print(table)
-
-
-# ---- the fedefm table ---------------------------------------------------------------------------
-
-def fedefm(args: argparse.Namespace) -> int:
-    from fedsim.downstream import compare_initializations, rows_to_json
-    from fedsim.runner import resolve_topology
-
-    t_start = time.perf_counter()
-    out = Path(args.out)
-    runs = out / "runs"
-    runs.mkdir(parents=True, exist_ok=True)
-    rounds = args.rounds or (3 if args.quick else 6)
-    common = ["compare_with=[]", "downstream.enabled=false", f"rounds={rounds}",
-              f"train.eval_every={args.eval_every}", *args.set]
-    if args.quick:
-        common += ["data.test_samples=256"]
-    ds_steps = args.downstream_steps or (60 if args.quick else None)
-    ds_overrides = [f"downstream.steps={ds_steps}"] if ds_steps else []
-    sections = set(args.only or ["main", "unseen", "emd", "cost"])
-
-    def log(msg: str) -> None:
-        print(f"[{time.perf_counter() - t_start:6.0f}s] {msg}", flush=True)
-
-    results: dict[str, dict[str, Any]] = {}
-    planned: dict[str, tuple[str, list[str], float]] = {}
-
-    def plan(key: str, label: str, overrides: list[str], unseen: float = 1.0, extra: list[str] | None = None):
-        ov = [*common, f"data.unseen_fraction={unseen}", *overrides, *(extra or [])]
-        if "algorithm=fedefm" in ov or not any(o.startswith("algorithm=") for o in ov):
-            ov += args.fedefm_set
-        planned.setdefault(key, (label, ov, unseen))
-
-    base = make_config([*common, *args.fedefm_set], "base")
-    silos = resolve_topology(base.topology).num_silos
-    for key, label, ov in MAIN:
-        if "main" in sections:
-            # CLL pools every silo's data on one silo: give it the federation's sample budget per
-            # round (local_steps × silos), otherwise it would see 1/silos of FedAvg's samples
-            extra = [f"train.local_steps={base.train.local_steps * silos}"] if key == "cll" else []
-            plan(key, label, ov, extra=extra)
-    if "unseen" in sections:
-        for u in UNSEEN:
-            tag = f"u{int(round(100 * u))}"
-            plan("fedavg_cfl" if u == 1.0 else f"fedavg_cfl_{tag}", "FedAvg (CFL)",
-                 ["algorithm=fedavg", "scenario=cfl"], u)
-            plan("fedefm_dfl" if u == 1.0 else f"fedefm_dfl_{tag}", "FedEFM (DFL)",
-                 ["algorithm=fedefm", "scenario=dfl"], u)
-    if "emd" in sections:
-        for key, label, ov in EMD_ABLATION:
-            plan(key, "FedEFM (DFL)" if key == "fedefm_dfl" else f"FedEFM (DFL), {label}",
-                 ["algorithm=fedefm", "scenario=dfl", *ov])
-    if "cost" in sections:
-        for backend in ("exact", "cvxpylayers"):
-            plan(f"emd_cost_{backend}", f"FedEFM (DFL), emd.backend={backend}", ["algorithm=fedefm", "scenario=dfl"],
-                 extra=["rounds=2", f"emd.backend={backend}", "train.eval_every=0"])
-
-    configs = {key: make_config(ov, key) for key, (_, ov, _) in planned.items()}
-    log(f"{len(configs)} runs planned: {', '.join(configs)}")
-    run_all(configs, runs, args.nproc, args.fresh, log)
-    for key, (label, ov, unseen) in planned.items():
-        s = json.loads((runs / key / "summary.json").read_text())
-        s["label"], s["key"], s["unseen_fraction"], s["overrides"] = label, key, unseen, ov
-        s["mb_per_exchange_round"] = exchange_mb_per_round(runs / key)
-        log(f"  {key:22s} foundation acc {s['foundation_accuracy']:.3f}  wall {s['wall_time_s']:6.1f} s")
-        results[key] = s
-
-    rows_out: list[dict[str, Any]] = []
-
-    # main table ---------------------------------------------------------------------------------
-    downstream: dict[str, dict[str, Any]] = {}
-    if "main" in sections:
-        ref = results["fedefm_dfl"]
-        if not args.skip_downstream:
-            cfg = make_config([*ref["overrides"], *ds_overrides], "downstream")
-            inits: dict[str, Any] = {"random": None}
-            for key, _, _ in MAIN:
-                inits[key] = str(runs / key / "foundation.pt")
-            log(f"downstream: {len(inits)} initializations × (segmentation + classification), "
-                f"{cfg.downstream.num_steps()} steps each")
-            t0 = time.perf_counter()
-            ds_rows = compare_initializations(inits, cfg.model, cfg.downstream, cfg.data.image_size, cfg.seed,
-                                              progress=lambda name: log(f"  downstream from {name}"))
-            log(f"  downstream done in {time.perf_counter() - t0:.0f} s")
-            downstream = {r["init"]: r for r in rows_to_json(ds_rows)}
-        table = []
-        for key, label, _ in [("random", "random init (no federation)", None), *MAIN]:
-            s = results.get(key, {})
-            d = downstream.get(key, {})
-            table.append([label, _pct(s.get("foundation_accuracy")), _pct(d.get("dice")), _pct(d.get("miou")),
-                          _pct(d.get("jaccard")), _pct(d.get("accuracy")), _num(s.get("wall_time_s")),
-                          _num(s.get("mb_per_exchange_round"), ".2f"),
-                          _pct(PAPER_FOUNDATION.get(key))])
-            rows_out.append({"table": "main", "key": key, "label": label,
-                             "foundation_accuracy": s.get("foundation_accuracy"),
-                             **{k: d.get(k) for k in ("dice", "miou", "jaccard", "accuracy", "dice_catheter",
-                                                      "dice_guidewire")},
-                             "wall_time_s": s.get("wall_time_s"), "mb_per_round": s.get("mb_per_exchange_round"),
-                             "bytes_per_round_all_rounds": s.get("bytes_per_round"),
-                             "foundation_accuracy_by_round": s.get("foundation_accuracy_by_round"),
-                             "paper_foundation_accuracy": PAPER_FOUNDATION.get(key)})
-        print_table(
-            f"FedEFM comparison — synthetic data, 4-silo ring, 100% unseen labels, {rounds} rounds, seed "
-            f"{ref['seed']} (scores in %; paper column: their private data, reference only)",
-            ["row", "foundation acc", "Dice", "mIoU", "Jaccard", "tube acc", "wall s", "MB/round",
-             "paper acc"], table)
-
-    # unseen-fraction ablation -------------------------------------------------------------------
-    if "unseen" in sections:
-        table = []
-        for u in UNSEEN:
-            tag = f"u{int(round(100 * u))}"
-            a = results["fedavg_cfl" if u == 1.0 else f"fedavg_cfl_{tag}"]
-            e = results["fedefm_dfl" if u == 1.0 else f"fedefm_dfl_{tag}"]
-            diff = e["foundation_accuracy"] - a["foundation_accuracy"]
-            table.append([f"{100 * u:.0f}%", _pct(a["foundation_accuracy"]), _pct(e["foundation_accuracy"]),
-                          f"{100 * diff:+.1f}"])
-            rows_out.append({"table": "unseen", "unseen_fraction": u, "fedavg": a["foundation_accuracy"],
-                             "fedefm": e["foundation_accuracy"]})
-        print_table("Unseen-label ablation: foundation accuracy (%)",
-                    ["unseen labels", "FedAvg (CFL)", "FedEFM (DFL)", "FedEFM − FedAvg"], table)
-
-    # EMD ablation -------------------------------------------------------------------------------
-    if "emd" in sections:
-        table = []
-        for key, label, _ov in EMD_ABLATION:
-            s = results[key]
-            per_round, share = emd_round_share(s)
-            table.append([label, _pct(s["foundation_accuracy"]), _num(s["wall_time_s"]), _num(per_round, ".2f"),
-                          _pct(share)])
-            rows_out.append({"table": "emd", "key": key, "label": label, "foundation_accuracy": s["foundation_accuracy"],
-                             "wall_time_s": s["wall_time_s"], "emd_seconds": s.get("emd_seconds"),
-                             "emd_share_of_distill_rounds": share})
-        print_table("EMD ablation: FedEFM (DFL), 100% unseen labels",
-                    ["w_ij", "foundation acc %", "wall s", "EMD s/rank/round", "EMD share of round %"], table)
-
-    # EMD cost: exact vs cvxpylayers on the same (short) run --------------------------------------
-    if "cost" in sections:
-        table = []
-        cost: dict[str, tuple[float, float, float]] = {}
-        for backend in ("exact", "cvxpylayers"):
-            key = f"emd_cost_{backend}"
-            s = results[f"emd_cost_{backend}"]
-            per_round, share = emd_round_share(s)
-            round_s = s["round_time_s"][1]
-            cost[backend] = (round_s, per_round, share)
-            table.append([backend, _num(round_s, ".2f"), _num(per_round, ".2f"), _pct(share)])
-            rows_out.append({"table": "emd_cost", "backend": backend, "round_time_s": round_s,
-                             "emd_seconds_per_rank": per_round, "emd_share": share})
-        (ex_round, ex_emd, _), (cv_round, cv_emd, _) = cost["exact"], cost["cvxpylayers"]
-        table.append(["cvxpylayers / exact", f"{cv_round / ex_round:.1f}×",
-                      f"{cv_emd / ex_emd:.1f}×" if ex_emd else "–", ""])
-        print_table("EMD cost in one FedEFM distillation round (round 1 of 2; 4 silos on "
-                    f"{args.nproc} ranks; target: exact ≤ 10%)",
-                    ["backend", "round s", "EMD s per rank", "EMD share %"], table)
-        base_cfg = results["emd_cost_exact"]
-        tcfg = make_config([o for o in base_cfg["overrides"] if not o.startswith("emd.backend")], "timing")
-        log("timing single training steps (CPU time): plain CE, distillation with uniform / exact / cvxpylayers w_ij")
-        t = distill_step_timing(tcfg, steps=10 if args.quick else 20, cvx_steps=2 if args.quick else 4)
-        fe = tcfg.fedefm
-        # one silo's round on a ring (in-degree 2): its data hosts 2 overseas visits + its own distillation
-        silo_round = {b: 2 * fe.overseas_steps * t["plain"] + fe.distill_steps * t[b]
-                      for b in ("uniform", "exact", "exact_detached", "cvxpylayers")}
-        shares = {b: fe.distill_steps * max(t[b] - t["uniform"], 0.0) / silo_round[b]
-                  for b in ("exact", "exact_detached", "cvxpylayers")}
-        print_table("Per step, CPU time, 1 thread (robust to load): EMD forward + backward through w_ij",
-                    ["step", "CPU s/step", "EMD part s/step", "EMD share of a silo's round %"],
-                    [["plain CE (overseas)", _num(t["plain"], ".3f"), "", ""],
-                     ["distill, uniform w_ij", _num(t["uniform"], ".3f"), "0", "0"],
-                     ["distill, exact EMD", _num(t["exact"], ".3f"), _num(t["exact"] - t["uniform"], ".3f"),
-                      _pct(shares["exact"])],
-                     ["distill, exact EMD, grad=false", _num(t["exact_detached"], ".3f"),
-                      _num(t["exact_detached"] - t["uniform"], ".3f"), _pct(shares["exact_detached"])],
-                     ["distill, cvxpylayers", _num(t["cvxpylayers"], ".3f"),
-                      _num(t["cvxpylayers"] - t["uniform"], ".3f"), _pct(shares["cvxpylayers"])],
-                     ["round cvxpylayers / exact", f"{silo_round['cvxpylayers'] / silo_round['exact']:.1f}×", "", ""]])
-        rows_out.append({"table": "step_timing_cpu", **t, "emd_share_exact": shares["exact"],
-                         "emd_share_exact_detached": shares["exact_detached"],
-                         "emd_share_cvxpylayers": shares["cvxpylayers"],
-                         "round_ratio_cvx_exact": silo_round["cvxpylayers"] / silo_round["exact"]})
-        print(f"CPU-time estimate: exact EMD (fwd+bwd) {100 * shares['exact']:.1f}% of a silo's FedEFM round "
-              f"({'meets' if shares['exact'] <= 0.10 else 'MISSES'} ≤ 10%); with cvxpylayers the round is "
-              f"{silo_round['cvxpylayers'] / silo_round['exact']:.1f}× longer and the EMD "
-              f"{100 * shares['cvxpylayers']:.0f}% of it")
-        print(f"in-run (wall clock, EMD forward only, noisy under load): exact EMD {100 * cost['exact'][2]:.1f}% "
-              f"of a FedEFM round ({'meets' if cost['exact'][2] <= 0.10 else 'MISSES'} ≤ 10%); cvxpylayers makes "
-              f"the same round {cv_round / ex_round:.1f}× slower")
-
-    # orderings ----------------------------------------------------------------------------------
-    checks = []
-    if "fedavg_cfl" in results:
-        fa = results["fedavg_cfl"]["foundation_accuracy"]
-        for key in ("fedefm_dfl", "fedefm_cfl"):
-            if key in results:
-                fe = results[key]["foundation_accuracy"]
-                checks.append((f"{results[key]['label']} foundation acc ≥ FedAvg (CFL): "
-                               f"{100 * fe:.1f}% vs {100 * fa:.1f}%", fe >= fa))
-    if downstream:
-        rnd = downstream["random"]["dice"]
-        for key in ("fedefm_dfl", "fedefm_cfl"):
-            if key in downstream:
-                d = downstream[key]["dice"]
-                checks.append((f"{results[key]['label']} Θ downstream Dice ≥ random init: "
-                               f"{100 * d:.1f}% vs {100 * rnd:.1f}%", d >= rnd))
-    for text, ok in checks:
-        print(f"  [{'holds' if ok else 'DOES NOT HOLD'}] {text}")
-    rows_out.append({"table": "checks", "checks": [{"check": t, "holds": ok} for t, ok in checks]})
-
-    total = time.perf_counter() - t_start
-    meta = {"rounds": rounds, "nproc": args.nproc, "quick": args.quick, "common_overrides": common,
-            "fedefm_overrides": args.fedefm_set, "total_seconds": total}
-    stem = "fedefm_rows" + ("" if not args.only else "_" + "_".join(sorted(sections)))
-    (out / f"{stem}.json").write_text(json.dumps({"meta": meta, "rows": rows_out, "runs": {
-        k: {kk: vv for kk, vv in v.items() if kk != "silos"} for k, v in results.items()},
-        "downstream": downstream}, indent=2, default=str))
-    flat = [r for r in rows_out if r["table"] != "checks"]
-    fields = list(dict.fromkeys(k for r in flat for k in r))
-    with open(out / f"{stem}.csv", "w", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=fields)
-        w.writeheader()
-        w.writerows({k: (json.dumps(v) if isinstance(v, list) else v) for k, v in r.items()} for r in flat)
-    log(f"total {total:.0f} s; rows in {out}/{stem}.json and .csv")
-    return 0
 
 
 # ---- mdhfl: heterogeneous models and noisy labels (seed 003) ------------------------------------
@@ -647,98 +370,25 @@ def mdhfl_val(args: argparse.Namespace) -> int:
     return 0
 
 
-# ---- fedefm-sweep: measured hyper-parameter defaults -------------------------------------------
-
-DEFAULT_VARIANTS = [
-    "default:",
-    "sync1:fedefm.sync_every=1",
-    "sync2:fedefm.sync_every=2",
-    "sync1-beta0.9:fedefm.sync_every=1,fedefm.beta=0.9",
-    "sync1-distill20:fedefm.sync_every=1,fedefm.distill_steps=20",
-]
-
-
-def fedefm_sweep(args: argparse.Namespace) -> int:
-    """FedEFM (DFL) variants against FedAvg (CFL) — plain and compute-matched — on the same data:
-    foundation accuracy per round and wall time."""
-    t_start = time.perf_counter()
-    out = Path(args.out)
-    runs = out / "runs"
-    runs.mkdir(parents=True, exist_ok=True)
-    common = ["compare_with=[]", "downstream.enabled=false", f"rounds={args.rounds}", "train.eval_every=1",
-              f"data.unseen_fraction={args.unseen}", *args.set]
-
-    def log(msg: str) -> None:
-        print(f"[{time.perf_counter() - t_start:6.0f}s] {msg}", flush=True)
-
-    base = make_config(common, "base")
-    from fedsim.runner import resolve_topology
-
-    # SGD steps a FedEFM silo's data sees per round: overseas steps for each visiting expert + distillation
-    topo = resolve_topology(base.topology)
-    indeg = max(len(topo.in_neighbours(i)) for i in range(topo.num_silos))
-    fedefm_steps = base.fedefm.overseas_steps * indeg + base.fedefm.distill_steps
-    configs = {
-        "fedavg": make_config([*common, "algorithm=fedavg", "scenario=cfl"], "fedavg"),
-        f"fedavg-steps{fedefm_steps}": make_config(
-            [*common, "algorithm=fedavg", "scenario=cfl", f"train.local_steps={fedefm_steps}"],
-            f"fedavg-steps{fedefm_steps}"),
-    }
-    for spec in args.variant or DEFAULT_VARIANTS:
-        name, _, sets = spec.partition(":")
-        ov = [x for x in sets.split(",") if x]
-        configs[f"fedefm-{name}"] = make_config([*common, "algorithm=fedefm", "scenario=dfl", *ov], f"fedefm-{name}")
-    log(f"{len(configs)} runs: {', '.join(configs)}")
-    run_all(configs, runs, args.nproc, args.fresh, log)
-    table, rows = [], []
-    for key in configs:
-        s = json.loads((runs / key / "summary.json").read_text())
-        by_round = s.get("foundation_accuracy_by_round") or []
-        table.append([key, " ".join(_pct(a) for a in by_round), _pct(s["foundation_accuracy"]),
-                      _pct(s.get("mean_silo_accuracy")), _num(s["wall_time_s"])])
-        rows.append({"key": key, "overrides": configs[key].to_dict()["fedefm"], "foundation_accuracy":
-                     s["foundation_accuracy"], "by_round": by_round, "wall_time_s": s["wall_time_s"]})
-    print_table(f"FedEFM hyper-parameters: foundation accuracy (%) by round, {args.rounds} rounds, "
-                f"{100 * args.unseen:.0f}% unseen labels (FedAvg steps{fedefm_steps}: as many local steps per "
-                "round as a FedEFM silo takes)",
-                ["run", "Θ accuracy by round", "final Θ", "mean silo", "wall s"], table)
-    (out / "sweep_rows.json").write_text(json.dumps(rows, indent=2))
-    log(f"total {time.perf_counter() - t_start:.0f} s; rows in {out}/sweep_rows.json")
-    return 0
-
-
 def main(argv: list[str] | None = None) -> int:
     from benchmarks.common import parse_seeds
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="table", required=True)
-    p = sub.add_parser("fedefm", help="FedEFM vs FedAvg / gossip / CLL, unseen-label and EMD ablations, EMD cost")
-    p.add_argument("--rounds", type=int, default=None, help="rounds for every run (default 6; 3 with --quick)")
+    p = sub.add_parser("fedefm", help="FedEFM vs FedAvg / gossip / released rule / CLL with seeds, "
+                       "validation-chosen settings, matched compute, downstream, EMD ablation and cost")
+    p.add_argument("--rounds", type=int, default=None, help="rounds for every run (default 10; 4 with --quick)")
+    p.add_argument("--seeds", default=None, help="experiment seeds (default 0,1,2; 0,1 with --quick)")
     p.add_argument("--nproc", type=int, default=2, help="gloo ranks per run (CLL always 1)")
-    p.add_argument("--quick", action="store_true", help="3 rounds, smaller test set, 60 downstream steps")
-    p.add_argument("--out", default="runs/paper_tables/fedefm", help="runs and JSON/CSV rows go here")
-    p.add_argument("--downstream-steps", type=int, default=None,
-                   help="fine-tuning steps per task and initialization (default: downstream.steps, 150; 60 with --quick)")
+    p.add_argument("--quick", action="store_true", help="2 seeds, 4 rounds, 50%% unseen only, 30 downstream steps")
+    p.add_argument("--out", default="runs/paper_tables/fedefm", help="runs, downstream cache and JSON go here")
     p.add_argument("--skip-downstream", action="store_true", help="foundation accuracy only (no fine-tuning)")
-    p.add_argument("--eval-every", type=int, default=0,
-                   help="per-round evaluation (0: only the final foundation, the fastest)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override for every run")
     p.add_argument("--fedefm-set", action="append", default=[], metavar="KEY=VALUE",
-                   help="override for the FedEFM runs only, e.g. fedefm.beta=0.9")
-    p.add_argument("--only", action="append", choices=["main", "unseen", "emd", "cost"],
+                   help="override for the FedEFM runs of the main table only, e.g. fedefm.beta=0.5")
+    p.add_argument("--only", action="append", choices=["select", "main", "emd", "cost"],
                    help="run only these parts (repeatable)")
-    p.add_argument("--fresh", action="store_true", help="re-run even when OUT/runs/<key> holds the same config")
-    p.set_defaults(handler=fedefm)
-    q = sub.add_parser("fedefm-sweep", help="FedEFM hyper-parameter variants vs FedAvg (choose defaults by measurement)")
-    q.add_argument("--rounds", type=int, default=6)
-    q.add_argument("--nproc", type=int, default=2)
-    q.add_argument("--unseen", type=float, default=1.0, help="data.unseen_fraction")
-    q.add_argument("--variant", action="append", metavar="NAME:KEY=V[,KEY=V]",
-                   help=f"a FedEFM variant (repeatable; default: {' '.join(DEFAULT_VARIANTS)})")
-    q.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override for every run")
-    q.add_argument("--out", default="runs/paper_tables/sweep")
-    q.add_argument("--fresh", action="store_true")
-    q.set_defaults(handler=fedefm_sweep)
+    p.set_defaults(handler=lambda a: __import__("fedefm_tables").fedefm(a))
     m = sub.add_parser("mdhfl", help="MDH-FL vs FedMD vs standalone with heterogeneous models and label noise")
     m.add_argument("--rounds", type=int, default=None, help="rounds per run (default 20; 3 with --quick)")
     m.add_argument("--seeds", type=parse_seeds, default=[0, 1, 2], help="experiment seeds (default 0,1,2)")

@@ -60,31 +60,21 @@ def _current_rss_mb() -> float:
     return float("nan")
 
 
-def measured_rank(ctx, cfg, run_dir: str):
+def measured_rank(ctx, plan):
     """run_rank with memory accounting: RSS before any silo is built, peak RSS after the run."""
     import fedsim.data  # noqa: F401 - imported before the baseline so it only counts silos
     import fedsim.models  # noqa: F401
-    from fedsim.runner import run_rank
+    from fedsim.distributed import gather_objects
+    from fedsim.trainer import run_rank
 
     base = _current_rss_mb()
     t0 = time.perf_counter()
-    summary = run_rank(ctx, cfg, run_dir, False)
+    summary = run_rank(ctx, plan)
     wall = time.perf_counter() - t0
-    import torch.distributed as dist
-
-    from fedsim.distributed import Placement
-
-    mine = len(Placement(summary["num_silos"] if summary else _num_silos(cfg), ctx.world_size).silos_on(ctx.rank))
+    mine = len(plan.placement.silos_on(ctx.rank))
     info = {"rank": ctx.rank, "silos": mine, "base_mb": base, "peak_mb": _rss_mb(), "run_s": wall}
-    gathered = [None] * ctx.world_size if ctx.rank == 0 else None
-    dist.gather_object(info, gathered, dst=0)
+    gathered = gather_objects(info)
     return (summary, gathered) if ctx.rank == 0 else None
-
-
-def _num_silos(cfg) -> int:
-    from fedsim.runner import resolve_topology
-
-    return resolve_topology(cfg.topology).num_silos
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -94,7 +84,8 @@ def main(argv: list[str] | None = None) -> int:
 
     from fedsim.config import load_config
     from fedsim.launch import spawn
-    from fedsim.runner import resolve_topology
+    from fedsim.plan import build_plan
+    from fedsim.topology import resolve_topology
 
     console = Console(width=150)
     out = Path(args.out)
@@ -103,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     topology = args.network
     if args.graph == "ring":
         from fedsim.netmodel import DelayModel, build_overlay, connectivity_graph
-        from fedsim.runner import config_model_bits
+        from fedsim.netmodel.runclock import config_model_bits
 
         probe = load_config(None, SMALL + args.overrides)
         bits = config_model_bits(probe)
@@ -121,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     console.print(f"gossip on {underlay.name} {args.graph} ({trained.num_silos} silos, {len(trained.arcs)} arcs), "
                   f"{args.rounds} rounds on {args.nproc} ranks")
     t0 = time.perf_counter()
-    summary, ranks = spawn(measured_rank, args.nproc, cfg, str(run_dir), timeout_s=600)[0]
+    summary, ranks = spawn(measured_rank, args.nproc, build_plan(cfg, run_dir, args.nproc), timeout_s=600)[0]
     total = time.perf_counter() - t0
 
     import json

@@ -100,14 +100,14 @@ def experiment_config(args, topology: str, name: str, out: Path):
     return cfg
 
 
-def train_all(ctx, jobs: list[tuple[Any, str]]) -> list[dict[str, Any]] | None:
-    """One process group for every overlay (no re-spawn between runs): run_rank per job."""
-    from fedsim.runner import run_rank
+def train_all(ctx, plans: list[Any]) -> list[dict[str, Any]] | None:
+    """One process group for every overlay (no re-spawn between runs): run_rank per plan."""
+    from fedsim.trainer import run_rank
 
     out = []
-    for cfg, run_dir in jobs:
+    for plan in plans:
         t0 = time.perf_counter()
-        summary = run_rank(ctx, cfg, run_dir, False)
+        summary = run_rank(ctx, plan)
         if summary is not None:
             summary["bench_wall_s"] = time.perf_counter() - t0
         out.append(summary)
@@ -168,7 +168,8 @@ def main(argv: list[str] | None = None) -> int:
         connectivity_graph,
         cycle_times,
     )
-    from fedsim.runner import config_model_bits, resolve_topology
+    from fedsim.netmodel.runclock import config_model_bits
+    from fedsim.topology import resolve_topology
 
     console = Console(width=150)
     started = time.perf_counter()
@@ -213,7 +214,9 @@ def main(argv: list[str] | None = None) -> int:
                   f"{underlay.num_silos} silos on {args.nproc} ranks, model {bits / 8e6:.2f} MB, "
                   f"compute {args.compute_ms:g} ms")
     t_train = time.perf_counter()
-    summaries = spawn(train_all, args.nproc, jobs, device="cpu")[0]
+    from fedsim.plan import build_plan
+
+    summaries = spawn(train_all, args.nproc, [build_plan(c, d, args.nproc) for c, d in jobs], device="cpu")[0]
     train_s = time.perf_counter() - t_train
 
     curves = {}

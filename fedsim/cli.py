@@ -16,6 +16,7 @@ def build_parser() -> argparse.ArgumentParser:
     from fedsim.commands import downstream as downstream_cmd
     from fedsim.commands import plot as plot_cmd
     from fedsim.commands import run as run_cmd
+    from fedsim.commands import sweep as sweep_cmd
     from fedsim.commands import topology as topology_cmd
 
     parser = argparse.ArgumentParser(
@@ -25,6 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     run_cmd.register(sub)
+    sweep_cmd.register(sub)
     topology_cmd.register(sub)
     data_cmd.register(sub)
     downstream_cmd.register(sub)

@@ -1,5 +1,9 @@
-"""The one place that knows about ranks: backend and device choice, process-group set-up,
-determinism, and the silo → rank placement."""
+"""The one place that knows about ranks: backend and device choice, process-group set-up and
+teardown, determinism, the silo → rank placement, and every collective the project uses.
+
+Each collective is a no-op (or the identity) without a process group or with one rank, so the
+same code runs in a single process. Only this module and :mod:`fedsim.transport` (silo-to-silo
+messages) import ``torch.distributed``."""
 
 from __future__ import annotations
 
@@ -81,3 +85,75 @@ def set_determinism(seed: int, threads: int | None = None) -> None:
         torch.backends.cudnn.benchmark = False
     if threads is not None:
         torch.set_num_threads(max(1, threads))
+
+
+def close_process_group(success: bool) -> None:
+    """Leave the process group. After a successful run every rank first waits for the others
+    (rank 0 may still evaluate and write): tearing gloo down while a peer still uses its
+    connections can abort the process at exit."""
+    if not dist.is_initialized():
+        return
+    try:
+        if success:
+            dist.barrier()
+        dist.destroy_process_group()
+    except Exception:  # noqa: BLE001 - a peer may already be gone
+        pass
+
+
+# ---- collectives ----------------------------------------------------------------------------------
+
+def is_distributed() -> bool:
+    """Whether a process group with more than one rank is running."""
+    return dist.is_initialized() and dist.get_world_size() > 1
+
+
+def barrier(tolerate_failure: bool = False) -> None:
+    """Wait for every rank. ``tolerate_failure``: a peer that is already gone is not an error."""
+    if not is_distributed():
+        return
+    try:
+        dist.barrier()
+    except Exception:  # noqa: BLE001
+        if not tolerate_failure:
+            raise
+
+
+def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
+    """The element-wise sum of ``tensor`` over every rank (in place)."""
+    if is_distributed():
+        dist.all_reduce(tensor)
+    return tensor
+
+
+def all_reduce_max(tensor: torch.Tensor) -> torch.Tensor:
+    """The element-wise maximum of ``tensor`` over every rank (in place)."""
+    if is_distributed():
+        dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
+    return tensor
+
+
+def gather_objects(obj, dst: int = 0) -> list | None:
+    """Every rank's picklable ``obj`` on rank ``dst`` (a list in rank order; None elsewhere)."""
+    if not is_distributed():
+        return [obj]
+    rank = dist.get_rank()
+    out = [None] * dist.get_world_size() if rank == dst else None
+    dist.gather_object(obj, out, dst=dst)
+    return out
+
+
+def broadcast_object(obj, src: int = 0):
+    """Rank ``src``'s picklable ``obj`` on every rank."""
+    if not is_distributed():
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=src)
+    return box[0]
+
+
+def broadcast_buffer(buf: torch.Tensor, src: int = 0) -> torch.Tensor:
+    """Rank ``src``'s tensor ``buf`` into ``buf`` on every rank (same shape and dtype everywhere)."""
+    if is_distributed():
+        dist.broadcast(buf, src=src)
+    return buf

@@ -24,13 +24,15 @@ import hashlib
 import json
 import os
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import torch
 from torch import nn
 
 from fedsim.errors import ConfigError
+from fedsim.settings import Range
 from fedsim.transport import saveable_state
 
 NUM_SEG_CLASSES = 3  # background, catheter, guidewire
@@ -38,6 +40,38 @@ _VERSION = 1  # bump when the recipe changes, so stale caches are not reused
 
 
 # ---- data ---------------------------------------------------------------------------------------
+
+
+def _teacher_model_config():
+    from fedsim.models import ModelConfig
+
+    return ModelConfig(name="r50-vit")
+
+
+@dataclass
+class FMInitConfig:
+    """Where federated training begins (seed 004, ``init: pretrained | fm``). ``pretrained``: the
+    student U-Net (``model``) trained on the proxy set D^P with the segmentation loss; ``fm``: a
+    larger teacher U-Net (``teacher``, trained on its own larger public set: our stand-in for
+    SAM-Med2D) distilled into the student on D^P with L = α·KL(σ(z_T) ‖ σ(z_S)) per pixel +
+    (1 − α)·Dice loss. D^P and the teacher's set come from their own seed streams, disjoint from
+    every silo and the test set. Results are cached under ``cache_dir`` keyed by these settings."""
+
+    alpha: Annotated[float, Range(ge=0, le=1)] = 0.6  # α of eq. 5 (the paper's)
+    temperature: Annotated[float, Range(gt=0)] = 1.0  # T of the per-pixel softmax in the KL term
+    proxy_samples: Annotated[int, Range(ge=1)] = 256  # |D^P|
+    student_steps: Annotated[int, Range(ge=1)] = 120  # Adam steps on D^P, the same for pretrained and fm
+    teacher: Any = field(default_factory=_teacher_model_config)  # the teacher U-Net's encoder
+    teacher_samples: Annotated[int, Range(ge=1)] = 1024  # the teacher's own (larger) training set
+    teacher_steps: Annotated[int, Range(ge=1)] = 200
+    batch_size: Annotated[int, Range(ge=1)] = 16
+    lr: Annotated[float, Range(gt=0)] = 2e-3  # Adam, for teacher, pre-training and distillation
+    cache_dir: str | None = None  # None: OUTPUT_DIR/_init_cache
+
+    def validate(self) -> None:
+        if hasattr(self.teacher, "validate"):
+            self.teacher.validate()
+
 
 def proxy_set(cfg):
     """D^P: the shared public set (its own seed stream; ``root/public`` for folder data)."""
@@ -210,7 +244,7 @@ def initial_state(cfg, ctx=None) -> dict | None:
     """The state every silo starts from (None: the seeded random initialisation). With a process
     group, rank 0 trains it if it is not cached yet while the others wait, then every rank loads
     the same file."""
-    import torch.distributed as dist
+    from fedsim.distributed import barrier, is_distributed
 
     if cfg.init_from is not None:
         from fedsim.downstream import load_foundation_file
@@ -218,11 +252,11 @@ def initial_state(cfg, ctx=None) -> dict | None:
         return load_foundation_file(Path(cfg.init_from).expanduser())
     if not needs_training(cfg):
         return None
-    distributed = ctx is not None and dist.is_initialized() and dist.get_world_size() > 1
+    distributed = ctx is not None and is_distributed()
     if not distributed or ctx.rank == 0:
         state = computed_state(cfg, cfg.init)
     if distributed:
-        dist.barrier()
+        barrier()
         if ctx.rank != 0:
             state = computed_state(cfg, cfg.init)
     return state

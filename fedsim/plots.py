@@ -11,7 +11,7 @@ from fedsim.errors import ConfigError
 def read_rounds(run_dir: str | Path) -> list[dict[str, Any]]:
     """Per-round rows of a run from its metrics/silo_<i>.jsonl files: round, mean silo
     accuracy, foundation accuracy, simulated time (max over silos), wall time."""
-    from fedsim.records import metric_files, read_records
+    from fedsim.callbacks.jsonl import metric_files, read_records
 
     if not metric_files(run_dir):
         raise ConfigError(f"{run_dir}: no metrics/silo_*.jsonl here; is this a fedsim run folder?")

@@ -1,23 +1,152 @@
-"""Building a config section (a dataclass) from a plain mapping, with unknown keys as errors."""
+"""The one config mechanism: dataclass sections filled from plain mappings (YAML, ``--set``),
+checked against their type hints.
+
+A field's type says what it accepts: ``int``, ``float`` (ints and ``3e-4``-style strings are
+coerced), ``bool``, ``str``, ``list``, ``X | None``, ``Literal["a", "b"]`` (a choice) and
+``Annotated[int, Range(ge=1)]`` (a number in a range). Unknown keys are errors (a typo must not
+silently fall back to a default); a nested dataclass is a nested section. Every error names the
+dotted key, the value and what is allowed.
+"""
 
 from __future__ import annotations
 
 import dataclasses
+import types
+import typing
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from fedsim.errors import FedsimError
+from fedsim.errors import ConfigError, FedsimError
 
 T = TypeVar("T")
 
 
-def section_from_dict(cls: type[T], d: dict | None, section: str, error: type[FedsimError]) -> T:
-    """``cls(**d)`` after rejecting keys it does not have; runs ``validate()`` when defined."""
-    d = dict(d or {})
-    names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
-    unknown = sorted(set(d) - names)
-    if unknown:
-        raise error(f"unknown {section} setting(s) {', '.join(unknown)}; known: {', '.join(sorted(names))}")
-    cfg: Any = cls(**d)
+@dataclass(frozen=True)
+class Range:
+    """A numeric range for ``Annotated[int | float, Range(...)]`` fields."""
+
+    ge: float | None = None
+    gt: float | None = None
+    le: float | None = None
+    lt: float | None = None
+
+    def describe(self) -> str:
+        parts = [f"{op} {v:g}" for op, v in ((">=", self.ge), (">", self.gt), ("<=", self.le), ("<", self.lt))
+                 if v is not None]
+        return " and ".join(parts)
+
+    def holds(self, v: float) -> bool:
+        return ((self.ge is None or v >= self.ge) and (self.gt is None or v > self.gt)
+                and (self.le is None or v <= self.le) and (self.lt is None or v < self.lt))
+
+
+def choices(hint: Any) -> tuple | None:
+    """The allowed values of a ``Literal`` hint (also inside ``X | None``), else None."""
+    if typing.get_origin(hint) is typing.Literal:
+        return typing.get_args(hint)
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        for arg in typing.get_args(hint):
+            found = choices(arg)
+            if found:
+                return found
+    return None
+
+
+def hint_name(hint: Any) -> str:
+    if typing.get_origin(hint) is typing.Annotated:
+        base, *meta = typing.get_args(hint)
+        rng = next((m for m in meta if isinstance(m, Range)), None)
+        return f"{hint_name(base)} {rng.describe()}" if rng else hint_name(base)
+    if typing.get_origin(hint) is typing.Literal:
+        return "one of " + ", ".join(repr(a) for a in typing.get_args(hint))
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        return " or ".join(hint_name(a) for a in typing.get_args(hint))
+    if hint is type(None):
+        return "null"
+    return getattr(hint, "__name__", None) or str(hint).replace("typing.", "")
+
+
+def check_value(value: Any, hint: Any) -> tuple[bool, Any]:
+    """(whether ``value`` fits ``hint``, the value coerced: int → float, "3e-4" → 3e-4)."""
+    origin = typing.get_origin(hint)
+    if hint is Any:
+        return True, value
+    if origin is typing.Annotated:
+        base, *meta = typing.get_args(hint)
+        ok, value = check_value(value, base)
+        if not ok:
+            return False, value
+        for m in meta:
+            if isinstance(m, Range) and isinstance(value, (int, float)) and not m.holds(value):
+                return False, value
+        return True, value
+    if origin is typing.Literal:
+        return value in typing.get_args(hint) and not isinstance(value, bool) or value in [
+            a for a in typing.get_args(hint) if isinstance(a, bool)], value
+    if origin in (typing.Union, types.UnionType):
+        for arg in typing.get_args(hint):
+            ok, v = check_value(value, arg)
+            if ok:
+                return True, v
+        return False, value
+    if hint is type(None):
+        return value is None, value
+    if hint is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return value == value, float(value)  # NaN is never a valid setting
+        if isinstance(value, str):  # YAML 1.1 reads 3e-4 (no dot) as a string
+            try:
+                v = float(value)
+            except ValueError:
+                return False, value
+            return v == v, v
+        return False, value
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool), value
+    if hint is bool:
+        return isinstance(value, bool), value
+    if hint is str:
+        return isinstance(value, str), value
+    if origin is list or hint is list:
+        return isinstance(value, list), value
+    if origin is dict or hint is dict:
+        return isinstance(value, dict), value
+    return True, value
+
+
+def field_hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls, include_extras=True)
+
+
+def apply(obj: Any, data: Any, prefix: str = "", error: type[FedsimError] = ConfigError,
+          retired: dict[str, str] | None = None) -> None:
+    """Set ``obj``'s fields from the mapping ``data`` (recursing into nested dataclasses)."""
+    if not isinstance(data, dict):
+        raise error(f"'{prefix.rstrip('.') or 'config'}' must be a mapping, got {data!r}")
+    fields = {f.name: f for f in dataclasses.fields(obj)}
+    hints = field_hints(type(obj))
+    for key, value in data.items():
+        path = f"{prefix}{key}"
+        if retired and path in retired:
+            raise error(f"config key '{path}' was retired: {retired[path]}")
+        if key not in fields:
+            raise error(f"unknown config key '{path}' (known here: {', '.join(fields)})")
+        current = getattr(obj, key)
+        if dataclasses.is_dataclass(current):
+            apply(current, value, f"{path}.", error, retired)
+            continue
+        hint = hints.get(key, Any)
+        ok, coerced = check_value(value, hint)
+        if not ok:
+            raise error(f"config key '{path}' expects {hint_name(hint)}, got {value!r}")
+        setattr(obj, key, coerced)
+
+
+def section_from_dict(cls: type[T], d: dict | None, section: str, error: type[FedsimError] = ConfigError) -> T:
+    """A ``cls`` section from a mapping: defaults, then ``d`` through :func:`apply`; runs
+    ``validate()`` (cross-key checks) when the section defines it."""
+    cfg: Any = cls()
+    apply(cfg, dict(d or {}), f"{section}.", error)
     if hasattr(cfg, "validate"):
         cfg.validate()
     return cfg

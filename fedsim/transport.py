@@ -19,6 +19,7 @@ import torch.distributed as dist
 from fedsim.distributed import Placement
 
 Key = tuple[int, int]  # (sending silo, receiving silo)
+SERVER = -1  # the data-less CFL server, as an endpoint in per-edge byte records
 _ALIGN = 16  # pad every tensor's bytes so each unpacked view is aligned for its dtype
 
 
@@ -199,6 +200,32 @@ class Transport:
         for key, buf in recv_bufs.items():
             received[key] = unpack(buf, [incoming[key]])[0]
         return received
+
+    def book_server(self, silo: int, up: int, down: int) -> None:
+        """Traffic between ``silo`` and the data-less CFL server: ``up`` bytes uploaded, ``down``
+        downloaded (the all-reduce that stands in for the server is not a silo message)."""
+        self.bytes_by_edge[(silo, SERVER)] += up
+        self.bytes_by_edge[(SERVER, silo)] += down
+
+    def relay_through_server(self) -> None:
+        """Re-book every silo-to-silo message since the last :meth:`take_bytes` as the two hops
+        it takes in CFL: i → server → j."""
+        for (s, d), b in self.take_bytes().items():
+            self.bytes_by_edge[(s, SERVER)] += b
+            self.bytes_by_edge[(SERVER, d)] += b
+
+    def broadcast(self, tensors: Sequence[torch.Tensor], src_rank: int = 0) -> list[torch.Tensor]:
+        """Rank ``src_rank``'s ``tensors`` on every rank, as one packed buffer (other ranks pass
+        tensors of the same shapes and dtypes as templates). Not booked per edge: the caller
+        books what the protocol sends."""
+        tensors = list(tensors)
+        if not dist.is_initialized() or dist.get_world_size() == 1:
+            return tensors
+        buf = pack([tensors], self.device)  # on src: what is sent; elsewhere only its size is used
+        if self.rank != src_rank:
+            buf = torch.empty_like(buf)  # never receive into ``tensors`` (pack may return their storage)
+        dist.broadcast(buf, src=src_rank)
+        return tensors if self.rank == src_rank else unpack(buf, [tensors])[0]
 
     def take_bytes(self) -> dict[Key, int]:
         """Bytes per edge since the last call (and reset): the per-round traffic record."""

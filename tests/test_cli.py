@@ -90,7 +90,7 @@ def bad_file(tmp_path: Path, name: str, text: str) -> str:
 
 @pytest.mark.parametrize("case", ["yaml", "unknown_key", "algorithm", "scenario", "isolated", "silo_count",
                                   "missing_topology", "missing_config", "folder", "nproc", "heterogeneous",
-                                  "baseline"])
+                                  "baseline", "range", "grid", "retired"])
 def test_bad_input_is_one_line_and_exit_2(tmp_path, case, capsys):
     args = {
         "yaml": ["run", bad_file(tmp_path, "c.yaml", "rounds: [3\n")],
@@ -106,11 +106,15 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, case, capsys):
         "heterogeneous": ["run", "--set", "algorithm=fedavg", "--set", "model.per_silo=[cnn,resnet10]"],
         "baseline": ["run", "--set", "algorithm=mdhfl", "--set", "model.per_silo=[cnn,resnet10]",
                      "--set", "compare_with=[moon]"],
+        "range": ["run", "--set", "fedefm.beta=2"],
+        "grid": ["run", "--set", "emd.grid=5", "--set", "data.image_size=32"],  # the 4×4 map at 32 px
+        "retired": ["run", "--set", "fedefm.sync_every=1"],
     }[case]
-    code = main(args)
+    code = main(args + ["--set", f"output_dir={tmp_path / 'runs'}"])
     err = capsys.readouterr().err.strip()
     assert code == 2
     assert len(err.splitlines()) == 1 and err.startswith("fedsim: error: ") and "Traceback" not in err
+    assert not (tmp_path / "runs").exists()  # nothing was started or written
 
 
 def test_topology_commands(tmp_path):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from .algorithms.test_equivalence import run_distributed
@@ -20,3 +21,54 @@ def test_a_silo_with_status_zero_does_not_contribute_to_the_foundation(tmp_path)
         assert torch.equal(theta, kept)
         if k == 0:
             assert not torch.equal(theta, every)  # silo 1 really is different and left out
+
+
+def test_validation_split_is_disjoint_complete_and_placement_free():
+    from fedsim.data import DataConfig, carve_validation, load_federated
+
+    cfg = DataConfig(samples_per_silo=40, image_size=16, test_samples=8)
+    full = load_federated(cfg, 3, 0)
+    train, val = carve_validation(full.train, 0.25, 0)
+    for ds, tr, va in zip(full.train, train, val):
+        assert len(va) == 10 and len(tr) + len(va) == len(ds)
+        both = torch.cat([tr.images, va.images]).flatten(1)
+        assert torch.equal(both.sort(0).values, ds.images.flatten(1).sort(0).values)  # nothing lost or repeated
+    alone = load_federated(cfg, 3, 0, silos=[2])
+    _, val_alone = carve_validation(alone.train, 0.25, 0)
+    assert val_alone[0] is None and torch.equal(val_alone[2].images, val[2].images)
+
+
+def test_foundation_validation_accuracy_is_theta_on_every_silos_split(tmp_path):
+    """Each rank scores its own silos' splits; the all-reduced score equals Θ scored in one
+    process on the union of the splits."""
+    import json
+
+    from fedsim.config import load_config
+    from fedsim.data import SiloDataset, carve_validation, load_federated
+    from fedsim.federation import evaluate
+    from fedsim.models import build_model
+
+    from .algorithms.test_equivalence import TINY
+
+    overrides = ["algorithm=fedavg", "data.validation_fraction=0.25", "name=val"]
+    run_distributed(tmp_path, overrides)
+    summary = json.loads((tmp_path / "val" / "summary.json").read_text())
+    cfg = load_config(None, TINY + overrides)
+    _, val = carve_validation(load_federated(cfg.data, 4, cfg.seed).train, 0.25, cfg.seed)
+    model = build_model(cfg.model, 6)
+    model.load_state_dict(torch.load(tmp_path / "val" / "foundation.pt"))
+    want = evaluate(model, SiloDataset.concat(val), torch.device("cpu"))[1]
+    assert summary["foundation_val_accuracy"] == pytest.approx(want, abs=1e-12)
+    assert summary["foundation_val_accuracy_by_round"][-1] == pytest.approx(want, abs=1e-12)
+
+
+def test_gradient_steps_count_each_silos_own_and_hosted_work(tmp_path):
+    """FedEFM on a ring: round 0 trains locally; later rounds host two visitors and distil."""
+    import json
+
+    overrides = ["algorithm=fedefm", "fedefm.overseas_steps=3", "fedefm.distill_steps=5", "emd.grid=2",
+                 "train.local_steps=2", "name=steps"]
+    run_distributed(tmp_path, overrides)
+    for i in range(4):
+        rows = [json.loads(line) for line in (tmp_path / "steps" / "metrics" / f"silo_{i}.jsonl").read_text().splitlines()]
+        assert [r["grad_steps"] for r in rows] == [2, 2 * 3 + 5]

@@ -13,9 +13,9 @@ import torch.nn.functional as F
 from fedsim.cli import main
 from fedsim.config import load_config
 from fedsim.errors import ConfigError
+from fedsim.federation import BatchStream, evaluate_segmentation, make_optimizer, silo_seed, train_steps
 from fedsim.models import build_segmenter
-from fedsim.runner import scenario_for
-from fedsim.runtime import BatchStream, evaluate_segmentation, make_optimizer, silo_seed, train_steps
+from fedsim.plan import scenario_for
 from tests.algorithms.test_equivalence import TINY, assign, flat, run_distributed, sequential_setup
 
 SEG = ["task=segmentation", "topology=ring-4"]
@@ -93,11 +93,11 @@ def test_classification_batches_unchanged():
 @pytest.mark.parametrize("overrides, message", [
     (["task=segmentation", "algorithm=fedprox"], "algorithm 'fedprox' does not support task 'segmentation'"),
     (["task=segmentation", "algorithm=fedefm"], "algorithm 'fedefm' does not support task 'segmentation'"),
-    (["task=detection"], "unknown task 'detection'"),
-    (["init=imagenet", "task=segmentation"], "unknown init 'imagenet'"),
+    (["task=detection"], "config key 'task' expects one of 'classification', 'segmentation', got 'detection'"),
+    (["init=imagenet", "task=segmentation"], "config key 'init' expects one of 'random', 'pretrained', 'fm', got 'imagenet'"),
     (["init=fm"], "init: fm trains a U-Net on the proxy set and needs task: segmentation"),
     (["init_from=/nonexistent/theta.pt"], "init_from: /nonexistent/theta.pt: file not found"),
-    (["task=segmentation", "fminit.alpha=1.5"], "fminit.alpha must be in [0, 1]"),
+    (["task=segmentation", "fminit.alpha=1.5"], "config key 'fminit.alpha' expects float >= 0 and <= 1, got 1.5"),
 ])
 def test_bad_settings_are_one_line_config_errors(overrides, message, tmp_path, capsys):
     with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("]", r"\]")):

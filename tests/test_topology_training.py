@@ -15,8 +15,9 @@ from fedsim.data import NUM_CLASSES
 from fedsim.launch import spawn
 from fedsim.models import build_model
 from fedsim.netmodel import DelayModel, arc_delays, multigraph_active_arcs
-from fedsim.runner import run_rank
+from fedsim.plan import build_plan
 from fedsim.topology import load_topology
+from fedsim.trainer import run_rank
 
 N = 5
 ROUNDS = 6
@@ -53,7 +54,7 @@ def trained(tmp_path_factory):
     cfg.scenario = "dfl"
     run_dir = tmp / cfg.name
     run_dir.mkdir(parents=True, exist_ok=True)
-    summary = spawn(run_rank, 2, cfg, str(run_dir), False, timeout_s=60)[0]
+    summary = spawn(run_rank, 2, build_plan(cfg, run_dir, 2), timeout_s=60)[0]
     records = {}
     for i in range(N):
         lines = (run_dir / "metrics" / f"silo_{i}.jsonl").read_text().splitlines()

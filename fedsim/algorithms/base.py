@@ -5,9 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from fedsim.runtime import Federation, Silo, train_steps
-
-SERVER = -1  # the data-less CFL server, as an endpoint in per-edge byte records
+from fedsim.federation import Federation, Silo, train_steps
 
 
 class Algorithm:
@@ -28,6 +26,10 @@ class Algorithm:
     #: architecture); algorithms that exchange only outputs on a public set set this False
     shares_weights = True
 
+    #: whether it reads the model's dense feature map (``fedsim.models.features_of``), which a
+    #: plug-in model must then provide
+    needs_features = False
+
     #: the tasks (``task:``) it can train; its local loss must fit them
     tasks: tuple[str, ...] = ("classification",)
 
@@ -41,7 +43,7 @@ class Algorithm:
     @property
     def exchanges(self) -> bool:
         """False when silos never talk (standalone, or CLL's single pooled silo)."""
-        return self.cfg.scenario not in ("standalone", "cll")
+        return self.fed.scenario.exchanges
 
     def exchanges_in(self, k: int) -> bool:
         """Whether round ``k`` sends anything (the simulated clock charges the network only then)."""
@@ -56,10 +58,11 @@ class Algorithm:
     def local_training(self, steps: int | None = None) -> dict[int, float]:
         """Every local silo trains its own model on its own data; mean loss per silo."""
         steps = self.cfg.train.local_steps if steps is None else steps
-        return {
-            i: train_steps(s.model, s.optimizer, s.batches, steps, self.local_loss(i, s))
-            for i, s in sorted(self.fed.silos.items())
-        }
+        losses = {}
+        for i, s in sorted(self.fed.silos.items()):
+            losses[i] = train_steps(s.model, s.optimizer, s.batches, steps, self.local_loss(i, s))
+            self.fed.charge(i, steps)
+        return losses
 
     def round(self, k: int) -> dict[int, float]:
         """Run round ``k`` on this rank's silos; return each local silo's mean training loss."""

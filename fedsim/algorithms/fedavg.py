@@ -4,8 +4,8 @@ through it (each silo uploads its model and downloads Θ)."""
 
 from __future__ import annotations
 
-from fedsim.algorithms.base import SERVER, Algorithm
-from fedsim.runtime import load_state_tensors
+from fedsim.algorithms.base import Algorithm
+from fedsim.federation import load_state_tensors
 from fedsim.transport import message_bytes
 
 
@@ -23,7 +23,6 @@ class FedAvg(Algorithm):
         theta = self.fed.aggregate()
         size = message_bytes(theta)
         for i, silo in self.fed.silos.items():
-            self.fed.transport.bytes_by_edge[(i, SERVER)] += size
-            self.fed.transport.bytes_by_edge[(SERVER, i)] += size
+            self.fed.transport.book_server(i, up=size, down=size)
             load_state_tensors(silo.model, theta)
         return losses

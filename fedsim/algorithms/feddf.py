@@ -11,40 +11,41 @@ with a fresh Adam (lr ``feddf.lr``) each round; every silo then loads the distil
 
 Communication: each rank computes its own silos' logits (eval mode, no gradient) on the same
 public batches and one ``all_reduce`` of those small logit tensors forms z̄ (no model is sent for
-it). The server's distillation runs on rank 0 only and Θ is broadcast, so every rank holds the
-identical Θ whatever the placement. Bytes are booked on the star through the server: each silo
+it). The server's distillation runs once, where the federation hosts the server
+(``Federation.on_server``), and every silo receives the same Θ whatever the placement. Bytes are booked on the star through the server: each silo
 uploads its model and its logits and downloads Θ.
 
 Not done (the paper's choices we leave out): early stopping of the distillation on a validation
 set, and the public set is the synthetic generator's own stream (``fedsim.data.load_public``),
-never its labels. The helpers below (public batches, logit averaging, broadcast, softened KL)
+never its labels. The helpers it uses (public batches, logit averaging, softened KL)
 are shared with FedMD.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Annotated
+
 import torch
-import torch.distributed as dist
 from torch import nn
 
-from fedsim.algorithms.base import SERVER
 from fedsim.algorithms.fedavg import FedAvg
 from fedsim.algorithms.public import PublicSet, average_logits, silo_logits
+from fedsim.federation import Federation, load_state_tensors, state_tensors
 from fedsim.losses import softened_kl
-from fedsim.runtime import Federation, load_state_tensors, state_tensors
-from fedsim.transport import message_bytes, pack, unpack
+from fedsim.settings import Range
+from fedsim.transport import message_bytes
 
 
-def broadcast_from_rank0(fed: Federation, tensors: list[torch.Tensor]) -> list[torch.Tensor]:
-    """Rank 0's ``tensors`` on every rank (other ranks pass tensors of the same shapes and
-    dtypes as templates): one ``dist.broadcast`` of the packed bytes."""
-    if not dist.is_initialized() or fed.world_size == 1:
-        return tensors
-    buf = pack([tensors], fed.device)  # rank 0: what is sent; elsewhere: only its size is used
-    if fed.rank != 0:
-        buf = torch.empty_like(buf)  # never receive into ``tensors`` (pack may return their storage)
-    dist.broadcast(buf, src=0)
-    return tensors if fed.rank == 0 else unpack(buf, [tensors])[0]
+@dataclass
+class FedDFConfig:
+    """FedDF (Lin et al., NeurIPS 2020): FedAvg, then the server distils the silos' ensemble
+    (average logits) into Θ on an unlabeled public set."""
+
+    distill_steps: Annotated[int, Range(ge=0)] = 10  # server Adam steps per round (0: plain FedAvg)
+    lr: Annotated[float, Range(gt=0)] = 1e-3  # the server's Adam learning rate (the paper's)
+    temperature: Annotated[float, Range(gt=0)] = 1.0  # T of the softened KL (the paper distils at T = 1)
+    public_samples: Annotated[int, Range(ge=1)] = 256  # size of the unlabeled public / proxy set
 
 
 class FedDF(FedAvg):
@@ -55,8 +56,8 @@ class FedDF(FedAvg):
     def __init__(self, fed: Federation) -> None:
         super().__init__(fed)
         self.public = PublicSet(fed, self.cfg.feddf.public_samples) if self.exchanges else None
-        self._student: nn.Module | None = None  # the server's model (rank 0)
-        self.distill_loss = 0.0  # last round's mean distillation loss (rank 0)
+        self._student: nn.Module | None = None  # the server's model (where the server is hosted)
+        self.distill_loss = 0.0  # last round's mean distillation loss (where the server is hosted)
 
     def round(self, k: int) -> dict[int, float]:
         losses = self.local_training()
@@ -69,14 +70,11 @@ class FedDF(FedAvg):
             xs = self.public.batches(k, cfg.distill_steps)
             logits = {i: silo_logits(s.model, xs) for i, s in sorted(fed.silos.items())}
             teacher = average_logits(fed, logits)
-            if fed.rank == 0:
-                theta = self.distill(theta, xs, teacher)
-            theta = broadcast_from_rank0(fed, theta)
+            theta = fed.on_server(lambda: self.distill(theta, xs, teacher), template=theta)
             logit_bytes = message_bytes([teacher])
         size = message_bytes(theta)
         for i, silo in fed.silos.items():
-            fed.transport.bytes_by_edge[(i, SERVER)] += size + logit_bytes
-            fed.transport.bytes_by_edge[(SERVER, i)] += size
+            fed.transport.book_server(i, up=size + logit_bytes, down=size)
             load_state_tensors(silo.model, theta)
         return losses
 

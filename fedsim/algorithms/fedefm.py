@@ -9,21 +9,52 @@ Round k ≥ 1, for every silo i:
         θ_i ← θ_i − α Σ_j w_ij ∇ℓ_ij                                                (eq. 2)
         ℓ_ij = β T² KL(softmax(z_T/T) ‖ softmax(z_S/T)) + (1 − β) CE(z_S, y)          (eq. 11)
         w_ij = EMD similarity of the dense features of ξ_i under θ_i and θ̂_{i→j}     (eq. 3)
-The runner forms the foundation model Θ = Σ ϑ_i θ_i / Σ ϑ_i by all-reduce at the end.
+  4. aggregation, every round (``fedefm.aggregate: round``, the paper): in DFL each silo ends
+     the round mixed along the topology (``fedefm.mix``; by default the authors' released
+     rule θ_i ← ½ θ_i + ½ mean of the neighbours' models that visited i, trained on ξ_i); in CFL
+     every silo starts the next round from Θ = Σ ϑ_i θ_i / Σ ϑ_i.
+The runner forms the foundation model Θ by all-reduce at the end. ``fedefm.aggregate: end`` is
+the ablation with no aggregation until then (the silos drift apart and Θ collapses).
 """
 
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
+from typing import Annotated, Literal
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fedsim.algorithms.base import SERVER, Algorithm
+from fedsim.algorithms.base import Algorithm
+from fedsim.algorithms.gossip import gossip_row, metropolis_hastings, mix
+from fedsim.federation import BatchStream, load_state_tensors, state_tensors, train_steps
 from fedsim.losses import softened_kl
 from fedsim.models import logits_and_features
-from fedsim.runtime import BatchStream, load_state_tensors, state_tensors, train_steps
+from fedsim.settings import Range
+from fedsim.transport import message_bytes
+
+
+@dataclass
+class FedEFMConfig:
+    """FedEFM's Multishot Foundation Distillation (SPEC §2); symbols from the paper in comments."""
+
+    overseas_steps: Annotated[int, Range(ge=1)] = 10  # steps a visiting copy θ_{i→j} trains on ξ_j (eq. 1)
+    distill_steps: Annotated[int, Range(ge=1)] = 10  # steps of eq. 2 at the home silo per round
+    temperature: Annotated[float, Range(gt=0)] = 3.0  # T
+    beta: Annotated[float, Range(ge=0, le=1)] = 0.2  # β: weight of the KD term against CE (eq. 11)
+    #: when the silos' weights meet: "round" (the paper: every round — DFL mixes each silo along
+    #: the topology by ``mix``, CFL restarts every silo from Θ) or "end" (ablation: Θ only once,
+    #: after the last round; the silos never mix and Θ collapses)
+    aggregate: Literal["round", "end"] = "round"
+    #: DFL mixing at the end of a round (aggregate: round), θ_i ← s·θ_i + (1 − s)·(mean of …):
+    #: "hosted" — the neighbours' models that visited silo i this round, trained on ξ_i (the
+    #: authors' released rule; no extra message); "experts" — silo i's own experts returned
+    #: from its neighbours; "gossip" — Metropolis–Hastings with the neighbours' distilled models
+    #: (one more message per arc). Chosen on a validation split (README, FedEFM).
+    mix: Literal["hosted", "experts", "gossip"] = "hosted"
+    self_weight: Annotated[float, Range(ge=0, le=1)] = 0.5  # s: the silo's own share in the mix (½ in the released code)
 
 
 def distillation_loss(
@@ -88,7 +119,7 @@ def distill_step(
 
 def overseas_training(model: nn.Module, host_batches: BatchStream, steps: int, cfg) -> None:
     """Eq. 1: a visiting copy trains on the host's data with a fresh optimiser."""
-    from fedsim.runtime import make_optimizer
+    from fedsim.federation import make_optimizer
 
     train_steps(model, make_optimizer(model, cfg), host_batches, steps)
 
@@ -98,14 +129,21 @@ class FedEFM(Algorithm):
     title = "FedEFM"
     scenarios = ("dfl", "cfl", "cll", "standalone")
     round_trip = True  # θ_i goes out to j and the expert comes back
+    needs_features = True  # the EMD weights compare dense feature maps
 
     def exchanges_in(self, k: int) -> bool:
-        return k > 0 and self.exchanges  # round 0 is local training only
+        # round 0 is local training only; in CFL with per-round aggregation it already ends
+        # with the upload to the server and the download of Θ
+        return self.exchanges and (k > 0 or self._cfl_every_round)
 
     def __init__(self, fed) -> None:
         super().__init__(fed)
         self.emd_seconds = 0.0  # time spent computing EMD weights on this rank (benchmarks)
         self._spare: list[nn.Module] = []
+        fe = self.cfg.fedefm
+        self._cfl_every_round = fed.scenario.via_server and fe.aggregate == "round"
+        self._dfl_mix = fe.mix if fed.scenario.decentralized and fe.aggregate == "round" else None
+        self._gossip_weights = metropolis_hastings(fed.topology) if self._dfl_mix == "gossip" else None
         # load the solver now, so its import (POT, cvxpy: ~1 s) is not billed to the first round
         if self.cfg.emd.backend == "exact":
             import fedsim.emd.exact  # noqa: F401
@@ -118,8 +156,11 @@ class FedEFM(Algorithm):
         return model
 
     def round(self, k: int) -> dict[int, float]:
-        if not self.exchanges_in(k):
-            return self.local_training()
+        if k == 0 or not self.exchanges:
+            losses = self.local_training()
+            if self._cfl_every_round and self.exchanges:
+                self._restart_from_theta()
+            return losses
         fed, silos, cfg = self.fed, self.fed.silos, self.cfg
         arcs = fed.active_arcs(k)  # (j, i): j is an in-neighbour of i
 
@@ -129,18 +170,20 @@ class FedEFM(Algorithm):
         for (i, j), tensors in sorted(visits.items(), key=lambda kv: (kv[0][1], kv[0][0])):
             visitor = self._model_like(tensors)
             overseas_training(visitor, silos[j].batches, cfg.fedefm.overseas_steps, cfg)
+            fed.charge(j, cfg.fedefm.overseas_steps)  # the host's compute
             experts[(j, i)] = [t.clone() for t in state_tensors(visitor)]
             self._spare.append(visitor)
 
         # 2. knowledge transfer: the expert θ̂_{i→j} returns from j to i (along the arc)
         returned = fed.exchange(arcs, lambda j, i: experts[(j, i)])
-        if cfg.scenario == "cfl":
-            self._book_through_server()
+        if fed.scenario.via_server:
+            fed.transport.relay_through_server()
 
         # 3. EMD-weighted distillation at every home silo
         losses: dict[int, float] = {}
         for i, silo in sorted(silos.items()):
             teachers = [self._model_like(returned[(j, dst)]) for (j, dst) in sorted(returned) if dst == i]
+            fed.charge(i, cfg.fedefm.distill_steps)
             if not teachers:  # no active in-neighbour this round (multigraph / MATCHA): train locally
                 losses[i] = train_steps(silo.model, silo.optimizer, silo.batches, cfg.fedefm.distill_steps)
                 continue
@@ -152,16 +195,41 @@ class FedEFM(Algorithm):
                 self.emd_seconds += emd_s
             losses[i] = total / max(cfg.fedefm.distill_steps, 1)
             self._spare.extend(teachers)
-        if cfg.fedefm.sync_every and k % cfg.fedefm.sync_every == 0:
-            theta = fed.aggregate()
-            for silo in silos.values():
-                load_state_tensors(silo.model, theta)
+
+        # 4. aggregation
+        if self._cfl_every_round:
+            self._restart_from_theta()
+        elif self._dfl_mix == "hosted":  # experts[(j, i)] is at host j: θ_i trained on ξ_j
+            self._mix({j: {i: t for (host, i), t in experts.items() if host == j} for j in silos})
+        elif self._dfl_mix == "experts":
+            self._mix({i: {j: t for (j, dst), t in returned.items() if dst == i} for i in silos})
+        elif self._dfl_mix == "gossip":
+            got = fed.exchange(arcs, lambda j, i: state_tensors(silos[j].model))
+            self._mix({i: {j: t for (j, dst), t in got.items() if dst == i} for i in silos}, gossip=True)
         return losses
 
-    def _book_through_server(self) -> None:
-        """CFL: a message i → j really goes i → server → j; book both hops."""
-        transport = self.fed.transport
-        direct = transport.take_bytes()
-        for (s, d), b in direct.items():
-            transport.bytes_by_edge[(s, SERVER)] += b
-            transport.bytes_by_edge[(SERVER, d)] += b
+    def _mix(self, others: dict[int, dict[int, list[torch.Tensor]]], gossip: bool = False) -> None:
+        """θ_i ← s·θ_i + (1 − s)·mean of ``others[i]`` (or, ``gossip``, the Metropolis–Hastings
+        row of i over the neighbours heard this round); every mix is computed before any model
+        changes, since a co-located message may be the sender's own storage."""
+        s = self.cfg.fedefm.self_weight
+        mixed = {}
+        for i, silo in self.fed.silos.items():
+            got = others[i]
+            if gossip:
+                weights = gossip_row(self._gossip_weights[i], i, got)
+            elif got:
+                weights = {i: s, **{j: (1.0 - s) / len(got) for j in got}}
+            else:  # nobody to mix with this round
+                continue
+            mixed[i] = mix(state_tensors(silo.model), weights, i, got)
+        for i, tensors in mixed.items():
+            load_state_tensors(self.fed.silos[i].model, tensors)
+
+    def _restart_from_theta(self) -> None:
+        """CFL: the server forms Θ (upload) and every silo starts the next round from it (download)."""
+        theta = self.fed.aggregate()
+        size = message_bytes(theta)
+        for i, silo in self.fed.silos.items():
+            self.fed.transport.book_server(i, up=size, down=size)
+            load_state_tensors(silo.model, theta)

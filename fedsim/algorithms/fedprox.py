@@ -4,10 +4,21 @@ Aggregation and traffic are FedAvg's."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Annotated
+
 import torch
 import torch.nn.functional as F
 
 from fedsim.algorithms.fedavg import FedAvg
+from fedsim.settings import Range
+
+
+@dataclass
+class FedProxConfig:
+    """FedProx (Li et al., MLSys 2020): local loss CE + μ/2 ‖w − w_global‖²."""
+
+    mu: Annotated[float, Range(ge=0)] = 0.01  # μ, the proximal weight (the paper sweeps 0.001–1)
 
 
 def proximal_term(model: torch.nn.Module, anchor: list[torch.Tensor]) -> torch.Tensor:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 
 from fedsim.algorithms.base import Algorithm
-from fedsim.runtime import load_state_tensors, state_tensors
+from fedsim.federation import load_state_tensors, state_tensors
 from fedsim.topology import Topology
 
 
@@ -43,6 +43,16 @@ def mix(own: list[torch.Tensor], weights: dict[int, float], self_id: int,
     return out
 
 
+def gossip_row(row: dict[int, float], i: int, received) -> dict[int, float]:
+    """W_i restricted to this round's messages: the weight of an in-neighbour whose arc is idle
+    (multigraph weak arc, MATCHA matching not drawn) stays with silo i, so the row still sums
+    to 1."""
+    w = dict(row)
+    for j in [j for j in w if j != i and j not in received]:
+        w[i] += w.pop(j)
+    return w
+
+
 class Gossip(Algorithm):
     name = "gossip"
     title = "Gossip"
@@ -53,13 +63,7 @@ class Gossip(Algorithm):
         self.W = metropolis_hastings(fed.topology)
 
     def row(self, i: int, received) -> dict[int, float]:
-        """W_i restricted to this round's messages: the weight of an in-neighbour whose arc is
-        idle (multigraph weak arc, MATCHA matching not drawn) stays with silo i, so the row
-        still sums to 1."""
-        w = dict(self.W[i])
-        for j in [j for j in w if j != i and j not in received]:
-            w[i] += w.pop(j)
-        return w
+        return gossip_row(self.W[i], i, received)
 
     def round(self, k: int) -> dict[int, float]:
         losses = self.local_training()

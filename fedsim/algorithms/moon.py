@@ -11,14 +11,24 @@ of its checkpoint, so ``--resume`` continues exactly.
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
+from typing import Annotated, Any
 
 import torch
 import torch.nn.functional as F
 
 from fedsim.algorithms.fedavg import FedAvg
-from fedsim.models import logits_and_features, representation
-from fedsim.runtime import load_state_tensors, state_tensors
+from fedsim.federation import load_state_tensors, state_tensors
+from fedsim.models import features_of, logits_and_features, representation
+from fedsim.settings import Range
+
+
+@dataclass
+class MOONConfig:
+    """MOON (Li, He & Song, CVPR 2021): CE + μ · model-contrastive loss on representations."""
+
+    mu: Annotated[float, Range(ge=0)] = 1.0  # μ (the paper: 1 for most datasets, 5 for CIFAR-10)
+    temperature: Annotated[float, Range(gt=0)] = 0.5  # τ
 
 
 def contrastive_loss(z: torch.Tensor, z_glob: torch.Tensor, z_prev: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -33,6 +43,7 @@ class MOON(FedAvg):
     name = "moon"
     title = "MOON"
     tasks = ("classification",)  # its extra loss term is written for class logits
+    needs_features = True  # z is the pooled feature map
 
     def __init__(self, fed) -> None:
         super().__init__(fed)
@@ -56,8 +67,8 @@ class MOON(FedAvg):
         def loss_fn(model, x, y):
             logits, feats = logits_and_features(model, x)
             with torch.no_grad():
-                z_glob = representation(glob.features(x))
-                z_prev = representation(prev.features(x))
+                z_glob = representation(features_of(glob, x))
+                z_prev = representation(features_of(prev, x))
             return F.cross_entropy(logits, y) + mu * contrastive_loss(representation(feats), z_glob, z_prev, tau)
 
         return loss_fn

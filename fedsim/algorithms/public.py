@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from fedsim.algorithms.base import Algorithm
-from fedsim.runtime import Federation, make_optimizer
+from fedsim.federation import Federation, make_optimizer
 from fedsim.transport import weighted_average
 
 #: seed stream of the public-batch order (round k: ``derive_seed(seed, PUBLIC_STREAM, k)``)

@@ -11,21 +11,29 @@ HELP = """\
 Run an experiment. Without CONFIG the embedded default runs (fedsim/default.yaml: FedEFM on a
 4-silo ring with unseen domains and labels, FedAvg on the same data for comparison, then
 downstream fine-tuning from each foundation and from random weights).
-On one machine the ranks are spawned here (gloo on the CPU, NCCL on GPUs); under
+On one machine this process is rank 0 and starts the others (gloo on the CPU, NCCL on GPUs); under
 `torchrun ... -m fedsim run [CONFIG]` this process is one rank of the job.
 Results go to OUTPUT_DIR/NAME/: config.yaml, metrics/silo_<i>.jsonl, summary.json,
-summary.csv, foundation.pt and checkpoints/ (every round; continue with --resume)."""
+summary.csv, foundation.pt and checkpoints/ (every round; continue with --resume).
+Your own data and model: data.kind folder (root/<silo>/images + labels.csv, any number of
+classes, RGB or grayscale, masks/ only for segmentation), torchvision (data.name, data.root;
+downloads only with data.download: true) or python (data.factory: 'pkg.module:load' called as
+load(num_silos=N, seed=S, **data.args)); model.name: 'pkg.module:make_net' called as
+make_net(num_classes=C, in_channels=K, **model.args). Plug-ins are imported from the working
+directory or PYTHONPATH."""
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("run", help="run an experiment (default: the embedded example)", description=HELP,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
-    from fedsim.config import ALGORITHMS, SCENARIOS
+    from fedsim.algorithms import algorithm_names
+    from fedsim.config import SCENARIOS
 
     p.add_argument("config", nargs="?", help="experiment YAML (keys: algorithm, scenario, topology, data, "
                    "model, train, fedefm, emd, net, rounds, seed, output_dir, ...; algorithm: "
-                   f"{' | '.join(ALGORITHMS)}; scenario: {' | '.join(SCENARIOS)}; task: classification | "
-                   "segmentation; init: random | pretrained | fm)")
+                   f"{' | '.join(algorithm_names())}; scenario: {' | '.join(SCENARIOS)}; task: classification | "
+                   "segmentation; init: random | pretrained | fm; data.kind: synthetic | folder | torchvision | "
+                   "python (data.factory: 'pkg.module:load'); model.name: a built-in or 'pkg.module:make_net')")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config key by dotted path, e.g. --set rounds=3 --set data.root=/x")
     p.add_argument("--nproc", type=int, default=None,
@@ -39,26 +47,22 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def prepare(args: argparse.Namespace):
     """Everything that can be checked before any rank starts (so errors are one line)."""
+    return prepare_config(args.config, args.overrides)
+
+
+def prepare_config(config, overrides):
+    """The resolved config (the embedded default when ``config`` is None) and its training
+    topology, checked as far as it can be before any rank starts."""
     from fedsim.config import DEFAULT_CONFIG, load_config
     from fedsim.errors import ConfigError
-    from fedsim.runner import (
-        baseline_config,
-        check_config_against_topology,
-        resolve_topology,
-        scenario_for,
-        training_topology,
-    )
+    from fedsim.plan import baseline_config, resolve
 
-    cfg = load_config(args.config or DEFAULT_CONFIG, args.overrides)
-    cfg.scenario = scenario_for(cfg)
+    cfg, _underlay, topology = resolve(load_config(config or DEFAULT_CONFIG, overrides))
     for algorithm in cfg.compare_with:  # a baseline that cannot run must fail here, not in a rank
         try:
-            scenario_for(baseline_config(cfg, algorithm))
+            resolve(baseline_config(cfg, algorithm))
         except ConfigError as exc:
             raise ConfigError(f"compare_with: {exc}") from None
-    underlay = resolve_topology(cfg.topology)
-    check_config_against_topology(cfg, underlay)
-    topology = training_topology(cfg, underlay)
     return cfg, topology
 
 
@@ -73,8 +77,8 @@ def fresh_run_dir(output_dir: str, name: str) -> Path:
 
 
 def run_dir_for(cfg, resume: bool) -> Path:
+    from fedsim.checkpoint import latest_checkpoint
     from fedsim.errors import ConfigError
-    from fedsim.runner import latest_checkpoint
 
     if resume:
         run_dir = Path(cfg.output_dir) / cfg.name
@@ -85,10 +89,10 @@ def run_dir_for(cfg, resume: bool) -> Path:
 
 
 def default_nproc(cfg, num_silos: int) -> int:
+    """One rank per GPU, else one per CPU core, never more than the silos to place (``num_silos``
+    of the training graph: 1 when the data are pooled)."""
     import torch
 
-    if cfg.scenario == "cll":
-        return 1
     if cfg.device != "cpu" and torch.cuda.is_available():
         return min(num_silos, torch.cuda.device_count())
     return max(1, min(num_silos, os.cpu_count() or 1))
@@ -101,40 +105,42 @@ def handle(args: argparse.Namespace) -> int:
     if launched_by_torchrun():
         return _handle_torchrun(args, cfg)
     from fedsim.errors import ConfigError, SiloFailure
-    from fedsim.launch import spawn
-    from fedsim.runner import run_jobs
+    from fedsim.launch import spawn_here
+    from fedsim.plan import experiment_plans
+    from fedsim.trainer import run_jobs
 
     nproc = args.nproc or default_nproc(cfg, topology.num_silos)
     if nproc < 1 or nproc > topology.num_silos:
         raise ConfigError(f"--nproc {nproc}: choose between 1 and the {topology.num_silos} silo(s) to place")
     run_dir = run_dir_for(cfg, args.resume)
+    plans = experiment_plans(cfg, run_dir, nproc)
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.yaml").write_text(cfg.to_yaml())
-    jobs = experiment_jobs(cfg, run_dir)
-    prepare_initial_states(jobs, args.quiet)
+    prepare_initial_states(plans, args.quiet)
     try:
-        summaries = spawn(run_jobs, nproc, jobs, args.resume, device=cfg.device, timeout_s=cfg.timeout_s)[0]
+        # rank 0 runs in this process (see spawn_here: one interpreter fewer, ranks forked on the CPU)
+        summaries = spawn_here(run_jobs, nproc, plans, args.resume, device=cfg.device, timeout_s=cfg.timeout_s)
     except SiloFailure as exc:
         raise failure_report(exc, topology.num_silos, nproc, run_dir) from None
-    finish(cfg, jobs, summaries, run_dir, args.quiet)
+    finish(plans, summaries, run_dir, args.quiet)
     return 0
 
 
-def prepare_initial_states(jobs, quiet: bool = False) -> None:
+def prepare_initial_states(plans, quiet: bool = False) -> None:
     """Train and cache the ``init: pretrained | fm`` states once, here, before the ranks start
     (each rank then loads the cached file)."""
     from fedsim.fminit import prepare_initial_state
     from fedsim.ui import console
 
-    for job_cfg, _ in jobs:
-        prepare_initial_state(job_cfg, None if quiet else console().print)
+    for plan in plans:
+        prepare_initial_state(plan.cfg, None if quiet else console().print)
 
 
 def failure_report(exc, num_silos: int, nproc: int, run_dir: Path):
     """Name the silos that were lost and what was saved, so the user can resume."""
+    from fedsim.checkpoint import latest_checkpoint
     from fedsim.distributed import Placement
     from fedsim.errors import SiloFailure
-    from fedsim.runner import latest_checkpoint
 
     placement = Placement(num_silos, nproc)
     silos = sorted(s for r in exc.ranks for s in placement.silos_on(r))
@@ -145,55 +151,42 @@ def failure_report(exc, num_silos: int, nproc: int, run_dir: Path):
         "(set accumulation_status to 0 for a silo that cannot come back)", ranks=exc.ranks)
 
 
-def experiment_jobs(cfg, run_dir: Path) -> list[tuple[Any, str]]:
-    """The main run, then each ``compare_with`` baseline in run_dir/baselines/<algorithm>."""
-    from fedsim.runner import baseline_config
-
-    jobs = [(cfg, str(run_dir))]
-    for algorithm in cfg.compare_with:
-        jobs.append((baseline_config(cfg, algorithm), str(run_dir / "baselines" / algorithm)))
-    return jobs
-
-
-def finish(cfg, jobs, summaries, run_dir: Path, quiet: bool) -> None:
-    """After the distributed part (rank 0 / the parent): downstream stage and the tables."""
+def finish(plans, summaries, run_dir: Path, quiet: bool) -> None:
+    """After the distributed part (rank 0 / the parent): the comparison plot, the downstream
+    stage and the tables."""
     import json
 
     from fedsim.plots import plot_runs
 
-    plot_runs([d for _, d in jobs], run_dir / "accuracy.png", [run_label(c) for c, _ in jobs])
+    cfg = plans[0].cfg
+    if len(plans) > 1:
+        plot_runs([p.run_dir for p in plans], run_dir / "comparison.png", [p.label for p in plans])
     rows = None
     if cfg.downstream.enabled:
         from fedsim.downstream import rows_to_json
 
-        rows = downstream_stage(cfg, jobs)
+        rows = downstream_stage(plans)
         (run_dir / "downstream.json").write_text(json.dumps(rows_to_json(rows), indent=2))
     if quiet:
         return
     print_summary(summaries[0], run_dir)
     if len(summaries) > 1 or rows:
-        print_comparison(jobs, summaries, rows)
+        print_comparison(plans, summaries, rows)
 
 
-def downstream_stage(cfg, jobs) -> list[dict[str, Any]]:
+def downstream_stage(plans) -> list[dict[str, Any]]:
     """Fine-tune from random weights and from every run's foundation Θ on the same downstream data."""
     from fedsim.downstream import compare_initializations
-    from fedsim.runner import forms_foundation
 
+    cfg = plans[0].cfg
     inits: dict[str, Any] = {"random": None}
-    for job_cfg, job_dir in jobs:
-        if forms_foundation(job_cfg):
-            inits[run_label(job_cfg)] = str(Path(job_dir) / "foundation.pt")
+    for plan in plans:
+        if plan.forms_foundation:
+            inits[plan.label] = str(Path(plan.run_dir) / "foundation.pt")
     return compare_initializations(inits, cfg.model, cfg.downstream, cfg.data.image_size, cfg.seed)
 
 
-def run_label(cfg) -> str:
-    from fedsim.algorithms import algorithm_class
-
-    return f"{algorithm_class(cfg.algorithm).title} ({cfg.scenario.upper()})"
-
-
-def print_comparison(jobs, summaries, rows) -> None:
+def print_comparison(plans, summaries, rows) -> None:
     from rich.table import Table
 
     from fedsim.ui import console
@@ -207,7 +200,7 @@ def print_comparison(jobs, summaries, rows) -> None:
     def fmt(v, spec=".3f"):
         return "" if v is None else format(v, spec)
 
-    entries = [("random", None)] + [(run_label(c), s) for (c, _), s in zip(jobs, summaries)]
+    entries = [("random", None)] + [(p.label, s) for p, s in zip(plans, summaries)]
     for label, summ in entries:
         if summ is None and label not in by_init:
             continue
@@ -219,25 +212,25 @@ def print_comparison(jobs, summaries, rows) -> None:
 
 
 def _handle_torchrun(args: argparse.Namespace, cfg) -> int:
-    import torch.distributed as dist
-
+    from fedsim.distributed import broadcast_object
     from fedsim.launch import join_torchrun
-    from fedsim.runner import run_jobs
+    from fedsim.plan import experiment_plans
+    from fedsim.trainer import run_jobs
 
     def job(ctx):
-        box: list[Any] = [None]
-        if ctx.rank == 0:
+        plans = None
+        if ctx.rank == 0:  # the plan is resolved once and handed to every rank
             run_dir = run_dir_for(cfg, args.resume)
+            plans = experiment_plans(cfg, run_dir, ctx.world_size)
             run_dir.mkdir(parents=True, exist_ok=True)
             (run_dir / "config.yaml").write_text(cfg.to_yaml())
-            box[0] = str(run_dir)
-        dist.broadcast_object_list(box, src=0)
-        jobs = experiment_jobs(cfg, Path(box[0]))
-        return Path(box[0]), jobs, run_jobs(ctx, jobs, args.resume), ctx.rank
+            prepare_initial_states(plans, args.quiet)
+        plans = broadcast_object(plans)
+        return plans, run_jobs(ctx, plans, args.resume), ctx.rank
 
-    run_dir, jobs, summaries, rank = join_torchrun(job, device=cfg.device, timeout_s=cfg.timeout_s)
+    plans, summaries, rank = join_torchrun(job, device=cfg.device, timeout_s=cfg.timeout_s)
     if rank == 0:
-        finish(cfg, jobs, summaries, run_dir, args.quiet)
+        finish(plans, summaries, Path(plans[0].run_dir), args.quiet)
     return 0
 
 
@@ -262,7 +255,7 @@ def print_summary(summary: dict[str, Any], run_dir: Path) -> None:
                       f"{s['bytes_sent_last_round'] / 1e6:.2f}")
     table.add_section()
     per_round = f"{summary['bytes_per_round'] / 1e6:.2f} /round"
-    if summary["foundation_accuracy"] is None:  # no shared weights (see runner.forms_foundation): no Θ
+    if summary["foundation_accuracy"] is None:  # no shared weights (see plan.forms_foundation): no Θ
         mean = summary.get("mean_silo_accuracy")
         table.add_row("", "mean over silos (no Θ: no shared weights)", "", "" if mean is None else f"{mean:.3f}",
                       "", per_round)

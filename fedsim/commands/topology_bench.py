@@ -12,12 +12,13 @@ import time
 from pathlib import Path
 
 from fedsim.errors import ConfigError, TopologyError
+from fedsim.netmodel.model import DEFAULT_ACCESS_GBPS
+from fedsim.netmodel.model import FEMNIST_COMPUTE_MS as DEFAULT_COMPUTE_MS
+from fedsim.netmodel.model import FEMNIST_MODEL_BITS as DEFAULT_MODEL_BITS
+from fedsim.netmodel.overlays import EXTRA_KINDS
+from fedsim.netmodel.overlays import OVERLAY_KINDS as ALL_OVERLAYS
 
-DEFAULT_MODEL_BITS = 4_843_243
-DEFAULT_COMPUTE_MS = 4.6
-DEFAULT_ACCESS_GBPS = 10.0
-ALL_OVERLAYS = ("star", "matcha", "matcha+", "mst", "delta-mbst", "ring", "multigraph")
-OVERLAY_CHOICES = (*ALL_OVERLAYS, "complete")
+OVERLAY_CHOICES = (*ALL_OVERLAYS, *EXTRA_KINDS)
 
 
 def _add_constants(p: argparse.ArgumentParser) -> None:

@@ -2,6 +2,8 @@
 
 from fedsim.emd.core import (
     BACKENDS,
+    WEIGHTINGS,
+    EMDConfig,
     cost_matrix,
     emd_similarity,
     emd_similarity_from_cost,
@@ -12,6 +14,8 @@ from fedsim.emd.core import (
 
 __all__ = [
     "BACKENDS",
+    "WEIGHTINGS",
+    "EMDConfig",
     "cost_matrix",
     "emd_similarity",
     "emd_similarity_from_cost",

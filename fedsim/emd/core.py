@@ -8,12 +8,18 @@ similarity s = sum_pq (1 - c_pq) x*_pq = 1 - OT(C, a, b) with x* the optimal flo
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Annotated, Literal
+
 import torch
 
 from fedsim.errors import EMDError
+from fedsim.settings import Range
 
 __all__ = [
     "BACKENDS",
+    "EMDConfig",
+    "WEIGHTINGS",
     "cost_matrix",
     "emd_similarity",
     "emd_similarity_from_cost",
@@ -23,6 +29,18 @@ __all__ = [
 ]
 
 BACKENDS = ("exact", "cvxpylayers", "sinkhorn")
+#: what ``emd.backend`` accepts: a solver, or "uniform" (FedEFM's ablation: w_ij = 1, no EMD)
+WEIGHTINGS = (*BACKENDS, "uniform")
+
+
+@dataclass
+class EMDConfig:
+    """The ``emd:`` section: the EMD weight w_ij between the local model and a returned expert."""
+
+    backend: Literal[WEIGHTINGS] = "exact"  # exact | cvxpylayers | sinkhorn | uniform (ablation: w_ij = 1)
+    grid: Annotated[int, Range(ge=1)] = 5  # feature maps pooled to grid×grid nodes
+    grad: bool = True  # let the gradient flow through w_ij (the paper)
+    normalize: bool = True  # divide by Σ_j w_ij
 
 DEFAULT_SINKHORN_EPS = 0.01
 DEFAULT_SINKHORN_ITERS = 100

@@ -14,10 +14,12 @@ Public API::
 
 from fedsim.netmodel.clock import SimClock, arc_delays, clock_step, link_parameters, request_delays
 from fedsim.netmodel.model import (
+    DEFAULT_ACCESS_GBPS,
     FEMNIST_COMPUTE_MS,
     FEMNIST_MODEL_BITS,
     Connectivity,
     DelayModel,
+    NetConfig,
     connectivity_graph,
     max_cycle_mean,
     overlay_arc_weights,
@@ -42,8 +44,8 @@ def cycle_times(underlay, model=None, kinds=OVERLAY_KINDS) -> dict[str, float]:
 
 
 __all__ = [
-    "EXTRA_KINDS", "FEMNIST_COMPUTE_MS", "FEMNIST_MODEL_BITS", "OVERLAY_KINDS", "Connectivity",
-    "DelayModel", "Overlay", "SimClock", "arc_delays", "build_overlay", "build_overlays",
+    "DEFAULT_ACCESS_GBPS", "EXTRA_KINDS", "FEMNIST_COMPUTE_MS", "FEMNIST_MODEL_BITS", "OVERLAY_KINDS", "Connectivity",
+    "DelayModel", "NetConfig", "Overlay", "SimClock", "arc_delays", "build_overlay", "build_overlays",
     "clock_step", "connectivity_graph", "cycle_times", "link_parameters", "matcha_active_arcs",
     "max_cycle_mean", "multigraph_active_arcs", "overlay_arc_weights", "overlay_cycle_time",
     "request_delays", "tree_cycle_time",

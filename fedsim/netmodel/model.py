@@ -8,14 +8,27 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import Annotated
 
 import numpy as np
 
 from fedsim.errors import TopologyError
+from fedsim.settings import Range
 from fedsim.topology import Topology
 
 FEMNIST_MODEL_BITS = 4_843_243
 FEMNIST_COMPUTE_MS = 4.6
+DEFAULT_ACCESS_GBPS = 10.0  # each silo's access link (MultigraphFL)
+
+
+@dataclass
+class NetConfig:
+    """The ``net:`` section: constants of the simulated network clock (SPEC §5); None: derived
+    from the run."""
+
+    model_bits: Annotated[float, Range(gt=0)] | None = None  # default: the trained model's size in bits
+    compute_ms: Annotated[float, Range(ge=0)] | None = None  # default: measured local compute time per round
+    access_gbps: Annotated[float, Range(gt=0)] = DEFAULT_ACCESS_GBPS
 
 
 @dataclass(frozen=True)
@@ -31,7 +44,7 @@ class DelayModel:
 
     model_bits: float = FEMNIST_MODEL_BITS
     compute_ms: float = FEMNIST_COMPUTE_MS
-    access_gbps: float = 10.0
+    access_gbps: float = DEFAULT_ACCESS_GBPS
     core_gbps: float = 1.0
     ms_per_km: float = 0.0085
     base_latency_ms: float = 4.0

@@ -14,10 +14,11 @@ from fedsim.algorithms.fedmd import digest_loss
 from fedsim.config import load_config
 from fedsim.data import derive_seed, load_public
 from fedsim.errors import ConfigError
+from fedsim.federation import train_steps
 from fedsim.launch import spawn
 from fedsim.losses import softened_kl
-from fedsim.runner import run_rank, scenario_for
-from fedsim.runtime import train_steps
+from fedsim.plan import build_plan, scenario_for
+from fedsim.trainer import run_rank
 
 from .test_equivalence import TINY, assign, flat, run_distributed, sequential_setup
 
@@ -181,9 +182,9 @@ def test_fedmd_resume_keeps_the_digest_optimisers(tmp_path):
     cfg.scenario = scenario_for(cfg)
     run_dir = tmp_path / cfg.name
     run_dir.mkdir(parents=True)
-    spawn(run_rank, 2, cfg, str(run_dir), False)
+    spawn(run_rank, 2, build_plan(cfg, run_dir, 2))
     cfg.rounds = 3
-    spawn(run_rank, 2, cfg, str(run_dir), True)
+    spawn(run_rank, 2, build_plan(cfg, run_dir, 2, resume=True))
     got = {
         int(p.stem.split("_")[1]): list(torch.load(p, weights_only=False)["model"].values())
         for p in sorted((run_dir / "checkpoints" / "round_2").glob("silo_*.pt"))

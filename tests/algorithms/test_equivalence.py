@@ -14,10 +14,12 @@ import torch
 
 from fedsim.config import load_config
 from fedsim.data import load_federated
+from fedsim.federation import BatchStream, make_optimizer, silo_seed, train_steps
 from fedsim.launch import spawn
 from fedsim.models import build_model
-from fedsim.runner import resolve_topology, run_rank, scenario_for
-from fedsim.runtime import BatchStream, make_optimizer, silo_seed, train_steps
+from fedsim.plan import build_plan, scenario_for
+from fedsim.topology import resolve_topology
+from fedsim.trainer import run_rank
 
 TINY = [
     "rounds=2", "train.local_steps=2", "train.batch_size=8", "train.eval_every=0",
@@ -30,7 +32,7 @@ def run_distributed(tmp_path: Path, overrides: list[str], nproc: int = 2) -> dic
     cfg.scenario = scenario_for(cfg)
     run_dir = tmp_path / cfg.name
     run_dir.mkdir(parents=True, exist_ok=True)
-    spawn(run_rank, nproc, cfg, str(run_dir), False)
+    spawn(run_rank, nproc, build_plan(cfg, run_dir, nproc))
     last = run_dir / "checkpoints" / f"round_{cfg.rounds - 1}"
     return {
         int(p.stem.split("_")[1]): list(torch.load(p, weights_only=False)["model"].values())

@@ -15,8 +15,8 @@ import torch.nn.functional as F
 from fedsim.algorithms.fedefm import distill_step
 from fedsim.config import load_config
 from fedsim.emd import emd_similarity
+from fedsim.federation import BatchStream, make_optimizer, silo_seed
 from fedsim.models import ModelConfig, build_model
-from fedsim.runtime import BatchStream, make_optimizer, silo_seed
 
 from .test_equivalence import TINY, run_distributed, sequential_setup
 
@@ -25,36 +25,56 @@ EFM = ["algorithm=fedefm", "topology=ring-4", "fedefm.overseas_steps=2", "fedefm
        "emd.grid=2"]
 
 
-def reference_fedefm(overrides: list[str]) -> list[torch.nn.Module]:
-    """Eq. 1–3 and 11 in one process, written out directly."""
+def _train_ce(model, opt, stream, steps):
+    for _ in range(steps):
+        x, y = stream.next()
+        loss = F.cross_entropy(model(x), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+
+
+def _average(models, weights):
+    """Σ_k w_k θ_k over the state dicts, in float64."""
+    keys = models[0].state_dict().keys()
+    return {key: sum(w * m.state_dict()[key].double() for m, w in zip(models, weights)).float() for key in keys}
+
+
+def reference_fedefm(overrides: list[str], scenario: str = "dfl") -> list[torch.nn.Module]:
+    """Eq. 1–3 and 11 in one process, written out directly, with the aggregation of
+    ``fedefm.aggregate`` / ``fedefm.mix`` (CFL: a complete graph through the server)."""
     cfg, topo, models, opts, streams = sequential_setup(overrides)
     T, beta, n = cfg.fedefm.temperature, cfg.fedefm.beta, topo.num_silos
+    s = cfg.fedefm.self_weight
+    every_round = cfg.fedefm.aggregate == "round"
+    if scenario == "cfl":
+        in_nb = {i: [j for j in range(n) if j != i] for i in range(n)}
+    else:
+        in_nb = {i: sorted(topo.in_neighbours(i)) for i in range(n)}
+    out_nb = {j: [i for i in range(n) if j in in_nb[i]] for j in range(n)}
+
+    def restart_from_mean():
+        theta = _average(models, [1.0 / n] * n)
+        for m in models:
+            m.load_state_dict(theta)
+
     for k in range(cfg.rounds):
         if k == 0:
             for i in range(n):
-                for _ in range(cfg.train.local_steps):
-                    x, y = streams[i].next()
-                    loss = F.cross_entropy(models[i](x), y)
-                    opts[i].zero_grad()
-                    loss.backward()
-                    opts[i].step()
+                _train_ce(models[i], opts[i], streams[i], cfg.train.local_steps)
+            if scenario == "cfl" and every_round:
+                restart_from_mean()
             continue
         # eq. 1: θ_i visits each in-neighbour j and trains there; host j serves visitors in id order
         experts = {}
         for j in range(n):
-            for i in sorted(topo.out_neighbours(j)):  # i with j ∈ N_in(i)
+            for i in out_nb[j]:  # i with j ∈ N_in(i)
                 visitor = copy.deepcopy(models[i])
-                opt = make_optimizer(visitor, cfg)
-                for _ in range(cfg.fedefm.overseas_steps):
-                    x, y = streams[j].next()
-                    loss = F.cross_entropy(visitor(x), y)
-                    opt.zero_grad()
-                    loss.backward()
-                    opt.step()
+                _train_ce(visitor, make_optimizer(visitor, cfg), streams[j], cfg.fedefm.overseas_steps)
                 experts[(j, i)] = visitor
         # eq. 2, 3, 11 at each home silo
         for i in range(n):
-            teachers = [experts[(j, i)] for j in topo.in_neighbours(i)]
+            teachers = [experts[(j, i)] for j in in_nb[i]]
             for _ in range(cfg.fedefm.distill_steps):
                 x, y = streams[i].next()
                 f_s = models[i].features(x)
@@ -70,16 +90,72 @@ def reference_fedefm(overrides: list[str]) -> list[torch.nn.Module]:
                 opts[i].zero_grad()
                 loss.backward()
                 opts[i].step()
+        if not every_round:
+            continue
+        if scenario == "cfl":
+            restart_from_mean()
+            continue
+        if cfg.fedefm.mix == "hosted":  # the visitors silo i hosted: its out-neighbours' models
+            others = {i: [experts[(i, v)] for v in out_nb[i]] for i in range(n)}
+        elif cfg.fedefm.mix == "experts":  # silo i's own experts, back from its in-neighbours
+            others = {i: [experts[(j, i)] for j in in_nb[i]] for i in range(n)}
+        else:
+            others = None
+        if others is not None:
+            new = [_average([models[i], *others[i]], [s] + [(1 - s) / len(others[i])] * len(others[i]))
+                   for i in range(n)]
+        else:  # Metropolis–Hastings with the in-neighbours' distilled models
+            deg = {i: len(in_nb[i]) for i in range(n)}
+            new = []
+            for i in range(n):
+                w = {j: 1.0 / (1 + max(deg[i], deg[j])) for j in in_nb[i]}
+                new.append(_average([models[i], *[models[j] for j in in_nb[i]]],
+                                    [1 - sum(w.values()), *w.values()]))
+        for m, state in zip(models, new):
+            m.load_state_dict(state)
     return models
 
 
-def test_distributed_fedefm_equals_sequential_equations(tmp_path):
-    overrides = EFM + ["name=efm"]
+DIRECTED = {"name": "directed-4", "silos": 4, "directed": True,
+            "edges": [[0, 1], [1, 2], [2, 3], [3, 0], [0, 2]]}
+
+
+def _assert_equal_to_reference(tmp_path, overrides, scenario="dfl"):
     got = run_distributed(tmp_path, overrides, nproc=2)
-    models = reference_fedefm(overrides)
+    models = reference_fedefm(overrides, scenario)
     for i, model in enumerate(models):
         for a, b in zip(got[i], model.state_dict().values()):
             torch.testing.assert_close(a, b, atol=1e-5, rtol=0)
+
+
+def test_aggregate_end_equals_sequential_equations(tmp_path):
+    """The ablation with Θ only at the end: eq. 1–3 and 11, no mixing (the pre-issue-10 run)."""
+    _assert_equal_to_reference(tmp_path, EFM + ["name=efm", "fedefm.aggregate=end"])
+
+
+@pytest.mark.parametrize("mix", ["hosted", "experts", "gossip"])
+def test_dfl_mixing_every_round_equals_sequential_on_the_ring(tmp_path, mix):
+    _assert_equal_to_reference(tmp_path, EFM + ["name=efm", f"fedefm.mix={mix}"])
+
+
+@pytest.mark.parametrize("mix", ["hosted", "gossip"])
+def test_dfl_mixing_every_round_equals_sequential_on_a_directed_graph(tmp_path, mix):
+    import yaml
+
+    path = tmp_path / "directed.yaml"
+    path.write_text(yaml.safe_dump(DIRECTED))
+    _assert_equal_to_reference(tmp_path, EFM + ["name=efm", f"topology={path}", f"fedefm.mix={mix}"])
+
+
+def test_cfl_restarts_every_silo_from_theta_every_round(tmp_path):
+    _assert_equal_to_reference(tmp_path, EFM + ["name=efm", "scenario=cfl"], scenario="cfl")
+
+
+def test_the_mixing_rule_changes_the_result(tmp_path):
+    """The references above are not blind to the rule: hosted and experts differ."""
+    a = reference_fedefm(EFM + ["fedefm.mix=hosted"])
+    b = reference_fedefm(EFM + ["fedefm.mix=experts"])
+    assert any(not torch.allclose(x, y) for x, y in zip(a[0].state_dict().values(), b[0].state_dict().values()))
 
 
 def test_placement_does_not_change_the_foundation(tmp_path):

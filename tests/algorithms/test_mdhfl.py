@@ -11,11 +11,13 @@ import torch
 from fedsim.config import load_config
 from fedsim.data import load_federated
 from fedsim.errors import ConfigError
+from fedsim.federation import BatchStream, make_optimizer, silo_seed, train_steps
 from fedsim.launch import spawn
 from fedsim.losses import symmetric_cross_entropy
 from fedsim.models import build_model
-from fedsim.runner import resolve_topology, run_rank, scenario_for
-from fedsim.runtime import BatchStream, make_optimizer, silo_seed, train_steps
+from fedsim.plan import build_plan, scenario_for
+from fedsim.topology import resolve_topology
+from fedsim.trainer import run_rank
 
 from .test_distillation_baselines import assert_same_models, public_batches
 from .test_equivalence import TINY, run_distributed
@@ -100,7 +102,7 @@ def test_mdhfl_resume_continues_exactly(tmp_path):
         run_dir.mkdir()
         for i, rounds in enumerate(splits):
             cfg.rounds = rounds
-            spawn(run_rank, 2, cfg, str(run_dir), i > 0)
+            spawn(run_rank, 2, build_plan(cfg, run_dir, 2, resume=i > 0))
         last = run_dir / "checkpoints" / f"round_{cfg.rounds - 1}"
         return {int(p.stem.split("_")[1]): torch.load(p, weights_only=False)["model"] for p in last.glob("silo_*.pt")}
 

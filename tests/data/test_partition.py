@@ -135,7 +135,7 @@ def test_bad_config_values():
         load_federated(DataConfig(unseen_fraction=1.5), 2, 0)
     with pytest.raises(DataError, match="mars"):
         load_federated(DataConfig(domains=[{"mars": 1.0}], samples_per_silo=4, test_samples=4), 2, 0)
-    with pytest.raises(DataError, match="unknown data setting"):
+    with pytest.raises(DataError, match="unknown config key .data.bogus."):
         DataConfig.from_dict({"kind": "synthetic", "bogus": 1})
     assert DataConfig.from_dict({"partition": "iid"}).partition == "iid"
     assert len(DOMAINS) == 4

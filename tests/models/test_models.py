@@ -65,7 +65,7 @@ def test_norm_choices():
         build_model(ModelConfig(norm="layer"), 6)
     with pytest.raises(ConfigError, match="unknown model.name"):
         build_model(ModelConfig(name="vgg"), 6)
-    with pytest.raises(ConfigError, match="unknown model setting"):
+    with pytest.raises(ConfigError, match=r"unknown config key .model\."):
         ModelConfig.from_dict({"name": "cnn", "depth": 3})
     assert set(SMALL) < set(MODEL_NAMES)
 

@@ -1,5 +1,5 @@
 """What one rank holds during a run: its silos (model, optimiser, data stream) and the helpers
-algorithms use — local training, silo-to-silo exchange, evaluation, aggregation.
+algorithms use — local training, silo-to-silo exchange, evaluation, aggregation, the server.
 
 Nothing here depends on how silos are spread over ranks: each silo draws its mini-batches from
 its own seeded generator, so the same config gives the same numbers on 1, 2 or N ranks.
@@ -7,6 +7,7 @@ its own seeded generator, so the same config gives the same numbers on 1, 2 or N
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -16,7 +17,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from fedsim.config import ExperimentConfig
-from fedsim.distributed import Placement
 from fedsim.topology import Topology
 from fedsim.transport import Key, Transport, flatten_state, weighted_average
 
@@ -152,45 +152,96 @@ def segmentation_step_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -
     return segmentation_loss(model(x), y)
 
 
+@dataclass
+class RankData:
+    """The data a rank works with: its silos' training (and validation) sets, the test set."""
+
+    train: list[Any]  # indexed by silo id; None for silos hosted elsewhere
+    val: list[Any] | None  # the same for the validation splits, or None without one
+    test: Any
+    num_classes: int
+    in_channels: int = 1
+
+
+def load_rank_data(plan, rank: int) -> RankData:
+    """The data of the silos ``rank`` hosts (each built bit-identically to building them all),
+    with ``data.validation_fraction`` carved off each; pooled into one silo when the scenario
+    pools (CLL)."""
+    from fedsim.data import SiloDataset, carve_validation, load_federated
+
+    cfg = plan.cfg
+    n = plan.underlay.num_silos
+    local = None if plan.scenario.pooled else plan.placement.silos_on(rank)
+    data = load_federated(cfg.data, n, cfg.seed, silos=local, masks=cfg.task == "segmentation")
+    train, val = carve_validation(data.train, cfg.data.validation_fraction, cfg.seed)
+    if not cfg.data.validation_fraction:
+        val = None
+    if plan.scenario.pooled:
+        train = [SiloDataset.concat(list(train), name="pooled")]
+        val = [SiloDataset.concat(list(val), name="validation")] if val is not None else None
+    return RankData(train, val, data.test, data.num_classes, data.in_channels)
+
+
+def initial_model_factory(cfg: ExperimentConfig, num_classes: int, init_state: dict | None, in_channels: int = 1):
+    """The silos' model factory: a classifier (``task: classification``) or a U-Net whose encoder
+    is ``model`` (``task: segmentation``), loaded with the common initial state when there is one."""
+    from fedsim.fminit import NUM_SEG_CLASSES, apply_initial_state
+    from fedsim.models import build_model, build_segmenter
+
+    def factory(silo: int | None = None):
+        if cfg.task == "segmentation":
+            model = build_segmenter(cfg.model.for_silo(silo), NUM_SEG_CLASSES, in_channels)
+        else:
+            model = build_model(cfg.model.for_silo(silo), num_classes, in_channels)
+        if init_state is not None:
+            apply_initial_state(model, init_state, cfg.init_from or f"init: {cfg.init}")
+        return model
+
+    return factory
+
+
 class Federation:
     """The silos on this rank plus everything an algorithm may ask for."""
 
-    def __init__(
-        self,
-        cfg: ExperimentConfig,
-        topology: Topology,
-        rank: int,
-        world_size: int,
-        device: torch.device,
-        train_sets: list[Any],
-        test_set: Any,
-        num_classes: int,
-        model_factory: Callable[[int | None], nn.Module],
-    ) -> None:
-        self.cfg = cfg
-        self.topology = topology
+    #: the rank that hosts the data-less CFL server's own computations
+    SERVER_RANK = 0
+
+    def __init__(self, plan, rank: int, device: torch.device, data: RankData,
+                 model_factory: Callable[[int | None], nn.Module]) -> None:
+        self.plan = plan
+        self.cfg: ExperimentConfig = plan.cfg
+        self.scenario = plan.scenario  # fedsim.plan.Scenario: what algorithms may ask about it
+        self.topology: Topology = plan.topology
         self.rank = rank
-        self.world_size = world_size
+        self.world_size = plan.world_size
         self.device = device
-        self.placement = Placement(topology.num_silos, world_size)
+        self.placement = plan.placement
         self.transport = Transport(self.placement, rank, device)
-        self.test_set = test_set
-        self.num_classes = num_classes
+        self.test_set = data.test
+        self.num_classes = data.num_classes
         self.model_factory = model_factory
-        self.segmentation = cfg.task == "segmentation"
+        self.segmentation = self.cfg.task == "segmentation"
         #: the local training loss (None: cross-entropy on the labels)
         self.loss_fn = segmentation_step_loss if self.segmentation else None
         target = "masks" if self.segmentation else "labels"
-        status = cfg.accumulation_status or [1] * topology.num_silos
+        cfg = self.cfg
+        local = self.placement.silos_on(rank)
+        #: this rank's silos' validation sets (carved from their training data), or None
+        self.val_sets = {i: data.val[i] for i in local} if data.val is not None else None
+        #: gradient steps each local silo's compute did since the last take (its own training,
+        #: the visitors it hosted, distillation): the cost column of the paper tables
+        self.grad_steps: Counter[int] = Counter()
+        # ϑ_i: a pooled (CLL) silo always contributes
+        status = [1] if plan.scenario.pooled else (cfg.accumulation_status or [1] * self.topology.num_silos)
         self.silos: dict[int, Silo] = {}
-        for i in self.placement.silos_on(rank):
+        for i in local:
             model = self.new_model(i)
             self.silos[i] = Silo(
                 id=i,
                 model=model,
                 optimizer=make_optimizer(model, cfg),
-                data=train_sets[i],
-                batches=BatchStream(train_sets[i], cfg.train.batch_size, silo_seed(cfg.seed, i), device, target),
+                data=data.train[i],
+                batches=BatchStream(data.train[i], cfg.train.batch_size, silo_seed(cfg.seed, i), device, target),
                 status=status[i],
             )
 
@@ -246,8 +297,51 @@ class Federation:
         states = {i: state_tensors(s.model) for i, s in self.silos.items()}
         return weighted_average(states, self.silo_weights(), self.device)
 
+    def on_server(self, compute: Callable[[], list[torch.Tensor]], template: list[torch.Tensor]) -> list[torch.Tensor]:
+        """``compute()`` run once, by the server, and its tensors (shaped like ``template``)
+        delivered to every rank."""
+        out = compute() if self.rank == self.SERVER_RANK else template
+        return self.transport.broadcast(out, src_rank=self.SERVER_RANK)
+
+    def charge(self, silo: int, steps: int) -> None:
+        """Book ``steps`` gradient steps to the silo whose compute ran them."""
+        self.grad_steps[silo] += steps
+
+    def take_grad_steps(self) -> dict[int, int]:
+        out = {i: self.grad_steps.get(i, 0) for i in self.silos}
+        self.grad_steps.clear()
+        return out
+
+    def evaluate_validation(self, model: nn.Module) -> float | None:
+        """``model``'s score on the union of every silo's validation split (each rank scores its
+        own silos' parts; one all-reduce of the counts), or None without a validation split."""
+        from fedsim.distributed import all_reduce_sum
+
+        if self.val_sets is None:
+            return None
+        totals = torch.zeros(2, dtype=torch.float64, device=self.device)
+        for ds in self.val_sets.values():
+            if len(ds):
+                score = (evaluate_segmentation(model, ds, self.device) if self.segmentation
+                         else evaluate(model, ds, self.device))[1]
+                totals += torch.tensor([score * len(ds), len(ds)], dtype=torch.float64, device=self.device)
+        totals = all_reduce_sum(totals)
+        return float(totals[0] / totals[1]) if totals[1] > 0 else None
+
     def evaluate(self, model: nn.Module) -> tuple[float, float]:
-        """(test loss, test score): accuracy, or mean foreground Dice for ``task: segmentation``."""
+        """(test loss, test score): accuracy, or mean foreground Dice for ``task: segmentation``.
+
+        A model whose state equals the last one evaluated is not evaluated again: after FedAvg
+        every silo holds Θ, and the round's and the run's Θ scores are the same model too (6
+        passes over the test set became 1; comparing states costs a tiny fraction of a pass)."""
+        state = state_tensors(model)
+        last = self.__dict__.get("_last_eval")
+        if last is not None and len(last[0]) == len(state) and all(
+                a.shape == b.shape and a.dtype == b.dtype and torch.equal(a, b) for a, b in zip(last[0], state)):
+            return last[1]
         if self.segmentation:
-            return evaluate_segmentation(model, self.test_set, self.device)
-        return evaluate(model, self.test_set, self.device)
+            result = evaluate_segmentation(model, self.test_set, self.device)
+        else:
+            result = evaluate(model, self.test_set, self.device)
+        self._last_eval = ([t.detach().clone() for t in state], result)
+        return result

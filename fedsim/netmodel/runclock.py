@@ -1,0 +1,92 @@
+"""The simulated network clock of a training run, one component of the round loop (SPEC §5).
+
+Each silo keeps a simulated time; after every round the delay model advances it on the graph
+the scenario charges (:meth:`fedsim.plan.Scenario.clock_graph`): DFL the graph trained on (a round
+trip when the algorithm's exchange is one), CFL the star through the data-less server (up, then
+down), standalone and CLL only compute."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any
+
+import torch
+
+from fedsim.distributed import all_reduce_max
+
+
+def model_bits(model: torch.nn.Module) -> float:
+    return float(sum(t.numel() * t.element_size() * 8 for t in model.state_dict().values()))
+
+
+def config_model_bits(cfg) -> float:
+    """Bits of one copy of ``cfg.model``, counted as the trainer counts them (for delay models
+    built before a run)."""
+    from fedsim.data import NUM_CLASSES
+    from fedsim.models import build_model
+
+    # heterogeneous models: the largest, so every rank's clock charges the same
+    names = dict.fromkeys(cfg.model.per_silo or [cfg.model.name])
+    return max(model_bits(build_model(replace(cfg.model, name=n, per_silo=[]), NUM_CLASSES)) for n in names)
+
+
+class RunClock:
+    """Per-silo simulated time. The compute time per round is ``net.compute_ms`` or, measured,
+    the first round's wall time per silo on the slowest rank (so every rank's clock agrees)."""
+
+    def __init__(self, plan, fed, algo, state: dict[str, Any] | None = None) -> None:
+        self.plan, self.fed, self.algo = plan, fed, algo
+        self.n = plan.topology.num_silos
+        self.compute_ms: float | None = None
+        self.times = [0.0] * self.n
+        self.clock = None
+        if state is not None:
+            self._start(state["compute_ms"], state["sim_times"])
+
+    def _start(self, compute_ms: float, times: list[float] | None) -> None:
+        from fedsim.netmodel import DelayModel, SimClock
+
+        cfg, fed, algo = self.plan.cfg, self.fed, self.algo
+        bits = cfg.net.model_bits or algo.message_bits() or (
+            config_model_bits(cfg) if cfg.model.heterogeneous else model_bits(next(iter(fed.silos.values())).model))
+        self.compute_ms = compute_ms
+        delay = DelayModel(model_bits=bits, compute_ms=compute_ms, access_gbps=cfg.net.access_gbps)
+        graph = self.plan.scenario.clock_graph(self.plan.topology)
+        if graph is not None:
+            round_trip = algo.round_trip and not self.plan.scenario.via_server
+            self.clock = SimClock(graph, delay, round_trip=round_trip)
+        if times is not None:
+            self.times = list(times)
+            if self.clock is not None:
+                self.clock.times[: self.n] = times
+                if self.plan.scenario.via_server:
+                    self.clock.times[self.n] = max(times)
+
+    def _measured_compute_ms(self, round_seconds: float) -> float:
+        if self.plan.cfg.net.compute_ms is not None:
+            return self.plan.cfg.net.compute_ms
+        value = torch.tensor([round_seconds * 1e3 / max(len(self.fed.silos), 1)], dtype=torch.float64,
+                             device=self.fed.device)
+        return float(all_reduce_max(value).item())
+
+    def step(self, k: int, round_seconds: float) -> list[float]:
+        """Advance every silo's time past round ``k``; returns them (ms)."""
+        if self.compute_ms is None:
+            self._start(self._measured_compute_ms(round_seconds), None)
+        active = self.fed.active_arcs(k) if self.algo.exchanges_in(k) else []
+        if self.clock is None:
+            self.times = [t + self.compute_ms for t in self.times]
+        elif active == []:  # local work only: everyone just computes
+            self.clock.step(active_arcs=[])
+            self.times = self.clock.times[: self.n].tolist()
+        elif self.plan.scenario.via_server:
+            self.clock.step()  # upload to the server
+            self.clock.step()  # download of the aggregate
+            self.times = self.clock.times[: self.n].tolist()
+        else:
+            self.times = self.clock.step(active_arcs=active)[: self.n].tolist()
+        return self.times
+
+    def state(self) -> dict[str, Any]:
+        """What a checkpoint keeps so a resumed run's clock continues exactly."""
+        return {"compute_ms": self.compute_ms, "sim_times": self.times}

@@ -1,0 +1,228 @@
+"""A run resolved once, before any rank starts: config, scenario, topology, training graph,
+placement, output folder. Every rank receives the same :class:`RunPlan`; nothing after it asks
+which scenario it is in except through :class:`Scenario`."""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from fedsim.config import ExperimentConfig
+from fedsim.distributed import Placement
+from fedsim.errors import ConfigError, TopologyError
+from fedsim.topology import Topology, parse_topology, resolve_topology
+
+SCENARIOS = ("dfl", "cfl", "cll", "standalone")
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """How silos relate in a run — the four questions the rest of the code asks:
+
+    * :attr:`exchanges` — do silos talk at all (DFL, CFL) or not (standalone, CLL)?
+    * :attr:`pooled` — is every silo's data pooled on one silo (CLL)?
+    * :meth:`training_graph` — which graph do silos train on (CFL: everyone reaches everyone
+      through the server; CLL: one silo; otherwise the topology)?
+    * :meth:`clock_graph` — which graph does the simulated network clock charge (CFL: the star
+      through the server, DFL: the training graph, otherwise none: compute only)?
+    """
+
+    name: str
+
+    def __post_init__(self) -> None:
+        if self.name not in SCENARIOS:
+            raise ConfigError(f"unknown scenario {self.name!r}; choose one of {', '.join(SCENARIOS)}")
+
+    @property
+    def exchanges(self) -> bool:
+        return self.name in ("dfl", "cfl")
+
+    @property
+    def pooled(self) -> bool:
+        return self.name == "cll"
+
+    @property
+    def via_server(self) -> bool:
+        """Messages are relayed by a data-less server (CFL)."""
+        return self.name == "cfl"
+
+    @property
+    def decentralized(self) -> bool:
+        """Silos exchange along the topology itself, with no server (DFL)."""
+        return self.name == "dfl"
+
+    def training_graph(self, underlay: Topology) -> Topology:
+        n = underlay.num_silos
+        if self.pooled:
+            return parse_topology({"name": "cll", "silos": 1, "edges": []}, "cll")
+        if self.via_server and n > 1:
+            pairs = [[i, j] for i in range(n) for j in range(i + 1, n)]
+            return parse_topology(
+                {"name": f"{underlay.name}-cfl", "silos": [{"id": s.id, "name": s.name} for s in underlay.silos],
+                 "directed": False, "edges": pairs},
+                underlay.source,
+            )
+        if self.decentralized and not underlay.is_strongly_connected():
+            raise TopologyError(f"{underlay.source}: the graph is not strongly connected; DFL needs every silo "
+                                "to reach every other")
+        return underlay
+
+    def clock_graph(self, training: Topology) -> Topology | None:
+        if self.via_server:
+            server = training.num_silos
+            return parse_topology({"name": "cfl-star", "silos": server + 1, "directed": False,
+                                   "edges": [[i, server] for i in range(server)]}, "cfl-star")
+        if self.decentralized and training.arcs:
+            return training
+        return None
+
+
+def scenario_for(cfg: ExperimentConfig) -> str:
+    """The scenario to run: the configured one (an error if the algorithm lacks it), else the
+    algorithm's own; also checks the task and model against the algorithm."""
+    from fedsim.algorithms import algorithm_class, algorithm_names
+
+    algo = algorithm_class(cfg.algorithm)
+    scenario = cfg.scenario or algo.natural_scenario
+    allowed = (algo.natural_scenario, *algo.scenarios)
+    if scenario not in allowed:
+        raise ConfigError(
+            f"algorithm {cfg.algorithm!r} does not run in scenario {scenario!r}; use one of {', '.join(dict.fromkeys(allowed))}"
+        )
+    if cfg.task not in algo.tasks:
+        raise ConfigError(
+            f"algorithm {cfg.algorithm!r} does not support task {cfg.task!r}; use one of "
+            f"{', '.join(n for n in algorithm_names() if cfg.task in algorithm_class(n).tasks)} (or task: classification)"
+        )
+    if cfg.model.heterogeneous and algo.shares_weights:
+        raise ConfigError(
+            f"algorithm {cfg.algorithm!r} exchanges or averages weights, which needs one architecture on "
+            f"every silo; model.per_silo lists {', '.join(dict.fromkeys(cfg.model.per_silo))}: use an "
+            "algorithm that exchanges outputs (fedmd, mdhfl) or one model for all silos"
+        )
+    return scenario
+
+
+def forms_foundation(cfg: ExperimentConfig) -> bool:
+    """Whether the run ends with a foundation model Θ (the ϑ-weighted average of the silos'
+    weights): not across different architectures, nor for algorithms whose silos exchange only
+    outputs (their separately trained models share no basin; the score is the silos' mean)."""
+    from fedsim.algorithms import algorithm_class
+
+    return algorithm_class(cfg.algorithm).shares_weights and not cfg.model.heterogeneous
+
+
+def check_config_against_topology(cfg: ExperimentConfig, topology: Topology) -> None:
+    """Settings that must agree with the silo count (a clear error instead of a crash later)."""
+    n = topology.num_silos
+    if cfg.accumulation_status is not None and len(cfg.accumulation_status) != n:
+        raise ConfigError(
+            f"accumulation_status has {len(cfg.accumulation_status)} entries but topology "
+            f"{topology.name!r} has {n} silos"
+        )
+    if cfg.accumulation_status is not None and not any(cfg.accumulation_status):
+        raise ConfigError("accumulation_status is 0 for every silo: nothing would form the foundation model")
+    domains = getattr(cfg.data, "domains", None)
+    if isinstance(domains, list) and not Scenario(cfg.scenario).pooled and len(domains) not in (0, n):
+        raise ConfigError(f"data.domains lists {len(domains)} silos but topology {topology.name!r} has {n}")
+
+
+@dataclass
+class RunPlan:
+    """Everything a rank needs to know about a run before it starts."""
+
+    cfg: ExperimentConfig  # cfg.scenario holds the resolved scenario's name (for config.yaml)
+    scenario: Scenario
+    underlay: Topology  # the topology as configured (data partitioning follows its silo count)
+    topology: Topology  # the graph silos train on
+    world_size: int
+    run_dir: Path
+    resume: bool = False
+
+    @property
+    def placement(self) -> Placement:
+        return Placement(self.topology.num_silos, self.world_size)
+
+    @property
+    def forms_foundation(self) -> bool:
+        return forms_foundation(self.cfg)
+
+    @property
+    def label(self) -> str:
+        """How tables and plots name the run, e.g. ``FedEFM (DFL)``."""
+        from fedsim.algorithms import algorithm_class
+
+        return f"{algorithm_class(self.cfg.algorithm).title} ({self.scenario.name.upper()})"
+
+
+def feature_map_side(cfg: ExperimentConfig) -> int:
+    """The smaller side of the dense feature map (``features(x)``) of ``cfg.model`` at
+    ``data.image_size``: what the EMD's grid pools from."""
+    import torch
+
+    from fedsim.models import build_model
+
+    channels = int(getattr(cfg.data, "channels", 1) or 1)
+    model = build_model(cfg.model.for_silo(0), 2, channels)
+    with torch.no_grad():
+        side = model.features(torch.zeros(1, channels, cfg.data.image_size, cfg.data.image_size)).shape[-2:]
+    return int(min(side))
+
+
+def check_cross_keys(cfg: ExperimentConfig) -> None:
+    """Constraints between keys that only the built model can tell (for a plug-in model, or data
+    whose image size is its own, the first rank checks the same before round 0)."""
+    sized = cfg.data.kind in ("synthetic", "folder") and not cfg.model.plugin
+    if sized and cfg.algorithm == "fedefm" and cfg.emd.backend != "uniform" and cfg.task == "classification":
+        side = feature_map_side(cfg)
+        if cfg.emd.grid > side:
+            raise ConfigError(
+                f"emd.grid {cfg.emd.grid} is larger than the {side}×{side} feature map of model "
+                f"{cfg.model.name!r} at data.image_size {cfg.data.image_size}; use emd.grid <= {side} "
+                f"(the largest this map allows) or larger images")
+
+
+def resolve(cfg: ExperimentConfig) -> tuple[ExperimentConfig, Topology, Topology]:
+    """``cfg`` with its scenario resolved, its underlay and its training graph — every check that
+    can run before a rank starts."""
+    cfg.scenario = scenario_for(cfg)
+    underlay = resolve_topology(cfg.topology)
+    check_config_against_topology(cfg, underlay)
+    check_cross_keys(cfg)
+    return cfg, underlay, Scenario(cfg.scenario).training_graph(underlay)
+
+
+def build_plan(cfg: ExperimentConfig, run_dir: str | Path, world_size: int, resume: bool = False) -> RunPlan:
+    """The plan of one run on ``world_size`` ranks (an error when there are more ranks than silos)."""
+    cfg, underlay, topology = resolve(cfg)
+    if topology.num_silos < world_size:
+        raise ConfigError(f"{world_size} ranks but only {topology.num_silos} silo(s) to place; "
+                          f"launch with at most {topology.num_silos} processes")
+    return RunPlan(cfg, Scenario(cfg.scenario), underlay, topology, world_size, Path(run_dir), resume)
+
+
+def baseline_config(cfg: ExperimentConfig, algorithm: str) -> ExperimentConfig:
+    """The same experiment with another algorithm (its own natural scenario), for comparison."""
+    other = copy.deepcopy(cfg)
+    other.algorithm, other.scenario, other.compare_with = algorithm, None, []
+    other.name = f"{cfg.name}/{algorithm}"
+    other.scenario = scenario_for(other)
+    return other
+
+
+def experiment_plans(cfg: ExperimentConfig, run_dir: Path, world_size: int, resume: bool = False) -> list[RunPlan]:
+    """The main run, then each ``compare_with`` baseline (in its algorithm's own scenario) in
+    run_dir/baselines/<algorithm>, all on the same ranks."""
+    plans = [build_plan(cfg, run_dir, world_size, resume)]
+    for algorithm in cfg.compare_with:
+        plans.append(build_plan(baseline_config(cfg, algorithm), Path(run_dir) / "baselines" / algorithm,
+                                world_size, resume))
+    return plans
+
+
+def describe(plan: RunPlan) -> dict[str, Any]:
+    """The plan's identity for summaries."""
+    return {"name": plan.cfg.name, "algorithm": plan.cfg.algorithm, "scenario": plan.scenario.name,
+            "topology": plan.topology.name, "num_silos": plan.topology.num_silos, "world_size": plan.world_size}

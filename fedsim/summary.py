@@ -1,0 +1,72 @@
+"""A run's numbers: the per-round row over every silo and the summary of the whole run
+(``summary.json``)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def round_row(records: list[dict[str, Any]]) -> dict[str, Any]:
+    """One round over every silo's records: mean accuracy and loss, bytes, the slowest silo's
+    times, mean gradient steps, Θ's scores."""
+    accs = [r["accuracy"] for r in records if r.get("accuracy") is not None]
+    losses = [r["loss"] for r in records if r.get("loss") is not None]
+    return {
+        "round": records[0]["round"],
+        "loss": sum(losses) / len(losses) if losses else None,
+        "accuracy": sum(accs) / len(accs) if accs else None,
+        "bytes": sum(r["bytes_sent"] + r.get("bytes_from_server", 0) for r in records),
+        "grad_steps": sum(r.get("grad_steps", 0) for r in records) / len(records),
+        "round_time_s": max(r["round_time_s"] for r in records),
+        "sim_time_ms": max(r["sim_time_ms"] for r in records),
+        "foundation_accuracy": records[0].get("foundation_accuracy"),
+        "foundation_val_accuracy": records[0].get("foundation_val_accuracy"),
+        "silos": {r["silo"]: r for r in records},
+    }
+
+
+def build_summary(plan, history: list[dict[str, Any]], final: dict[str, Any], wall: float) -> dict[str, Any]:
+    """``summary.json``: the run's identity, the final Θ (``final``: foundation_accuracy,
+    foundation_loss and, with a validation split, foundation_val_accuracy), the last round per
+    silo, traffic, cost and every per-round series."""
+    from fedsim.plan import describe
+
+    cfg, topology = plan.cfg, plan.topology
+    last = history[-1] if history else {"silos": {}}
+    silos = []
+    for i, rec in sorted(last["silos"].items()):
+        silos.append({"silo": i, "name": topology.silos[i].name, "model": cfg.model.for_silo(i).name,
+                      "accuracy": rec.get("accuracy"),
+                      "loss": rec.get("loss"), "bytes_sent_last_round": rec["bytes_sent"]})
+    total_bytes = sum(r["bytes"] for r in history)
+    summary = {
+        **describe(plan),
+        "rounds": cfg.rounds,
+        "seed": cfg.seed,
+        "foundation_accuracy": final.get("foundation_accuracy"),
+        "foundation_loss": final.get("foundation_loss"),
+        "mean_silo_accuracy": last.get("accuracy"),
+        "total_bytes": total_bytes,
+        "bytes_per_round": total_bytes / max(len(history), 1),
+        # gradient steps a silo's compute runs per round (own training, hosted visitors,
+        # distillation), averaged over silos and rounds: the cost of a round
+        "grad_steps_per_round": sum(r.get("grad_steps", 0) for r in history) / max(len(history), 1),
+        "wall_time_s": wall,
+        "round_time_s": [r["round_time_s"] for r in history],
+        "sim_time_ms": [r["sim_time_ms"] for r in history],
+        "accuracy_by_round": [r["accuracy"] for r in history],
+        "foundation_accuracy_by_round": [r["foundation_accuracy"] for r in history],
+        "silos": silos,
+        "task": cfg.task,
+        # what the *accuracy* fields hold: test accuracy, or mean foreground Dice (segmentation)
+        "metric": "dice" if cfg.task == "segmentation" else "accuracy",
+        "init": "file" if cfg.init_from else cfg.init,
+    }
+    if "foundation_val_accuracy" in final:
+        summary["foundation_val_accuracy"] = final["foundation_val_accuracy"]
+        summary["foundation_val_accuracy_by_round"] = [r.get("foundation_val_accuracy") for r in history]
+    if cfg.task == "segmentation":  # the same numbers under their own names
+        summary.update(foundation_dice=summary["foundation_accuracy"], mean_silo_dice=summary["mean_silo_accuracy"],
+                       dice_by_round=summary["accuracy_by_round"],
+                       foundation_dice_by_round=summary["foundation_accuracy_by_round"])
+    return summary

@@ -1,0 +1,174 @@
+"""The round loop of one rank, assembled from its parts: the federation (silos, data, messages),
+the algorithm, and components with one job each — evaluation, the network clock, checkpoints,
+fault injection — and the output callbacks (:mod:`fedsim.callbacks`).
+
+    plan = fedsim.plan.build_plan(cfg, run_dir, world_size)     # in the parent, once
+    spawn(run_rank, world_size, plan)                          # every rank: this loop
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from fedsim.errors import FedsimError, SiloFailure
+
+
+def run_jobs(ctx, plans: list, resume: bool = False) -> list[dict[str, Any] | None]:
+    """Several runs in the same process group, one after another (main run, then baselines).
+    With ``resume`` a run that already finished all its rounds is not run again and one with a
+    checkpoint continues from it."""
+    from fedsim.checkpoint import latest_checkpoint
+
+    out = []
+    for plan in plans:
+        done = Path(plan.run_dir) / "summary.json"
+        last = latest_checkpoint(plan.run_dir)
+        if resume and done.is_file() and last == plan.cfg.rounds - 1:
+            out.append(json.loads(done.read_text()) if ctx.rank == 0 else None)
+            continue
+        Path(plan.run_dir).mkdir(parents=True, exist_ok=True)
+        plan.resume = resume and last is not None
+        out.append(run_rank(ctx, plan))
+    return out
+
+
+def run_rank(ctx, plan) -> dict[str, Any] | None:
+    """The whole run as seen by one rank. Returns the summary on rank 0."""
+    from fedsim.algorithms import build_algorithm
+    from fedsim.callbacks import RoundReport, default_callbacks
+    from fedsim.checkpoint import Checkpointer, latest_checkpoint
+    from fedsim.distributed import gather_objects, set_determinism
+    from fedsim.evaluation import Evaluator
+    from fedsim.faults import FaultInjector
+    from fedsim.federation import Federation, initial_model_factory, load_rank_data
+    from fedsim.fminit import initial_state
+    from fedsim.netmodel.runclock import RunClock
+    from fedsim.summary import round_row
+
+    cfg = plan.cfg
+    set_determinism(cfg.seed)
+    data = load_rank_data(plan, ctx.rank)
+    fed = Federation(plan, ctx.rank, ctx.device, data,
+                     initial_model_factory(cfg, data.num_classes, initial_state(cfg, ctx), data.in_channels))
+    if cfg.task == "classification":  # a plug-in that does not fit is one line, before any training
+        from fedsim.algorithms import algorithm_class
+        from fedsim.models.plugin import check_model
+
+        needs = cfg.algorithm if algorithm_class(cfg.algorithm).needs_features else None
+        grid = cfg.emd.grid if cfg.algorithm == "fedefm" and cfg.emd.backend != "uniform" else None
+        check_model(fed.scratch_model(), data.test.images[:2].to(ctx.device), data.num_classes, needs,
+                    cfg.model.name, grid)
+    algo = build_algorithm(cfg.algorithm, fed)
+    evaluator = Evaluator(fed, plan.forms_foundation)
+    checkpoints = Checkpointer(plan.run_dir, fed, algo)
+    faults = FaultInjector(ctx.rank)
+    callbacks = default_callbacks(plan, ctx.rank)
+
+    start_round, clock_state, history = 0, None, []
+    resume_round = latest_checkpoint(plan.run_dir) if plan.resume else None
+    if resume_round is not None:
+        clock_state = checkpoints.restore(resume_round)
+        start_round = resume_round + 1
+        if ctx.rank == 0:  # the summary covers the rounds run before the interruption too
+            from fedsim.callbacks.jsonl import read_records
+
+            history = [round_row(recs) for recs in read_records(plan.run_dir, resume_round).values()]
+    clock = RunClock(plan, fed, algo, clock_state)
+    started = time.perf_counter()
+    try:
+        callbacks.on_run_start(start_round)
+        for k in range(start_round, cfg.rounds):
+            faults.before_round(k)
+            t0 = time.perf_counter()
+            losses = algo.round(k)
+            round_time = time.perf_counter() - t0
+            sim_times = clock.step(k, round_time)
+            records = _round_records(fed, evaluator, k, losses, round_time, time.perf_counter() - started, sim_times)
+            gathered = gather_objects(records)
+            checkpoints.save(k, clock.state())
+            row = None
+            if gathered is not None:  # rank 0
+                row = round_row([r for part in gathered for r in part])
+                history.append(row)
+            callbacks.on_round_end(RoundReport(k, records, row))
+        summary = _finish(plan, fed, algo, evaluator, history, time.perf_counter() - started, ctx.rank)
+        callbacks.on_run_end(summary)
+        return summary
+    except FedsimError:
+        raise
+    except RuntimeError as exc:
+        from fedsim.distributed import is_distributed
+
+        if is_distributed() and _looks_like_peer_failure(exc):
+            raise SiloFailure(
+                f"rank {ctx.rank} lost a peer after {cfg.timeout_s:g} s or less "
+                f"({str(exc).splitlines()[0][:160]}); last checkpointed round: {latest_checkpoint(plan.run_dir)}"
+            ) from None
+        raise
+    finally:
+        callbacks.close()
+
+
+def _round_records(fed, evaluator, k: int, losses: dict[int, float], round_time: float,
+                   wall: float, sim_times: list[float]) -> list[dict[str, Any]]:
+    """This rank's per-silo records of round ``k`` (see :mod:`fedsim.callbacks.jsonl`)."""
+    from fedsim.transport import SERVER
+
+    sent = fed.transport.take_bytes()
+    steps = fed.take_grad_steps()
+    scores = evaluator.silos(k)
+    foundation, foundation_val = evaluator.foundation(k)
+    records = []
+    for i in fed.local_ids:
+        rec: dict[str, Any] = {"round": k, "silo": i, "loss": losses.get(i)}
+        if i in scores:
+            rec["test_loss"], rec["accuracy"] = scores[i]
+        by_dst = {("server" if d == SERVER else str(d)): b for (s, d), b in sorted(sent.items()) if s == i}
+        rec["bytes_sent"] = sum(by_dst.values())
+        rec["bytes_by_dst"] = by_dst
+        if (SERVER, i) in sent:  # what the data-less server sends is booked on the silo receiving it
+            rec["bytes_from_server"] = sent[(SERVER, i)]
+        rec["grad_steps"] = steps[i]
+        rec["round_time_s"] = round_time
+        rec["wall_time_s"] = wall
+        rec["sim_time_ms"] = sim_times[i]
+        rec["foundation_accuracy"] = foundation
+        if fed.val_sets is not None:
+            rec["foundation_val_accuracy"] = foundation_val
+        records.append(rec)
+    return records
+
+
+def _finish(plan, fed, algo, evaluator, history, wall: float, rank: int) -> dict[str, Any] | None:
+    """The final Θ (saved as foundation.pt), its scores and the summary (rank 0)."""
+    from fedsim.distributed import all_reduce_sum
+    from fedsim.summary import build_summary
+    from fedsim.transport import saveable_state
+
+    final: dict[str, Any] = {}
+    theta = evaluator.theta_model() if plan.forms_foundation else None
+    if theta is not None and fed.val_sets is not None:
+        final["foundation_val_accuracy"] = fed.evaluate_validation(theta)  # a collective
+    # EMD share of the compute: seconds in EMD over all ranks / rank-seconds spent in rounds
+    emd = all_reduce_sum(torch.tensor([getattr(algo, "emd_seconds", 0.0)], dtype=torch.float64, device=fed.device))
+    if rank != 0:
+        return None
+    if theta is not None:
+        final["foundation_loss"], final["foundation_accuracy"] = fed.evaluate(theta)
+        torch.save(saveable_state(theta), Path(plan.run_dir) / "foundation.pt")
+    summary = build_summary(plan, history, final, wall)
+    summary["emd_seconds"] = emd.item()
+    # over the rounds that exchange (FedEFM's round 0 is local training, without EMD)
+    busy = plan.world_size * sum(r["round_time_s"] for r in history if algo.exchanges_in(r["round"]))
+    summary["emd_share"] = emd.item() / busy if busy else 0.0
+    return summary
+
+
+def _looks_like_peer_failure(exc: RuntimeError) -> bool:
+    text = str(exc).lower()
+    return any(s in text for s in ("timed out", "timeout", "connection", "peer", "closed", "broken pipe"))
