@@ -17,8 +17,9 @@ the initial states are trained and cached once per seed.
 
     python benchmarks/fminit.py [--quick] [--seeds 0,1,2] [--nproc 2] [--set KEY=VALUE ...]
 
-Cells go to OUTPUT/table.json and table.csv (OUTPUT: runs/fminit, runs/fminit-quick); the runs of
-seed s to OUTPUT/s<s>/<init>-<scenario>/.
+The runs are ``fedsim sweep`` run folders, OUTPUT/<init>-<scenario>/seed<s>/ (a finished run whose
+config matches is reused; use a new --output after changing code); the cells go to
+OUTPUT/table.json and table.csv (OUTPUT: runs/fminit, runs/fminit-quick).
 """
 
 from __future__ import annotations
@@ -26,7 +27,6 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -41,33 +41,6 @@ SCENARIOS = {"cfl": "FedAvg", "cll": "Centralized", "standalone": "Standalone"}
 QUICK = ["data.image_size=32", "data.samples_per_silo=128", "data.test_samples=128", "rounds=5",
          "train.local_steps=5", "fminit.proxy_samples=128", "fminit.student_steps=60",
          "fminit.teacher_samples=512", "fminit.teacher_steps=100"]
-
-
-def run_one(cfg, run_dir: Path, nproc: int, fresh: bool = False) -> dict:
-    """One cell: the real runner on spawned ranks (the initial state is cached beforehand). A run
-    directory that already holds a finished run of the same config is reused unless ``fresh``."""
-    from fedsim.fminit import prepare_initial_state
-    from fedsim.launch import spawn
-    from fedsim.plan import build_plan
-    from fedsim.trainer import run_jobs
-
-    done = run_dir / "summary.json"
-    if not fresh and done.is_file() and (run_dir / "config.yaml").read_text() == cfg.to_yaml():
-        summary = json.loads(done.read_text())
-        summary.setdefault("bench_seconds", summary["wall_time_s"])
-        return summary
-    if run_dir.exists():
-        shutil.rmtree(run_dir)
-    run_dir.mkdir(parents=True)
-    (run_dir / "config.yaml").write_text(cfg.to_yaml())
-    prepare_initial_state(cfg, print)
-    nproc = 1 if cfg.scenario == "cll" else nproc
-    started = time.perf_counter()
-    summary = spawn(run_jobs, nproc, [build_plan(cfg, run_dir, nproc)], False, device=cfg.device,
-                    timeout_s=cfg.timeout_s)[0][0]
-    summary["bench_seconds"] = time.perf_counter() - started
-    done.write_text(json.dumps(summary, indent=2))  # with bench_seconds, for a later reuse
-    return summary
 
 
 def initial_dice(cfg) -> float:
@@ -99,83 +72,64 @@ def teacher_dice(cfg) -> float:
     return evaluate_segmentation(model, test, torch.device("cpu"))[1]
 
 
-def pct(v) -> str:
-    return "–" if v is None else f"{100 * v:.2f}"
-
-
-def run_seed(base: list[str], seed: int, out: Path, nproc: int, random_only: bool, log,
-             fresh: bool = False) -> dict:
-    """Every cell of the table at experiment seed ``seed`` (data, initial weights, batches, and
-    the teacher / proxy training of the initial states): {(init, column): Dice} plus the rows'
-    details."""
+def sweep_points(base: list[str], random_only: bool) -> list[tuple[str, list[str]]]:
+    """The table's runs (label ``<init>-<scenario>``, overrides): FedAvg (CFL) from
+    each initialization, CLL (num_silos × local_steps per round: the same epochs over the pooled
+    data as the silos do together) and standalone, both scored only at the end."""
     from fedsim.config import load_config
-    from fedsim.plan import scenario_for
     from fedsim.topology import resolve_topology
 
-    cells, rows = {}, []
+    cfg = load_config(CONFIG, base)
+    points = []
     for init in INITS:
-        runs = {}
         for scenario in SCENARIOS:
             if random_only and init != "random" and scenario != "cfl":
                 continue
-            cfg = load_config(CONFIG, base + [f"seed={seed}", f"init={init}", f"scenario={scenario}",
-                                              f"name={init}-{scenario}"])
-            cfg.scenario = scenario_for(cfg)
-            if scenario != "cfl":  # only the final models are scored
-                cfg.train.eval_every = cfg.rounds
-            if scenario == "cll":  # the same epochs over the pooled data as the silos do together
-                cfg.train.local_steps *= resolve_topology(cfg.topology).num_silos
-            t0 = time.perf_counter()
-            summary = run_one(cfg, out / f"s{seed}" / cfg.name, nproc, fresh)
-            runs[scenario] = summary
-            dice = summary["mean_silo_dice"] if scenario == "standalone" else summary["foundation_dice"]
-            log(f"seed {seed} · {INITS[init]:>14} · {SCENARIOS[scenario]:<11} Dice {pct(dice)}  "
-                f"({time.perf_counter() - t0:.0f} s, of which runner {summary['bench_seconds']:.0f} s)")
-        cfg = load_config(CONFIG, base + [f"seed={seed}", f"init={init}"])
-        by_round = runs["cfl"]["foundation_dice_by_round"]
-        row = {
-            "seed": seed, "init": init,
-            "federated": runs["cfl"]["foundation_dice"],
-            "centralized": runs.get("cll", {}).get("foundation_dice"),
-            "standalone": runs.get("standalone", {}).get("mean_silo_dice"),
-            "standalone_per_silo": [s["accuracy"] for s in runs.get("standalone", {}).get("silos", [])],
-            "federated_by_round": by_round,
-            "initial_dice": initial_dice(cfg),
-            "rounds": cfg.rounds,
-            "federated_seconds": runs["cfl"]["wall_time_s"],
-            "seconds": sum(r["bench_seconds"] for r in runs.values()),
-        }
-        rows.append(row)
-        for col in ("federated", "centralized", "standalone", "initial_dice"):
-            cells[init, col] = row[col]
-        for k, v in enumerate(by_round, start=1):
+            ov = [f"init={init}", f"scenario={scenario}"]
+            if scenario != "cfl":
+                ov.append(f"train.eval_every={cfg.rounds}")
+            if scenario == "cll":
+                ov.append(f"train.local_steps={cfg.train.local_steps * resolve_topology(cfg.topology).num_silos}")
+            points.append((f"{init}-{scenario}", ov))
+    return points
+
+
+def seed_cells(summaries: dict[str, dict], cfg_for) -> dict[tuple[str, str], float | None]:
+    """One seed's cells {(init, column): Dice} from its runs' summaries ({point: summary});
+    ``cfg_for(init)`` is that seed's config for the initial state's own Dice."""
+    cells: dict[tuple[str, str], float | None] = {}
+    for init in INITS:
+        fed = summaries[f"{init}-cfl"]
+        cells[init, "federated"] = fed["foundation_dice"]
+        cells[init, "centralized"] = summaries.get(f"{init}-cll", {}).get("foundation_dice")
+        cells[init, "standalone"] = summaries.get(f"{init}-standalone", {}).get("mean_silo_dice")
+        for k, v in enumerate(fed["foundation_dice_by_round"], start=1):
             cells[init, f"r{k}"] = v
-    cfg = load_config(CONFIG, base + [f"seed={seed}"])
-    cells["teacher", "dice"] = teacher_dice(cfg)
-    return {"cells": cells, "rows": rows}
+        cells[init, "initial_dice"] = initial_dice(cfg_for(init))
+    return cells
 
 
 def main(argv: list[str] | None = None) -> int:
     import torch
     from rich.table import Table
 
-    from benchmarks.common import over_seeds, parse_seeds
+    from benchmarks.common import cell_stats, pm, seeds_arg, sweep_runs
     from fedsim.config import load_config
     from fedsim.fminit import cache_path
+    from fedsim.sweep import mean_std
     from fedsim.topology import resolve_topology
     from fedsim.ui import console
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="small images and budgets (a few minutes per seed)")
-    ap.add_argument("--seeds", type=parse_seeds, default=[0, 1, 2],
-                    help="experiment seeds, e.g. 0,1,2 or 0-4 (default 0,1,2); every cell is mean ± std over them")
+    ap.add_argument("--seeds", type=seeds_arg, default=[0, 1, 2],
+                    help="experiment seeds, e.g. 0,1,2 (default 0,1,2); every cell is mean ± std over them")
     ap.add_argument("--nproc", type=int, default=2, help="ranks for the FedAvg and standalone runs (CLL: 1)")
     ap.add_argument("--output", default=None, help="default runs/fminit or runs/fminit-quick")
     ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                     help="override a key of launch/configs/fminit_age_skew.yaml")
     ap.add_argument("--random-only-baselines", action="store_true",
                     help="centralized and standalone only from random initialization (the paper's table)")
-    ap.add_argument("--fresh", action="store_true", help="re-run cells whose run directory holds the same config")
     args = ap.parse_args(argv)
     out = Path(args.output or REPO / "runs" / ("fminit-quick" if args.quick else "fminit"))
     base = (QUICK if args.quick else []) + args.overrides + [f"output_dir={out}"]
@@ -184,13 +138,17 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(1)  # the init training in this process: 2 threads thrash beside busy ranks
     con = console()
     started = time.perf_counter()
+    con.print(f"initial states are trained before their runs, cached in {out / '_init_cache'}")
+    summaries = sweep_runs(sweep_points(base, args.random_only_baselines), base, args.seeds, out, args.nproc,
+                           con.print, config=CONFIG)
     per_seed: dict[int, dict] = {}
-
-    def one_seed(seed: int) -> dict:
-        per_seed[seed] = run_seed(base, seed, out, args.nproc, args.random_only_baselines, con.print, args.fresh)
-        return per_seed[seed]["cells"]
-
-    stats = over_seeds(args.seeds, one_seed)
+    for seed in args.seeds:
+        mine = {label: s for (label, sd), s in summaries.items() if sd == seed}
+        per_seed[seed] = seed_cells(mine, lambda init, seed=seed: load_config(CONFIG, [*base, f"seed={seed}",
+                                                                                      f"init={init}"]))
+        per_seed[seed]["teacher", "dice"] = teacher_dice(load_config(CONFIG, [*base, f"seed={seed}"]))
+    keys = list(dict.fromkeys(c for cells in per_seed.values() for c in cells))
+    values = {c: [per_seed[seed].get(c) for seed in args.seeds] for c in keys}
     cfg = load_config(CONFIG, base)
     last = cfg.rounds
     show = list(dict.fromkeys(r for r in (1, 3, last) if r <= last))
@@ -203,8 +161,8 @@ def main(argv: list[str] | None = None) -> int:
                 "before FL", "time s"):
         table.add_column(col, justify="left" if col == "Initialization" else "right")
     for init in INITS:
-        seconds = sum(r["seconds"] for p in per_seed.values() for r in p["rows"] if r["init"] == init)
-        table.add_row(INITS[init], *[stats[init, c].format() if (init, c) in stats else "–"
+        seconds = sum(s["wall_time_s"] for (label, _), s in summaries.items() if label.startswith(f"{init}-"))
+        table.add_row(INITS[init], *[pm(values[init, c]) if (init, c) in values else "–"
                                      for c in ("federated", "centralized", "standalone", *[f"r{r}" for r in show],
                                                "initial_dice")],
                       f"{seconds:.0f}")
@@ -217,22 +175,22 @@ def main(argv: list[str] | None = None) -> int:
             if meta.is_file():
                 init_seconds.setdefault(kind, []).append(json.loads(meta.read_text())["seconds"])
     con.print(f"teacher ({cfg.fminit.teacher.name} U-Net, {cfg.fminit.teacher_samples} images, "
-              f"{cfg.fminit.teacher_steps} steps) Dice {stats['teacher', 'dice'].format()} · init training s per seed: "
+              f"{cfg.fminit.teacher_steps} steps) Dice {pm(values['teacher', 'dice'])} · init training s per seed: "
               + ", ".join(f"{k} {sum(v) / len(v):.0f}" for k, v in init_seconds.items())
               + f" (cached in {cache_path(cfg, 'fm').parent}) · total {time.perf_counter() - started:.0f} s")
-    cell_stats = {f"{a}/{b}": s.to_dict() for (a, b), s in stats.items()}
-    payload = {"quick": args.quick, "seeds": args.seeds, "overrides": base, "cells": cell_stats,
-               "init_seconds": init_seconds, "rows": [r for p in per_seed.values() for r in p["rows"]]}
+    payload = {"quick": args.quick, "seeds": args.seeds, "overrides": base,
+               "cells": {f"{a}/{b}": cell_stats(v) for (a, b), v in values.items()}, "init_seconds": init_seconds}
     (out / "table.json").write_text(json.dumps(payload, indent=2))
     with open(out / "table.csv", "w", newline="") as fh:
         w = csv.writer(fh)
         w.writerow(["init", "column", "mean", "std", "n", "values"])
-        for (a, b), s in stats.items():
-            w.writerow([a, b, s.mean, s.std, s.n, " ".join(f"{v:.6f}" for v in s.values)])
+        for (a, b), v in values.items():
+            m, sd = mean_std(v)
+            w.writerow([a, b, m, sd, len([x for x in v if x is not None]),
+                        " ".join("" if x is None else f"{x:.6f}" for x in v)])
     from fedsim.plots import plot_runs
 
-    first = out / f"s{args.seeds[0]}"
-    plot_runs([first / f"{init}-cfl" for init in INITS], out / "convergence.png",
+    plot_runs([out / f"{init}-cfl" / f"seed{args.seeds[0]}" for init in INITS], out / "convergence.png",
               [f"FedAvg from {INITS[init]} (seed {args.seeds[0]})" for init in INITS])
     con.print(f"cells in {out / 'table.json'} and {out / 'table.csv'}; Dice per round in {out / 'convergence.png'}")
     return 0

@@ -20,13 +20,14 @@ heterogeneity is in the labels; ``--partition domain`` uses default.yaml's domai
 
     python benchmarks/paper_tables.py mdhfl [--quick] [--rounds 20] [--seeds 0,1,2] [--partition iid|domain]
 
-``mdhfl-val`` — settings the paper leaves open, chosen on a validation split carved from the
-silos' training data (``benchmarks/common.py``), never on the test set:
+``mdhfl-val`` — settings the paper leaves open, chosen on a validation split carved from each
+silo's training data (``data.validation_fraction``; each silo scored on its own part), never on
+the test set:
 
     python benchmarks/paper_tables.py mdhfl-val --rounds 20 --variant a10: --variant a5:mdhfl.align_steps=5
 
-Runs land in OUT/runs/<key>/ (a run whose config.yaml matches is reused unless --fresh);
-every row goes to OUT/fedefm_rows.json and OUT/fedefm_rows.csv (…_rows_<parts>.* with --only).
+The MDH-FL runs are ``fedsim sweep`` run folders, OUT/<row>_mu<μ>/seed<s>/ (a finished run
+whose config matches is reused); the cells go to OUT/mdhfl_rows.json.
 """
 
 from __future__ import annotations
@@ -34,7 +35,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -52,35 +52,6 @@ def make_config(overrides: list[str], name: str):
     cfg.scenario = scenario_for(cfg)
     cfg.name = name
     return cfg
-
-
-def run_all(configs: dict[str, Any], runs: Path, nproc: int, fresh: bool, log) -> None:
-    """Every run not already finished with the same config, in as few spawns as possible: the
-    distributed runs one after another in one process group of ``nproc`` gloo ranks (starting
-    ranks costs ~10-30 s on a loaded machine), CLL (one pooled silo) on a single rank."""
-    from fedsim.launch import spawn
-    from fedsim.plan import build_plan
-    from fedsim.trainer import run_jobs
-
-    groups: dict[int, list[tuple[Any, str]]] = {}
-    for key, cfg in configs.items():
-        run_dir = runs / key
-        text = cfg.to_yaml()
-        if not fresh and (run_dir / "summary.json").is_file() and (run_dir / "config.yaml").is_file() \
-                and (run_dir / "config.yaml").read_text() == text:
-            log(f"  reuse {run_dir} (same config)")
-            continue
-        if run_dir.exists():
-            shutil.rmtree(run_dir)
-        run_dir.mkdir(parents=True)
-        (run_dir / "config.yaml").write_text(text)
-        groups.setdefault(1 if cfg.scenario == "cll" else nproc, []).append((cfg, str(run_dir)))
-    for ranks, jobs in sorted(groups.items()):
-        log(f"spawning {ranks} rank(s) for {len(jobs)} run(s): {', '.join(c.name for c, _ in jobs)}")
-        started = time.perf_counter()
-        plans = [build_plan(c, d, ranks) for c, d in jobs]
-        spawn(run_jobs, ranks, plans, False, device="cpu", timeout_s=max(c.timeout_s for c, _ in jobs))
-        log(f"  done in {time.perf_counter() - started:.0f} s")
 
 
 def emd_round_share(summary: dict[str, Any]) -> tuple[float, float]:
@@ -242,12 +213,10 @@ def mdhfl(args: argparse.Namespace) -> int:
     """Mean silo test accuracy (no Θ: the silos run different architectures) at label noise
     μ ∈ {0.1, 0.2, 0.3}: standalone, FedMD, MDH-FL with plain CE and MDH-FL, each cell the
     mean ± std over the experiment seeds, after 6, 20 and 40 rounds (those ≤ --rounds)."""
-    from benchmarks.common import over_seeds, seed_key
+    from benchmarks.common import cell_stats, pm, sweep_runs
 
     t_start = time.perf_counter()
     out = Path(args.out)
-    runs = out / "runs"
-    runs.mkdir(parents=True, exist_ok=True)
     rounds = args.rounds or (3 if args.quick else 20)
     if any(o.split("=", 1)[0].strip() == "seed" for o in args.set):
         print("paper_tables.py mdhfl: error: set the experiment seeds with --seeds, not --set seed=...",
@@ -257,6 +226,7 @@ def mdhfl(args: argparse.Namespace) -> int:
     noise = tuple(args.noise or ((0.2,) if args.quick else NOISE))
     rows_run = [r for r in MDHFL_ROWS if not args.rows or r[0] in args.rows]
     shown = report_rounds(rounds)
+    seeds = args.seeds
 
     def log(msg: str) -> None:
         print(f"[{time.perf_counter() - t_start:6.0f}s] {msg}", flush=True)
@@ -264,114 +234,95 @@ def mdhfl(args: argparse.Namespace) -> int:
     def key(row: str, mu: float) -> str:
         return f"{row}_mu{int(round(100 * mu))}"
 
-    configs = {seed_key(key(row, mu), seed): make_config([*common, f"seed={seed}", f"data.label_noise={mu}", *ov],
-                                                          seed_key(key(row, mu), seed))
-               for seed in args.seeds for row, _, ov in rows_run for mu in noise}
-    log(f"{len(configs)} runs planned ({len(rows_run)} rows × {len(noise)} μ × seeds {args.seeds}, {rounds} rounds)")
-    run_all(configs, runs, args.nproc, args.fresh, log)
-    summaries = {name: json.loads((runs / name / "summary.json").read_text()) for name in configs}
+    summaries = sweep_runs([(key(row, mu), [f"data.label_noise={mu}", *ov]) for row, _, ov in rows_run for mu in noise],
+                           common, seeds, out, args.nproc, log)
 
-    def cells(seed: int) -> dict:
-        out_cells = {}
-        for row, _, _ in rows_run:
-            for mu in noise:
-                s = summaries[seed_key(key(row, mu), seed)]
-                for r in shown:
-                    out_cells[row, mu, r] = s["accuracy_by_round"][r - 1]
-                out_cells[row, mu, "wall"] = s["wall_time_s"]
-                out_cells[row, mu, "mb"] = s["bytes_per_round"] / 1e6
-                for x in s["silos"]:
-                    out_cells[row, mu, "silo", x["silo"]] = x["accuracy"]
-        for mu in noise:  # paired by seed: the same data, initial weights and batches
-            for r in shown:
-                if ("mdhfl", mu, r) in out_cells and ("standalone", mu, r) in out_cells:
-                    out_cells["mdhfl-standalone", mu, r] = out_cells["mdhfl", mu, r] - out_cells["standalone", mu, r]
-        return out_cells
+    def values(row: str, mu: float, read) -> list[float]:
+        return [read(summaries[key(row, mu), seed]) for seed in seeds]
 
-    stats = over_seeds(args.seeds, cells)
+    def at(r: int):
+        return lambda s: s["accuracy_by_round"][r - 1]
+
     columns = [f"μ={mu} r{r}" for mu in noise for r in shown]
-    table = []
+    table, cells = [], {}
     for row, label, _ in rows_run:
-        table.append([label, *[stats[row, mu, r].format() for mu in noise for r in shown],
-                      _num(sum(stats[row, mu, "wall"].mean for mu in noise)),
-                      _num(stats[row, noise[0], "mb"].mean, ".3f")])
-    if ("mdhfl-standalone", noise[0], shown[0]) in stats:
-        table.append(["MDH-FL − standalone (paired by seed)",
-                      *[stats["mdhfl-standalone", mu, r].format() for mu in noise for r in shown], "", ""])
+        for mu in noise:
+            for r in shown:
+                cells[f"{row}/{mu}/r{r}"] = cell_stats(values(row, mu, at(r)))
+        table.append([label, *[pm(values(row, mu, at(r))) for mu in noise for r in shown],
+                      _num(sum(sum(values(row, mu, lambda s: s["wall_time_s"])) / len(seeds) for mu in noise)),
+                      _num(summaries[key(row, noise[0]), seeds[0]]["bytes_per_round"] / 1e6, ".3f")])
+    if {"mdhfl", "standalone"} <= {r[0] for r in rows_run}:  # paired by seed: same data, weights, batches
+        diff = {(mu, r): [a - b for a, b in zip(values("mdhfl", mu, at(r)), values("standalone", mu, at(r)))]
+                for mu in noise for r in shown}
+        cells.update({f"mdhfl-standalone/{mu}/r{r}": cell_stats(v) for (mu, r), v in diff.items()})
+        table.append(["MDH-FL − standalone (paired by seed)", *[pm(diff[mu, r]) for mu in noise for r in shown], "", ""])
     table.append(["paper: MDH-FL (hematology data, 40 rounds)",
                   *[_pct(PAPER_MDHFL.get(mu)) if r == shown[-1] else "" for mu in noise for r in shown], "", ""])
-    seeds = ",".join(map(str, args.seeds))
+    seed_text = ",".join(map(str, seeds))
     print_table(f"MDH-FL (seed 003): models {escape(args.models)}, 4 silos, {args.partition} data, "
                 f"{100 * args.unseen:.0f}% unseen labels, batch 16 — mean silo test accuracy (%) after r rounds "
-                f"at label noise μ, mean ± std over seeds {seeds}",
+                f"at label noise μ, mean ± std over seeds {seed_text}",
                 ["row", *columns, "wall s (per seed, all μ)", "MB/round"], table)
-    silos = [(x["silo"], x["model"]) for x in next(iter(summaries.values()))["silos"]]
+    first = summaries[key(rows_run[0][0], noise[0]), seeds[0]]
+    silos = [(x["silo"], x["model"]) for x in first["silos"]]
     mid = noise[len(noise) // 2]
-    print_table(f"each silo after {rounds} rounds at μ = {mid} (mean ± std over seeds {seeds})",
+
+    def silo_acc(i: int):
+        return lambda s: next(x["accuracy"] for x in s["silos"] if x["silo"] == i)
+
+    print_table(f"each silo after {rounds} rounds at μ = {mid} (mean ± std over seeds {seed_text})",
                 ["row", *[f"silo {i}: {m}" for i, m in silos]],
-                [[label, *[stats[row, mid, "silo", i].format() for i, _ in silos]] for row, label, _ in rows_run])
-    payload = {"meta": {"rounds": rounds, "shown_rounds": shown, "seeds": args.seeds, "partition": args.partition,
+                [[label, *[pm(values(row, mid, silo_acc(i))) for i, _ in silos]] for row, label, _ in rows_run])
+    payload = {"meta": {"rounds": rounds, "shown_rounds": shown, "seeds": seeds, "partition": args.partition,
                         "common": common},
-               "cells": {"/".join(map(str, c)): st.to_dict() for c, st in stats.items()},
-               "runs": {name: {"accuracy_by_round": s["accuracy_by_round"], "silos": s["silos"],
-                               "wall_time_s": s["wall_time_s"]} for name, s in summaries.items()}}
+               "cells": cells,
+               "runs": {f"{k}/seed{seed}": {"accuracy_by_round": s["accuracy_by_round"], "silos": s["silos"],
+                                            "wall_time_s": s["wall_time_s"]} for (k, seed), s in summaries.items()}}
     (out / "mdhfl_rows.json").write_text(json.dumps(payload, indent=2))
     log(f"total {time.perf_counter() - t_start:.0f} s; cells in {out}/mdhfl_rows.json")
     return 0
 
 
-def _validation_job(job: tuple[str, list[str], list[int], float]) -> tuple[str, dict]:
-    name, overrides, shown, fraction = job
-    from benchmarks.common import validation_curve
-
-    cfg = make_config(overrides, name)
-    return name, validation_curve(cfg, shown, fraction)
-
-
 @one_line_errors
 def mdhfl_val(args: argparse.Namespace) -> int:
-    """MDH-FL settings the paper leaves open, chosen on a validation split carved from the silos'
-    training data (never the test set): each variant's mean silo validation accuracy after the
-    shown rounds, mean ± std over seeds, trained in-process (``--jobs`` processes at a time)."""
-    from concurrent.futures import ProcessPoolExecutor
-    from multiprocessing import get_context
-
-    from benchmarks.common import over_seeds, seed_key
+    """MDH-FL settings the paper leaves open, chosen on a validation split carved from each silo's
+    training data (``data.validation_fraction``; the test set is never read for the choice): each
+    variant's mean over silos of a silo's accuracy on its own held-out part after the shown rounds,
+    mean ± std over seeds."""
+    from benchmarks.common import cell_stats, pm, sweep_runs
 
     t_start = time.perf_counter()
     rounds = args.rounds
     shown = report_rounds(rounds)
-    common = [*mdhfl_common(args, rounds), f"data.label_noise={args.noise}"]
+    common = [*mdhfl_common(args, rounds), f"data.label_noise={args.noise}",
+              f"data.validation_fraction={args.fraction}"]
+
+    def log(msg: str) -> None:
+        print(f"[{time.perf_counter() - t_start:6.0f}s] {msg}", flush=True)
+
     variants = {}
     for spec in args.variant or ["standalone:scenario=standalone", "mdhfl:"]:
         name, _, sets = spec.partition(":")
         variants[name] = ["algorithm=mdhfl", "scenario=cfl", *(x for x in sets.split(",") if x)]
-    jobs = [(seed_key(name, seed), [*common, f"seed={seed}", *ov], shown, args.fraction)
-            for seed in args.seeds for name, ov in variants.items()]
-    print(f"{len(jobs)} validation runs, {args.jobs} at a time", flush=True)
-    results: dict[str, dict] = {}
-    with ProcessPoolExecutor(max_workers=args.jobs, mp_context=get_context("spawn")) as pool:
-        for name, curve in pool.map(_validation_job, jobs):
-            results[name] = curve
-            print(f"[{time.perf_counter() - t_start:6.0f}s] {name}: "
-                  + " ".join(f"r{r} {100 * curve[r]['mean_silo']:.1f}" for r in shown), flush=True)
-    stats = over_seeds(args.seeds, lambda seed: {(name, r): results[seed_key(name, seed)][r]["mean_silo"]
-                                                 for name in variants for r in shown})
-    print_table(f"MDH-FL validation ({100 * args.fraction:.0f}% of each silo's training data held out, "
-                f"{args.partition} data, μ = {args.noise}): mean silo accuracy (%), mean ± std over seeds "
-                f"{','.join(map(str, args.seeds))}",
+    summaries = sweep_runs(list(variants.items()), common, args.seeds, Path(args.out), args.nproc, log)
+
+    def vals(name: str, r: int) -> list[float]:
+        return [summaries[name, seed]["val_accuracy_by_round"][r - 1] for seed in args.seeds]
+
+    print_table(f"MDH-FL validation ({100 * args.fraction:.0f}% of each silo's training data held out, each silo "
+                f"scored on its own part; {args.partition} data, μ = {args.noise}): mean silo accuracy (%), "
+                f"mean ± std over seeds {','.join(map(str, args.seeds))}",
                 ["variant", *[f"r{r}" for r in shown]],
-                [[escape(f"{n} {' '.join(variants[n][2:])}"), *[stats[n, r].format() for r in shown]]
-                 for n in variants])
-    if args.json:
-        Path(args.json).write_text(json.dumps({"variants": variants, "runs": results,
-                                               "cells": {f"{n}/{r}": st.to_dict() for (n, r), st in stats.items()}},
-                                              indent=2))
+                [[escape(f"{n} {' '.join(variants[n][2:])}"), *[pm(vals(n, r)) for r in shown]] for n in variants])
+    (Path(args.out) / "mdhfl_val.json").write_text(json.dumps(
+        {"variants": variants, "cells": {f"{n}/r{r}": cell_stats(vals(n, r)) for n in variants for r in shown}},
+        indent=2))
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
-    from benchmarks.common import parse_seeds
+    from benchmarks.common import seeds_arg
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="table", required=True)
@@ -391,7 +342,7 @@ def main(argv: list[str] | None = None) -> int:
     p.set_defaults(handler=lambda a: __import__("fedefm_tables").fedefm(a))
     m = sub.add_parser("mdhfl", help="MDH-FL vs FedMD vs standalone with heterogeneous models and label noise")
     m.add_argument("--rounds", type=int, default=None, help="rounds per run (default 20; 3 with --quick)")
-    m.add_argument("--seeds", type=parse_seeds, default=[0, 1, 2], help="experiment seeds (default 0,1,2)")
+    m.add_argument("--seeds", type=seeds_arg, default=[0, 1, 2], help="experiment seeds (default 0,1,2)")
     m.add_argument("--nproc", type=int, default=2)
     m.add_argument("--quick", action="store_true", help="3 rounds, μ = 0.2 only")
     m.add_argument("--noise", type=noise_rates, default=None,
@@ -405,12 +356,14 @@ def main(argv: list[str] | None = None) -> int:
     m.add_argument("--unseen", type=float, default=0.0, help="data.unseen_fraction (default 0: every silo sees "
                    "every class, as in MDH-FL's data)")
     m.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override for every run")
-    m.add_argument("--out", default="runs/paper_tables/mdhfl")
-    m.add_argument("--fresh", action="store_true")
+    m.add_argument("--out", default="runs/paper_tables/mdhfl",
+                   help="fedsim sweep folders (a finished run with the same config is reused; use a new --out "
+                   "after changing code) and mdhfl_rows.json")
     m.set_defaults(handler=mdhfl)
     v = sub.add_parser("mdhfl-val", help="choose MDH-FL settings on a validation split of the silos' training data")
     v.add_argument("--rounds", type=int, default=20, help="rounds per run (shown: 6, 20, 40 up to it)")
-    v.add_argument("--seeds", type=parse_seeds, default=[0, 1, 2])
+    v.add_argument("--seeds", type=seeds_arg, default=[0, 1, 2])
+    v.add_argument("--nproc", type=int, default=2)
     v.add_argument("--noise", type=float, default=0.2, help="data.label_noise μ (default 0.2)")
     v.add_argument("--fraction", type=float, default=0.25, help="share of each silo's training data held out")
     v.add_argument("--variant", action="append", metavar="NAME:KEY=V[,KEY=V]",
@@ -419,8 +372,7 @@ def main(argv: list[str] | None = None) -> int:
     v.add_argument("--partition", choices=sorted(PARTITIONS), default="iid")
     v.add_argument("--unseen", type=float, default=0.0)
     v.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override for every run")
-    v.add_argument("--jobs", type=int, default=2, help="runs at a time (one process each, one thread)")
-    v.add_argument("--json", default=None, help="write every curve and cell here")
+    v.add_argument("--out", default="runs/paper_tables/mdhfl-val", help="fedsim sweep folders and mdhfl_val.json")
     v.set_defaults(handler=mdhfl_val)
     args = parser.parse_args(argv)
     return args.handler(args)
