@@ -97,6 +97,7 @@ class _Experiment:
     net: Any = _section("fedsim.netmodel", "NetConfig")
     downstream: Any = _section("fedsim.downstream", "DownstreamConfig", enabled=False)
     fminit: Any = _section("fedsim.fminit", "FMInitConfig")
+    faults: Any = _section("fedsim.faults", "FaultsConfig")
     log: LogConfig = field(default_factory=LogConfig)
 
     def to_dict(self) -> dict[str, Any]:

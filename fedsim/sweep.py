@@ -139,7 +139,9 @@ def plan(config: str | Path | None, overrides: Sequence[str], points: Sequence[P
 def same_config(saved_yaml: str, cfg) -> bool:
     """Whether a saved ``config.yaml`` describes the run ``cfg`` would make: every saved key has
     the same value, and a key the saved file lacks (added to fedsim since) holds its default —
-    new keys default to the old behaviour, so such a run need not be repeated."""
+    new keys default to the old behaviour, so such a run need not be repeated. Where the run
+    lives (``output_dir``, ``name``) is not compared: the folder already says it, and a sweep
+    started from another working directory (an absolute ``--out``) is the same run."""
     import yaml
 
     from fedsim.config import ExperimentConfig
@@ -156,7 +158,13 @@ def same_config(saved_yaml: str, cfg) -> bool:
         saved = yaml.safe_load(saved_yaml)
     except yaml.YAMLError:
         return False
-    return match(saved, cfg.to_dict(), ExperimentConfig().to_dict())
+    if not isinstance(saved, dict):
+        return False
+    planned = cfg.to_dict()
+    for key in ("output_dir", "name"):
+        saved.pop(key, None)
+        planned.pop(key, None)
+    return match(saved, planned, ExperimentConfig().to_dict())
 
 
 def _finished(run: Run) -> bool:
@@ -191,7 +199,8 @@ def execute(runs: Sequence[Run], parallel: int = 1, log: Callable[[str], None] =
         return
     plans = {}
     for run in todo:
-        plans[id(run)] = experiment_plans(run.cfg, run.run_dir, run.nproc)
+        # resume: an interrupted run continues from its newest undamaged checkpoint
+        plans[id(run)] = experiment_plans(run.cfg, run.run_dir, run.nproc, resume=True)
         run.run_dir.mkdir(parents=True, exist_ok=True)
         (run.run_dir / "config.yaml").write_text(run.cfg.to_yaml())
         prepare_initial_states(plans[id(run)], quiet=True)

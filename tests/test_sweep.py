@@ -90,3 +90,7 @@ def test_a_saved_config_from_before_a_new_key_still_matches():
     assert not same_config(yaml.safe_dump(saved), load_config(None, ["rounds=4"]))
     saved["fedefm"]["sync_every"] = 0
     assert not same_config(yaml.safe_dump(saved), cfg)
+    del saved["fedefm"]["sync_every"]
+    saved["output_dir"], saved["name"] = "/elsewhere/runs", "other"  # where it lives is not what it is
+    assert same_config(yaml.safe_dump(saved), cfg)
+    assert not same_config("- a list", cfg)
