@@ -208,7 +208,7 @@ def fedefm(args) -> int:
     if args.quick:
         common += ["data.test_samples=256", "downstream.steps=30"]
     sections = set(args.only or ["select", "main", "emd", "cost"])
-    fractions = (0.5,) if args.quick else UNSEEN
+    fractions = tuple(float(u) for u in args.unseen.split(",")) if args.unseen else (0.5,) if args.quick else UNSEEN
 
     def log(msg: str) -> None:
         print(f"[{time.perf_counter() - t_start:6.0f}s] {msg}", flush=True)
