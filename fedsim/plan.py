@@ -140,6 +140,8 @@ class RunPlan:
     world_size: int
     run_dir: Path
     resume: bool = False
+    #: the run's differential privacy, resolved once (``fedsim.privacy.PrivacyPlan``; None: off)
+    privacy: Any = None
 
     @property
     def placement(self) -> Placement:
@@ -182,23 +184,48 @@ def check_cross_keys(cfg: ExperimentConfig) -> None:
                 f"(the largest this map allows) or larger images")
 
 
-def resolve(cfg: ExperimentConfig) -> tuple[ExperimentConfig, Topology, Topology]:
-    """``cfg`` with its scenario resolved, its underlay and its training graph — every check that
-    can run before a rank starts."""
+def check_compression(cfg: ExperimentConfig) -> None:
+    """Compression codes model messages: an algorithm that exchanges only outputs has none."""
+    from fedsim.algorithms import algorithm_class
+
+    if cfg.compression.active and not algorithm_class(cfg.algorithm).shares_weights:
+        raise ConfigError(f"compression.kind {cfg.compression.kind} codes model messages, and algorithm "
+                          f"{cfg.algorithm!r} exchanges only outputs on the public set; use compression.kind: none")
+
+
+def _graphs(cfg: ExperimentConfig) -> tuple[ExperimentConfig, Topology, Topology]:
     cfg.scenario = scenario_for(cfg)
     underlay = resolve_topology(cfg.topology)
     check_config_against_topology(cfg, underlay)
     check_cross_keys(cfg)
+    check_compression(cfg)
     return cfg, underlay, Scenario(cfg.scenario).training_graph(underlay)
+
+
+def resolve_privacy(cfg: ExperimentConfig, underlay: Topology, training: Topology):
+    """The run's privacy plan (σ, sampling rates, planned steps; None without privacy), with
+    every privacy check."""
+    from fedsim.privacy import resolve_privacy as resolve
+
+    return resolve(cfg, Scenario(cfg.scenario), training, underlay)
+
+
+def resolve(cfg: ExperimentConfig) -> tuple[ExperimentConfig, Topology, Topology]:
+    """``cfg`` with its scenario resolved, its underlay and its training graph — every check that
+    can run before a rank starts (the privacy checks too)."""
+    cfg, underlay, training = _graphs(cfg)
+    resolve_privacy(cfg, underlay, training)
+    return cfg, underlay, training
 
 
 def build_plan(cfg: ExperimentConfig, run_dir: str | Path, world_size: int, resume: bool = False) -> RunPlan:
     """The plan of one run on ``world_size`` ranks (an error when there are more ranks than silos)."""
-    cfg, underlay, topology = resolve(cfg)
+    cfg, underlay, topology = _graphs(cfg)
     if topology.num_silos < world_size:
         raise ConfigError(f"{world_size} ranks but only {topology.num_silos} silo(s) to place; "
                           f"launch with at most {topology.num_silos} processes")
-    return RunPlan(cfg, Scenario(cfg.scenario), underlay, topology, world_size, Path(run_dir), resume)
+    return RunPlan(cfg, Scenario(cfg.scenario), underlay, topology, world_size, Path(run_dir), resume,
+                   resolve_privacy(cfg, underlay, topology))
 
 
 def baseline_config(cfg: ExperimentConfig, algorithm: str) -> ExperimentConfig:

@@ -240,21 +240,35 @@ def print_summary(summary: dict[str, Any], run_dir: Path) -> None:
     table.add_column("test Dice" if summary.get("metric") == "dice" else "test accuracy", justify="right")
     table.add_column("train loss", justify="right")
     table.add_column("MB sent (last round)", justify="right")
+    private = "privacy" in summary
+    if private:
+        table.add_column(f"ε (δ = {summary['privacy']['delta']:g})", justify="right")
     for s in summary["silos"]:
         acc = "" if s["accuracy"] is None else f"{s['accuracy']:.3f}"
         loss = "" if s["loss"] is None else f"{s['loss']:.3f}"
+        eps = [f"{s['epsilon']:.2f}"] if private else []
         table.add_row(str(s["silo"]), s["name"], s.get("model", ""), acc, loss,
-                      f"{s['bytes_sent_last_round'] / 1e6:.2f}")
+                      f"{s['bytes_sent_last_round'] / 1e6:.2f}", *eps)
     table.add_section()
     per_round = f"{summary['bytes_per_round'] / 1e6:.2f} /round"
+    eps = [f"{summary['epsilon']:.2f} (max)"] if private else []
     if summary["foundation_accuracy"] is None:  # no shared weights (see plan.forms_foundation): no Θ
         mean = summary.get("mean_silo_accuracy")
         table.add_row("", "mean over silos (no Θ: no shared weights)", "", "" if mean is None else f"{mean:.3f}",
-                      "", per_round)
+                      "", per_round, *eps)
     else:
         table.add_row("Θ", "foundation (all-reduce)", "", f"{summary['foundation_accuracy']:.3f}",
-                      f"{summary['foundation_loss']:.3f}", per_round)
+                      f"{summary['foundation_loss']:.3f}", per_round, *eps)
     con.print(table)
+    if private:
+        p = summary["privacy"]
+        con.print(f"privacy: {p['mode']}-level DP, σ = {p['noise_multiplier']:.3g}, clip {p['max_grad_norm']:g}"
+                  f"{', target ε ' + format(p['target_epsilon'], 'g') if p['target_epsilon'] else ''} "
+                  f"(Opacus RDP accountant)")
+    if "compression" in summary:
+        c = summary["compression"]
+        con.print(f"compression: {c['kind']}{' ratio ' + format(c['ratio'], 'g') if c['ratio'] else ''}, "
+                  f"error feedback {'on' if c['error_feedback'] else 'off'} (bytes are the coded sizes)")
     extra = summary.get("downstream")
     if extra:
         con.print(extra)
