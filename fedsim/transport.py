@@ -138,6 +138,9 @@ class Transport:
         self.coder = coder
         self.local_silos = set(placement.silos_on(rank))
         self.bytes_by_edge: Counter[Key] = Counter()  # payload bytes sent, per (src, dst) edge
+        #: payload bytes this rank's silos received since the last take, per (src, dst): what the
+        #: CFL server delivers to them when it relays (booked where the receiver lives)
+        self.bytes_received: Counter[Key] = Counter()
         self.network_bytes = 0  # bytes this rank actually put on the wire
 
     def is_local(self, silo: int) -> bool:
@@ -190,6 +193,8 @@ class Transport:
         missing = [k for k in incoming if self.is_local(k[0]) and k not in outgoing]
         if missing:
             raise ValueError(f"messages between co-located silos were expected but not sent: {missing}")
+        for key in incoming:
+            self.bytes_received[key] += message_bytes(outgoing[key] if self.is_local(key[0]) else incoming[key])
         if sends or recvs:
             received.update(self._post(outgoing, incoming, sends, recvs))
         if coder is not None:
@@ -227,9 +232,12 @@ class Transport:
 
     def relay_through_server(self) -> None:
         """Re-book every silo-to-silo message since the last :meth:`take_bytes` as the two hops
-        it takes in CFL: i → server → j."""
-        for (s, d), b in self.take_bytes().items():
+        it takes in CFL: i → server on the sender's rank, server → j on the receiver's (so each
+        silo's record holds what it sent and what it was sent, whatever the placement)."""
+        received = dict(self.bytes_received)
+        for (s, _d), b in self.take_bytes().items():
             self.bytes_by_edge[(s, SERVER)] += b
+        for (_s, d), b in received.items():
             self.bytes_by_edge[(SERVER, d)] += b
 
     def broadcast(self, tensors: Sequence[torch.Tensor], src_rank: int = 0) -> list[torch.Tensor]:
@@ -249,6 +257,7 @@ class Transport:
         """Bytes per edge since the last call (and reset): the per-round traffic record."""
         out = dict(self.bytes_by_edge)
         self.bytes_by_edge.clear()
+        self.bytes_received.clear()
         return out
 
 
