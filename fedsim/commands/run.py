@@ -21,12 +21,19 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("run", help="run an experiment (default: the embedded example)", description=HELP,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     from fedsim.algorithms import algorithm_names
+    from fedsim.compression import CODEC_KINDS
     from fedsim.config import SCENARIOS
+    from fedsim.privacy import PRIVACY_MODES
 
     p.add_argument("config", nargs="?", help="experiment YAML (keys: algorithm, scenario, topology, data, "
                    "model, train, fedefm, emd, net, rounds, seed, output_dir, ...; algorithm: "
                    f"{' | '.join(algorithm_names())}; scenario: {' | '.join(SCENARIOS)}; task: classification | "
-                   "segmentation; init: random | pretrained | fm)")
+                   "segmentation; init: random | pretrained | fm; "
+                   f"privacy.mode: {' | '.join(PRIVACY_MODES)} (sample: DP-SGD per silo with Opacus; client: "
+                   "DP-FedAvg) with privacy.noise_multiplier or privacy.target_epsilon, privacy.max_grad_norm, "
+                   "privacy.delta, and the ε spent in summary.json (epsilon); "
+                   f"compression.kind: {' | '.join(CODEC_KINDS)} (compression.ratio for topk, "
+                   "compression.error_feedback), coded bytes counted and clocked)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config key by dotted path, e.g. --set rounds=3 --set data.root=/x")
     p.add_argument("--nproc", type=int, default=None,
