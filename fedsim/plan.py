@@ -167,15 +167,17 @@ def feature_map_side(cfg: ExperimentConfig) -> int:
     from fedsim.models import build_model
 
     channels = int(getattr(cfg.data, "channels", 1) or 1)
-    model = build_model(cfg.model.for_silo(0), 2)
+    model = build_model(cfg.model.for_silo(0), 2, channels)
     with torch.no_grad():
         side = model.features(torch.zeros(1, channels, cfg.data.image_size, cfg.data.image_size)).shape[-2:]
     return int(min(side))
 
 
 def check_cross_keys(cfg: ExperimentConfig) -> None:
-    """Constraints between keys that only the built model can tell."""
-    if cfg.algorithm == "fedefm" and cfg.emd.backend != "uniform" and cfg.task == "classification":
+    """Constraints between keys that only the built model can tell (for a plug-in model, or data
+    whose image size is its own, the first rank checks the same before round 0)."""
+    sized = cfg.data.kind in ("synthetic", "folder") and not cfg.model.plugin
+    if sized and cfg.algorithm == "fedefm" and cfg.emd.backend != "uniform" and cfg.task == "classification":
         side = feature_map_side(cfg)
         if cfg.emd.grid > side:
             raise ConfigError(

@@ -54,7 +54,15 @@ def run_rank(ctx, plan) -> dict[str, Any] | None:
     set_determinism(cfg.seed)
     data = load_rank_data(plan, ctx.rank)
     fed = Federation(plan, ctx.rank, ctx.device, data,
-                     initial_model_factory(cfg, data.num_classes, initial_state(cfg, ctx)))
+                     initial_model_factory(cfg, data.num_classes, initial_state(cfg, ctx), data.in_channels))
+    if cfg.task == "classification":  # a plug-in that does not fit is one line, before any training
+        from fedsim.algorithms import algorithm_class
+        from fedsim.models.plugin import check_model
+
+        needs = cfg.algorithm if algorithm_class(cfg.algorithm).needs_features else None
+        grid = cfg.emd.grid if cfg.algorithm == "fedefm" and cfg.emd.backend != "uniform" else None
+        check_model(fed.scratch_model(), data.test.images[:2].to(ctx.device), data.num_classes, needs,
+                    cfg.model.name, grid)
     algo = build_algorithm(cfg.algorithm, fed)
     evaluator = Evaluator(fed, plan.forms_foundation)
     checkpoints = Checkpointer(plan.run_dir, fed, algo)

@@ -146,6 +146,7 @@ class FedEFM(Algorithm):
     title = "FedEFM"
     scenarios = ("dfl", "cfl", "cll", "standalone")
     round_trip = True  # θ_i goes out to j and the expert comes back
+    needs_features = True  # the EMD weights compare dense feature maps
     privacy_note = ("the raw θ_i travels to other silos (overseas training), beyond any server average; "
                     "use privacy.mode: sample")
 

@@ -11,10 +11,16 @@ HELP = """\
 Run an experiment. Without CONFIG the embedded default runs (fedsim/default.yaml: FedEFM on a
 4-silo ring with unseen domains and labels, FedAvg on the same data for comparison, then
 downstream fine-tuning from each foundation and from random weights).
-On one machine the ranks are spawned here (gloo on the CPU, NCCL on GPUs); under
+On one machine this process is rank 0 and starts the others (gloo on the CPU, NCCL on GPUs); under
 `torchrun ... -m fedsim run [CONFIG]` this process is one rank of the job.
 Results go to OUTPUT_DIR/NAME/: config.yaml, metrics/silo_<i>.jsonl, summary.json,
-summary.csv, foundation.pt and checkpoints/ (every round; continue with --resume)."""
+summary.csv, foundation.pt and checkpoints/ (every round; continue with --resume).
+Your own data and model: data.kind folder (root/<silo>/images + labels.csv, any number of
+classes, RGB or grayscale, masks/ only for segmentation), torchvision (data.name, data.root;
+downloads only with data.download: true) or python (data.factory: 'pkg.module:load' called as
+load(num_silos=N, seed=S, **data.args)); model.name: 'pkg.module:make_net' called as
+make_net(num_classes=C, in_channels=K, **model.args). Plug-ins are imported from the working
+directory or PYTHONPATH."""
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -28,7 +34,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("config", nargs="?", help="experiment YAML (keys: algorithm, scenario, topology, data, "
                    "model, train, fedefm, emd, net, rounds, seed, output_dir, ...; algorithm: "
                    f"{' | '.join(algorithm_names())}; scenario: {' | '.join(SCENARIOS)}; task: classification | "
-                   "segmentation; init: random | pretrained | fm; "
+                   "segmentation; init: random | pretrained | fm; data.kind: synthetic | folder | torchvision | "
+                   "python (data.factory: 'pkg.module:load'); model.name: a built-in or 'pkg.module:make_net'; "
                    f"privacy.mode: {' | '.join(PRIVACY_MODES)} (sample: DP-SGD per silo with Opacus; client: "
                    "DP-FedAvg) with privacy.noise_multiplier or privacy.target_epsilon, privacy.max_grad_norm, "
                    "privacy.delta, and the ε spent in summary.json (epsilon); "
@@ -105,7 +112,7 @@ def handle(args: argparse.Namespace) -> int:
     if launched_by_torchrun():
         return _handle_torchrun(args, cfg)
     from fedsim.errors import ConfigError, SiloFailure
-    from fedsim.launch import spawn
+    from fedsim.launch import spawn_here
     from fedsim.plan import experiment_plans
     from fedsim.trainer import run_jobs
 
@@ -118,7 +125,8 @@ def handle(args: argparse.Namespace) -> int:
     (run_dir / "config.yaml").write_text(cfg.to_yaml())
     prepare_initial_states(plans, args.quiet)
     try:
-        summaries = spawn(run_jobs, nproc, plans, args.resume, device=cfg.device, timeout_s=cfg.timeout_s)[0]
+        # rank 0 runs in this process (see spawn_here: one interpreter fewer, ranks forked on the CPU)
+        summaries = spawn_here(run_jobs, nproc, plans, args.resume, device=cfg.device, timeout_s=cfg.timeout_s)
     except SiloFailure as exc:
         raise failure_report(exc, topology.num_silos, nproc, run_dir) from None
     finish(plans, summaries, run_dir, args.quiet)

@@ -202,11 +202,16 @@ def check_opacus_model(cfg) -> None:
     from fedsim.data import NUM_CLASSES
     from fedsim.models import build_model
 
+    # the layers decide, not the head's or the stem's size; a plug-in model is built as the ranks
+    # will build it as far as the config tells (its channels and class names)
+    channels = int(getattr(cfg.data, "channels", None) or 1)
+    classes = getattr(cfg.data, "classes", None)
+    num_classes = len(classes) if isinstance(classes, list) else NUM_CLASSES
     for name in dict.fromkeys(cfg.model.per_silo or [cfg.model.name]):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            errors = ModuleValidator.validate(build_model(replace(cfg.model, name=name, per_silo=[]), NUM_CLASSES),
-                                              strict=False)
+            model = build_model(replace(cfg.model, name=name, per_silo=[]), num_classes, channels)
+            errors = ModuleValidator.validate(model, strict=False)
         if errors:
             reason = str(errors[0]).split(".")[0].strip()
             raise ConfigError(f"privacy.mode sample: Opacus cannot compute per-sample gradients of model {name!r} "
