@@ -22,7 +22,7 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import torch
 import torch.nn as nn
@@ -30,7 +30,7 @@ import torch.nn.functional as F
 
 from fedsim.errors import ConfigError
 from fedsim.losses import segmentation_loss
-from fedsim.settings import section_from_dict
+from fedsim.settings import Range, section_from_dict
 
 __all__ = [
     "DownstreamConfig", "DownstreamData", "TASKS", "compare_initializations", "downstream_table",
@@ -50,13 +50,13 @@ class DownstreamConfig:
 
     enabled: bool = True
     domain: str | None = "human"   # downstream domain; None = all four domains, cycled
-    train_samples: int = 256
-    test_samples: int = 256
-    steps: int = 60                # optimizer steps per task (when epochs == 0)
-    epochs: int = 0                # > 0: train this many passes over train_samples instead of `steps`
-    batch_size: int = 16
-    lr: float = 2e-3               # Adam
-    seed: int = 0
+    train_samples: Annotated[int, Range(ge=1)] = 256
+    test_samples: Annotated[int, Range(ge=1)] = 256
+    steps: Annotated[int, Range(ge=0)] = 60  # optimizer steps per task (when epochs == 0)
+    epochs: Annotated[int, Range(ge=0)] = 0  # > 0: train this many passes over train_samples instead of `steps`
+    batch_size: Annotated[int, Range(ge=1)] = 16
+    lr: Annotated[float, Range(gt=0)] = 2e-3  # Adam
+    seed: Annotated[int, Range(ge=0)] = 0
     tasks: list = field(default_factory=lambda: list(TASKS))
 
     @classmethod

@@ -241,10 +241,15 @@ class Federation:
         self.privacy = build_privacy(plan, self)
         # ϑ_i: a pooled (CLL) silo always contributes
         status = [1] if plan.scenario.pooled else (cfg.accumulation_status or [1] * self.topology.num_silos)
-        self.silos: dict[int, Silo] = {}
+        #: every silo this rank hosts; :attr:`silos` is those of them taking part in the round
+        self.hosted: dict[int, Silo] = {}
+        #: the silos of every rank taking part in the current round (fedsim.faults), and the arcs
+        #: that are down in it
+        self.present: frozenset[int] = frozenset(range(self.topology.num_silos))
+        self.down_arcs: frozenset[tuple[int, int]] = frozenset()
         for i in local:
             model = self.new_model(i)
-            self.silos[i] = Silo(
+            self.hosted[i] = Silo(
                 id=i,
                 model=model,
                 optimizer=make_optimizer(model, cfg),
@@ -276,8 +281,30 @@ class Federation:
         self.server_reference = self.initial_state
 
     @property
+    def silos(self) -> dict[int, Silo]:
+        """This rank's silos that take part in the current round — all of them unless
+        ``faults:`` leaves some out. Algorithms see only these: an absent silo does not train,
+        send or receive, and weighs nothing in an aggregate."""
+        if len(self.present) == self.topology.num_silos:
+            return self.hosted
+        return {i: s for i, s in self.hosted.items() if i in self.present}
+
+    @property
     def local_ids(self) -> list[int]:
-        return sorted(self.silos)
+        """Every silo this rank hosts, present or not."""
+        return sorted(self.hosted)
+
+    def begin_round(self, present: frozenset[int], down_arcs: frozenset[tuple[int, int]] = frozenset()) -> None:
+        """The round's participants (over every rank) and the arcs that are down in it."""
+        self.present = frozenset(present)
+        self.down_arcs = frozenset(down_arcs)
+
+    def rejoin_from_theta(self, silos: list[int], over: frozenset[int]) -> None:
+        """``silos`` (of every rank) come back with Θ of the silos in ``over`` (a collective)."""
+        theta = self.aggregate(over=over)
+        for i in silos:
+            if i in self.hosted:
+                load_state_tensors(self.hosted[i].model, theta)
 
     def new_model(self, silo: int | None = None) -> nn.Module:
         """A fresh model with the run's common initialisation (the same on every silo that has
@@ -313,33 +340,48 @@ class Federation:
         return the messages this rank's silos receive, keyed by (src, dst). ``channel`` names what
         travels (a link's coded messages are deltas of earlier ones on the same channel)."""
         arcs = list(arcs)
-        template = state_tensors(next(iter(self.silos.values())).model)
-        outgoing = {(s, d): payload(s, d) for s, d in arcs if s in self.silos}
-        incoming = {(s, d): template for s, d in arcs if d in self.silos}
+        template = self.state_template()
+        present = self.silos
+        outgoing = {(s, d): payload(s, d) for s, d in arcs if s in present}
+        incoming = {(s, d): template for s, d in arcs if d in present}
         return self.transport.exchange(outgoing, incoming, channel)
 
     def active_arcs(self, k: int) -> list[Key]:
         """The arcs that exchange in round ``k``: all of them, except on a multigraph overlay
-        (the round's state leaves weak arcs idle) and a MATCHA overlay (random matchings)."""
+        (the round's state leaves weak arcs idle) and a MATCHA overlay (random matchings), and
+        except arcs that are down or touch an absent silo (``faults:``)."""
         topo = self.topology
         if any("parallel" in e.extra for e in topo.edges):
             from fedsim.netmodel import multigraph_active_arcs
 
-            return sorted(multigraph_active_arcs(topo, k))
-        if "matching_probabilities" in topo.extra:
+            arcs = sorted(multigraph_active_arcs(topo, k))
+        elif "matching_probabilities" in topo.extra:
             from fedsim.netmodel.overlays import matcha_active_arcs
 
-            return sorted(matcha_active_arcs(topo, k, seed=self.cfg.seed))
-        return topo.arcs
+            arcs = sorted(matcha_active_arcs(topo, k, seed=self.cfg.seed))
+        else:
+            arcs = topo.arcs
+        if self.down_arcs or len(self.present) < topo.num_silos:
+            arcs = [(j, i) for j, i in arcs if j in self.present and i in self.present
+                    and (j, i) not in self.down_arcs]
+        return arcs
 
-    def silo_weights(self) -> dict[int, float]:
-        """ϑ_i n_i of this rank's silos (n_i = 1 unless weight_by_samples): each one's share of Θ."""
-        return {i: s.status * (len(s.data) if self.cfg.weight_by_samples else 1.0) for i, s in self.silos.items()}
+    def silo_weights(self, over: frozenset[int] | None = None) -> dict[int, float]:
+        """ϑ_i n_i of this rank's silos present in the round (or in ``over``), n_i = 1 unless
+        weight_by_samples: each one's share of Θ; absent silos are not listed (weight 0)."""
+        silos = self.silos if over is None else {i: s for i, s in self.hosted.items() if i in over}
+        return {i: s.status * (len(s.data) if self.cfg.weight_by_samples else 1.0) for i, s in silos.items()}
 
-    def aggregate(self) -> list[torch.Tensor]:
-        """Θ = Σ ϑ_i n_i θ_i / Σ ϑ_i n_i over every silo (n_i = 1 unless weight_by_samples)."""
-        states = {i: state_tensors(s.model) for i, s in self.silos.items()}
-        return weighted_average(states, self.silo_weights(), self.device)
+    def aggregate(self, over: frozenset[int] | None = None) -> list[torch.Tensor]:
+        """Θ = Σ ϑ_i n_i θ_i / Σ ϑ_i n_i over every present silo of every rank (or those in
+        ``over``); n_i = 1 unless weight_by_samples. A collective: every rank calls it."""
+        weights = self.silo_weights(over)
+        states = {i: state_tensors(self.hosted[i].model) for i in weights}
+        return weighted_average(states, weights, self.device, template=self.state_template())
+
+    def state_template(self) -> list[torch.Tensor]:
+        """Tensors shaped like one silo's state (for collectives on a rank with no silo present)."""
+        return state_tensors(next(iter(self.hosted.values())).model)
 
     def upload_to_server(self, k: int) -> list[torch.Tensor]:
         """CFL, up: every silo sends the server its model; returns the server's Θ (the same on
@@ -369,9 +411,10 @@ class Federation:
                 update = self.privacy.clip(i, update)
             updates[i] = update
             self.transport.book_server(i, up=size, down=0)
-        mean = weighted_average(updates, self.silo_weights(), self.device)
-        if client_dp:
-            mean = self.privacy.noise(mean, k)
+        # a rank with no silo present in the round still joins the collective with a template
+        mean = weighted_average(updates, self.silo_weights(), self.device, template=self.state_template())
+        if client_dp:  # noise calibrated to the silos that took part in this round
+            mean = self.privacy.noise(mean, k, self.present)
         return [b + m if b.is_floating_point() else m for b, m in zip(base, mean)]
 
     def download_from_server(self, theta: list[torch.Tensor]) -> list[torch.Tensor]:
@@ -402,7 +445,7 @@ class Federation:
 
         if self.codec is None:
             return 1.0
-        template = state_tensors(next(iter(self.silos.values())).model)
+        template = self.state_template()
         return wire_bytes(self.codec, template) / message_bytes(template)
 
     def silo_state(self, i: int) -> dict[str, Any]:
@@ -435,7 +478,7 @@ class Federation:
         self.grad_steps[silo] += steps
 
     def take_grad_steps(self) -> dict[int, int]:
-        out = {i: self.grad_steps.get(i, 0) for i in self.silos}
+        out = {i: self.grad_steps.get(i, 0) for i in self.hosted}
         self.grad_steps.clear()
         return out
 

@@ -191,7 +191,8 @@ def execute(runs: Sequence[Run], parallel: int = 1, log: Callable[[str], None] =
         return
     plans = {}
     for run in todo:
-        plans[id(run)] = experiment_plans(run.cfg, run.run_dir, run.nproc)
+        # resume: an interrupted run continues from its newest undamaged checkpoint
+        plans[id(run)] = experiment_plans(run.cfg, run.run_dir, run.nproc, resume=True)
         run.run_dir.mkdir(parents=True, exist_ok=True)
         (run.run_dir / "config.yaml").write_text(run.cfg.to_yaml())
         prepare_initial_states(plans[id(run)], quiet=True)

@@ -71,7 +71,7 @@ class FedDF(FedAvg):
         if cfg.distill_steps > 0:
             xs = self.public.batches(k, cfg.distill_steps)
             logits = {i: silo_logits(s.model, xs) for i, s in sorted(fed.silos.items())}
-            teacher = average_logits(fed, logits)
+            teacher = average_logits(fed, logits, xs)
             theta = fed.on_server(lambda: self.distill(theta, xs, teacher), template=theta)
             for i in fed.silos:  # the logits travel uncoded (compression codes model messages)
                 fed.transport.book_server(i, up=message_bytes([teacher]), down=0)

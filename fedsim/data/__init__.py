@@ -9,13 +9,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Annotated, Literal
 
 import torch
 from torch import Tensor
 
 from fedsim.errors import DataError
 from fedsim.plugins import is_import_path
-from fedsim.settings import section_from_dict
+from fedsim.settings import Range, section_from_dict
 
 from . import partition as P
 from .dataset import (
@@ -57,22 +58,22 @@ class DataConfig:
 
     kind: str = "synthetic"
     root: str | None = None          # folder data / torchvision root
-    image_size: int = 64             # synthetic and folder data (torchvision and python: their own size)
+    image_size: Annotated[int, Range(ge=16)] = 64  # synthetic and folder data (torchvision and python: their own size)
     channels: int | None = None      # 1 grayscale | 3 RGB | None: the data's own (synthetic: 1)
     classes: list | None = None      # class names (folder data; python data: their number); None: from the data
-    samples_per_silo: int = 256
-    test_samples: int = 512
-    partition: str = "domain"
+    samples_per_silo: Annotated[int, Range(ge=1)] = 256
+    test_samples: Annotated[int, Range(ge=1)] = 512
+    partition: Literal[PARTITIONS] = "domain"
     domains: list | None = None
-    unseen_fraction: float = 0.0
-    dirichlet_alpha: float = 0.5
-    quantity_skew: float = 0.0
-    label_noise: float = 0.0
-    attribute_skew: float = 0.0      # 0 = none; s > 0: each silo's attribute centred on its own value
-    test_fraction: float = 0.2       # folder data without root/test: share held out from each silo
-    seed_offset: int = 0             # change the data without changing the experiment seed
-    validation_fraction: float = 0.0  # share of each silo's training data held out for choosing
-    #                                   hyper-parameters (never the test set); 0 = none
+    unseen_fraction: Annotated[float, Range(ge=0, le=1)] = 0.0
+    dirichlet_alpha: Annotated[float, Range(gt=0)] = 0.5
+    quantity_skew: Annotated[float, Range(ge=0)] = 0.0
+    label_noise: Annotated[float, Range(ge=0, le=1)] = 0.0
+    attribute_skew: Annotated[float, Range(ge=0)] = 0.0  # 0 = none; s > 0: each silo's attribute centred on its own value
+    test_fraction: Annotated[float, Range(ge=0, lt=1)] = 0.2  # folder data without root/test: share held out from each silo
+    seed_offset: Annotated[int, Range(ge=0)] = 0  # change the data without changing the experiment seed
+    validation_fraction: Annotated[float, Range(ge=0, lt=1)] = 0.0  # share of each silo's training data held
+    #                                   out for choosing hyper-parameters (never the test set); 0 = none
     name: str | None = None          # kind torchvision: the dataset class, e.g. MNIST, FashionMNIST, CIFAR10
     download: bool = False           # kind torchvision: fetch into root when missing (never by default)
     factory: str | None = None       # kind python: "package.module:function"

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 from functools import partial
+from typing import Annotated, Literal
 
 import torch
 import torch.nn as nn
@@ -28,7 +29,7 @@ from torch import Tensor
 
 from fedsim.errors import ConfigError
 from fedsim.plugins import is_import_path
-from fedsim.settings import section_from_dict
+from fedsim.settings import Range, section_from_dict
 
 from .backbones import R50ViT, SmallCNN, TorchvisionNet, conv_block, norm_layer
 
@@ -47,15 +48,15 @@ class ModelConfig:
     name: str = "cnn"         # a built-in name, or a plug-in "package.module:factory"
     args: dict = field(default_factory=dict)  # plug-in: keyword arguments of the factory
     features_layer: str | None = None  # plug-in: submodule whose output is the dense feature map
-    width: int = 16           # base channels for "cnn" and "r50-vit"
-    norm: str = "group"       # "group" | "batch" (cnn, resnets, mobilenetv2, r50-vit)
-    norm_groups: int = 0      # GroupNorm groups; 0 = one channel per group (fastest to train here)
-    dropout: float = 0.0      # before the classifier of "cnn"
-    vit_depth: int = 2        # r50-vit transformer layers
-    vit_dim: int = 128        # r50-vit token width
-    vit_heads: int = 4
-    width_mult: float = 0.5   # mobilenetv2 width multiplier
-    decoder_width: int = 0    # U-Net decoder channels per level; 0 = same as the encoder skip
+    width: Annotated[int, Range(ge=4)] = 16  # base channels for "cnn" and "r50-vit"
+    norm: Literal["group", "batch"] = "group"  # cnn, resnets, mobilenetv2, r50-vit
+    norm_groups: Annotated[int, Range(ge=0)] = 0  # GroupNorm groups; 0 = one channel per group (fastest to train here)
+    dropout: Annotated[float, Range(ge=0, lt=1)] = 0.0  # before the classifier of "cnn"
+    vit_depth: Annotated[int, Range(ge=1)] = 2  # r50-vit transformer layers
+    vit_dim: Annotated[int, Range(ge=4)] = 128  # r50-vit token width
+    vit_heads: Annotated[int, Range(ge=1)] = 4
+    width_mult: Annotated[float, Range(gt=0)] = 0.5  # mobilenetv2 width multiplier
+    decoder_width: Annotated[int, Range(ge=0)] = 0  # U-Net decoder channels per level; 0 = same as the encoder skip
     # heterogeneous models: architectures given to the silos round-robin (silo i gets
     # per_silo[i % len]); only for algorithms that exchange outputs, not weights (fedmd, mdhfl)
     per_silo: list = field(default_factory=list)

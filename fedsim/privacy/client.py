@@ -7,7 +7,11 @@ server averages weights (FedAvg, FedProx, MOON):
 
 Adding or removing one silo's data changes the noisy sum by at most S, so each round is a
 Gaussian mechanism with noise multiplier σ; Opacus' RDP accountant composes the rounds at sampling
-rate 1 (every participating silo takes part every round). The uniform weights are part of the
+rate 1. With ``faults:`` the sum runs over the silos present in the round: m is counted per
+round (the noise std σ S / m follows it, so the noisy sum keeps σ S), and a silo's ε composes only
+the rounds its update went into. A round in which nobody takes part adds no noise and costs
+nothing. Partial participation is not treated as privacy amplification by sampling (the draws are
+seeded, not secret): the accounting stays at rate 1, an upper bound. The uniform weights are part of the
 guarantee (``weight_by_samples`` is refused). The server's noise is drawn from a generator seeded
 by (seed, round), identically on every rank — the one draw a trusted server would make, with no
 extra message and the same result on any placement. With compression the clip applies to the
@@ -40,7 +44,9 @@ class ClientDP(NoPrivacy):
     def __init__(self, plan: PrivacyPlan, fed) -> None:
         self.plan = plan
         self.seed = fed.cfg.seed
-        self.accountant = RDPAccountant()  # the same on every rank: one step per noisy average
+        #: silo -> noisy averages its clipped update went into (the same on every rank)
+        self.rounds_in: dict[int, int] = {}
+        self._eps: dict[int, float] = {}  # rounds -> ε (Opacus' accountant), cached
         self.norms: dict[int, tuple[float, float]] = {}  # silo -> (‖Δ_i‖, ‖Δ̄_i‖) of this round
 
     def clip(self, silo: int, update: list[torch.Tensor]) -> list[torch.Tensor]:
@@ -54,29 +60,44 @@ class ClientDP(NoPrivacy):
         self.norms[silo] = (norm, update_norm(clipped))
         return clipped
 
-    def noise(self, mean: list[torch.Tensor], k: int) -> list[torch.Tensor]:
-        """The average of the clipped updates plus N(0, (σ S / m)²) on every floating entry, drawn
-        from (seed, round k); books the round on the accountant."""
+    def participants(self, present) -> list[int]:
+        """The silos whose clipped update is in this round's sum: present, with ϑ_i = 1."""
+        return sorted(i for i in present if self.plan.sample_rates.get(i))
+
+    def noise(self, mean: list[torch.Tensor], k: int, present) -> list[torch.Tensor]:
+        """The average of the clipped updates of the m silos in ``participants(present)`` plus
+        N(0, (σ S / m)²) on every floating entry, drawn from (seed, round k); books the round on
+        those silos' accounts."""
         from fedsim.data import derive_seed
 
         plan = self.plan
-        std = plan.noise_multiplier * plan.max_grad_norm / plan.participants
+        taking_part = self.participants(present)
+        if not taking_part:  # nobody's data went into this round
+            return mean
+        std = plan.noise_multiplier * plan.max_grad_norm / len(taking_part)
         g = torch.Generator().manual_seed(derive_seed(self.seed, NOISE_STREAM, k))
         out = []
         for t in mean:
             if t.is_floating_point() and std > 0:
                 t = t + torch.normal(0.0, std, size=t.shape, generator=g, dtype=torch.float64).to(t.device, t.dtype)
             out.append(t)
-        self.accountant.step(noise_multiplier=plan.noise_multiplier, sample_rate=1.0)
+        for i in taking_part:
+            self.rounds_in[i] = self.rounds_in.get(i, 0) + 1
         return out
 
     def epsilon(self, silo: int) -> float:
-        """ε spent on silo ``silo``'s data: the accountant's, or 0 for a silo that never takes part."""
-        if not self.plan.sample_rates.get(silo) or not self.accountant.history:
+        """ε spent on silo ``silo``'s data: Opacus' RDP accountant over the rounds it took part in
+        (0 for a silo that never did)."""
+        rounds = self.rounds_in.get(silo, 0)
+        if rounds == 0:
             return 0.0
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # "optimal order is the largest alpha"
-            return float(self.accountant.get_epsilon(delta=self.plan.delta))
+        if rounds not in self._eps:
+            accountant = RDPAccountant()
+            accountant.history = [(self.plan.noise_multiplier, 1.0, rounds)]
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # "optimal order is the largest alpha"
+                self._eps[rounds] = float(accountant.get_epsilon(delta=self.plan.delta))
+        return self._eps[rounds]
 
     def record(self, silo: int) -> dict[str, Any]:
         rec: dict[str, Any] = {"epsilon": self.epsilon(silo)}
@@ -85,8 +106,10 @@ class ClientDP(NoPrivacy):
         return rec
 
     def silo_state(self, silo: int) -> dict[str, Any]:
-        return {"accountant": self.accountant.state_dict()}
+        # every rank counts every silo's rounds; each silo's checkpoint keeps all of them, so a
+        # resume on another placement finds every count
+        return {"rounds_in": dict(self.rounds_in)}
 
     def load_silo_state(self, silo: int, state: dict[str, Any]) -> None:
-        if "accountant" in state:
-            self.accountant.load_state_dict(state["accountant"])
+        if "rounds_in" in state:
+            self.rounds_in = {int(i): int(n) for i, n in state["rounds_in"].items()}

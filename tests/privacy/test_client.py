@@ -72,3 +72,36 @@ def test_server_noise_has_the_calibrated_scale_and_epsilon_is_opacus(tmp_path):
     assert last == {0: pytest.approx(eps, rel=1e-9), 1: pytest.approx(eps, rel=1e-9), 2: 0.0,
                     3: pytest.approx(eps, rel=1e-9)}
     assert summary["epsilon"] == pytest.approx(eps, rel=1e-9)
+
+
+def test_noise_is_calibrated_to_the_silos_present_in_each_round(tmp_path):
+    """faults: silo 2 drops out of round 1. lr = 0, so Θ moves by the server's noise alone:
+    N(0, (σ S / 4)²) in round 0 and N(0, (σ S / 3)²) in round 1 — re-drawn here from the
+    documented noise stream — and silo 2's ε composes one round, the others' two."""
+    from fedsim.data import derive_seed
+    from fedsim.models import ModelConfig, build_model
+    from fedsim.privacy.client import NOISE_STREAM
+
+    sigma, bound, rounds = 2.0, 0.5, 2
+    overrides = CLIENT + [f"privacy.noise_multiplier={sigma}", f"privacy.max_grad_norm={bound}", "train.lr=0",
+                          f"rounds={rounds}", "privacy.delta=0.2", "faults.dropout=[{silo: 2, start: 1, end: 1}]"]
+    plan, got, records, summary = run(tmp_path, overrides, 2, "faults")
+    torch.manual_seed(plan.cfg.seed)
+    theta = [t.clone() for t in build_model(ModelConfig(width=4), 6).state_dict().values()]
+    for k, m in enumerate((4, 3)):
+        g = torch.Generator().manual_seed(derive_seed(plan.cfg.seed, NOISE_STREAM, k))
+        theta = [t + torch.normal(0.0, sigma * bound / m, size=t.shape, generator=g,
+                                  dtype=torch.float64).to(t.dtype) if t.is_floating_point() else t for t in theta]
+    for a, b in zip(got[0], theta):
+        torch.testing.assert_close(a, b, atol=1e-6, rtol=0)
+    assert [r["participated"] for r in records if r["silo"] == 2] == [True, False]
+
+    def eps(n: int) -> float:
+        acc = RDPAccountant()
+        acc.history = [(sigma, 1.0, n)]
+        return acc.get_epsilon(delta=0.2)
+
+    last = {r["silo"]: r["epsilon"] for r in records if r["round"] == rounds - 1}
+    assert last == {0: pytest.approx(eps(2), rel=1e-9), 1: pytest.approx(eps(2), rel=1e-9),
+                    2: pytest.approx(eps(1), rel=1e-9), 3: pytest.approx(eps(2), rel=1e-9)}
+    assert summary["epsilon"] == pytest.approx(eps(2), rel=1e-9)
