@@ -52,6 +52,8 @@ def build_summary(plan, history: list[dict[str, Any]], final: dict[str, Any], wa
                                                           if "val_accuracy" in rec else {}),
                       "loss": rec.get("loss"), "bytes_sent_last_round": rec["bytes_sent"],
                       "rounds_taken_part": taken.get(i, 0), "absent_last_round": rec.get("absent")})
+        if "epsilon" in rec:
+            silos[-1]["epsilon"] = rec["epsilon"]
     total_bytes = sum(r["bytes"] for r in history)
     summary = {
         **describe(plan),
@@ -84,6 +86,15 @@ def build_summary(plan, history: list[dict[str, Any]], final: dict[str, Any], wa
             "failed_silos": lost_silos(plan),
         },
     }
+    if getattr(plan, "privacy", None) is not None:
+        # ε spent on each silo's data by the end (Opacus RDP accountant at privacy.delta); the
+        # run's guarantee is the largest
+        summary["epsilon"] = max((s["epsilon"] for s in silos if "epsilon" in s), default=None)
+        summary["epsilon_by_round"] = [max(r.get("epsilon", 0.0) for r in h["silos"].values()) for h in history]
+        summary["privacy"] = plan.privacy.describe()
+    if cfg.compression.active:
+        summary["compression"] = {"kind": cfg.compression.kind, "error_feedback": cfg.compression.error_feedback,
+                                  "ratio": cfg.compression.ratio if cfg.compression.kind == "topk" else None}
     if "foundation_val_accuracy" in final:
         summary["foundation_val_accuracy"] = final["foundation_val_accuracy"]
         summary["foundation_val_accuracy_by_round"] = [r.get("foundation_val_accuracy") for r in history]

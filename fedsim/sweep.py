@@ -34,6 +34,7 @@ SUMMARY_METRICS = {
     "mean_silo_val_accuracy": "silo val acc",
     "grad_steps_per_round": "grad steps/round",
     "mb_per_round": "MB/round",
+    "epsilon": "ε",
     "wall_time_s": "wall s",
 }
 #: downstream.json fields (one row per initialisation)

@@ -144,6 +144,7 @@ def _round_records(fed, evaluator, k: int, losses: dict[int, float], round_time:
         rec["foundation_accuracy"] = foundation
         if fed.val_sets is not None:
             rec["foundation_val_accuracy"] = foundation_val
+        rec.update(fed.privacy.record(i))  # ε spent on silo i's data so far (privacy.mode), …
         if faults is not None:
             rec["participated"] = i in faults.present
             rec["absent"] = faults.absent.get(i)

@@ -33,13 +33,20 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("run", help="run an experiment (default: the embedded example)", description=HELP,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     from fedsim.algorithms import algorithm_names
+    from fedsim.compression import CODEC_KINDS
     from fedsim.config import SCENARIOS
+    from fedsim.privacy import PRIVACY_MODES
 
     p.add_argument("config", nargs="?", help="experiment YAML (keys: algorithm, scenario, topology, data, "
-                   "model, train, fedefm, emd, net, faults, rounds, seed, output_dir, ...; algorithm: "
+                   "model, train, fedefm, emd, net, faults, privacy, compression, rounds, seed, output_dir, ...; algorithm: "
                    f"{' | '.join(algorithm_names())}; scenario: {' | '.join(SCENARIOS)}; task: classification | "
                    "segmentation; init: random | pretrained | fm; data.kind: synthetic | folder | torchvision | "
-                   "python (data.factory: 'pkg.module:load'); model.name: a built-in or 'pkg.module:make_net')")
+                   "python (data.factory: 'pkg.module:load'); model.name: a built-in or 'pkg.module:make_net'; "
+                   f"privacy.mode: {' | '.join(PRIVACY_MODES)} (sample: DP-SGD per silo with Opacus; client: "
+                   "DP-FedAvg) with privacy.noise_multiplier or privacy.target_epsilon, privacy.max_grad_norm, "
+                   "privacy.delta, and the ε spent in summary.json (epsilon); "
+                   f"compression.kind: {' | '.join(CODEC_KINDS)} (compression.ratio for topk, "
+                   "compression.error_feedback), coded bytes counted and clocked)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config key by dotted path, e.g. --set rounds=3 --set data.root=/x")
     p.add_argument("--nproc", type=int, default=None,
@@ -360,6 +367,9 @@ def print_summary(summary: dict[str, Any], run_dir: Path) -> None:
     table.add_column("test Dice" if summary.get("metric") == "dice" else "test accuracy", justify="right")
     table.add_column("train loss", justify="right")
     table.add_column("MB sent (last round)", justify="right")
+    private = "privacy" in summary
+    if private:
+        table.add_column(f"ε (δ = {summary['privacy']['delta']:g})", justify="right")
     part = summary.get("participation") or {}
     taken = part.get("rounds_taken_part", {})
     rounds = len(summary.get("round_time_s", [])) or summary["rounds"]
@@ -371,13 +381,16 @@ def print_summary(summary: dict[str, Any], run_dir: Path) -> None:
         acc = "" if s["accuracy"] is None else f"{s['accuracy']:.3f}"
         loss = "" if s["loss"] is None else f"{s['loss']:.3f}"
         cells = [str(s["silo"]), s["name"], s.get("model", ""), acc, loss, f"{s['bytes_sent_last_round'] / 1e6:.2f}"]
+        if private:
+            cells.append(f"{s['epsilon']:.2f}" if s.get("epsilon") is not None else "")
         if faulty:
             why = part.get("absent_rounds", {}).get(str(s["silo"]), {})
             cells += [f"{taken.get(str(s['silo']), 0)}/{rounds}", ", ".join(f"{k} {v}" for k, v in why.items())]
         table.add_row(*cells)
     table.add_section()
     per_round = f"{summary['bytes_per_round'] / 1e6:.2f} /round"
-    pad = ["", ""] if faulty else []
+    pad = ([f"{summary['epsilon']:.2f} (max)"] if private and summary.get("epsilon") is not None else
+           [""] if private else []) + (["", ""] if faulty else [])
     if summary["foundation_accuracy"] is None:  # no shared weights (see plan.forms_foundation): no Θ
         mean = summary.get("mean_silo_accuracy")
         table.add_row("", "mean over silos (no Θ: no shared weights)", "", "" if mean is None else f"{mean:.3f}",
@@ -392,6 +405,15 @@ def print_summary(summary: dict[str, Any], run_dir: Path) -> None:
         name = next((x["name"] for x in summary["silos"] if x["silo"] == lost["silo"]), "")
         con.print(f"silo {lost['silo']} ({name}) {how} from round {lost['round']} "
                   "on (ϑ = 0 in every later aggregate and in Θ)")
+    if private:
+        p = summary["privacy"]
+        con.print(f"privacy: {p['mode']}-level DP, σ = {p['noise_multiplier']:.3g}, clip {p['max_grad_norm']:g}"
+                  f"{', target ε ' + format(p['target_epsilon'], 'g') if p['target_epsilon'] else ''} "
+                  f"(Opacus RDP accountant)")
+    if "compression" in summary:
+        c = summary["compression"]
+        con.print(f"compression: {c['kind']}{' ratio ' + format(c['ratio'], 'g') if c['ratio'] else ''}, "
+                  f"error feedback {'on' if c['error_feedback'] else 'off'} (bytes are the coded sizes)")
     extra = summary.get("downstream")
     if extra:
         con.print(extra)
