@@ -281,3 +281,41 @@ def test_cli_bad_seeds_exit_2(capsys, seeds):
     err = capsys.readouterr().err
     assert "--seeds" in err and len(err.strip().splitlines()) == 1
 
+
+def test_default_run_table_has_seed_spread_recomputed_from_single_fine_tunes(tmp_path):
+    """`fedsim run` with the downstream stage on: downstream.json holds, per initialization, one
+    score per fine-tune seed equal to a fine-tune re-run here from the run's foundation.pt, their
+    mean ± std, and the paired Δ to random init — and the printed table shows them."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parent.parent
+    sets = ["rounds=2", "train.local_steps=2", "train.batch_size=8", "data.samples_per_silo=32",
+            "data.test_samples=16", "data.image_size=16", "model.width=4", "algorithm=fedavg", "compare_with=[]",
+            "downstream.train_samples=8", "downstream.test_samples=8", "downstream.steps=2",
+            "downstream.batch_size=4", "downstream.seg_train_samples=4", "downstream.seg_batch_size=4",
+            "downstream.seg_warmup_steps=2", "downstream.seg_steps=2", "downstream.seeds=[0,1]",
+            f"output_dir={tmp_path}", "name=r"]
+    proc = subprocess.run([sys.executable, "-m", "fedsim", "run", "--nproc", "1", *(f"--set={s}" for s in sets)],
+                          cwd=repo, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    rows = {r["init"]: r for r in json.loads((tmp_path / "r" / "downstream.json").read_text())}
+    assert len(rows) == 2 and "random" in rows
+    fm_name = next(n for n in rows if n != "random")
+    ds = DownstreamConfig(train_samples=8, test_samples=8, steps=2, batch_size=4, seg_train_samples=4,
+                          seg_batch_size=4, seg_warmup_steps=2, seg_steps=2, seeds=[0, 1])
+    data = make_downstream_data(ds, 16, seed=0)
+    theta = load_foundation_file(tmp_path / "r" / "foundation.pt")
+    ref = {name: [finetune_segmentation(state, ModelConfig(width=4), ds, 16, s, data=data)["dice"] for s in (0, 1)]
+           for name, state in (("random", None), (fm_name, theta))}
+    for name, dice in ref.items():
+        assert [r["dice"] for r in rows[name]["per_seed"]] == pytest.approx(dice, abs=1e-6), name
+        assert rows[name]["dice"] == pytest.approx(statistics.fmean(dice), abs=1e-6)
+        assert rows[name]["dice_std"] == pytest.approx(statistics.stdev(dice), abs=1e-6)
+    diffs = [a - b for a, b in zip(ref[fm_name], ref["random"])]
+    assert rows[fm_name]["dice_delta"] == pytest.approx(statistics.fmean(diffs), abs=1e-6)
+    out = proc.stdout
+    assert "fine-tune seeds 0,1" in out and "Δ Dice" in out
+    assert f"{rows[fm_name]['dice']:.3f} ± {rows[fm_name]['dice_std']:.3f}" in out
+    assert f"{rows[fm_name]['dice_delta']:+.3f} ± {rows[fm_name]['dice_delta_std']:.3f}" in out
