@@ -6,7 +6,9 @@ Run through ``python benchmarks/paper_tables.py fedefm [--quick] [--only PART]``
   (``data.validation_fraction``, carved from each silo's training data; the test set is never
   read for the choice): first the end-of-round mixing rule (``fedefm.mix`` hosted / experts /
   gossip, and ``aggregate: end`` for reference), then β, then T, then the overseas steps, each
-  stage keeping the previous winners — mean ± std of Θ's validation accuracy over the seeds.
+  stage keeping the previous winners — mean ± std of Θ's validation accuracy over the seeds. A
+  candidate replaces the current setting only when its mean is higher by more than one standard
+  error of the difference (:func:`pick`).
 * ``main`` — for unseen-label fractions 0 / 50 / 100 %: FedAvg (CFL), FedAvg with FedEFM's
   gradient-step budget, gossip (DFL), the authors' released rule, FedEFM (DFL), FedEFM (CFL),
   FedEFM with uniform w_ij instead of the EMD, FedEFM with Θ only at the end (the old reading),
@@ -93,35 +95,56 @@ def select(args, common: list[str], seeds: list[int], out: Path, log) -> dict[st
     report = []
     base = [*common, f"data.validation_fraction={VALIDATION}", "algorithm=fedefm", "scenario=dfl",
             "data.unseen_fraction=0.5"]
+    previous: tuple[str, list[str]] | None = None  # the last stage's winner (label, settings)
     for stage, candidates in SELECT_STAGES:
         stage_points = []
         for _label, ov in candidates:
             keep = [c for c in chosen if c.split("=")[0] not in {o.split("=")[0] for o in ov}]
             settings = [*keep, *ov]
-            # a point is named by the settings that differ from the defaults, so a candidate equal
-            # to an earlier stage's winner reuses its runs
-            stage_points.append((",".join(o for o in settings if not _is_default(o, base)) or "defaults", settings))
+            # a point is named by the settings that differ from the defaults; the candidate equal to
+            # the last winner is that very run (same folder), not a new one
+            label = ",".join(o for o in settings if not _is_default(o, base)) or "defaults"
+            if previous is not None and label == previous[0]:
+                settings = previous[1]
+            stage_points.append((label, settings))
         stage_points = list(dict(stage_points).items())
         _, rows = _sweep(stage_points, seeds, out / "select", base, args.nproc, log)
-        # best validation mean first; on a tie the current settings stay
-        ranked = sorted(stage_points, key=lambda p: (-(rows[p[0]]["mean"].get("foundation_val_accuracy") or 0.0),
-                                                     p[1] != chosen and p[0] != "defaults"))
-        best = ranked[0][1]
-        # the winner's own setting for this stage (the last overrides of its point)
+        winner = pick(stage_points, rows, incumbent=",".join(o for o in chosen if not _is_default(o, base))
+                      or "defaults", n=len(seeds))
+        best = dict(stage_points)[winner]
+        previous = (winner, best)
         stage_key = candidates[0][1][0].split("=")[0]
         chosen = [c for c in best if c.split("=")[0] != "fedefm.aggregate"] if stage_key == "fedefm.mix" else best
         table = [[label, fmt(rows[label]["mean"].get("foundation_val_accuracy"),
                              rows[label]["std"].get("foundation_val_accuracy")),
                   f"{rows[label]['mean'].get('grad_steps_per_round', 0):.1f}",
-                  "← chosen" if label == ranked[0][0] else ""] for label, _ in stage_points]
+                  "← chosen" if label == winner else ""] for label, _ in stage_points]
         print_table(f"select {stage}: FedEFM (DFL), 50% unseen, Θ validation accuracy "
                     f"(mean ± std, {len(seeds)} seeds; the test set is not read)",
                     ["setting", "Θ val acc", "grad steps/round", ""], table)
         report.append({"stage": stage, "rows": {label: {"mean": rows[label]["mean"], "std": rows[label]["std"]}
-                                                for label, _ in stage_points}, "chosen": ranked[0][0]})
+                                                for label, _ in stage_points}, "chosen": winner})
     log(f"selected on validation: {' '.join(chosen)}")
     (out / "selected.json").write_text(json.dumps({"chosen": chosen, "stages": report}, indent=2))
     return {"chosen": chosen, "stages": report}
+
+
+def pick(points, rows, incumbent: str, n: int) -> str:
+    """The setting to keep: the best validation mean, unless it beats the current setting
+    (``incumbent``) by no more than one standard error of the difference of the two means —
+    then the current one stays (a validation set of ~100 images moves in 1% steps; a choice
+    should not chase that noise)."""
+    import math
+
+    def stat(label):
+        return (rows[label]["mean"].get("foundation_val_accuracy") or 0.0,
+                rows[label]["std"].get("foundation_val_accuracy") or 0.0)
+
+    best = max((label for label, _ in points), key=lambda label: stat(label)[0])
+    if incumbent not in rows or best == incumbent:
+        return best
+    (mb, sb), (mi, si) = stat(best), stat(incumbent)
+    return best if mb - mi > math.sqrt((sb * sb + si * si) / max(n, 1)) else incumbent
 
 
 def _digest(overrides: list[str]) -> str:
@@ -185,7 +208,7 @@ def fedefm(args) -> int:
     if args.quick:
         common += ["data.test_samples=256", "downstream.steps=30"]
     sections = set(args.only or ["select", "main", "emd", "cost"])
-    fractions = (0.5,) if args.quick else UNSEEN
+    fractions = tuple(float(u) for u in args.unseen.split(",")) if args.unseen else (0.5,) if args.quick else UNSEEN
 
     def log(msg: str) -> None:
         print(f"[{time.perf_counter() - t_start:6.0f}s] {msg}", flush=True)

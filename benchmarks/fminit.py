@@ -2,7 +2,7 @@
 random, pre-trained and FM-instructed initialization, under age skew, against centralized (CLL)
 and standalone learning; Dice (mean foreground Dice on the test set, in %).
 
-Every cell is a real run of ``fedsim.runner`` on spawned gloo ranks (launch/configs/
+Every cell is a real run of ``fedsim.trainer`` on spawned gloo ranks (launch/configs/
 fminit_age_skew.yaml: 3 silos, ``data.partition: attribute``). The initial states are trained
 once before any rank starts and cached under OUTPUT/_init_cache: the teacher (an R50-ViT U-Net on
 its own larger public set, our SAM-Med2D stand-in), the pre-trained student (segmentation loss

@@ -221,6 +221,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--quick", action="store_true", help="2 seeds, 4 rounds, 50%% unseen only, 30 downstream steps")
     p.add_argument("--out", default="runs/paper_tables/fedefm", help="runs, downstream cache and JSON go here")
     p.add_argument("--skip-downstream", action="store_true", help="foundation accuracy only (no fine-tuning)")
+    p.add_argument("--unseen", default=None, help="unseen-label fractions of the main table, in this order "
+                   "(default 0,0.5,1; 0.5 with --quick)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override for every run")
     p.add_argument("--fedefm-set", action="append", default=[], metavar="KEY=VALUE",
                    help="override for the FedEFM runs of the main table only, e.g. fedefm.beta=0.5")

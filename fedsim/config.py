@@ -9,6 +9,7 @@ Every component owns a small dataclass beside its code (``fedsim.algorithms.fede
 from __future__ import annotations
 
 import dataclasses
+import importlib.resources
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -18,7 +19,8 @@ import yaml
 from fedsim.errors import ConfigError
 from fedsim.settings import Range, apply
 
-DEFAULT_CONFIG = Path(__file__).with_name("default.yaml")  # what `fedsim run` runs without CONFIG
+# what `fedsim run` runs without CONFIG: package data, found from any working directory after install
+DEFAULT_CONFIG = Path(str(importlib.resources.files("fedsim") / "default.yaml"))
 SCENARIOS = ("dfl", "cfl", "cll", "standalone")
 TASKS = ("classification", "segmentation")
 INITS = ("random", "pretrained", "fm")
@@ -76,7 +78,7 @@ class _Experiment:
     name: str = "default"
     algorithm: str = "fedefm"  # a name from fedsim.algorithms.REGISTRY
     scenario: Literal[SCENARIOS] | None = None  # dfl | cfl | cll | standalone; None: the algorithm's own
-    topology: str = "ring-4"  # a YAML/GML path, a shipped name (topologies/NAME.yaml) or KIND:N
+    topology: str = "ring-4"  # a YAML/GML path, a shipped name (fedsim/topologies/NAME.yaml) or KIND:N
     rounds: Annotated[int, Range(ge=1)] = 5
     seed: Annotated[int, Range(ge=0)] = 0
     output_dir: str = "runs"
@@ -95,6 +97,7 @@ class _Experiment:
     net: Any = _section("fedsim.netmodel", "NetConfig")
     downstream: Any = _section("fedsim.downstream", "DownstreamConfig", enabled=False)
     fminit: Any = _section("fedsim.fminit", "FMInitConfig")
+    faults: Any = _section("fedsim.faults", "FaultsConfig")
     log: LogConfig = field(default_factory=LogConfig)
 
     def to_dict(self) -> dict[str, Any]:
@@ -197,3 +200,6 @@ def validate_config(cfg: ExperimentConfig) -> None:
                           f"(or give init_from: PATH)")
     if cfg.init_from is not None and not Path(cfg.init_from).expanduser().is_file():
         raise ConfigError(f"init_from: {cfg.init_from}: file not found")
+    from fedsim.plugins import check_combinations
+
+    check_combinations(cfg)

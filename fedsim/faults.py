@@ -1,26 +1,340 @@
-"""Fault injection, one component of the round loop (tests and drills).
+"""Faults and participation, one component of the round loop: which silos take part in a round,
+which links are down and who is slow — simulated, seeded and declared in the config
+(``faults:``) — and the drills that make a rank really die or stall.
 
-``FEDSIM_FAULT="stall:RANK:ROUND"`` makes that rank hang at the start of that round,
-``"die:RANK:ROUND"`` makes it exit abruptly — what a lost or stalled hospital looks like to the
-others."""
+A round k has a set of *present* silos. An absent silo does not train, send or receive; its
+ϑ_i is 0 in every aggregate of the round (Θ included); its neighbours renormalise over the silos
+they hear. Why a silo is absent (the ``absent`` field of ``metrics/silo_<i>.jsonl``):
+
+* ``dropout`` — a ``faults.dropout`` window (``{silo, start, end}``, rounds inclusive, ``end:
+  null`` for good);
+* ``crashed`` — its rank crashed more often than ``--max-restarts`` allows with
+  ``faults.on_crash: exclude``; it is left out from the round it was lost in (``plan.failed``);
+* ``not_sampled`` — partial participation: each round a seeded random ``faults.participation``
+  fraction (``sampling: fixed``: exactly ⌈p·N⌉ silos; ``bernoulli``: each silo with probability p)
+  or ``faults.participants`` silos are drawn from the available ones;
+* ``deadline`` — a straggler slower than ``faults.deadline`` × the normal compute time.
+
+Stragglers (``{silo, factor, start, end, probability}``) slow a silo's compute in the simulated
+clock; link failures (``{edge: [a, b], start, end, directed}``) take an edge's arcs out of the
+round (no message; the clock and the mixing weights follow). A silo that comes back after being
+absent rejoins from its last state or from the current Θ (``faults.rejoin``).
+
+Everything is a pure function of (config, round, silos lost to crashes): the same on every rank
+and after ``--resume``; random draws come from their own seed streams.
+
+Drills (tests, rehearsals): ``FEDSIM_FAULT="KIND:RANK:ROUND[:ATTEMPTS]"`` makes that rank, at the
+start of that round, ``stall`` (hang), ``die`` (exit abruptly) or ``kill`` (SIGKILL itself, as
+``kill -9`` or the OOM killer would) — in every attempt of the run, or only in the first
+``ATTEMPTS`` (an attempt is one start of the process group: the first run, then each restart).
+"""
 
 from __future__ import annotations
 
+import math
 import os
+import random
+import signal
 import time
+from dataclasses import dataclass, field
+from typing import Annotated, Any, Literal
+
+from fedsim.errors import ConfigError
+from fedsim.settings import Range
+
+#: why a silo is absent from a round (the ``absent`` field of its record)
+ABSENCE_REASONS = ("dropout", "crashed", "not_sampled", "deadline")
+_SAMPLING_STREAM = 0xFA17
+_STRAGGLER_STREAM = 0x51A6
+
+
+@dataclass
+class DropoutWindow:
+    """A silo absent from round ``start`` to round ``end`` (inclusive; null: for good)."""
+
+    silo: Annotated[int, Range(ge=0)] | None = None
+    start: Annotated[int, Range(ge=0)] = 0
+    end: Annotated[int, Range(ge=0)] | None = None
+
+
+@dataclass
+class Straggler:
+    """A silo whose compute is ``factor`` times slower in the simulated clock, in rounds
+    ``start``..``end`` (null: to the end), in each such round with ``probability``."""
+
+    silo: Annotated[int, Range(ge=0)] | None = None
+    factor: Annotated[float, Range(ge=1)] = 2.0
+    start: Annotated[int, Range(ge=0)] = 0
+    end: Annotated[int, Range(ge=0)] | None = None
+    probability: Annotated[float, Range(gt=0, le=1)] = 1.0
+
+
+@dataclass
+class LinkFailure:
+    """The edge ``[a, b]`` down in rounds ``start``..``end`` (null: for good): no message on it,
+    in either direction unless ``directed`` (then only a → b)."""
+
+    edge: list | None = None
+    start: Annotated[int, Range(ge=0)] = 0
+    end: Annotated[int, Range(ge=0)] | None = None
+    directed: bool = False
+
+
+@dataclass
+class FaultsConfig:
+    """The ``faults:`` section: simulated dropouts, partial participation, stragglers and link
+    failures (deterministic, seeded), and what a real crash of a rank does."""
+
+    dropout: list[DropoutWindow] = field(default_factory=list)  # [{silo, start, end}]: absent silos
+    participation: Annotated[float, Range(gt=0, le=1)] = 1.0  # fraction of silos drawn each round
+    participants: Annotated[int, Range(ge=1)] | None = None  # or: this many silos each round
+    sampling: Literal["fixed", "bernoulli"] = "fixed"  # fixed: exactly ⌈p·N⌉; bernoulli: each with p
+    stragglers: list[Straggler] = field(default_factory=list)  # [{silo, factor, start, end, probability}]
+    #: a straggler slower than this many times the normal compute is left out of the round
+    #: (the others do not wait for it); null: everyone is waited for
+    deadline: Annotated[float, Range(ge=1)] | None = None
+    links: list[LinkFailure] = field(default_factory=list)  # [{edge: [a, b], start, end, directed}]
+    #: how a silo comes back after being absent: from its "last" state, from the current "theta"
+    #: (the aggregate of the silos present in the round before), or "auto": theta where a server
+    #: hands out Θ (CFL, as FedAvg's sampled clients get the global model), else last
+    rejoin: Literal["auto", "last", "theta"] = "auto"
+    #: a rank that crashes more often than --max-restarts allows: "resume" — the run stops (exit 2,
+    #: resumable); "exclude" — its silos are marked failed (ϑ = 0) and the others finish the run
+    on_crash: Literal["resume", "exclude"] = "resume"
+
+    def validate(self) -> None:
+        """What the types cannot say (checks against the topology and rounds: :func:`check_faults`)."""
+        for name in ("dropout", "stragglers"):
+            for n, entry in enumerate(getattr(self, name)):
+                if entry.silo is None:
+                    raise ConfigError(f"config key 'faults.{name}[{n}].silo' is required: the silo id (0..N-1)")
+        for n, link in enumerate(self.links):
+            e = link.edge
+            if not (isinstance(e, list) and len(e) == 2 and all(isinstance(v, int) and not isinstance(v, bool)
+                                                                 for v in e)):
+                raise ConfigError(f"config key 'faults.links[{n}].edge' expects two silo ids [a, b], got {e!r}")
+        for name, entries in (("dropout", self.dropout), ("stragglers", self.stragglers), ("links", self.links)):
+            for n, entry in enumerate(entries):
+                if entry.end is not None and entry.end < entry.start:
+                    raise ConfigError(f"config key 'faults.{name}[{n}].end' is {entry.end}, before its start "
+                                      f"{entry.start}; give end >= start (or null: to the end of the run)")
+        if self.participants is not None and self.participation < 1:
+            raise ConfigError(f"faults.participation {self.participation:g} and faults.participants "
+                              f"{self.participants} are both set; give one of them")
+
+    @property
+    def active(self) -> bool:
+        """Whether anything is simulated (a run without faults takes the plain path)."""
+        return bool(self.dropout or self.stragglers or self.links or self.participants is not None
+                    or self.participation < 1)
+
+
+def _within(entry: Any, k: int) -> bool:
+    return entry.start <= k and (entry.end is None or k <= entry.end)
+
+
+@dataclass(frozen=True)
+class RoundFaults:
+    """What faults do to one round: who takes part, who does not and why, the arcs that are
+    down, and the stragglers' compute factors."""
+
+    round: int
+    present: frozenset[int]
+    absent: dict[int, str]
+    down: frozenset[tuple[int, int]] = frozenset()
+    factors: dict[int, float] = field(default_factory=dict)
+
+
+class FaultSchedule:
+    """The simulated faults of a run, round by round (a pure function of its arguments)."""
+
+    def __init__(self, cfg, num_silos: int, failed: dict[int, int] | None = None) -> None:
+        self.f: FaultsConfig = cfg.faults
+        self.seed = cfg.seed
+        self.n = num_silos
+        self.failed = dict(failed or {})  # silo -> the round it was lost in (crash, excluded)
+
+    def round(self, k: int) -> RoundFaults:
+        f, n = self.f, self.n
+        absent: dict[int, str] = {i: "crashed" for i, lost in sorted(self.failed.items()) if k >= lost}
+        for d in f.dropout:
+            if _within(d, k):
+                absent.setdefault(d.silo, "dropout")
+        available = [i for i in range(n) if i not in absent]
+        if f.participants is not None or f.participation < 1:
+            # one draw per silo of the topology, so who is drawn does not depend on who is available
+            rng = random.Random(_stream_seed(self.seed, _SAMPLING_STREAM, k))
+            u = [rng.random() for _ in range(n)]
+            if f.participants is None and f.sampling == "bernoulli":
+                chosen = {i for i in available if u[i] < f.participation}
+                if not chosen and available:  # a round needs someone: the silo with the smallest draw
+                    chosen = {min(available, key=lambda i: (u[i], i))}
+            else:
+                m = f.participants if f.participants is not None else max(1, math.ceil(f.participation * n - 1e-9))
+                chosen = set(sorted(available, key=lambda i: (u[i], i))[:m])
+            for i in available:
+                if i not in chosen:
+                    absent[i] = "not_sampled"
+        factors: dict[int, float] = {}
+        if f.stragglers:
+            rng = random.Random(_stream_seed(self.seed, _STRAGGLER_STREAM, k))
+            draws = [rng.random() for _ in f.stragglers]  # one per entry, whatever the window
+            for s, u_s in zip(f.stragglers, draws):
+                if _within(s, k) and u_s < s.probability and s.factor > 1:
+                    factors[s.silo] = max(factors.get(s.silo, 1.0), s.factor)
+        if f.deadline is not None:
+            for i, factor in sorted(factors.items()):
+                if factor > f.deadline and i not in absent:
+                    absent[i] = "deadline"
+        down: set[tuple[int, int]] = set()
+        for link in f.links:
+            if _within(link, k):
+                a, b = link.edge
+                down.add((a, b))
+                if not link.directed:
+                    down.add((b, a))
+        present = frozenset(i for i in range(n) if i not in absent)
+        return RoundFaults(k, present, dict(sorted(absent.items())), frozenset(down), factors)
+
+
+def _stream_seed(seed: int, stream: int, k: int) -> int:
+    from fedsim.data import derive_seed
+
+    return derive_seed(seed, stream, k)
+
+
+def rejoin_from_theta(cfg, forms_foundation: bool, via_server: bool) -> bool:
+    """Whether a silo that comes back loads the current Θ (``faults.rejoin``; auto: where a
+    server hands out Θ and there is one)."""
+    if cfg.faults.rejoin == "auto":
+        return via_server and forms_foundation
+    return cfg.faults.rejoin == "theta"
+
+
+def check_faults(cfg, topology, forms_foundation: bool, pooled: bool, failed: dict[int, int] | None = None) -> None:
+    """Faults against the training graph and the rounds, before any rank starts: every silo and
+    edge exists, every window lies in the run, ``rejoin: theta`` has a Θ, and every round keeps at
+    least one silo whose accumulation status is 1."""
+    f: FaultsConfig = cfg.faults
+    n, last = topology.num_silos, cfg.rounds - 1
+    if pooled and f.active:
+        raise ConfigError("faults: scenario cll pools every silo's data into one silo; dropouts, sampling, "
+                          "stragglers and link failures need silos (use dfl, cfl or standalone)")
+    silos = f"silos 0..{n - 1}"
+    for name, entries in (("dropout", f.dropout), ("stragglers", f.stragglers), ("links", f.links)):
+        for m, entry in enumerate(entries):
+            key = f"faults.{name}[{m}]"
+            ids = entry.edge if name == "links" else [entry.silo]
+            for i in ids:
+                if not 0 <= i < n:
+                    raise ConfigError(f"{key}: silo {i} is not in topology {topology.name!r} ({silos})")
+            if entry.start > last:
+                raise ConfigError(f"{key}.start {entry.start} is outside the run (rounds 0..{last})")
+            if entry.end is not None and entry.end > last:
+                raise ConfigError(f"{key}.end {entry.end} is outside the run (rounds 0..{last}); "
+                                  "use end: null for 'to the end of the run'")
+            if name == "links":
+                a, b = entry.edge
+                arcs = set(topology.arcs)
+                if (a, b) not in arcs and (entry.directed or (b, a) not in arcs):
+                    raise ConfigError(f"{key}.edge [{a}, {b}] is not an edge of the training graph "
+                                      f"{topology.name!r}")
+    if f.participants is not None and f.participants > n:
+        raise ConfigError(f"faults.participants {f.participants} is more than the {n} silos of topology "
+                          f"{topology.name!r}")
+    if f.rejoin == "theta" and not forms_foundation:
+        raise ConfigError(f"faults.rejoin: theta needs a foundation model Θ, which algorithm {cfg.algorithm!r} "
+                          "does not form (its silos share no weights); use rejoin: last")
+    if not (f.active or failed):
+        return
+    status = cfg.accumulation_status or [1] * n
+    schedule = FaultSchedule(cfg, n, failed)
+    for k in range(cfg.rounds):
+        present = schedule.round(k).present
+        if not any(status[i] for i in present):
+            raise ConfigError(f"faults leave no silo with accumulation status 1 in round {k} (present: "
+                              f"{', '.join(map(str, sorted(present))) or 'none'}); drop fewer silos")
 
 
 class FaultInjector:
-    def __init__(self, rank: int, spec: str | None = None) -> None:
-        self.rank = rank
-        self.spec = spec if spec is not None else os.environ.get("FEDSIM_FAULT", "")
+    """The faults of this rank's rounds: applies the schedule to the federation before each round
+    (who is present, which arcs are down, who rejoins from Θ) and runs the drills."""
 
-    def before_round(self, k: int) -> None:
+    def __init__(self, plan, rank: int, spec: str | None = None) -> None:
+        self.rank = rank
+        self.attempt = getattr(plan, "attempt", 0)
+        self.spec = spec if spec is not None else os.environ.get("FEDSIM_FAULT", "")
+        self.schedule = FaultSchedule(plan.cfg, plan.topology.num_silos, getattr(plan, "failed", None))
+        self.rejoin_theta = rejoin_from_theta(plan.cfg, plan.forms_foundation, plan.scenario.via_server)
+
+    def before_round(self, k: int, fed=None) -> RoundFaults:
+        """Run the drill due now, then set round ``k``'s participants on ``fed``; silos coming
+        back load Θ of the silos present in round k − 1 when ``faults.rejoin`` says so (a
+        collective: the schedule is the same on every rank, so every rank calls it)."""
+        self._drill(k)
+        now = self.schedule.round(k)
+        if fed is not None:
+            before = self.schedule.round(k - 1).present if k > 0 else now.present
+            back = sorted(now.present - before)
+            if back and self.rejoin_theta:
+                fed.rejoin_from_theta(back, over=before)
+            fed.begin_round(now.present, now.down)
+        return now
+
+    def final(self, rounds: int, fed) -> RoundFaults | None:
+        """The last round's participants set on ``fed`` (Θ at the end is their aggregate)."""
+        if rounds < 1:
+            return None
+        last = self.schedule.round(rounds - 1)
+        fed.begin_round(last.present, last.down)
+        return last
+
+    def _drill(self, k: int) -> None:
         if not self.spec:
             return
-        kind, rank, when = self.spec.split(":")
-        if int(rank) != self.rank or int(when) != k:
+        kind, rank, when, *attempts = self.spec.split(":")
+        if int(rank) != self.rank or int(when) != k or (attempts and self.attempt >= int(attempts[0])):
             return
         if kind == "die":
             os._exit(9)
+        if kind == "kill":
+            os.kill(os.getpid(), signal.SIGKILL)
         time.sleep(10**6)
+
+
+FAILED_FILE = "failed_silos.json"  # in the run folder: silos lost to crashes (on_crash: exclude)
+
+
+def read_failed(run_dir) -> dict[int, int]:
+    """Silos a run lost to crashes → the round each was lost in (empty when none)."""
+    import json
+    from pathlib import Path
+
+    path = Path(run_dir) / FAILED_FILE
+    if not path.is_file():
+        return {}
+    return {int(e["silo"]): int(e["round"]) for e in json.loads(path.read_text())}
+
+
+def record_failed(run_dir, entries: list[dict[str, Any]]) -> None:
+    """Add ``entries`` ({silo, round, reason, rank, crashes}) to the run's failed silos (kept
+    across restarts and ``--resume``; written through a temporary file)."""
+    import json
+    from pathlib import Path
+
+    path = Path(run_dir) / FAILED_FILE
+    old = json.loads(path.read_text()) if path.is_file() else []
+    known = {int(e["silo"]) for e in old}
+    rows = old + [e for e in entries if int(e["silo"]) not in known]
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(sorted(rows, key=lambda e: e["silo"]), indent=2))
+    os.replace(tmp, path)
+
+
+def failed_entries(run_dir) -> list[dict[str, Any]]:
+    """The recorded failed silos with their details (for the summary and the report)."""
+    import json
+    from pathlib import Path
+
+    path = Path(run_dir) / FAILED_FILE
+    return json.loads(path.read_text()) if path.is_file() else []

@@ -160,6 +160,7 @@ class RankData:
     val: list[Any] | None  # the same for the validation splits, or None without one
     test: Any
     num_classes: int
+    in_channels: int = 1
 
 
 def load_rank_data(plan, rank: int) -> RankData:
@@ -171,17 +172,17 @@ def load_rank_data(plan, rank: int) -> RankData:
     cfg = plan.cfg
     n = plan.underlay.num_silos
     local = None if plan.scenario.pooled else plan.placement.silos_on(rank)
-    data = load_federated(cfg.data, n, cfg.seed, silos=local)
+    data = load_federated(cfg.data, n, cfg.seed, silos=local, masks=cfg.task == "segmentation")
     train, val = carve_validation(data.train, cfg.data.validation_fraction, cfg.seed)
     if not cfg.data.validation_fraction:
         val = None
     if plan.scenario.pooled:
         train = [SiloDataset.concat(list(train), name="pooled")]
         val = [SiloDataset.concat(list(val), name="validation")] if val is not None else None
-    return RankData(train, val, data.test, data.num_classes)
+    return RankData(train, val, data.test, data.num_classes, data.in_channels)
 
 
-def initial_model_factory(cfg: ExperimentConfig, num_classes: int, init_state: dict | None):
+def initial_model_factory(cfg: ExperimentConfig, num_classes: int, init_state: dict | None, in_channels: int = 1):
     """The silos' model factory: a classifier (``task: classification``) or a U-Net whose encoder
     is ``model`` (``task: segmentation``), loaded with the common initial state when there is one."""
     from fedsim.fminit import NUM_SEG_CLASSES, apply_initial_state
@@ -189,9 +190,9 @@ def initial_model_factory(cfg: ExperimentConfig, num_classes: int, init_state: d
 
     def factory(silo: int | None = None):
         if cfg.task == "segmentation":
-            model = build_segmenter(cfg.model.for_silo(silo), NUM_SEG_CLASSES)
+            model = build_segmenter(cfg.model.for_silo(silo), NUM_SEG_CLASSES, in_channels)
         else:
-            model = build_model(cfg.model.for_silo(silo), num_classes)
+            model = build_model(cfg.model.for_silo(silo), num_classes, in_channels)
         if init_state is not None:
             apply_initial_state(model, init_state, cfg.init_from or f"init: {cfg.init}")
         return model
@@ -232,10 +233,15 @@ class Federation:
         self.grad_steps: Counter[int] = Counter()
         # ϑ_i: a pooled (CLL) silo always contributes
         status = [1] if plan.scenario.pooled else (cfg.accumulation_status or [1] * self.topology.num_silos)
-        self.silos: dict[int, Silo] = {}
+        #: every silo this rank hosts; :attr:`silos` is those of them taking part in the round
+        self.hosted: dict[int, Silo] = {}
+        #: the silos of every rank taking part in the current round (fedsim.faults), and the arcs
+        #: that are down in it
+        self.present: frozenset[int] = frozenset(range(self.topology.num_silos))
+        self.down_arcs: frozenset[tuple[int, int]] = frozenset()
         for i in local:
             model = self.new_model(i)
-            self.silos[i] = Silo(
+            self.hosted[i] = Silo(
                 id=i,
                 model=model,
                 optimizer=make_optimizer(model, cfg),
@@ -245,8 +251,30 @@ class Federation:
             )
 
     @property
+    def silos(self) -> dict[int, Silo]:
+        """This rank's silos that take part in the current round — all of them unless
+        ``faults:`` leaves some out. Algorithms see only these: an absent silo does not train,
+        send or receive, and weighs nothing in an aggregate."""
+        if len(self.present) == self.topology.num_silos:
+            return self.hosted
+        return {i: s for i, s in self.hosted.items() if i in self.present}
+
+    @property
     def local_ids(self) -> list[int]:
-        return sorted(self.silos)
+        """Every silo this rank hosts, present or not."""
+        return sorted(self.hosted)
+
+    def begin_round(self, present: frozenset[int], down_arcs: frozenset[tuple[int, int]] = frozenset()) -> None:
+        """The round's participants (over every rank) and the arcs that are down in it."""
+        self.present = frozenset(present)
+        self.down_arcs = frozenset(down_arcs)
+
+    def rejoin_from_theta(self, silos: list[int], over: frozenset[int]) -> None:
+        """``silos`` (of every rank) come back with Θ of the silos in ``over`` (a collective)."""
+        theta = self.aggregate(over=over)
+        for i in silos:
+            if i in self.hosted:
+                load_state_tensors(self.hosted[i].model, theta)
 
     def new_model(self, silo: int | None = None) -> nn.Module:
         """A fresh model with the run's common initialisation (the same on every silo that has
@@ -268,33 +296,48 @@ class Federation:
         """Send ``payload(src, dst)`` along every arc (the same global list on every rank) and
         return the messages this rank's silos receive, keyed by (src, dst)."""
         arcs = list(arcs)
-        template = state_tensors(next(iter(self.silos.values())).model)
-        outgoing = {(s, d): payload(s, d) for s, d in arcs if s in self.silos}
-        incoming = {(s, d): template for s, d in arcs if d in self.silos}
+        template = self.state_template()
+        present = self.silos
+        outgoing = {(s, d): payload(s, d) for s, d in arcs if s in present}
+        incoming = {(s, d): template for s, d in arcs if d in present}
         return self.transport.exchange(outgoing, incoming)
 
     def active_arcs(self, k: int) -> list[Key]:
         """The arcs that exchange in round ``k``: all of them, except on a multigraph overlay
-        (the round's state leaves weak arcs idle) and a MATCHA overlay (random matchings)."""
+        (the round's state leaves weak arcs idle) and a MATCHA overlay (random matchings), and
+        except arcs that are down or touch an absent silo (``faults:``)."""
         topo = self.topology
         if any("parallel" in e.extra for e in topo.edges):
             from fedsim.netmodel import multigraph_active_arcs
 
-            return sorted(multigraph_active_arcs(topo, k))
-        if "matching_probabilities" in topo.extra:
+            arcs = sorted(multigraph_active_arcs(topo, k))
+        elif "matching_probabilities" in topo.extra:
             from fedsim.netmodel.overlays import matcha_active_arcs
 
-            return sorted(matcha_active_arcs(topo, k, seed=self.cfg.seed))
-        return topo.arcs
+            arcs = sorted(matcha_active_arcs(topo, k, seed=self.cfg.seed))
+        else:
+            arcs = topo.arcs
+        if self.down_arcs or len(self.present) < topo.num_silos:
+            arcs = [(j, i) for j, i in arcs if j in self.present and i in self.present
+                    and (j, i) not in self.down_arcs]
+        return arcs
 
-    def silo_weights(self) -> dict[int, float]:
-        """ϑ_i n_i of this rank's silos (n_i = 1 unless weight_by_samples): each one's share of Θ."""
-        return {i: s.status * (len(s.data) if self.cfg.weight_by_samples else 1.0) for i, s in self.silos.items()}
+    def silo_weights(self, over: frozenset[int] | None = None) -> dict[int, float]:
+        """ϑ_i n_i of this rank's silos present in the round (or in ``over``), n_i = 1 unless
+        weight_by_samples: each one's share of Θ; absent silos are not listed (weight 0)."""
+        silos = self.silos if over is None else {i: s for i, s in self.hosted.items() if i in over}
+        return {i: s.status * (len(s.data) if self.cfg.weight_by_samples else 1.0) for i, s in silos.items()}
 
-    def aggregate(self) -> list[torch.Tensor]:
-        """Θ = Σ ϑ_i n_i θ_i / Σ ϑ_i n_i over every silo (n_i = 1 unless weight_by_samples)."""
-        states = {i: state_tensors(s.model) for i, s in self.silos.items()}
-        return weighted_average(states, self.silo_weights(), self.device)
+    def aggregate(self, over: frozenset[int] | None = None) -> list[torch.Tensor]:
+        """Θ = Σ ϑ_i n_i θ_i / Σ ϑ_i n_i over every present silo of every rank (or those in
+        ``over``); n_i = 1 unless weight_by_samples. A collective: every rank calls it."""
+        weights = self.silo_weights(over)
+        states = {i: state_tensors(self.hosted[i].model) for i in weights}
+        return weighted_average(states, weights, self.device, template=self.state_template())
+
+    def state_template(self) -> list[torch.Tensor]:
+        """Tensors shaped like one silo's state (for collectives on a rank with no silo present)."""
+        return state_tensors(next(iter(self.hosted.values())).model)
 
     def on_server(self, compute: Callable[[], list[torch.Tensor]], template: list[torch.Tensor]) -> list[torch.Tensor]:
         """``compute()`` run once, by the server, and its tensors (shaped like ``template``)
@@ -307,7 +350,7 @@ class Federation:
         self.grad_steps[silo] += steps
 
     def take_grad_steps(self) -> dict[int, int]:
-        out = {i: self.grad_steps.get(i, 0) for i in self.silos}
+        out = {i: self.grad_steps.get(i, 0) for i in self.hosted}
         self.grad_steps.clear()
         return out
 
@@ -328,7 +371,19 @@ class Federation:
         return float(totals[0] / totals[1]) if totals[1] > 0 else None
 
     def evaluate(self, model: nn.Module) -> tuple[float, float]:
-        """(test loss, test score): accuracy, or mean foreground Dice for ``task: segmentation``."""
+        """(test loss, test score): accuracy, or mean foreground Dice for ``task: segmentation``.
+
+        A model whose state equals the last one evaluated is not evaluated again: after FedAvg
+        every silo holds Θ, and the round's and the run's Θ scores are the same model too (6
+        passes over the test set became 1; comparing states costs a tiny fraction of a pass)."""
+        state = state_tensors(model)
+        last = self.__dict__.get("_last_eval")
+        if last is not None and len(last[0]) == len(state) and all(
+                a.shape == b.shape and a.dtype == b.dtype and torch.equal(a, b) for a, b in zip(last[0], state)):
+            return last[1]
         if self.segmentation:
-            return evaluate_segmentation(model, self.test_set, self.device)
-        return evaluate(model, self.test_set, self.device)
+            result = evaluate_segmentation(model, self.test_set, self.device)
+        else:
+            result = evaluate(model, self.test_set, self.device)
+        self._last_eval = ([t.detach().clone() for t in state], result)
+        return result

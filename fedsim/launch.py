@@ -6,11 +6,14 @@ exits 2; any other failure ends every rank (no rank is left waiting on a dead pe
 
 from __future__ import annotations
 
+import gc
+import importlib
 import logging
 import os
 import pickle
 import sys
 import tempfile
+import threading
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -106,6 +109,153 @@ def spawn(
         except mp.ProcessExitedException as exc:
             _raise_failure(tmp, world_size, exc)
         return _collect(tmp, world_size)
+
+
+def spawn_here(
+    fn: Callable[..., Any],
+    world_size: int,
+    *args: Any,
+    device: str = "cpu",
+    timeout_s: float = 300.0,
+    threads: int = 1,
+    grace_s: float = 30.0,
+) -> Any:
+    """Run ``fn(ctx, *args)`` as rank 0 in *this* process and on ``world_size - 1`` new ones;
+    return rank 0's result (what ``fedsim run`` needs: the other ranks' results are None).
+
+    Why not :func:`spawn`: a launcher that only waits still holds a whole interpreter with torch
+    (~0.5 GB here) and re-imports torch in every rank. On the CPU the other ranks are forked, so
+    they start at once and share this process's pages until they write them; with CUDA they are
+    spawned (CUDA does not survive a fork). Errors keep :func:`spawn`'s contract: a FedsimError
+    of any rank is raised here; a rank that dies or stalls is a SiloFailure naming it. A rank 0
+    blocked in a collective cannot be interrupted, so when another rank ends abnormally and rank 0
+    has not returned within ``grace_s``, the error is printed as the CLI prints it and this
+    process exits with status 2. The process group is destroyed before returning, so this
+    process can run another job.
+    """
+    logging.getLogger("torch.multiprocessing.spawn").setLevel(logging.ERROR)
+    cuda = device == "cuda" or (device == "auto" and torch.cuda.is_available())
+    fork = not cuda and sys.platform == "linux"
+    mpctx = mp.get_context("fork" if fork else "spawn")
+    if fork:
+        # every rank imports TorchDynamo at its first optimizer step (torch.optim does, ~160 MB and
+        # ~1 s); imported once here, the forked ranks share it
+        importlib.import_module("torch._dynamo")
+        # the garbage collector would write to every object the ranks inherited, copying the pages
+        # they share; frozen objects are left alone (until the job is over)
+        gc.collect()
+        gc.freeze()
+    try:
+        return _spawn_here(fn, world_size, args, device, timeout_s, threads, grace_s, mpctx)
+    finally:
+        gc.unfreeze()
+
+
+def _spawn_here(fn, world_size: int, args: tuple, device: str, timeout_s: float, threads: int, grace_s: float,
+                mpctx) -> Any:
+    port = free_port()
+    with tempfile.TemporaryDirectory(prefix="fedsim-") as tmp:
+        procs = {r: mpctx.Process(target=_worker, args=(r, fn, world_size, port, device, timeout_s, threads, tmp, args),
+                                  daemon=True) for r in range(1, world_size)}
+        for p in procs.values():
+            p.start()
+        done = threading.Event()
+        watcher = threading.Thread(target=_watch, args=(procs, tmp, world_size, done, grace_s), daemon=True)
+        watcher.start()
+        try:
+            result = _run_here(fn, world_size, port, device, timeout_s, threads, args)
+        except FedsimError as exc:
+            done.set()
+            watcher.join()  # one thread reaps the ranks at a time (two waitpid calls race)
+            _stop(procs)
+            close_process_group(False)
+            _raise_here(exc, procs, tmp, world_size)
+        except BaseException:
+            done.set()
+            watcher.join()
+            _stop(procs)
+            close_process_group(False)
+            raise
+        done.set()
+        watcher.join()
+        for p in procs.values():  # they leave right after the final barrier
+            p.join(timeout=timeout_s)
+        bad = {r: p.exitcode for r, p in procs.items() if p.exitcode != 0}
+        _stop(procs)
+        close_process_group(False)  # the peers are gone: nothing left to wait for
+        if bad:
+            _raise_reported(tmp)
+            r, code = next(iter(bad.items()))
+            raise SiloFailure(f"rank {r} exited with code {code}", ranks=[r])
+        return result
+
+
+def _run_here(fn, world_size: int, port: int, device: str, timeout_s: float, threads: int, args: tuple) -> Any:
+    """Rank 0 in this process, leaving its thread count, RNG and determinism setting as they were
+    (the launcher goes on to plot and fine-tune after the run)."""
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    saved_threads, saved_det = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
+    torch.set_num_threads(threads)
+    try:
+        with torch.random.fork_rng(devices=[]):
+            ctx = RankContext(0, world_size, 0, pick_device(device, 0))
+            init_process_group(ctx.device, 0, world_size, timeout_s)
+            result = fn(ctx, *args)
+            barrier()  # the others write their results and leave after this
+        return result
+    finally:
+        torch.set_num_threads(saved_threads)
+        torch.use_deterministic_algorithms(saved_det)
+
+
+def _stop(procs: dict[int, Any]) -> None:
+    for p in procs.values():
+        if p.is_alive():
+            p.kill()
+    for p in procs.values():
+        p.join(timeout=10)
+
+
+def _raise_here(exc: FedsimError, procs: dict[int, Any], tmp: str, world_size: int) -> None:
+    """Rank 0 raised ``exc``: a peer's own reported error explains more than rank 0's lost
+    connection; a lost peer is named by its rank (it died, or never reported)."""
+    reported = _reported(tmp)
+    errors = [v for status, v in reported.values() if status == "fedsim" and not isinstance(v, SiloFailure)]
+    if errors:
+        raise errors[0] from None
+    if isinstance(exc, SiloFailure):
+        culprits = sorted(r for r, p in procs.items() if r not in reported)
+        if culprits:
+            raise SiloFailure(f"rank(s) {', '.join(map(str, culprits))} stopped answering ({exc})",
+                              ranks=culprits) from None
+    raise exc
+
+
+def _watch(procs: dict[int, Any], tmp: str, world_size: int, done: threading.Event, grace_s: float) -> None:
+    """Waits for a rank other than 0 to end abnormally; if rank 0 has not returned ``grace_s``
+    later (blocked waiting for the lost peer), reports and ends this process."""
+    from multiprocessing.connection import wait
+
+    pending = dict(procs)
+    while pending and not done.is_set():
+        for sentinel in wait([p.sentinel for p in pending.values()], timeout=0.5):
+            r = next(r for r, p in pending.items() if p.sentinel == sentinel)
+            p = pending.pop(r)
+            p.join()
+            if p.exitcode != 0 and not done.wait(grace_s):
+                _stop(procs)
+                reported = _reported(tmp)
+                errors = [v for status, v in reported.values() if status == "fedsim"]
+                lost = [e for e in errors if isinstance(e, SiloFailure)]
+                if errors and not lost:
+                    message = str(errors[0])
+                elif lost:  # a peer timed out waiting: rank 0, which never reported, is the stalled one
+                    message = f"silo(s) on rank 0 failed or stalled — rank(s) 0 stopped answering ({lost[0]})"
+                else:
+                    message = f"rank {r} exited with code {p.exitcode}"
+                print(f"fedsim: error: {message}", file=sys.stderr, flush=True)
+                sys.stdout.flush()
+                os._exit(2)
 
 
 def _reported(tmp: str) -> dict[int, tuple[str, Any]]:

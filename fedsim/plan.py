@@ -5,13 +5,14 @@ which scenario it is in except through :class:`Scenario`."""
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
+import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from fedsim.config import ExperimentConfig
 from fedsim.distributed import Placement
-from fedsim.errors import ConfigError, TopologyError
+from fedsim.errors import ConfigError, FedsimError, TopologyError
 from fedsim.topology import Topology, parse_topology, resolve_topology
 
 SCENARIOS = ("dfl", "cfl", "cll", "standalone")
@@ -127,6 +128,33 @@ def check_config_against_topology(cfg: ExperimentConfig, topology: Topology) -> 
     domains = getattr(cfg.data, "domains", None)
     if isinstance(domains, list) and not Scenario(cfg.scenario).pooled and len(domains) not in (0, n):
         raise ConfigError(f"data.domains lists {len(domains)} silos but topology {topology.name!r} has {n}")
+    check_data_against_topology(cfg, n)
+
+
+def check_data_against_topology(cfg: ExperimentConfig, n: int) -> None:
+    """What the data settings must agree on with the silo count, checked from the config and a
+    folder listing (no image is read): the domain mixtures, the silo folders of folder data, a
+    held-out test share."""
+    data = cfg.data
+    if data.domains is not None:
+        from fedsim.data.partition import silo_mixtures
+        from fedsim.errors import DataError
+
+        try:
+            silo_mixtures(data.domains, data.partition, n)
+        except DataError as exc:
+            raise ConfigError(str(exc)) from None
+    if data.kind != "folder" or not data.root or not Path(data.root).expanduser().is_dir():
+        return
+    root = Path(data.root).expanduser()
+    folders = [p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")
+               and p.name not in ("test", "public")]
+    if data.partition == "domain" and data.domains is None and folders and len(folders) != n:
+        raise ConfigError(f"data.root {root} has {len(folders)} silo folders but the run has {n} silos; match them, "
+                          "or set data.partition to iid/dirichlet/quantity/attribute to re-split the data")
+    if not (root / "test").is_dir() and data.test_fraction == 0:
+        raise ConfigError(f"data.test_fraction is 0 and {root}/test does not exist: nothing would be tested; give "
+                          "data.test_fraction in (0, 1) (the share held out of each silo) or add a test folder")
 
 
 @dataclass
@@ -140,6 +168,12 @@ class RunPlan:
     world_size: int
     run_dir: Path
     resume: bool = False
+    #: the checkpointed round to continue from (with ``resume``; checked by usable_checkpoint)
+    resume_from: int | None = None
+    #: silos lost to crashes (faults.on_crash: exclude) → the round they were lost in
+    failed: dict[int, int] = field(default_factory=dict)
+    #: which start of the process group this is (0, then 1 after the first restart, …): drills
+    attempt: int = 0
 
     @property
     def placement(self) -> Placement:
@@ -165,15 +199,61 @@ def feature_map_side(cfg: ExperimentConfig) -> int:
     from fedsim.models import build_model
 
     channels = int(getattr(cfg.data, "channels", 1) or 1)
-    model = build_model(cfg.model.for_silo(0), 2)
+    model = build_model(cfg.model.for_silo(0), 2, channels)
     with torch.no_grad():
         side = model.features(torch.zeros(1, channels, cfg.data.image_size, cfg.data.image_size)).shape[-2:]
     return int(min(side))
 
 
+_MODEL_PROBLEMS: dict[tuple, str | None] = {}  # a sweep checks the same model many times
+
+
+def _model_problem(cfg, image_size: int, channels: int, task: str) -> str | None:
+    """Why the model cannot be built or run on one image of the run's size, or None."""
+    key = (repr(cfg), image_size, channels, task)
+    if key not in _MODEL_PROBLEMS:
+        _MODEL_PROBLEMS[key] = _try_model(cfg, image_size, channels, task)
+    return _MODEL_PROBLEMS[key]
+
+
+def _try_model(cfg, image_size: int, channels: int, task: str) -> str | None:
+    import torch
+
+    from fedsim.models import build_model, build_segmenter
+
+    try:
+        model = (build_segmenter(cfg, 3, in_channels=channels) if task == "segmentation"
+                 else build_model(cfg, 2, in_channels=channels))
+        with torch.no_grad():
+            model.eval()(torch.zeros(2, channels, image_size, image_size))  # 2: norms need >1 value
+    except FedsimError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - torch's own message says what does not fit
+        return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return None
+
+
+def check_model(cfg: ExperimentConfig) -> None:
+    """Every architecture of the run is built and run on a batch of two images of
+    ``data.image_size`` before any rank starts: widths, GroupNorm groups, transformer sizes and
+    image sizes that do not fit are one line naming the keys instead of a traceback in round 0."""
+    channels = int(getattr(cfg.data, "channels", 1) or 1)
+    for i in range(max(1, len(cfg.model.per_silo))):
+        model = cfg.model.for_silo(i)
+        problem = _model_problem(model, cfg.data.image_size, channels, cfg.task)
+        if problem:
+            raise ConfigError(
+                f"model {model.name!r} (width {model.width}, norm {model.norm}, norm_groups {model.norm_groups}) "
+                f"cannot run on data.image_size {cfg.data.image_size} images: {problem}")
+
+
 def check_cross_keys(cfg: ExperimentConfig) -> None:
-    """Constraints between keys that only the built model can tell."""
-    if cfg.algorithm == "fedefm" and cfg.emd.backend != "uniform" and cfg.task == "classification":
+    """Constraints between keys that only the built model can tell (for a plug-in model, or data
+    whose image size is its own, the first rank checks the same before round 0)."""
+    sized = cfg.data.kind in ("synthetic", "folder") and not cfg.model.plugin
+    if sized:
+        check_model(cfg)
+    if sized and cfg.algorithm == "fedefm" and cfg.emd.backend != "uniform" and cfg.task == "classification":
         side = feature_map_side(cfg)
         if cfg.emd.grid > side:
             raise ConfigError(
@@ -182,23 +262,42 @@ def check_cross_keys(cfg: ExperimentConfig) -> None:
                 f"(the largest this map allows) or larger images")
 
 
-def resolve(cfg: ExperimentConfig) -> tuple[ExperimentConfig, Topology, Topology]:
+def resolve(cfg: ExperimentConfig, failed: dict[int, int] | None = None) -> tuple[ExperimentConfig, Topology, Topology]:
     """``cfg`` with its scenario resolved, its underlay and its training graph — every check that
-    can run before a rank starts."""
+    can run before a rank starts (``failed``: silos already lost to crashes)."""
+    from fedsim.faults import check_faults
+
     cfg.scenario = scenario_for(cfg)
     underlay = resolve_topology(cfg.topology)
     check_config_against_topology(cfg, underlay)
     check_cross_keys(cfg)
-    return cfg, underlay, Scenario(cfg.scenario).training_graph(underlay)
+    scenario = Scenario(cfg.scenario)
+    training = scenario.training_graph(underlay)
+    check_faults(cfg, training, forms_foundation(cfg), scenario.pooled, failed)
+    return cfg, underlay, training
 
 
-def build_plan(cfg: ExperimentConfig, run_dir: str | Path, world_size: int, resume: bool = False) -> RunPlan:
-    """The plan of one run on ``world_size`` ranks (an error when there are more ranks than silos)."""
-    cfg, underlay, topology = resolve(cfg)
+def build_plan(cfg: ExperimentConfig, run_dir: str | Path, world_size: int, resume: bool = False,
+               attempt: int = 0) -> RunPlan:
+    """The plan of one run on ``world_size`` ranks (an error when there are more ranks than silos).
+    With ``resume`` it continues from the newest undamaged checkpoint of ``run_dir`` (a damaged
+    one is named in a warning line) and keeps the silos an earlier attempt lost to crashes."""
+    from fedsim.faults import read_failed
+
+    failed = read_failed(run_dir) if resume else {}
+    cfg, underlay, topology = resolve(cfg, failed)
     if topology.num_silos < world_size:
         raise ConfigError(f"{world_size} ranks but only {topology.num_silos} silo(s) to place; "
                           f"launch with at most {topology.num_silos} processes")
-    return RunPlan(cfg, Scenario(cfg.scenario), underlay, topology, world_size, Path(run_dir), resume)
+    plan = RunPlan(cfg, Scenario(cfg.scenario), underlay, topology, world_size, Path(run_dir), resume,
+                   failed=failed, attempt=attempt)
+    if resume:
+        from fedsim.checkpoint import usable_checkpoint
+
+        plan.resume_from, warnings = usable_checkpoint(run_dir)
+        for line in warnings:
+            print(f"fedsim: warning: {line}", file=sys.stderr, flush=True)
+    return plan
 
 
 def baseline_config(cfg: ExperimentConfig, algorithm: str) -> ExperimentConfig:
@@ -210,13 +309,14 @@ def baseline_config(cfg: ExperimentConfig, algorithm: str) -> ExperimentConfig:
     return other
 
 
-def experiment_plans(cfg: ExperimentConfig, run_dir: Path, world_size: int, resume: bool = False) -> list[RunPlan]:
+def experiment_plans(cfg: ExperimentConfig, run_dir: Path, world_size: int, resume: bool = False,
+                     attempt: int = 0) -> list[RunPlan]:
     """The main run, then each ``compare_with`` baseline (in its algorithm's own scenario) in
     run_dir/baselines/<algorithm>, all on the same ranks."""
-    plans = [build_plan(cfg, run_dir, world_size, resume)]
+    plans = [build_plan(cfg, run_dir, world_size, resume, attempt)]
     for algorithm in cfg.compare_with:
         plans.append(build_plan(baseline_config(cfg, algorithm), Path(run_dir) / "baselines" / algorithm,
-                                world_size, resume))
+                                world_size, resume, attempt))
     return plans
 
 

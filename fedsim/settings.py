@@ -4,8 +4,9 @@ checked against their type hints.
 A field's type says what it accepts: ``int``, ``float`` (ints and ``3e-4``-style strings are
 coerced), ``bool``, ``str``, ``list``, ``X | None``, ``Literal["a", "b"]`` (a choice) and
 ``Annotated[int, Range(ge=1)]`` (a number in a range). Unknown keys are errors (a typo must not
-silently fall back to a default); a nested dataclass is a nested section. Every error names the
-dotted key, the value and what is allowed.
+silently fall back to a default); a nested dataclass is a nested section and ``list[Section]`` a
+list of them (each entry a mapping, named ``key[n]`` in errors). Every error names the dotted key,
+the value and what is allowed.
 """
 
 from __future__ import annotations
@@ -118,6 +119,15 @@ def field_hints(cls: type) -> dict[str, Any]:
     return typing.get_type_hints(cls, include_extras=True)
 
 
+def section_list_item(hint: Any) -> type | None:
+    """The dataclass ``C`` of a ``list[C]`` hint (a list of sections), else None."""
+    if typing.get_origin(hint) is list:
+        args = typing.get_args(hint)
+        if len(args) == 1 and dataclasses.is_dataclass(args[0]):
+            return args[0]
+    return None
+
+
 def apply(obj: Any, data: Any, prefix: str = "", error: type[FedsimError] = ConfigError,
           retired: dict[str, str] | None = None) -> None:
     """Set ``obj``'s fields from the mapping ``data`` (recursing into nested dataclasses)."""
@@ -136,6 +146,18 @@ def apply(obj: Any, data: Any, prefix: str = "", error: type[FedsimError] = Conf
             apply(current, value, f"{path}.", error, retired)
             continue
         hint = hints.get(key, Any)
+        item = section_list_item(hint)
+        if item is not None:  # a list of sections: each entry is filled and checked as one
+            if not isinstance(value, list):
+                names = ", ".join(f.name for f in dataclasses.fields(item))
+                raise error(f"config key '{path}' expects a list of mappings (keys: {names}), got {value!r}")
+            entries = []
+            for n, entry in enumerate(value):
+                section = item()
+                apply(section, entry, f"{path}[{n}].", error, retired)
+                entries.append(section)
+            setattr(obj, key, entries)
+            continue
         ok, coerced = check_value(value, hint)
         if not ok:
             raise error(f"config key '{path}' expects {hint_name(hint)}, got {value!r}")

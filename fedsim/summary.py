@@ -21,6 +21,9 @@ def round_row(records: list[dict[str, Any]]) -> dict[str, Any]:
         "sim_time_ms": max(r["sim_time_ms"] for r in records),
         "foundation_accuracy": records[0].get("foundation_accuracy"),
         "foundation_val_accuracy": records[0].get("foundation_val_accuracy"),
+        # faults: who took part, who did not and why (records of older runs: everyone took part)
+        "participants": sorted(r["silo"] for r in records if r.get("participated", True)),
+        "absent": {r["silo"]: r["absent"] for r in sorted(records, key=lambda r: r["silo"]) if r.get("absent")},
         "silos": {r["silo"]: r for r in records},
     }
 
@@ -33,11 +36,18 @@ def build_summary(plan, history: list[dict[str, Any]], final: dict[str, Any], wa
 
     cfg, topology = plan.cfg, plan.topology
     last = history[-1] if history else {"silos": {}}
+    taken = {i: sum(i in r.get("participants", r["silos"]) for r in history) for i in last["silos"]}
+    reasons: dict[int, dict[str, int]] = {}
+    for r in history:
+        for i, why in r.get("absent", {}).items():
+            reasons.setdefault(int(i), {}).setdefault(why, 0)
+            reasons[int(i)][why] += 1
     silos = []
     for i, rec in sorted(last["silos"].items()):
         silos.append({"silo": i, "name": topology.silos[i].name, "model": cfg.model.for_silo(i).name,
                       "accuracy": rec.get("accuracy"),
-                      "loss": rec.get("loss"), "bytes_sent_last_round": rec["bytes_sent"]})
+                      "loss": rec.get("loss"), "bytes_sent_last_round": rec["bytes_sent"],
+                      "rounds_taken_part": taken.get(i, 0), "absent_last_round": rec.get("absent")})
     total_bytes = sum(r["bytes"] for r in history)
     summary = {
         **describe(plan),
@@ -61,6 +71,14 @@ def build_summary(plan, history: list[dict[str, Any]], final: dict[str, Any], wa
         # what the *accuracy* fields hold: test accuracy, or mean foreground Dice (segmentation)
         "metric": "dice" if cfg.task == "segmentation" else "accuracy",
         "init": "file" if cfg.init_from else cfg.init,
+        # faults: rounds each silo took part in, the rounds it sat out by reason, the silos of each
+        # round, and the silos lost for good (crashed and excluded, or dropped to the end)
+        "participation": {
+            "rounds_taken_part": {str(i): n for i, n in sorted(taken.items())},
+            "absent_rounds": {str(i): why for i, why in sorted(reasons.items())},
+            "participants_by_round": [r.get("participants") for r in history],
+            "failed_silos": lost_silos(plan),
+        },
     }
     if "foundation_val_accuracy" in final:
         summary["foundation_val_accuracy"] = final["foundation_val_accuracy"]
@@ -70,3 +88,16 @@ def build_summary(plan, history: list[dict[str, Any]], final: dict[str, Any], wa
                        dice_by_round=summary["accuracy_by_round"],
                        foundation_dice_by_round=summary["foundation_accuracy_by_round"])
     return summary
+
+
+def lost_silos(plan) -> list[dict[str, Any]]:
+    """Silos a run lost for good and the round each was lost in: crashed and excluded
+    (``faults.on_crash: exclude``; with the rank and how often it crashed) or dropped to the end
+    of the run (a ``faults.dropout`` window without an end)."""
+    from fedsim.faults import failed_entries
+
+    out = {int(e["silo"]): dict(e) for e in failed_entries(plan.run_dir)}
+    for d in plan.cfg.faults.dropout:
+        if d.end is None and d.silo not in out:
+            out[d.silo] = {"silo": d.silo, "round": d.start, "reason": "dropout"}
+    return [out[i] for i in sorted(out)]

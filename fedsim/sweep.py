@@ -135,9 +135,40 @@ def plan(config: str | Path | None, overrides: Sequence[str], points: Sequence[P
     return runs
 
 
+def same_config(saved_yaml: str, cfg) -> bool:
+    """Whether a saved ``config.yaml`` describes the run ``cfg`` would make: every saved key has
+    the same value, and a key the saved file lacks (added to fedsim since) holds its default —
+    new keys default to the old behaviour, so such a run need not be repeated. Where the run
+    lives (``output_dir``, ``name``) is not compared: the folder already says it, and a sweep
+    started from another working directory (an absolute ``--out``) is the same run."""
+    import yaml
+
+    from fedsim.config import ExperimentConfig
+
+    def match(saved: Any, planned: Any, default: Any) -> bool:
+        if isinstance(planned, dict) and isinstance(saved, dict):
+            if set(saved) - set(planned):
+                return False  # a key that no longer exists: another fedsim, another run
+            return all(match(saved[k], planned[k], default.get(k) if isinstance(default, dict) else None)
+                       if k in saved else planned[k] == (default or {}).get(k) for k in planned)
+        return saved == planned
+
+    try:
+        saved = yaml.safe_load(saved_yaml)
+    except yaml.YAMLError:
+        return False
+    if not isinstance(saved, dict):
+        return False
+    planned = cfg.to_dict()
+    for key in ("output_dir", "name"):
+        saved.pop(key, None)
+        planned.pop(key, None)
+    return match(saved, planned, ExperimentConfig().to_dict())
+
+
 def _finished(run: Run) -> bool:
     saved = run.run_dir / "config.yaml"
-    return (run.run_dir / "summary.json").is_file() and saved.is_file() and saved.read_text() == run.cfg.to_yaml() \
+    return (run.run_dir / "summary.json").is_file() and saved.is_file() and same_config(saved.read_text(), run.cfg) \
         and (not run.cfg.downstream.enabled or (run.run_dir / "downstream.json").is_file())
 
 
@@ -145,7 +176,7 @@ def check_folders(runs: Sequence[Run]) -> None:
     """A run folder that already holds another config is never overwritten."""
     for run in runs:
         saved = run.run_dir / "config.yaml"
-        if saved.is_file() and saved.read_text() != run.cfg.to_yaml():
+        if saved.is_file() and not same_config(saved.read_text(), run.cfg):
             raise ConfigError(f"{run.run_dir} holds a run of another config; choose another --out "
                               "(nothing there is overwritten)")
 
@@ -167,7 +198,8 @@ def execute(runs: Sequence[Run], parallel: int = 1, log: Callable[[str], None] =
         return
     plans = {}
     for run in todo:
-        plans[id(run)] = experiment_plans(run.cfg, run.run_dir, run.nproc)
+        # resume: an interrupted run continues from its newest undamaged checkpoint
+        plans[id(run)] = experiment_plans(run.cfg, run.run_dir, run.nproc, resume=True)
         run.run_dir.mkdir(parents=True, exist_ok=True)
         (run.run_dir / "config.yaml").write_text(run.cfg.to_yaml())
         prepare_initial_states(plans[id(run)], quiet=True)
@@ -198,12 +230,10 @@ def execute(runs: Sequence[Run], parallel: int = 1, log: Callable[[str], None] =
         except BaseException as exc:  # noqa: BLE001 - re-raised in the calling thread
             errors.append(exc)
 
-    threads = [threading.Thread(target=work, args=(g,)) for g in groups[1:]]
-    for t in threads:
-        t.start()
-    work(groups[0])
-    for t in threads:
-        t.join()
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=max(1, parallel)) as pool:  # at most `parallel` groups at once
+        list(pool.map(work, groups))
     if errors:
         raise errors[0]
 

@@ -292,11 +292,24 @@ def _short(items: list[int], limit: int = 10) -> str:
     return text + (f", … ({len(items)} in all)" if len(items) > limit else "")
 
 
+def shipped_topologies() -> dict[str, Path]:
+    """name → file of every topology shipped with the package (``fedsim/topologies/NAME.yaml``,
+    package data: found after a non-editable install too, from any working directory)."""
+    from importlib.resources import files
+
+    folder = files("fedsim") / "topologies"
+    return {p.name[: -len(".yaml")]: Path(str(p)) for p in folder.iterdir() if p.name.endswith(".yaml")}
+
+
 def load_topology(path: str | Path, *, require_strongly_connected: bool = False) -> Topology:
-    """Read and validate a topology file (``.yaml``/``.yml``, or a ``.gml`` network underlay)."""
+    """Read and validate a topology file (``.yaml``/``.yml``, or a ``.gml`` network underlay), or
+    a shipped topology by name (``gaia``, ``ring-4``, …) when no such file exists."""
     path = Path(path)
     if not path.is_file():
-        raise TopologyError(f"{path}: topology file not found")
+        shipped = shipped_topologies()
+        if str(path) not in shipped:
+            raise TopologyError(f"{path}: topology file not found (shipped names: {', '.join(sorted(shipped))})")
+        path = shipped[str(path)]
     if path.suffix.lower() == ".gml":
         return gml_to_topology(path, require_strongly_connected=require_strongly_connected)
     try:
@@ -389,12 +402,8 @@ def make_topology(kind: str, n: int, *, degree: int = 3, seed: int = 0) -> Topol
     )
 
 
-#: the topologies shipped with fedsim (``gaia`` → topologies/gaia.yaml)
-REPO_TOPOLOGIES = Path(__file__).resolve().parent.parent / "topologies"
-
-
 def resolve_topology(spec: str) -> Topology:
-    """A topology from a file path, a shipped name (``gaia`` → topologies/gaia.yaml) or ``KIND:N``."""
+    """A topology from a file path, a shipped name (``gaia`` → fedsim/topologies/gaia.yaml) or ``KIND:N``."""
     path = Path(spec)
     if path.is_file():
         return load_topology(path)
@@ -404,11 +413,11 @@ def resolve_topology(spec: str) -> Topology:
             return make_topology(kind, int(n))
         except ValueError:
             raise TopologyError(f"topology {spec!r}: expected KIND:N with an integer N") from None
-    for candidate in (REPO_TOPOLOGIES / f"{spec}.yaml", REPO_TOPOLOGIES / spec):
-        if candidate.is_file():
-            return load_topology(candidate)
-    shipped = sorted(p.stem for p in REPO_TOPOLOGIES.glob("*.yaml"))
+    shipped = shipped_topologies()
+    name = spec[: -len(".yaml")] if spec.endswith(".yaml") else spec
+    if name in shipped:
+        return load_topology(shipped[name])
     raise TopologyError(
         f"topology {spec!r} not found: give a YAML file, KIND:N ({', '.join(MAKE_KINDS)}), "
-        f"or one of the shipped names: {', '.join(shipped)}"
+        f"or one of the shipped names: {', '.join(sorted(shipped))}"
     )

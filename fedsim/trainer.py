@@ -21,13 +21,11 @@ from fedsim.errors import FedsimError, SiloFailure
 def run_jobs(ctx, plans: list, resume: bool = False) -> list[dict[str, Any] | None]:
     """Several runs in the same process group, one after another (main run, then baselines).
     With ``resume`` a run that already finished all its rounds is not run again and one with a
-    checkpoint continues from it."""
-    from fedsim.checkpoint import latest_checkpoint
-
+    checkpoint continues from it (``plan.resume_from``, chosen before the ranks started)."""
     out = []
     for plan in plans:
         done = Path(plan.run_dir) / "summary.json"
-        last = latest_checkpoint(plan.run_dir)
+        last = plan.resume_from if resume else None
         if resume and done.is_file() and last == plan.cfg.rounds - 1:
             out.append(json.loads(done.read_text()) if ctx.rank == 0 else None)
             continue
@@ -54,15 +52,23 @@ def run_rank(ctx, plan) -> dict[str, Any] | None:
     set_determinism(cfg.seed)
     data = load_rank_data(plan, ctx.rank)
     fed = Federation(plan, ctx.rank, ctx.device, data,
-                     initial_model_factory(cfg, data.num_classes, initial_state(cfg, ctx)))
+                     initial_model_factory(cfg, data.num_classes, initial_state(cfg, ctx), data.in_channels))
+    if cfg.task == "classification":  # a plug-in that does not fit is one line, before any training
+        from fedsim.algorithms import algorithm_class
+        from fedsim.models.plugin import check_model
+
+        needs = cfg.algorithm if algorithm_class(cfg.algorithm).needs_features else None
+        grid = cfg.emd.grid if cfg.algorithm == "fedefm" and cfg.emd.backend != "uniform" else None
+        check_model(fed.scratch_model(), data.test.images[:2].to(ctx.device), data.num_classes, needs,
+                    cfg.model.name, grid)
     algo = build_algorithm(cfg.algorithm, fed)
     evaluator = Evaluator(fed, plan.forms_foundation)
     checkpoints = Checkpointer(plan.run_dir, fed, algo)
-    faults = FaultInjector(ctx.rank)
+    faults = FaultInjector(plan, ctx.rank)
     callbacks = default_callbacks(plan, ctx.rank)
 
     start_round, clock_state, history = 0, None, []
-    resume_round = latest_checkpoint(plan.run_dir) if plan.resume else None
+    resume_round = plan.resume_from if plan.resume else None
     if resume_round is not None:
         clock_state = checkpoints.restore(resume_round)
         start_round = resume_round + 1
@@ -75,12 +81,13 @@ def run_rank(ctx, plan) -> dict[str, Any] | None:
     try:
         callbacks.on_run_start(start_round)
         for k in range(start_round, cfg.rounds):
-            faults.before_round(k)
+            round_faults = faults.before_round(k, fed)
             t0 = time.perf_counter()
             losses = algo.round(k)
             round_time = time.perf_counter() - t0
-            sim_times = clock.step(k, round_time)
-            records = _round_records(fed, evaluator, k, losses, round_time, time.perf_counter() - started, sim_times)
+            sim_times = clock.step(k, round_time, round_faults)
+            records = _round_records(fed, evaluator, k, losses, round_time, time.perf_counter() - started, sim_times,
+                                     round_faults)
             gathered = gather_objects(records)
             checkpoints.save(k, clock.state())
             row = None
@@ -88,6 +95,7 @@ def run_rank(ctx, plan) -> dict[str, Any] | None:
                 row = round_row([r for part in gathered for r in part])
                 history.append(row)
             callbacks.on_round_end(RoundReport(k, records, row))
+        faults.final(cfg.rounds, fed)  # Θ at the end: the aggregate of the last round's silos
         summary = _finish(plan, fed, algo, evaluator, history, time.perf_counter() - started, ctx.rank)
         callbacks.on_run_end(summary)
         return summary
@@ -107,8 +115,9 @@ def run_rank(ctx, plan) -> dict[str, Any] | None:
 
 
 def _round_records(fed, evaluator, k: int, losses: dict[int, float], round_time: float,
-                   wall: float, sim_times: list[float]) -> list[dict[str, Any]]:
-    """This rank's per-silo records of round ``k`` (see :mod:`fedsim.callbacks.jsonl`)."""
+                   wall: float, sim_times: list[float], faults=None) -> list[dict[str, Any]]:
+    """This rank's per-silo records of round ``k`` (see :mod:`fedsim.callbacks.jsonl`); with
+    ``faults`` (:class:`fedsim.faults.RoundFaults`), whether each silo took part and why not."""
     from fedsim.transport import SERVER
 
     sent = fed.transport.take_bytes()
@@ -132,6 +141,14 @@ def _round_records(fed, evaluator, k: int, losses: dict[int, float], round_time:
         rec["foundation_accuracy"] = foundation
         if fed.val_sets is not None:
             rec["foundation_val_accuracy"] = foundation_val
+        if faults is not None:
+            rec["participated"] = i in faults.present
+            rec["absent"] = faults.absent.get(i)
+            if i in faults.factors:
+                rec["compute_factor"] = faults.factors[i]
+            down = [f"{a}->{b}" for a, b in sorted(faults.down) if i in (a, b)]
+            if down:
+                rec["links_down"] = down
         records.append(rec)
     return records
 

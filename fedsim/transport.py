@@ -238,15 +238,17 @@ def weighted_sum(
     states: Mapping[int, Sequence[torch.Tensor]],
     weights: Mapping[int, float],
     device: torch.device,
+    template: Sequence[torch.Tensor] | None = None,
 ) -> tuple[torch.Tensor, float]:
     """(Σ w_i θ_i flattened in float64, Σ w_i) over every silo of every rank, by one ``all_reduce``.
 
     ``states`` holds this rank's silos (tensors in the same order everywhere); the sum is taken in
-    float64 so the result does not depend on how silos are spread over ranks.
+    float64 so the result does not depend on how silos are spread over ranks. A rank whose silos
+    all sit the round out passes no state and a ``template`` of the shapes.
     """
-    if not states:
+    if not states and template is None:
         raise ValueError("every rank must host at least one silo")
-    template = next(iter(states.values()))
+    template = next(iter(states.values())) if states else template
     acc = torch.zeros(sum(t.numel() for t in template) + 1, dtype=torch.float64, device=device)
     for silo, tensors in states.items():
         w = float(weights[silo])
@@ -263,11 +265,12 @@ def weighted_average(
     states: Mapping[int, Sequence[torch.Tensor]],
     weights: Mapping[int, float],
     device: torch.device,
+    template: Sequence[torch.Tensor] | None = None,
 ) -> list[torch.Tensor]:
     """Θ = Σ w_i θ_i / Σ w_i over every silo of every rank (:func:`weighted_sum`). Integer
     tensors (e.g. BatchNorm's step counter) are rounded back."""
-    acc, total = weighted_sum(states, weights, device)
-    template = next(iter(states.values()))
+    acc, total = weighted_sum(states, weights, device, template)
+    template = next(iter(states.values())) if states else template
     sizes = [t.numel() for t in template]
     if total <= 0:
         raise ValueError("no silo contributes to the aggregate (every accumulation status is 0)")

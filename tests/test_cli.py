@@ -140,6 +140,7 @@ def test_a_lost_silo_is_reported_not_a_hang(tmp_path, fault):
     assert out.returncode == 2
     err = out.stderr.strip().splitlines()[-1]
     assert err.startswith("fedsim: error: silo(s) 2, 3 failed or stalled") and "--resume" in err
+    assert "--max-restarts" in err  # the way to have it continue by itself
     assert "rounds 0..1 are checkpointed" in err
     assert json.loads((tmp_path / "f" / "checkpoints" / "latest.json").read_text())["round"] == 1
     # the run continues from its checkpoint once the silos are back

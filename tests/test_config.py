@@ -127,4 +127,99 @@ def test_the_table_covers_ranges_choices_and_types():
     keys = {k for k, _ in _cases()}
     assert {"train.lr", "train.momentum", "fedefm.beta", "fedefm.temperature", "fedefm.overseas_steps",
             "emd.backend", "emd.grid", "fedefm.mix", "rounds", "timeout_s", "net.access_gbps",
-            "fminit.alpha", "log.tensorboard"} <= keys
+            "fminit.alpha", "log.tensorboard", "data.image_size", "data.partition", "data.unseen_fraction",
+            "data.validation_fraction", "model.width", "model.norm", "downstream.lr", "downstream.steps",
+            "faults.participation", "faults.participants", "faults.sampling", "faults.deadline", "faults.rejoin",
+            "faults.on_crash"} <= keys
+
+
+def _cli(tmp_path, capsys, sets: list[str]) -> str:
+    """``fedsim run`` with these overrides: the one error line (asserting exit 2, one line, and
+    that nothing was written: no rank started)."""
+    from fedsim.cli import main
+
+    out = tmp_path / "runs"
+    code = main(["run", "--set", f"output_dir={out}", *[a for s in sets for a in ("--set", s)]])
+    err = capsys.readouterr().err.strip()
+    assert code == 2, err
+    assert len(err.splitlines()) == 1 and err.startswith("fedsim: error: ") and "Traceback" not in err
+    assert not out.exists(), err
+    return err
+
+
+@pytest.mark.parametrize("key,value", [c for c in _cases() if c[0] in (
+    "train.lr", "train.momentum", "fedefm.overseas_steps", "fedefm.beta", "fedefm.temperature", "emd.grid",
+    "data.image_size", "model.width", "downstream.batch_size", "faults.participation")], ids=lambda x: str(x))
+def test_bad_values_stop_the_cli_before_any_rank_starts(tmp_path, capsys, key, value):
+    """The issue's examples as a new user types them: one line naming the key, exit 2."""
+    assert f"'{key}'" in _cli(tmp_path, capsys, [f"{key}={value}"])
+
+
+RING = ["topology=ring-4", "rounds=5", "algorithm=gossip", "compare_with=[]"]
+ALL_GONE = "faults.dropout=[" + ", ".join(f"{{silo: {i}, start: 2}}" for i in range(4)) + "]"
+
+CROSS_KEY = {  # case: (overrides, what the line must say)
+    "fault silo unknown": (["faults.dropout=[{silo: 9, start: 1}]"], "faults.dropout[0]: silo 9 is not in topology"),
+    "fault silo missing": (["faults.stragglers=[{factor: 3}]"], "'faults.stragglers[0].silo' is required"),
+    "fault entry key": (["faults.dropout=[{silo: 1, begin: 2}]"], "unknown config key 'faults.dropout[0].begin'"),
+    "fault entry type": (["faults.dropout=[{silo: one}]"], "'faults.dropout[0].silo' expects int >= 0 or null"),
+    "fault list": (["faults.links=3"], "'faults.links' expects a list of mappings"),
+    "window after the run": (["faults.dropout=[{silo: 1, start: 7}]"], "faults.dropout[0].start 7 is outside the "
+                             "run (rounds 0..4)"),
+    "window end after the run": (["faults.links=[{edge: [0, 1], end: 9}]"], "faults.links[0].end 9 is outside the run"),
+    "window backwards": (["faults.dropout=[{silo: 1, start: 3, end: 1}]"], "'faults.dropout[0].end' is 1, before"),
+    "fraction 0": (["faults.participation=0"], "'faults.participation' expects float > 0 and <= 1, got 0"),
+    "fraction above 1": (["faults.participation=1.5"], "'faults.participation' expects float > 0 and <= 1"),
+    "count above silos": (["faults.participants=5"], "faults.participants 5 is more than the 4 silos"),
+    "fraction and count": (["faults.participation=0.5", "faults.participants=2"], "give one of them"),
+    "no silo left": ([ALL_GONE], "no silo with accumulation status 1 in round 2"),
+    "no contributing silo left": (["accumulation_status=[1, 0, 0, 0]", "faults.dropout=[{silo: 0, start: 3, end: 3}]"],
+                                  "no silo with accumulation status 1 in round 3"),
+    "edge not in graph": (["faults.links=[{edge: [0, 2]}]"], "faults.links[0].edge [0, 2] is not an edge"),
+    "edge malformed": (["faults.links=[{edge: [0]}]"], "'faults.links[0].edge' expects two silo ids"),
+    "straggler slower than 1": (["faults.stragglers=[{silo: 1, factor: 0.5}]"],
+                                "'faults.stragglers[0].factor' expects float >= 1"),
+    "probability": (["faults.stragglers=[{silo: 1, probability: 2}]"], "'faults.stragglers[0].probability'"),
+    "rejoin theta without Θ": (["algorithm=fedmd", "faults.rejoin=theta"], "faults.rejoin: theta needs a foundation"),
+    "faults with pooled data": (["scenario=cll", "faults.participation=0.5"], "faults: scenario cll pools"),
+    "domains per silo": (["data.domains=[human, animal]"], "data.domains lists 2 silos but topology"),
+    "domain name": (["data.domains=[human, martian, phantom, simulation]"], "martian"),
+    "transformer heads": (["algorithm=fedavg", "model.name=r50-vit", "model.vit_heads=3"],
+                          "model.vit_dim (128) must be a multiple of 4 * vit_heads"),
+    "grid vs feature map": (["algorithm=fedefm", "emd.grid=5", "data.image_size=32"],
+                            "use emd.grid <= 4 (the largest this map allows)"),
+    "status per silo": (["accumulation_status=[1, 1]"], "accumulation_status has 2 entries but topology"),
+}
+
+
+@pytest.mark.parametrize("key,value,needle", [
+    ("algorithm", "sgd", "unknown algorithm 'sgd'; choose one of fedefm"),
+    ("compare_with", "[fedsgd]", "compare_with: unknown algorithm 'fedsgd'"),
+    ("data.kind", "zip", "data.kind must be one of synthetic, folder, torchvision, python, got 'zip'"),
+    ("model.name", "vgg", "unknown model 'vgg'; choose one of cnn"),
+    ("model.per_silo", "[cnn, vgg]", "unknown model 'vgg'"),
+    ("downstream.domain", "mars", "downstream.domain must be one of human"),
+    ("downstream.tasks", "[detection]", "downstream.tasks must be a non-empty list from"),
+    ("accumulation_status", "[1, 2, 1, 1]", "accumulation_status must be a list of 0/1 values"),
+    ("init_from", "/nowhere.pt", "init_from: /nowhere.pt: file not found"),
+])
+def test_names_from_registries_are_refused_before_any_rank_starts(tmp_path, capsys, key, value, needle):
+    """Choices that live in a registry (algorithms, models, data kinds) rather than in a type."""
+    assert needle in _cli(tmp_path, capsys, [f"{key}={value}"])
+
+
+@pytest.mark.parametrize("case", sorted(CROSS_KEY))
+def test_cross_key_constraints_are_one_line_before_any_rank_starts(tmp_path, capsys, case):
+    overrides, needle = CROSS_KEY[case]
+    assert needle in _cli(tmp_path, capsys, RING + overrides)
+
+
+def test_folder_data_must_match_the_silos_and_hold_out_a_test_set(tmp_path, capsys):
+    root = tmp_path / "data"
+    for name in ("a", "b", "c"):
+        (root / name).mkdir(parents=True)
+    err = _cli(tmp_path, capsys, RING + ["data.kind=folder", f"data.root={root}", "data.domains=null"])
+    assert f"data.root {root} has 3 silo folders but the run has 4 silos" in err
+    (root / "d").mkdir()
+    err = _cli(tmp_path, capsys, RING + ["data.kind=folder", f"data.root={root}", "data.test_fraction=0"])
+    assert "data.test_fraction is 0" in err and "nothing would be tested" in err

@@ -72,3 +72,25 @@ def test_grid_values_keep_commas_inside_brackets():
     assert split_values("a,[1, 2],{x: 1, y: 2}") == ["a", "[1, 2]", "{x: 1, y: 2}"]
     points = grid_points(["a=1,2", "b=x,y"])
     assert [p.overrides for p in points] == [["a=1", "b=x"], ["a=1", "b=y"], ["a=2", "b=x"], ["a=2", "b=y"]]
+
+
+def test_a_saved_config_from_before_a_new_key_still_matches():
+    """A run saved before fedsim grew a key (its default keeps the old behaviour) is the same run;
+    a changed value or a key that no longer exists is not."""
+    import yaml
+
+    from fedsim.config import load_config
+    from fedsim.sweep import same_config
+
+    cfg = load_config(None, ["rounds=3"])
+    saved = cfg.to_dict()
+    del saved["data"]["validation_fraction"], saved["log"]
+    assert same_config(yaml.safe_dump(saved), cfg)
+    assert not same_config(yaml.safe_dump(saved), load_config(None, ["rounds=3", "data.validation_fraction=0.1"]))
+    assert not same_config(yaml.safe_dump(saved), load_config(None, ["rounds=4"]))
+    saved["fedefm"]["sync_every"] = 0
+    assert not same_config(yaml.safe_dump(saved), cfg)
+    del saved["fedefm"]["sync_every"]
+    saved["output_dir"], saved["name"] = "/elsewhere/runs", "other"  # where it lives is not what it is
+    assert same_config(yaml.safe_dump(saved), cfg)
+    assert not same_config("- a list", cfg)

@@ -26,6 +26,10 @@ class Algorithm:
     #: architecture); algorithms that exchange only outputs on a public set set this False
     shares_weights = True
 
+    #: whether it reads the model's dense feature map (``fedsim.models.features_of``), which a
+    #: plug-in model must then provide
+    needs_features = False
+
     #: the tasks (``task:``) it can train; its local loss must fit them
     tasks: tuple[str, ...] = ("classification",)
 

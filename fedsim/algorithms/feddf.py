@@ -69,7 +69,7 @@ class FedDF(FedAvg):
         if cfg.distill_steps > 0:
             xs = self.public.batches(k, cfg.distill_steps)
             logits = {i: silo_logits(s.model, xs) for i, s in sorted(fed.silos.items())}
-            teacher = average_logits(fed, logits)
+            teacher = average_logits(fed, logits, xs)
             theta = fed.on_server(lambda: self.distill(theta, xs, teacher), template=theta)
             logit_bytes = message_bytes([teacher])
         size = message_bytes(theta)

@@ -129,6 +129,7 @@ class FedEFM(Algorithm):
     title = "FedEFM"
     scenarios = ("dfl", "cfl", "cll", "standalone")
     round_trip = True  # θ_i goes out to j and the expert comes back
+    needs_features = True  # the EMD weights compare dense feature maps
 
     def exchanges_in(self, k: int) -> bool:
         # round 0 is local training only; in CFL with per-round aggregation it already ends

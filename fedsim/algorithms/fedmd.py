@@ -72,7 +72,7 @@ class FedMD(OutputSharing):
         fed, cfg = self.fed, self.settings
         xs = self.public.batches(k, cfg.digest_steps)
         logits = {i: silo_logits(s.model, xs) for i, s in sorted(fed.silos.items())}  # 1. communicate
-        consensus = average_logits(fed, logits)  # 2. aggregate
+        consensus = average_logits(fed, logits, xs)  # 2. aggregate
         size = message_bytes([consensus])
         for i, silo in sorted(fed.silos.items()):  # 3. digest
             fed.transport.book_server(i, up=size, down=size)

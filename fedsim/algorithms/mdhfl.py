@@ -26,7 +26,7 @@ from typing import Annotated
 import torch
 import torch.nn.functional as F
 
-from fedsim.algorithms.public import OutputSharing, silo_logits
+from fedsim.algorithms.public import OutputSharing, outputs_template, silo_logits
 from fedsim.federation import Federation
 from fedsim.losses import symmetric_cross_entropy
 from fedsim.settings import Range
@@ -45,12 +45,14 @@ class MDHFLConfig:
     public_samples: Annotated[int, Range(ge=1)] = 256  # size of the unlabeled public set
 
 
-def others_mean(fed: Federation, probs: dict[int, torch.Tensor]) -> dict[int, torch.Tensor | None]:
-    """p̄_{−i} for each local silo i: the ϑ n-weighted mean of every *other* silo's ``probs``,
-    from one all-reduce of [Σ_j w_j p_j, Σ_j w_j] (float64: independent of the placement).
-    None when no other silo contributes."""
+def others_mean(fed: Federation, probs: dict[int, torch.Tensor],
+                batches: list[torch.Tensor]) -> dict[int, torch.Tensor | None]:
+    """p̄_{−i} for each local silo i: the ϑ n-weighted mean of every *other* present silo's
+    ``probs`` (on the public ``batches``), from one all-reduce of [Σ_j w_j p_j, Σ_j w_j]
+    (float64: independent of the placement). None when no other silo contributes."""
     weights = fed.silo_weights()
-    acc, total = weighted_sum({i: [p] for i, p in probs.items()}, weights, fed.device)
+    acc, total = weighted_sum({i: [p] for i, p in probs.items()}, weights, fed.device,
+                              template=outputs_template(fed, batches))
     out = {}
     for i, p in probs.items():
         rest = total - weights[i]
@@ -89,7 +91,7 @@ class MDHFL(OutputSharing):
         xs = self.public.batches(k, c.align_steps)
         probs = {i: F.softmax(silo_logits(s.model, xs) / c.temperature, dim=-1)  # 2.
                  for i, s in sorted(fed.silos.items())}
-        targets = others_mean(fed, probs)
+        targets = others_mean(fed, probs, xs)
         size = message_bytes([next(iter(probs.values()))])
         for i, silo in sorted(fed.silos.items()):  # 3.
             fed.transport.book_server(i, up=size, down=size)

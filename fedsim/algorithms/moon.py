@@ -19,7 +19,7 @@ import torch.nn.functional as F
 
 from fedsim.algorithms.fedavg import FedAvg
 from fedsim.federation import load_state_tensors, state_tensors
-from fedsim.models import logits_and_features, representation
+from fedsim.models import features_of, logits_and_features, representation
 from fedsim.settings import Range
 
 
@@ -43,6 +43,7 @@ class MOON(FedAvg):
     name = "moon"
     title = "MOON"
     tasks = ("classification",)  # its extra loss term is written for class logits
+    needs_features = True  # z is the pooled feature map
 
     def __init__(self, fed) -> None:
         super().__init__(fed)
@@ -66,8 +67,8 @@ class MOON(FedAvg):
         def loss_fn(model, x, y):
             logits, feats = logits_and_features(model, x)
             with torch.no_grad():
-                z_glob = representation(glob.features(x))
-                z_prev = representation(prev.features(x))
+                z_glob = representation(features_of(glob, x))
+                z_prev = representation(features_of(prev, x))
             return F.cross_entropy(logits, y) + mu * contrastive_loss(representation(feats), z_glob, z_prev, tau)
 
         return loss_fn

@@ -54,10 +54,18 @@ def silo_logits(model: nn.Module, batches: list[torch.Tensor]) -> torch.Tensor:
     return out
 
 
-def average_logits(fed: Federation, logits: dict[int, torch.Tensor]) -> torch.Tensor:
-    """Σ ϑ_i n_i z_i / Σ ϑ_i n_i over every silo of every rank: one all-reduce of the logit
-    tensors (summed in float64, so the result does not depend on the placement)."""
-    return weighted_average({i: [z] for i, z in logits.items()}, fed.silo_weights(), fed.device)[0]
+def outputs_template(fed: Federation, batches: list[torch.Tensor]) -> list[torch.Tensor]:
+    """The shape of one silo's (steps, B, C) outputs on ``batches``, for a rank none of whose
+    silos takes part in the round (it still joins the all-reduce)."""
+    return [torch.empty(len(batches), batches[0].shape[0], fed.num_classes, device=fed.device)]
+
+
+def average_logits(fed: Federation, logits: dict[int, torch.Tensor], batches: list[torch.Tensor]) -> torch.Tensor:
+    """Σ ϑ_i n_i z_i / Σ ϑ_i n_i over every present silo of every rank (``batches``: the public
+    batches they were computed on): one all-reduce of the logit tensors (summed in float64, so
+    the result does not depend on the placement)."""
+    return weighted_average({i: [z] for i, z in logits.items()}, fed.silo_weights(), fed.device,
+                            template=outputs_template(fed, batches))[0]
 
 
 

@@ -8,6 +8,7 @@ sim_time_ms`` (``bytes_from_server`` for CFL)."""
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -24,13 +25,25 @@ class MetricsWriter(Callback):
         for path in self.files.values():
             lines = path.read_text().splitlines() if path.exists() and start_round > 0 else []
             # a resumed run drops the rounds after the checkpoint it continues from
-            lines = [ln for ln in lines if json.loads(ln)["round"] < start_round]
-            path.write_text("".join(ln + "\n" for ln in lines))
+            # a line torn by a crash mid-write is dropped with the rounds to be run again
+            lines = [ln for ln in lines if (rec := _parse(ln)) is not None and rec["round"] < start_round]
+            # through a temporary file: a crash here must not lose the rounds already recorded
+            tmp = path.with_suffix(".jsonl.tmp")
+            tmp.write_text("".join(ln + "\n" for ln in lines))
+            os.replace(tmp, path)
 
     def on_round_end(self, report: RoundReport) -> None:
         for rec in report.records:
             with open(self.files[rec["silo"]], "a") as fh:
                 fh.write(json.dumps(rec) + "\n")
+
+
+def _parse(line: str) -> dict[str, Any] | None:
+    """A record, or None for a line a crash cut short (only ever the last line of a file)."""
+    try:
+        return json.loads(line)
+    except ValueError:
+        return None
 
 
 def metric_files(run_dir: str | Path) -> list[Path]:
@@ -43,7 +56,9 @@ def read_records(run_dir: str | Path, last_round: int | None = None) -> dict[int
     by_round: dict[int, list[dict[str, Any]]] = {}
     for path in metric_files(run_dir):
         for line in path.read_text().splitlines():
-            rec = json.loads(line)
+            rec = _parse(line)
+            if rec is None:
+                continue
             if last_round is None or rec["round"] <= last_round:
                 by_round.setdefault(rec["round"], []).append(rec)
     return dict(sorted(by_round.items()))

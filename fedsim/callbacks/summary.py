@@ -17,7 +17,9 @@ class SummaryWriter(Callback):
     def on_run_end(self, summary: dict[str, Any] | None) -> None:
         if summary is None:
             return
-        (self.dir / "summary.json").write_text(json.dumps(summary, indent=2))
+        from fedsim.checkpoint import atomic_write
+
+        atomic_write(json.dumps(summary, indent=2), self.dir / "summary.json")  # never half a file
         rows = summary["silos"]
         if rows:
             with open(self.dir / "summary.csv", "w", newline="") as fh:

@@ -11,10 +11,22 @@ HELP = """\
 Run an experiment. Without CONFIG the embedded default runs (fedsim/default.yaml: FedEFM on a
 4-silo ring with unseen domains and labels, FedAvg on the same data for comparison, then
 downstream fine-tuning from each foundation and from random weights).
-On one machine the ranks are spawned here (gloo on the CPU, NCCL on GPUs); under
+On one machine this process is rank 0 and starts the others (gloo on the CPU, NCCL on GPUs); under
 `torchrun ... -m fedsim run [CONFIG]` this process is one rank of the job.
 Results go to OUTPUT_DIR/NAME/: config.yaml, metrics/silo_<i>.jsonl, summary.json,
-summary.csv, foundation.pt and checkpoints/ (every round; continue with --resume)."""
+summary.csv, foundation.pt and checkpoints/ (every round, the last two kept; continue with
+--resume). Simulated faults (silos that drop out, partial participation, stragglers, link
+failures) are the config's faults: section. A rank that dies (kill -9, OOM) or stalls past
+timeout_s is reported, never a hang; with --max-restarts N (or torchrun --max-restarts=N) the
+ranks restart and the run continues from its last checkpoint by itself, and with
+faults.on_crash: exclude the silos of a rank that crashed more than N times are left out
+(ϑ = 0) while the others finish the run.
+Your own data and model: data.kind folder (root/<silo>/images + labels.csv, any number of
+classes, RGB or grayscale, masks/ only for segmentation), torchvision (data.name, data.root;
+downloads only with data.download: true) or python (data.factory: 'pkg.module:load' called as
+load(num_silos=N, seed=S, **data.args)); model.name: 'pkg.module:make_net' called as
+make_net(num_classes=C, in_channels=K, **model.args). Plug-ins are imported from the working
+directory or PYTHONPATH."""
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -24,9 +36,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     from fedsim.config import SCENARIOS
 
     p.add_argument("config", nargs="?", help="experiment YAML (keys: algorithm, scenario, topology, data, "
-                   "model, train, fedefm, emd, net, rounds, seed, output_dir, ...; algorithm: "
+                   "model, train, fedefm, emd, net, faults, rounds, seed, output_dir, ...; algorithm: "
                    f"{' | '.join(algorithm_names())}; scenario: {' | '.join(SCENARIOS)}; task: classification | "
-                   "segmentation; init: random | pretrained | fm)")
+                   "segmentation; init: random | pretrained | fm; data.kind: synthetic | folder | torchvision | "
+                   "python (data.factory: 'pkg.module:load'); model.name: a built-in or 'pkg.module:make_net')")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config key by dotted path, e.g. --set rounds=3 --set data.root=/x")
     p.add_argument("--nproc", type=int, default=None,
@@ -34,6 +47,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "silos are spread over ranks in contiguous blocks")
     p.add_argument("--resume", action="store_true",
                    help="continue OUTPUT_DIR/NAME from its last checkpointed round")
+    p.add_argument("--max-restarts", type=int, default=0, metavar="N",
+                   help="when a rank dies or stalls, restart the ranks and continue from the last checkpoint, "
+                        "up to N times for the same silos (default 0: stop, exit 2, resumable); "
+                        "faults.on_crash: exclude then leaves those silos out instead of stopping")
     p.add_argument("--quiet", action="store_true", help="no results table")
     p.set_defaults(handler=handle)
 
@@ -97,25 +114,99 @@ def handle(args: argparse.Namespace) -> int:
     cfg, topology = prepare(args)
     if launched_by_torchrun():
         return _handle_torchrun(args, cfg)
-    from fedsim.errors import ConfigError, SiloFailure
-    from fedsim.launch import spawn
+    from fedsim.errors import ConfigError
     from fedsim.plan import experiment_plans
-    from fedsim.trainer import run_jobs
 
     nproc = args.nproc or default_nproc(cfg, topology.num_silos)
     if nproc < 1 or nproc > topology.num_silos:
         raise ConfigError(f"--nproc {nproc}: choose between 1 and the {topology.num_silos} silo(s) to place")
+    if args.max_restarts < 0:
+        raise ConfigError(f"--max-restarts {args.max_restarts}: give a number >= 0")
     run_dir = run_dir_for(cfg, args.resume)
-    plans = experiment_plans(cfg, run_dir, nproc)
+    plans = experiment_plans(cfg, run_dir, nproc, resume=args.resume)
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.yaml").write_text(cfg.to_yaml())
     prepare_initial_states(plans, args.quiet)
-    try:
-        summaries = spawn(run_jobs, nproc, plans, args.resume, device=cfg.device, timeout_s=cfg.timeout_s)[0]
-    except SiloFailure as exc:
-        raise failure_report(exc, topology.num_silos, nproc, run_dir) from None
+    if args.max_restarts == 0 and cfg.faults.on_crash != "exclude":
+        summaries = run_here(cfg, plans, run_dir, nproc, args.resume)
+    else:
+        summaries, plans = run_with_restarts(cfg, plans, run_dir, nproc, args.resume, args.max_restarts)
     finish(plans, summaries, run_dir, args.quiet)
     return 0
+
+
+def run_here(cfg, plans, run_dir: Path, nproc: int, resume: bool):
+    """Without restarts, rank 0 runs in this process (see spawn_here: one interpreter fewer,
+    the other ranks forked on the CPU); a rank that dies or stalls ends in the failure report."""
+    from fedsim.errors import SiloFailure
+    from fedsim.launch import spawn_here
+    from fedsim.trainer import run_jobs
+
+    try:
+        return spawn_here(run_jobs, nproc, plans, resume, device=cfg.device, timeout_s=cfg.timeout_s)
+    except SiloFailure as exc:
+        raise failure_report(exc, plans[0].topology.num_silos, nproc, run_dir) from None
+
+
+def run_with_restarts(cfg, plans, run_dir: Path, nproc: int, resume: bool, max_restarts: int):
+    """Spawn the ranks for ``plans`` in child processes (this one only watches them, so it
+    survives any rank's death); when a rank dies or stalls, restart them from the last
+    checkpoint (one line on stderr each time) as long as no silo's ranks crashed more than
+    ``max_restarts`` times. Past that, ``faults.on_crash: exclude`` marks those silos failed
+    from the round they were lost in and the rest finish on the remaining ranks; ``resume``
+    stops with the failure report. Returns (summaries, the plans that finished)."""
+    import sys
+    from collections import Counter
+
+    from fedsim.checkpoint import usable_checkpoint
+    from fedsim.distributed import Placement
+    from fedsim.errors import SiloFailure
+    from fedsim.faults import record_failed
+    from fedsim.launch import spawn
+    from fedsim.plan import experiment_plans
+    from fedsim.trainer import run_jobs
+
+    crashes: Counter[int] = Counter()  # per silo: how often the rank hosting it crashed
+    attempt = 0
+    while True:
+        try:
+            summaries = spawn(run_jobs, nproc, plans, resume, device=cfg.device, timeout_s=cfg.timeout_s)[0]
+            return summaries, plans
+        except SiloFailure as exc:
+            # the job that was running: the first without a summary (they run in order)
+            running = next((p for p in plans if not (Path(p.run_dir) / "summary.json").is_file()), plans[0])
+            placement = Placement(running.topology.num_silos, nproc)
+            lost = sorted(s for r in exc.ranks for s in placement.silos_on(r) if s not in running.failed)
+            for s in lost:
+                crashes[s] += 1
+            over = [s for s in lost if crashes[s] > max_restarts]
+            last, _ = usable_checkpoint(running.run_dir)
+            lost_round = 0 if last is None else last + 1
+            who = f"rank(s) {', '.join(map(str, exc.ranks))} (silo(s) {', '.join(map(str, lost)) or '-'})"
+            if over and cfg.faults.on_crash != "exclude" or not lost:
+                raise failure_report(exc, running.topology.num_silos, nproc, running.run_dir,
+                                     max_restarts, crashes) from None
+            if over:
+                record_failed(running.run_dir, [
+                    {"silo": s, "round": lost_round, "reason": "crashed", "crashes": crashes[s],
+                     "rank": placement.rank_of(s)} for s in over])
+                nproc = max(1, nproc - len({placement.rank_of(s) for s in over}))
+                note = (f"silo(s) {', '.join(map(str, over))} crashed {max(crashes[s] for s in over)} time(s) "
+                        f"(more than --max-restarts {max_restarts}): excluded (ϑ = 0) from round {lost_round} on "
+                        f"(faults.on_crash: exclude); the other silos continue on {nproc} rank(s)")
+            else:
+                note = (f"restart {max(crashes[s] for s in lost)} of {max_restarts} for these silos")
+            where = f"from round {last}'s checkpoint" if last is not None else "from round 0 (nothing checkpointed yet)"
+            print(f"fedsim: {who} failed in round {lost_round} — {_cause(exc)}; {note}; continuing {where}",
+                  file=sys.stderr, flush=True)
+            attempt += 1
+            resume = True
+            plans = experiment_plans(cfg, run_dir, nproc, resume=True, attempt=attempt)
+
+
+def _cause(exc) -> str:
+    text = str(exc)
+    return text if len(text) < 200 else text[:200] + "…"
 
 
 def prepare_initial_states(plans, quiet: bool = False) -> None:
@@ -128,7 +219,7 @@ def prepare_initial_states(plans, quiet: bool = False) -> None:
         prepare_initial_state(plan.cfg, None if quiet else console().print)
 
 
-def failure_report(exc, num_silos: int, nproc: int, run_dir: Path):
+def failure_report(exc, num_silos: int, nproc: int, run_dir: Path, max_restarts: int = 0, crashes=None):
     """Name the silos that were lost and what was saved, so the user can resume."""
     from fedsim.checkpoint import latest_checkpoint
     from fedsim.distributed import Placement
@@ -138,9 +229,11 @@ def failure_report(exc, num_silos: int, nproc: int, run_dir: Path):
     silos = sorted(s for r in exc.ranks for s in placement.silos_on(r))
     done = latest_checkpoint(run_dir)
     saved = f"rounds 0..{done} are checkpointed in {run_dir}" if done is not None else "no round had finished"
+    tried = f" after {max(crashes[s] for s in silos) - 1} restart(s)" if crashes and max_restarts else ""
     return SiloFailure(
-        f"silo(s) {', '.join(map(str, silos))} failed or stalled — {exc}; {saved}; continue with --resume "
-        "(set accumulation_status to 0 for a silo that cannot come back)", ranks=exc.ranks)
+        f"silo(s) {', '.join(map(str, silos))} failed or stalled{tried} — {exc}; {saved}; continue with --resume "
+        "(or run with --max-restarts N; faults.on_crash: exclude leaves a silo that cannot come back out)",
+        ranks=exc.ranks)
 
 
 def finish(plans, summaries, run_dir: Path, quiet: bool) -> None:
@@ -213,22 +306,49 @@ def print_comparison(plans, summaries, rows) -> None:
     console().print(table)
 
 
+def torchrun_run_dir(cfg, resume: bool) -> tuple[Path, bool]:
+    """(the run folder, whether to resume) of this torchrun worker group. After a restart
+    (``torchrun --max-restarts``; TORCHELASTIC_RESTART_COUNT > 0) it is the folder the first
+    attempt of the same job (TORCHELASTIC_RUN_ID) started, continued from its checkpoint."""
+    from fedsim.checkpoint import latest_checkpoint
+
+    job = os.environ.get("TORCHELASTIC_RUN_ID", "")
+    if int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") or 0) > 0 and not resume:
+        base, n = Path(cfg.output_dir) / cfg.name, 1
+        candidate = base
+        found = None
+        while candidate.exists():
+            marker = candidate / "checkpoints" / "torchrun_job"
+            if marker.is_file() and marker.read_text() == job and not (candidate / "summary.json").is_file():
+                found = candidate
+            n += 1
+            candidate = base.with_name(f"{cfg.name}-{n}")
+        if found is not None:
+            return found, latest_checkpoint(found) is not None
+    run_dir = run_dir_for(cfg, resume)
+    (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
+    (run_dir / "checkpoints" / "torchrun_job").write_text(job)
+    return run_dir, resume
+
+
 def _handle_torchrun(args: argparse.Namespace, cfg) -> int:
     from fedsim.distributed import broadcast_object
     from fedsim.launch import join_torchrun
     from fedsim.plan import experiment_plans
     from fedsim.trainer import run_jobs
 
+    attempt = int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") or 0)
+
     def job(ctx):
-        plans = None
+        plans, resume = None, args.resume
         if ctx.rank == 0:  # the plan is resolved once and handed to every rank
-            run_dir = run_dir_for(cfg, args.resume)
-            plans = experiment_plans(cfg, run_dir, ctx.world_size)
-            run_dir.mkdir(parents=True, exist_ok=True)
-            (run_dir / "config.yaml").write_text(cfg.to_yaml())
+            run_dir, resume = torchrun_run_dir(cfg, args.resume)
+            plans = experiment_plans(cfg, run_dir, ctx.world_size, resume=resume, attempt=attempt)
+            if not (run_dir / "config.yaml").is_file() or not attempt:
+                (run_dir / "config.yaml").write_text(cfg.to_yaml())
             prepare_initial_states(plans, args.quiet)
-        plans = broadcast_object(plans)
-        return plans, run_jobs(ctx, plans, args.resume), ctx.rank
+        plans, resume = broadcast_object((plans, resume))
+        return plans, run_jobs(ctx, plans, resume), ctx.rank
 
     plans, summaries, rank = join_torchrun(job, device=cfg.device, timeout_s=cfg.timeout_s)
     if rank == 0:
@@ -250,21 +370,38 @@ def print_summary(summary: dict[str, Any], run_dir: Path) -> None:
     table.add_column("test Dice" if summary.get("metric") == "dice" else "test accuracy", justify="right")
     table.add_column("train loss", justify="right")
     table.add_column("MB sent (last round)", justify="right")
+    part = summary.get("participation") or {}
+    taken = part.get("rounds_taken_part", {})
+    rounds = len(summary.get("round_time_s", [])) or summary["rounds"]
+    faulty = any(n < rounds for n in taken.values()) or part.get("failed_silos")
+    if faulty:  # faults: how many rounds each silo took part in, and why it sat the others out
+        table.add_column("rounds in", justify="right")
+        table.add_column("absent (rounds)")
     for s in summary["silos"]:
         acc = "" if s["accuracy"] is None else f"{s['accuracy']:.3f}"
         loss = "" if s["loss"] is None else f"{s['loss']:.3f}"
-        table.add_row(str(s["silo"]), s["name"], s.get("model", ""), acc, loss,
-                      f"{s['bytes_sent_last_round'] / 1e6:.2f}")
+        cells = [str(s["silo"]), s["name"], s.get("model", ""), acc, loss, f"{s['bytes_sent_last_round'] / 1e6:.2f}"]
+        if faulty:
+            why = part.get("absent_rounds", {}).get(str(s["silo"]), {})
+            cells += [f"{taken.get(str(s['silo']), 0)}/{rounds}", ", ".join(f"{k} {v}" for k, v in why.items())]
+        table.add_row(*cells)
     table.add_section()
     per_round = f"{summary['bytes_per_round'] / 1e6:.2f} /round"
+    pad = ["", ""] if faulty else []
     if summary["foundation_accuracy"] is None:  # no shared weights (see plan.forms_foundation): no Θ
         mean = summary.get("mean_silo_accuracy")
         table.add_row("", "mean over silos (no Θ: no shared weights)", "", "" if mean is None else f"{mean:.3f}",
-                      "", per_round)
+                      "", per_round, *pad)
     else:
         table.add_row("Θ", "foundation (all-reduce)", "", f"{summary['foundation_accuracy']:.3f}",
-                      f"{summary['foundation_loss']:.3f}", per_round)
+                      f"{summary['foundation_loss']:.3f}", per_round, *pad)
     con.print(table)
+    for lost in part.get("failed_silos", []):
+        how = (f"crashed {lost['crashes']} time(s) on rank {lost['rank']} and was excluded"
+               if lost["reason"] == "crashed" else "dropped out for good")
+        name = next((x["name"] for x in summary["silos"] if x["silo"] == lost["silo"]), "")
+        con.print(f"silo {lost['silo']} ({name}) {how} from round {lost['round']} "
+                  "on (ϑ = 0 in every later aggregate and in Θ)")
     extra = summary.get("downstream")
     if extra:
         con.print(extra)

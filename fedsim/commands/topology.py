@@ -12,13 +12,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     tsub = p.add_subparsers(dest="topology_command", metavar="ACTION", required=True)
 
     v = tsub.add_parser("validate", help="check a topology file; exit 2 with every problem listed")
-    v.add_argument("file")
+    v.add_argument("file", help="a topology YAML / GML file or a shipped name (gaia, ring-4, ...)")
     v.add_argument("--strongly-connected", action="store_true",
                    help="also require every silo to reach every other (DFL algorithms need it)")
     v.set_defaults(handler=validate)
 
     s = tsub.add_parser("show", help="silos, in/out neighbours and degrees; --png draws the graph")
-    s.add_argument("file")
+    s.add_argument("file", help="a topology YAML / GML file or a shipped name (gaia, ring-4, ...)")
     s.add_argument("--png", metavar="OUT", help="draw the topology to this PNG")
     s.set_defaults(handler=show)
 

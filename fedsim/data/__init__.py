@@ -1,4 +1,5 @@
-"""Federated endovascular X-ray data: synthetic generator, partitioners, folder loader.
+"""Federated data: the synthetic X-ray generator, partitioners, and loaders for your own data
+(folders, torchvision datasets from a local root, Python plug-ins).
 
 ``load_federated(cfg, num_silos, seed)`` is the one entry point the simulator uses; its result
 depends only on its arguments, so every process builds bit-identical tensors.
@@ -6,56 +7,77 @@ depends only on its arguments, so every process builds bit-identical tensors.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Annotated, Literal
 
 import torch
+from torch import Tensor
 
 from fedsim.errors import DataError
-from fedsim.settings import section_from_dict
+from fedsim.plugins import is_import_path
+from fedsim.settings import Range, section_from_dict
 
 from . import partition as P
-from .dataset import CLASS_NAMES, DOMAINS, NUM_CLASSES, SEG_NAMES, TUBE_NAMES, FederatedData, SiloDataset
+from .dataset import (
+    CLASS_NAMES,
+    DOMAINS,
+    NUM_CLASSES,
+    SEG_NAMES,
+    TUBE_NAMES,
+    FederatedData,
+    SiloDataset,
+    to_channels,
+)
 from .synthetic import derive_seed, generate, make_generator
 
 __all__ = [
-    "CLASS_NAMES", "DOMAINS", "NUM_CLASSES", "SEG_NAMES", "TUBE_NAMES", "PARTITIONS",
+    "CLASS_NAMES", "DOMAINS", "NUM_CLASSES", "SEG_NAMES", "TUBE_NAMES", "PARTITIONS", "KINDS",
     "DataConfig", "FederatedData", "SiloDataset", "carve_validation", "generate", "load_federated", "load_public",
     "derive_seed",
 ]
 
 PARTITIONS = ("domain", "iid", "dirichlet", "quantity", "attribute")
-KINDS = ("synthetic", "folder")
+KINDS = ("synthetic", "folder", "torchvision", "python")
 
 
 @dataclass
 class DataConfig:
     """The experiment YAML ``data:`` section.
 
-    kind: "synthetic" (generated) or "folder" (``root/<silo>/{images,masks}/*.png + labels.csv``).
+    kind: "synthetic" (generated), "folder" (``root/<silo>/images/* + labels.csv``, ``masks/``
+    for segmentation), "torchvision" (``torchvision.datasets.<name>`` read from ``root``) or
+    "python" (a plug-in ``factory(num_silos=N, seed=S, **args) -> (train_sets, test_set)``).
     partition: "domain" (per-silo domain mixtures; FedEFM-style default cycle when ``domains`` is
-    None), "iid", "dirichlet" (label skew, ``dirichlet_alpha``), "quantity" (size skew,
-    ``quantity_skew``, default 1.0 when 0), "attribute" (age-like skew, ``attribute_skew``,
-    default 1.0 when 0). ``unseen_fraction``, ``label_noise``, ``quantity_skew`` and
-    ``attribute_skew`` also combine with any partition.
+    None; folder data: the silo folders as they are; data without domains: iid), "iid",
+    "dirichlet" (label skew, ``dirichlet_alpha``), "quantity" (size skew, ``quantity_skew``,
+    default 1.0 when 0), "attribute" (age-like skew, ``attribute_skew``, default 1.0 when 0).
+    ``unseen_fraction``, ``label_noise``, ``quantity_skew`` and ``attribute_skew`` also combine
+    with any partition.
     """
 
     kind: str = "synthetic"
-    root: str | None = None
-    image_size: int = 64
-    samples_per_silo: int = 256
-    test_samples: int = 512
-    partition: str = "domain"
+    root: str | None = None          # folder data / torchvision root
+    image_size: Annotated[int, Range(ge=16)] = 64  # synthetic and folder data (torchvision and python: their own size)
+    channels: int | None = None      # 1 grayscale | 3 RGB | None: the data's own (synthetic: 1)
+    classes: list | None = None      # class names (folder data; python data: their number); None: from the data
+    samples_per_silo: Annotated[int, Range(ge=1)] = 256
+    test_samples: Annotated[int, Range(ge=1)] = 512
+    partition: Literal[PARTITIONS] = "domain"
     domains: list | None = None
-    unseen_fraction: float = 0.0
-    dirichlet_alpha: float = 0.5
-    quantity_skew: float = 0.0
-    label_noise: float = 0.0
-    attribute_skew: float = 0.0      # 0 = none; s > 0: each silo's attribute centred on its own value
-    test_fraction: float = 0.2       # folder data without root/test: share held out from each silo
-    seed_offset: int = 0             # change the data without changing the experiment seed
-    validation_fraction: float = 0.0  # share of each silo's training data held out for choosing
-    #                                   hyper-parameters (never the test set); 0 = none
+    unseen_fraction: Annotated[float, Range(ge=0, le=1)] = 0.0
+    dirichlet_alpha: Annotated[float, Range(gt=0)] = 0.5
+    quantity_skew: Annotated[float, Range(ge=0)] = 0.0
+    label_noise: Annotated[float, Range(ge=0, le=1)] = 0.0
+    attribute_skew: Annotated[float, Range(ge=0)] = 0.0  # 0 = none; s > 0: each silo's attribute centred on its own value
+    test_fraction: Annotated[float, Range(ge=0, lt=1)] = 0.2  # folder data without root/test: share held out from each silo
+    seed_offset: Annotated[int, Range(ge=0)] = 0  # change the data without changing the experiment seed
+    validation_fraction: Annotated[float, Range(ge=0, lt=1)] = 0.0  # share of each silo's training data held
+    #                                   out for choosing hyper-parameters (never the test set); 0 = none
+    name: str | None = None          # kind torchvision: the dataset class, e.g. MNIST, FashionMNIST, CIFAR10
+    download: bool = False           # kind torchvision: fetch into root when missing (never by default)
+    factory: str | None = None       # kind python: "package.module:function"
+    args: dict = field(default_factory=dict)  # keyword arguments of the python factory / torchvision class
 
     @classmethod
     def from_dict(cls, d: dict | None) -> DataConfig:
@@ -82,10 +104,33 @@ class DataConfig:
                 raise DataError(f"data.{key} must be a number >= 0, got {v!r}")
         if not isinstance(self.dirichlet_alpha, (int, float)) or not self.dirichlet_alpha > 0:
             raise DataError(f"data.dirichlet_alpha must be > 0, got {self.dirichlet_alpha!r}")
+        if self.channels not in (None, 1, 3):
+            raise DataError(f"data.channels must be 1 (grayscale), 3 (RGB) or null (the data's own), got {self.channels!r}")
+        if self.classes is not None and (not isinstance(self.classes, list) or len(self.classes) < 2
+                                         or len({str(c) for c in self.classes}) != len(self.classes)):
+            raise DataError(f"data.classes must be a list of at least two distinct class names, got {self.classes!r}")
+        if not isinstance(self.args, dict):
+            raise DataError(f"data.args must be a mapping of keyword arguments, got {self.args!r}")
         if self.kind == "folder" and not self.root:
             raise DataError("data.kind is 'folder' but data.root is not set")
-        if self.kind == "folder" and not Path(self.root).is_dir():
+        if self.kind == "folder" and not Path(self.root).expanduser().is_dir():
             raise DataError(f"data.root {self.root} is not a folder; see README 'Your own data' for the layout")
+        if self.kind == "torchvision":
+            from .vision import check_config
+
+            check_config(self)
+        if self.kind == "python":
+            if not is_import_path(self.factory):
+                raise DataError(f"data.kind is 'python' but data.factory is {self.factory!r}; set it to "
+                                "'package.module:function' returning (train_sets, test_set)")
+            from fedsim.plugins import resolve
+
+            resolve(self.factory, "data.factory", DataError)
+
+    @property
+    def has_domains(self) -> bool:
+        """Whether samples carry a domain (synthetic X-ray and folder data do)."""
+        return self.kind in ("synthetic", "folder")
 
 
 def _skews(cfg: DataConfig) -> tuple[float, float]:
@@ -94,12 +139,13 @@ def _skews(cfg: DataConfig) -> tuple[float, float]:
     return float(q), float(a)
 
 
-def load_federated(cfg: DataConfig, num_silos: int, seed: int, silos=None) -> FederatedData:
+def load_federated(cfg: DataConfig, num_silos: int, seed: int, silos=None, masks: bool = False) -> FederatedData:
     """Build every silo's training set and the global test set from (cfg, num_silos, seed).
 
     ``silos`` (optional): build only these silo ids — the others are
     ``None`` in ``train`` — so a rank hosting a few of 87 silos does not generate all of them.
     Each silo's tensors are identical whether built alone or with all the others.
+    ``masks``: the run needs per-pixel masks (``task: segmentation``); data without them is an error.
     """
     if isinstance(cfg, dict):
         cfg = DataConfig.from_dict(cfg)
@@ -112,10 +158,41 @@ def load_federated(cfg: DataConfig, num_silos: int, seed: int, silos=None) -> Fe
     if bad:
         raise DataError(f"silo ids {bad} are not in 0..{num_silos - 1}")
     if cfg.kind == "folder":
-        fd = _load_folder_federated(cfg, num_silos, seed)
+        fd = _load_folder_federated(cfg, num_silos, seed, masks)
         fd.train = [ds if i in wanted else None for i, ds in enumerate(fd.train)]
-        return fd
-    return _load_synthetic(cfg, num_silos, seed, wanted)
+    elif cfg.kind == "torchvision":
+        from .vision import load_torchvision
+
+        fd = load_torchvision(cfg, num_silos, seed, wanted)
+    elif cfg.kind == "python":
+        from .plugin import load_python
+
+        fd = load_python(cfg, num_silos, seed, wanted)
+    else:
+        fd = _load_synthetic(cfg, num_silos, seed, wanted)
+        if cfg.channels == 3:  # grayscale X-rays for an RGB model
+            for ds in [*fd.train, fd.test]:
+                if ds is not None:
+                    ds.images = to_channels(ds.images, 3)
+    if masks and fd.test.masks is None:
+        raise DataError(f"task: segmentation needs per-pixel masks, and data.kind {cfg.kind!r} has none"
+                        + (f" (add {cfg.root}/<silo>/masks/)" if cfg.kind == "folder" else ""))
+    release_freed_memory()
+    return fd
+
+
+def release_freed_memory() -> None:
+    """Hand the heap that loading freed (decoded files, generator temporaries, the factory's own
+    copies) back to the OS. glibc keeps freed large blocks mapped once its mmap threshold has
+    grown, so without this a rank stays at its loading peak for the whole run."""
+    import ctypes
+    import gc
+
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc: nothing to do
+        pass
 
 
 def carve_validation(train: list, fraction: float, seed: int) -> tuple[list, list]:
@@ -191,23 +268,44 @@ def load_public(cfg: DataConfig, n: int, seed: int) -> SiloDataset:
     cfg.validate()
     seed = int(seed) + int(cfg.seed_offset)
     if cfg.kind == "folder":
-        from pathlib import Path
-
         from .folder import load_silo_folder
 
         path = Path(cfg.root).expanduser() / "public"
         if not path.is_dir():
-            raise DataError(f"folder data has no public set: create {path} (images/, masks/, labels.csv)")
-        return load_silo_folder(path, cfg.image_size)
+            raise DataError(f"folder data has no public set: create {path} (images/, labels.csv)")
+        # its labels are never read: any name parses
+        names = tuple(sorted({r["label"] for r in _csv_rows(path / "labels.csv")}))
+        channels = cfg.channels or _folder_channels(cfg)
+        return load_silo_folder(path, cfg.image_size, channels, names, masks=False)
+    if cfg.kind in ("torchvision", "python"):
+        raise DataError(f"data.kind {cfg.kind} has no public set (FedDF, FedMD and MDH-FL distil on one); "
+                        "use synthetic or folder data (root/public) for these algorithms")
     k = torch.arange(n)
-    return generate(n, domains=k % len(DOMAINS), labels=(k // len(DOMAINS)) % NUM_CLASSES,
-                    image_size=cfg.image_size, seed=derive_seed(seed, 6), name="public")
+    ds = generate(n, domains=k % len(DOMAINS), labels=(k // len(DOMAINS)) % NUM_CLASSES,
+                  image_size=cfg.image_size, seed=derive_seed(seed, 6), name="public")
+    ds.images = to_channels(ds.images, cfg.channels)
+    return ds
 
 
-def _load_folder_federated(cfg: DataConfig, num_silos: int, seed: int) -> FederatedData:
+def _csv_rows(path: Path) -> list[dict[str, str]]:
+    from .folder import _read_rows
+
+    return _read_rows(path)
+
+
+def _folder_channels(cfg: DataConfig) -> int:
+    """The channels ``load_folder`` chose for the silos and the test set."""
+    from .folder import PUBLIC_DIR, detect_channels
+
+    root = Path(cfg.root).expanduser()
+    return detect_channels([p for p in sorted(root.iterdir()) if p.is_dir() and p.name != PUBLIC_DIR])
+
+
+def _load_folder_federated(cfg: DataConfig, num_silos: int, seed: int, masks: bool = False) -> FederatedData:
     from .folder import load_folder
 
-    silos, test = load_folder(cfg.root, cfg.image_size)
+    silos, test, names = load_folder(cfg.root, cfg.image_size, cfg.channels, cfg.classes, True if masks else None)
+    num_classes = len(names)
     g = make_generator(seed, 4)
     if test is None:  # hold out test_fraction of every silo
         held, kept = [], []
@@ -220,37 +318,58 @@ def _load_folder_federated(cfg: DataConfig, num_silos: int, seed: int) -> Federa
             held.append(ds.subset(perm[:k].sort().values))
             kept.append(ds.subset(perm[k:].sort().values))
         silos, test = kept, SiloDataset.concat(held, "test")
-    qskew, askew = _skews(cfg)
     if cfg.partition == "domain" and cfg.domains is None:
         if len(silos) != num_silos:
             raise DataError(f"{cfg.root} has {len(silos)} silo folders but the run has {num_silos} silos; "
                             "match them, or set data.partition to iid/dirichlet/quantity/attribute to re-split")
         train = silos
+        if cfg.unseen_fraction > 0:
+            seen = P.seen_classes(num_silos, num_classes, float(cfg.unseen_fraction), g)
+            train = [ds.subset(P.restrict_unseen(ds.labels, [torch.arange(len(ds))], [s])[0])
+                     for ds, s in zip(train, seen)]
     else:  # pool every silo folder and re-split
         pool = SiloDataset.concat(silos)
-        n = len(pool)
-        if cfg.partition == "dirichlet":
-            parts = P.split_dirichlet(pool.labels, num_silos, float(cfg.dirichlet_alpha), g, NUM_CLASSES)
-        elif cfg.partition == "quantity":
-            parts = P.split_quantity(n, num_silos, qskew, g)
-        elif cfg.partition == "attribute":
-            parts = P.split_attribute(pool.attribute, num_silos, askew, g)
-        elif cfg.partition == "domain":
-            mix = P.silo_mixtures(cfg.domains, "domain", num_silos)
-            parts = P.split_domain(pool.domain, mix, P.largest_remainder([1.0] * num_silos, n), g)
-        else:
-            parts = P.split_iid(n, num_silos, g)
+        parts = split_pool(cfg, num_silos, num_classes, pool.labels, pool.domain, pool.attribute, g, str(cfg.root))
         train = [pool.subset(p) for p in parts]
         for i, ds in enumerate(train):
             ds.name = f"silo{i}"
-    if cfg.unseen_fraction > 0:
-        seen = P.seen_classes(num_silos, NUM_CLASSES, float(cfg.unseen_fraction), g)
-        train = [ds.subset(P.restrict_unseen(ds.labels, [torch.arange(len(ds))], [s])[0])
-                 for ds, s in zip(train, seen)]
     if cfg.label_noise > 0:
         for ds in train:
-            ds.labels = P.symmetric_label_noise(ds.labels, float(cfg.label_noise), NUM_CLASSES, g)
+            ds.labels = P.symmetric_label_noise(ds.labels, float(cfg.label_noise), num_classes, g)
     for i, ds in enumerate(train):
         if len(ds) == 0:
             raise DataError(f"{cfg.root}: silo {i} ({ds.name}) has no training images after partitioning")
-    return FederatedData(train, test, NUM_CLASSES)
+    return FederatedData(train, test, num_classes, names)
+
+
+def split_pool(cfg: DataConfig, num_silos: int, num_classes: int, labels: Tensor, domain: Tensor | None,
+               attribute: Tensor | None, g: torch.Generator, source: str) -> list[Tensor]:
+    """Indices of each silo's share of a pooled dataset under ``cfg.partition`` (then without the
+    classes each silo must not see, ``cfg.unseen_fraction``). Data without domains split iid under
+    the default ``partition: domain``; an explicit domain mixture or an attribute skew needs
+    domains / attributes, and their absence is an error naming ``source``."""
+    n = labels.numel()
+    qskew, askew = _skews(cfg)
+    if n < num_silos:
+        raise DataError(f"{source}: {n} training samples cannot fill {num_silos} silos")
+    if cfg.partition == "dirichlet":
+        parts = P.split_dirichlet(labels, num_silos, float(cfg.dirichlet_alpha), g, num_classes)
+    elif cfg.partition == "quantity":
+        parts = P.split_quantity(n, num_silos, qskew, g)
+    elif cfg.partition == "attribute":
+        if attribute is None or not attribute.any():
+            raise DataError(f"{source}: data.partition attribute needs a per-sample attribute, which this data "
+                            "lacks; choose iid, dirichlet or quantity")
+        parts = P.split_attribute(attribute, num_silos, askew, g)
+    elif cfg.partition == "domain" and domain is not None:
+        mix = P.silo_mixtures(cfg.domains, "domain", num_silos)
+        parts = P.split_domain(domain, mix, P.largest_remainder([1.0] * num_silos, n), g)
+    elif cfg.partition == "domain" and cfg.domains is not None:
+        raise DataError(f"{source}: data.domains mixes domains, but this data has none; remove data.domains "
+                        "or choose data.partition iid, dirichlet or quantity")
+    else:
+        parts = P.split_iid(n, num_silos, g)
+    if cfg.unseen_fraction > 0:
+        seen = P.seen_classes(num_silos, num_classes, float(cfg.unseen_fraction), g)
+        parts = P.restrict_unseen(labels, parts, seen)
+    return parts

@@ -20,19 +20,20 @@ DOMAIN_SHORT = {"human": "human", "animal": "animal", "phantom": "phantom", "sim
 class SiloDataset(torch.utils.data.Dataset):
     """Images, masks and labels of one silo (or of the global test set).
 
-    ``images`` float32 (N, 1, H, W) in [0, 1]; ``masks`` int64 (N, H, W) with 0 background,
-    1 catheter, 2 guidewire; ``labels`` int64 (N,) foundation label 0..5 (possibly noisy);
-    ``tube`` int64 (N,) 0 normal / 1 borderline / 2 abnormal; ``domain`` int64 (N,) index into
-    :data:`DOMAINS`; ``attribute`` float32 (N,) an age-like scalar in [0, 1];
-    ``clean_labels`` the labels before label noise (equal to ``labels`` when there is none).
-    ``__getitem__`` returns ``(image, label)``; use the tensors directly for other targets.
+    ``images`` float32 (N, C, H, W) in [0, 1] (C = 1 grayscale, 3 RGB); ``masks`` int64
+    (N, H, W) with 0 background, 1 catheter, 2 guidewire, or None (classification-only data);
+    ``labels`` int64 (N,) class 0..num_classes-1 (possibly noisy); ``tube`` int64 (N,)
+    0 normal / 1 borderline / 2 abnormal, or None; ``domain`` int64 (N,) index into
+    :data:`DOMAINS`, or None (data without domains); ``attribute`` float32 (N,) an age-like scalar
+    in [0, 1]; ``clean_labels`` the labels before label noise (equal to ``labels`` when there is
+    none). ``__getitem__`` returns ``(image, label)``; use the tensors directly for other targets.
     """
 
     images: Tensor
-    masks: Tensor
+    masks: Tensor | None
     labels: Tensor
-    tube: Tensor
-    domain: Tensor
+    tube: Tensor | None
+    domain: Tensor | None
     attribute: Tensor | None = None
     clean_labels: Tensor | None = None
     name: str = ""
@@ -45,7 +46,7 @@ class SiloDataset(torch.utils.data.Dataset):
         if self.clean_labels is None:
             self.clean_labels = self.labels.clone()
         for key in ("masks", "labels", "tube", "domain", "attribute", "clean_labels"):
-            if getattr(self, key).shape[0] != n:
+            if getattr(self, key) is not None and getattr(self, key).shape[0] != n:
                 raise ValueError(f"SiloDataset.{key} has {getattr(self, key).shape[0]} rows, images have {n}")
 
     def __len__(self) -> int:
@@ -57,25 +58,41 @@ class SiloDataset(torch.utils.data.Dataset):
     def subset(self, index) -> SiloDataset:
         index = torch.as_tensor(index, dtype=torch.long)
         files = [self.files[i] for i in index.tolist()] if self.files else []
+        take = lambda t: None if t is None else t[index]  # noqa: E731
         return SiloDataset(
-            self.images[index], self.masks[index], self.labels[index], self.tube[index],
-            self.domain[index], self.attribute[index], self.clean_labels[index], self.name, files,
+            self.images[index], take(self.masks), self.labels[index], take(self.tube),
+            take(self.domain), self.attribute[index], self.clean_labels[index], self.name, files,
         )
 
     @staticmethod
     def concat(parts: list[SiloDataset], name: str = "") -> SiloDataset:
+        """One dataset of ``parts`` in order; an optional field (masks, tube, domain) is kept only
+        when every part has it."""
         if not parts:
             raise ValueError("SiloDataset.concat needs at least one part")
-        cat = lambda key: torch.cat([getattr(p, key) for p in parts])  # noqa: E731
+
+        def cat(key):
+            values = [getattr(p, key) for p in parts]
+            return None if any(v is None for v in values) else torch.cat(values)
+
         files = [f for p in parts for f in p.files] if all(p.files for p in parts) else []
         return SiloDataset(cat("images"), cat("masks"), cat("labels"), cat("tube"), cat("domain"),
                            cat("attribute"), cat("clean_labels"), name, files)
 
+    @staticmethod
+    def from_tensors(images: Tensor, labels: Tensor, name: str = "") -> SiloDataset:
+        """Classification-only data (no masks, tube labels or domains)."""
+        return SiloDataset(images, None, labels, None, None, None, None, name)
+
+    @property
+    def channels(self) -> int:
+        return int(self.images.shape[1])
+
     def class_counts(self, num_classes: int = NUM_CLASSES) -> list[int]:
         return torch.bincount(self.labels, minlength=num_classes).tolist()
 
-    def domain_counts(self) -> list[int]:
-        return torch.bincount(self.domain, minlength=len(DOMAINS)).tolist()
+    def domain_counts(self) -> list[int] | None:
+        return None if self.domain is None else torch.bincount(self.domain, minlength=len(DOMAINS)).tolist()
 
 
 @dataclass
@@ -86,10 +103,16 @@ class FederatedData:
     train: list[SiloDataset]
     test: SiloDataset
     num_classes: int = NUM_CLASSES
+    class_names: tuple[str, ...] | None = None  # None: the foundation classes (CLASS_NAMES)
 
     @property
     def num_silos(self) -> int:
         return len(self.train)
+
+    @property
+    def in_channels(self) -> int:
+        """Image channels (1 grayscale, 3 RGB): what every model's stem is built for."""
+        return self.test.channels
 
     def summary_table(self, title: str = "samples per silo"):
         """A rich table: samples per domain and per foundation class (c0..c5, see CLASS_NAMES) for
@@ -107,9 +130,23 @@ class FederatedData:
             if ds is None:  # not built on this rank (load_federated(..., silos=...))
                 table.add_row(key, "-", *["-"] * (len(cols) - 2))
                 continue
-            dc = ds.domain_counts()
+            dc = ds.domain_counts() or [None] * len(DOMAINS)
             cc = ds.class_counts(self.num_classes)
             noisy = int((ds.labels != ds.clean_labels).sum())
-            table.add_row(key, str(len(ds)), *[str(v) if v else "·" for v in dc],
+            table.add_row(key, str(len(ds)), *["-" if v is None else str(v) if v else "·" for v in dc],
                           *[str(v) if v else "·" for v in cc], str(noisy))
         return table
+
+
+def to_channels(images: Tensor, channels: int | None) -> Tensor:
+    """(N, C, H, W) images converted to ``channels`` (None: unchanged): grayscale repeated to RGB,
+    RGB to luminance (ITU-R 601, as PIL's "L")."""
+    c = images.shape[1]
+    if channels is None or channels == c:
+        return images
+    if c == 1 and channels == 3:
+        return images.expand(-1, 3, -1, -1).contiguous()
+    if c == 3 and channels == 1:
+        w = torch.tensor([0.299, 0.587, 0.114], dtype=images.dtype, device=images.device).view(1, 3, 1, 1)
+        return (images * w).sum(1, keepdim=True)
+    raise ValueError(f"cannot convert {c}-channel images to {channels} channels")

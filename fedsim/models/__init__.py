@@ -1,5 +1,7 @@
-"""Models: foundation backbones, a U-Net segmenter whose encoder loads foundation weights, and
-torchvision classifiers for heterogeneous silos. No pretrained weights are ever downloaded.
+"""Models: foundation backbones, a U-Net segmenter whose encoder loads foundation weights,
+torchvision classifiers for heterogeneous silos, and Python plug-ins (``model.name`` =
+``"package.module:factory"``, see :mod:`fedsim.models.plugin`). No pretrained weights are ever
+downloaded.
 
 Every model from :func:`build_model` has ``forward(x) -> logits (B, num_classes)`` and
 ``features(x) -> (B, C, h, w)`` (the last conv map before pooling, used by the EMD weights),
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 from functools import partial
+from typing import Annotated, Literal
 
 import torch
 import torch.nn as nn
@@ -25,13 +28,14 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from fedsim.errors import ConfigError
-from fedsim.settings import section_from_dict
+from fedsim.plugins import is_import_path
+from fedsim.settings import Range, section_from_dict
 
 from .backbones import R50ViT, SmallCNN, TorchvisionNet, conv_block, norm_layer
 
 __all__ = [
     "MODEL_NAMES", "ModelConfig", "UNet", "build_model", "build_segmenter", "count_parameters",
-    "logits_and_features", "representation",
+    "features_of", "logits_and_features", "representation",
 ]
 
 MODEL_NAMES = ("cnn", "resnet10", "resnet12", "resnet18", "resnet50", "r50-vit", "shufflenet", "mobilenetv2")
@@ -41,28 +45,42 @@ MODEL_NAMES = ("cnn", "resnet10", "resnet12", "resnet18", "resnet50", "r50-vit",
 class ModelConfig:
     """The experiment YAML ``model:`` section."""
 
-    name: str = "cnn"
-    width: int = 16           # base channels for "cnn" and "r50-vit"
-    norm: str = "group"       # "group" | "batch" (cnn, resnets, mobilenetv2, r50-vit)
-    norm_groups: int = 0      # GroupNorm groups; 0 = one channel per group (fastest to train here)
-    dropout: float = 0.0      # before the classifier of "cnn"
-    vit_depth: int = 2        # r50-vit transformer layers
-    vit_dim: int = 128        # r50-vit token width
-    vit_heads: int = 4
-    width_mult: float = 0.5   # mobilenetv2 width multiplier
-    decoder_width: int = 0    # U-Net decoder channels per level; 0 = same as the encoder skip
+    name: str = "cnn"         # a built-in name, or a plug-in "package.module:factory"
+    args: dict = field(default_factory=dict)  # plug-in: keyword arguments of the factory
+    features_layer: str | None = None  # plug-in: submodule whose output is the dense feature map
+    width: Annotated[int, Range(ge=4)] = 16  # base channels for "cnn" and "r50-vit"
+    norm: Literal["group", "batch"] = "group"  # cnn, resnets, mobilenetv2, r50-vit
+    norm_groups: Annotated[int, Range(ge=0)] = 0  # GroupNorm groups; 0 = one channel per group (fastest to train here)
+    dropout: Annotated[float, Range(ge=0, lt=1)] = 0.0  # before the classifier of "cnn"
+    vit_depth: Annotated[int, Range(ge=1)] = 2  # r50-vit transformer layers
+    vit_dim: Annotated[int, Range(ge=4)] = 128  # r50-vit token width
+    vit_heads: Annotated[int, Range(ge=1)] = 4
+    width_mult: Annotated[float, Range(gt=0)] = 0.5  # mobilenetv2 width multiplier
+    decoder_width: Annotated[int, Range(ge=0)] = 0  # U-Net decoder channels per level; 0 = same as the encoder skip
     # heterogeneous models: architectures given to the silos round-robin (silo i gets
     # per_silo[i % len]); only for algorithms that exchange outputs, not weights (fedmd, mdhfl)
     per_silo: list = field(default_factory=list)
 
     def validate(self) -> None:
         for name in [self.name, *self.per_silo]:
-            if not isinstance(name, str) or name.lower() not in MODEL_NAMES:
-                raise ConfigError(f"unknown model {name!r}; choose one of {', '.join(MODEL_NAMES)}")
+            if is_import_path(name):
+                from fedsim.plugins import resolve
+
+                resolve(name, "model.name" if name == self.name else "model.per_silo")
+            elif not isinstance(name, str) or name.lower() not in MODEL_NAMES:
+                raise ConfigError(f"unknown model {name!r}; choose one of {', '.join(MODEL_NAMES)} or give a plug-in "
+                                  "as 'package.module:factory'")
+        if not isinstance(self.args, dict):
+            raise ConfigError(f"model.args must be a mapping of keyword arguments, got {self.args!r}")
+
+    @property
+    def plugin(self) -> bool:
+        """Whether the model (or one of ``per_silo``) comes from a Python plug-in."""
+        return any(is_import_path(n) for n in [self.name, *self.per_silo])
 
     @property
     def heterogeneous(self) -> bool:
-        return len({n.lower() for n in self.per_silo}) > 1
+        return len({n if is_import_path(n) else n.lower() for n in self.per_silo}) > 1
 
     def for_silo(self, i: int | None) -> ModelConfig:
         """The model of silo ``i`` (``name`` when per_silo is empty; i None: the first silo's)."""
@@ -80,9 +98,29 @@ def count_parameters(model: nn.Module) -> int:
 
 
 def logits_and_features(model: nn.Module, x: Tensor) -> tuple[Tensor, Tensor]:
-    """One forward pass giving both the logits and the dense feature map (B, C, h, w)."""
-    feats = model.features(x)
-    return model.head(feats), feats
+    """The logits and the dense feature map (B, C, h, w): one forward pass for the built-in
+    models, plug-ins with ``features`` + ``head`` and plug-ins with ``model.features_layer``; a
+    plug-in with only ``features(x)`` runs twice."""
+    from .plugin import feature_tap
+
+    tap = feature_tap(model)
+    if tap is not None:
+        return model(x), tap.take()
+    if callable(getattr(model, "head", None)):
+        feats = model.features(x)
+        return model.head(feats), feats
+    return model(x), model.features(x)
+
+
+def features_of(model: nn.Module, x: Tensor) -> Tensor:
+    """The dense feature map of ``x`` (``features(x)``, or the hooked ``model.features_layer``)."""
+    from .plugin import feature_tap
+
+    tap = feature_tap(model)
+    if tap is not None:
+        model(x)
+        return tap.take()
+    return model.features(x)
 
 
 def representation(feats: Tensor) -> Tensor:
@@ -97,12 +135,13 @@ def _norm_fn(cfg: ModelConfig):
 def build_model(cfg: ModelConfig | None = None, num_classes: int = 6, in_channels: int = 1) -> nn.Module:
     """A classifier with the backbone interface (randomly initialised, deterministic under
     ``torch.manual_seed``)."""
-    import torchvision.models as tvm
-    from torchvision.models.resnet import BasicBlock, Bottleneck, ResNet
-
     cfg = cfg or ModelConfig()
     if isinstance(cfg, dict):
         cfg = ModelConfig.from_dict(cfg)
+    if is_import_path(cfg.name):
+        from .plugin import build_plugin_model
+
+        return build_plugin_model(cfg, num_classes, in_channels)
     if cfg.norm not in ("group", "batch"):
         raise ConfigError(f"model.norm must be 'group' or 'batch', got {cfg.norm!r}")
     if cfg.width < 4:
@@ -114,6 +153,10 @@ def build_model(cfg: ModelConfig | None = None, num_classes: int = 6, in_channel
         if cfg.vit_dim % (4 * cfg.vit_heads):
             raise ConfigError(f"model.vit_dim ({cfg.vit_dim}) must be a multiple of 4 * vit_heads")
         return R50ViT(num_classes, in_channels, cfg.width, cfg.vit_depth, cfg.vit_heads, cfg.vit_dim, cfg.norm)
+    # torchvision only now: importing its models costs ~170 MB of memory per rank
+    import torchvision.models as tvm
+    from torchvision.models.resnet import BasicBlock, Bottleneck, ResNet
+
     nl = _norm_fn(cfg)
     if name in ("resnet10", "resnet12", "resnet18", "resnet50"):
         block, layers = {
@@ -203,5 +246,8 @@ def build_segmenter(encoder_cfg: ModelConfig | None = None, num_seg_classes: int
     encoder_cfg = encoder_cfg or ModelConfig()
     if isinstance(encoder_cfg, dict):
         encoder_cfg = ModelConfig.from_dict(encoder_cfg)
+    if is_import_path(encoder_cfg.name):
+        raise ConfigError(f"model {encoder_cfg.name}: a U-Net needs a built-in encoder (its skip maps); "
+                          f"segmentation runs with {', '.join(MODEL_NAMES)}")
     encoder = build_model(encoder_cfg, num_classes=1, in_channels=in_channels)
     return UNet(encoder, num_seg_classes, in_channels, encoder_cfg.norm, encoder_cfg.decoder_width, raw_branch)

@@ -152,9 +152,13 @@ class SimClock:
         self.delays = np.array([d[a] for a in self.arcs], dtype=float)
         self.compute, _ = _silo_vectors(topology, self.model)
         self.round_trip: np.ndarray | None = None
+        self._requests: np.ndarray | None = None
         if round_trip:
             req = request_delays(topology, self.model)
-            self.round_trip = np.array([req[a] for a in self.arcs]) + self.delays
+            self._requests = np.array([req[a] for a in self.arcs])
+            self.round_trip = self._requests + self.delays
+        self._src = np.fromiter((a for a, _ in self.arcs), dtype=int, count=len(self.arcs))
+        self._dst = np.fromiter((b for _, b in self.arcs), dtype=int, count=len(self.arcs))
         self.times = np.full(topology.num_silos, float(start_ms))
         self.round = 0
         self._multigraph = any("parallel" in e.extra for e in topology.edges)
@@ -179,10 +183,27 @@ class SimClock:
                 mask[k] = True
         return mask
 
-    def step(self, active_arcs: Iterable[tuple[int, int]] | None = None) -> np.ndarray:
-        """Advance one round; returns a copy of the per-silo times (ms)."""
-        self.times = clock_step(self.times, self.arcs, self.delays, self.compute,
-                                self.active_mask(active_arcs), self.round_trip)
+    def step(self, active_arcs: Iterable[tuple[int, int]] | None = None,
+             compute_scale: dict[int, float] | None = None, idle: Iterable[int] = ()) -> np.ndarray:
+        """Advance one round; returns a copy of the per-silo times (ms).
+
+        ``compute_scale``: silo → factor on its compute time this round (a straggler; the
+        compute part of its outgoing arcs and of its requests slows with it). ``idle``: silos
+        sitting the round out (their time stays; give ``active_arcs`` without their arcs)."""
+        delays, compute, round_trip = self.delays, self.compute, self.round_trip
+        if compute_scale:
+            scale = np.ones(len(self.compute))
+            for i, f in compute_scale.items():
+                scale[i] = f
+            compute = self.compute * scale
+            extra = compute - self.compute  # what the slower compute adds, per silo
+            delays = self.delays + extra[self._src]
+            if self._requests is not None:
+                round_trip = self._requests + extra[self._dst] + delays
+        new = clock_step(self.times, self.arcs, delays, compute, self.active_mask(active_arcs), round_trip)
+        for i in idle:
+            new[i] = self.times[i]
+        self.times = new
         self.round += 1
         return self.times.copy()
 

@@ -48,7 +48,7 @@ class RunClock:
 
         cfg, fed, algo = self.plan.cfg, self.fed, self.algo
         bits = cfg.net.model_bits or algo.message_bits() or (
-            config_model_bits(cfg) if cfg.model.heterogeneous else model_bits(next(iter(fed.silos.values())).model))
+            config_model_bits(cfg) if cfg.model.heterogeneous else model_bits(next(iter(fed.hosted.values())).model))
         self.compute_ms = compute_ms
         delay = DelayModel(model_bits=bits, compute_ms=compute_ms, access_gbps=cfg.net.access_gbps)
         graph = self.plan.scenario.clock_graph(self.plan.topology)
@@ -69,22 +69,33 @@ class RunClock:
                              device=self.fed.device)
         return float(all_reduce_max(value).item())
 
-    def step(self, k: int, round_seconds: float) -> list[float]:
-        """Advance every silo's time past round ``k``; returns them (ms)."""
+    def step(self, k: int, round_seconds: float, faults=None) -> list[float]:
+        """Advance every silo's time past round ``k``; returns them (ms). ``faults``
+        (:class:`fedsim.faults.RoundFaults`): absent silos' time stays, stragglers compute
+        ``factor`` times slower, arcs that are down carry nothing (``fed.active_arcs``)."""
         if self.compute_ms is None:
             self._start(self._measured_compute_ms(round_seconds), None)
         active = self.fed.active_arcs(k) if self.algo.exchanges_in(k) else []
+        idle = [i for i in range(self.n) if faults is not None and i not in faults.present]
+        scale = faults.factors if faults is not None else None
         if self.clock is None:
-            self.times = [t + self.compute_ms for t in self.times]
+            self.times = [t if i in idle else t + self.compute_ms * (scale or {}).get(i, 1.0)
+                          for i, t in enumerate(self.times)]
         elif active == []:  # local work only: everyone just computes
-            self.clock.step(active_arcs=[])
+            self.clock.step(active_arcs=[], compute_scale=scale, idle=idle)
             self.times = self.clock.times[: self.n].tolist()
         elif self.plan.scenario.via_server:
-            self.clock.step()  # upload to the server
-            self.clock.step()  # download of the aggregate
+            server = self.n
+            if idle:  # the star's arcs of the silos taking part, both ways
+                up = [(i, server) for i in range(self.n) if i not in idle]
+                both = up + [(server, i) for i, _ in up]
+            else:
+                both = None
+            self.clock.step(active_arcs=both, compute_scale=scale, idle=idle)  # upload to the server
+            self.clock.step(active_arcs=both, idle=idle)  # download of the aggregate
             self.times = self.clock.times[: self.n].tolist()
         else:
-            self.times = self.clock.step(active_arcs=active)[: self.n].tolist()
+            self.times = self.clock.step(active_arcs=active, compute_scale=scale, idle=idle)[: self.n].tolist()
         return self.times
 
     def state(self) -> dict[str, Any]:

@@ -2,11 +2,12 @@
 
 import shutil
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
 
-from fedsim.data import DataConfig, generate, load_federated
+from fedsim.data import CLASS_NAMES, DataConfig, generate, load_federated
 from fedsim.data.folder import load_folder, save_folder
 from fedsim.errors import DataError
 
@@ -21,7 +22,8 @@ def root(tmp_path):
 
 def test_round_trip(root):
     path, silos, test = root
-    loaded, loaded_test = load_folder(path, 32)
+    loaded, loaded_test, names = load_folder(path, 32)
+    assert names == CLASS_NAMES  # save_folder writes classes.txt
     assert len(loaded) == 2 and loaded_test is not None and len(loaded_test) == 4
     for a, b in zip(loaded, silos):
         assert (a.images - b.images).abs().max() <= 0.5 / 255 + 1e-6  # 8-bit quantisation only
@@ -56,7 +58,9 @@ def test_missing_masks_folder(root):
     path, _, _ = root
     shutil.rmtree(path / "silo01" / "masks")
     with pytest.raises(DataError, match=str(path / "silo01" / "masks")):
-        load_folder(path, 32)
+        load_folder(path, 32, masks=True)  # segmentation
+    silos, _, _ = load_folder(path, 32)  # classification: masks are optional, used only if every silo has them
+    assert all(ds.masks is None for ds in silos)
 
 
 def test_image_without_mask(root):
@@ -100,5 +104,105 @@ def test_named_labels_accepted(root):
     lines = csv.read_text().splitlines()
     lines[1] = "00000.png,bifurcation,abnormal,simulation,0.1"
     csv.write_text("\n".join(lines) + "\n")
-    loaded, _ = load_folder(path, 32)
+    loaded, _, _ = load_folder(path, 32)
     assert int(loaded[0].labels[0]) == 3 and int(loaded[0].tube[0]) == 2 and int(loaded[0].domain[0]) == 3
+
+
+def write_rgb_classes(root, silos: int = 2, classes: int = 10, per_class: int = 2, size: int = 16):
+    """A classification dataset as a hospital might have it: RGB JPEG-free PNGs, no masks,
+    integer labels 0..9 in labels.csv, a test folder; colour depends on the class."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    for name in [f"site{s}" for s in range(silos)] + ["test"]:
+        (root / name / "images").mkdir(parents=True)
+        rows = ["file,label"]
+        for k in range(classes * per_class):
+            c = k % classes
+            base = np.array([25 * c, 255 - 25 * c, 120], dtype=np.float64)
+            img = np.clip(base + rng.normal(0, 20, size=(size, size, 3)), 0, 255).astype(np.uint8)
+            Image.fromarray(img, "RGB").save(root / name / "images" / f"{k:03d}.png")
+            rows.append(f"{k:03d}.png,{c}")
+        (root / name / "labels.csv").write_text("\n".join(rows) + "\n")
+    return root
+
+
+def test_rgb_ten_classes_without_masks(tmp_path):
+    root = write_rgb_classes(tmp_path / "rgb")
+    fd = load_federated(DataConfig(kind="folder", root=str(root), image_size=16), 2, seed=0)
+    assert fd.num_classes == 10 and fd.in_channels == 3 and fd.train[0].masks is None
+    assert fd.class_names == tuple(str(i) for i in range(10))
+    img = np.asarray(Image.open(root / "site1" / "images" / "013.png").convert("RGB"), dtype=np.float32) / 255
+    torch.testing.assert_close(fd.train[1].images[13], torch.from_numpy(img).permute(2, 0, 1), atol=0, rtol=0)
+    gray = load_federated(DataConfig(kind="folder", root=str(root), image_size=16, channels=1), 2, seed=0)
+    assert gray.in_channels == 1
+    named = load_federated(DataConfig(kind="folder", root=str(root), image_size=16,
+                                      classes=[f"class-{i}" for i in range(12)]), 2, seed=0)
+    assert named.num_classes == 12  # a config list may name classes no image has yet
+    with pytest.raises(DataError, match=r"task: segmentation needs|missing masks folder: .*site0/masks"):
+        load_federated(DataConfig(kind="folder", root=str(root), image_size=16), 2, seed=0, masks=True)
+
+
+def test_rgb_ten_classes_train_fedavg_and_score_over_ten_classes(tmp_path):
+    """FedAvg, 2 rounds, 2 ranks on the RGB folder data, against a re-computation that reads the
+    PNGs itself; Θ's accuracy is an argmax over 10 logits."""
+    import json
+
+    from fedsim.config import load_config
+    from fedsim.data import SiloDataset
+    from fedsim.federation import BatchStream, make_optimizer, silo_seed, train_steps
+    from fedsim.launch import spawn
+    from fedsim.models import build_model
+    from fedsim.plan import build_plan, scenario_for
+    from fedsim.trainer import run_rank
+
+    root = write_rgb_classes(tmp_path / "rgb")
+    cfg = load_config(None, ["algorithm=fedavg", "topology=complete:2", "rounds=2", "train.local_steps=3",
+                             "train.batch_size=8", "train.lr=0.01", "model.width=4", "data.kind=folder",
+                             f"data.root={root}", "data.image_size=16", f"output_dir={tmp_path}", "name=rgb"])
+    cfg.scenario = scenario_for(cfg)
+    (tmp_path / "rgb-run").mkdir()
+    summary = spawn(run_rank, 2, build_plan(cfg, tmp_path / "rgb-run", 2))[0]
+
+    def read(folder):
+        rows = [line.split(",") for line in (folder / "labels.csv").read_text().split()[1:]]
+        x = torch.stack([torch.from_numpy(np.asarray(Image.open(folder / "images" / f).convert("RGB"),
+                                                     dtype=np.float32) / 255).permute(2, 0, 1) for f, _ in rows])
+        return SiloDataset.from_tensors(x, torch.tensor([int(c) for _, c in rows]))
+
+    silos, test = [read(root / "site0"), read(root / "site1")], read(root / "test")
+    models, opts, streams = [], [], []
+    for i, ds in enumerate(silos):
+        torch.manual_seed(cfg.seed)
+        models.append(build_model(cfg.model, num_classes=10, in_channels=3))
+        opts.append(make_optimizer(models[i], cfg))
+        streams.append(BatchStream(ds, cfg.train.batch_size, silo_seed(cfg.seed, i), torch.device("cpu")))
+    for _ in range(cfg.rounds):
+        for m, o, s in zip(models, opts, streams):
+            train_steps(m, o, s, cfg.train.local_steps)
+        mean = {k: (models[0].state_dict()[k] + models[1].state_dict()[k]) / 2 for k in models[0].state_dict()}
+        for m in models:
+            m.load_state_dict(mean)
+    theta = torch.load(tmp_path / "rgb-run" / "foundation.pt")
+    for k, v in models[0].state_dict().items():
+        torch.testing.assert_close(theta[k], v, atol=1e-6, rtol=0)
+    assert theta["fc.weight"].shape[0] == 10 and theta["stem.0.weight"].shape[1] == 3
+    with torch.no_grad():
+        logits = models[0](test.images)
+    assert logits.shape == (20, 10)
+    expected = int((logits.argmax(1) == test.labels).sum()) / 20
+    assert summary["foundation_accuracy"] == pytest.approx(expected, abs=1e-12)
+    assert json.loads((tmp_path / "rgb-run" / "summary.json").read_text())["foundation_accuracy"] == expected
+
+
+def test_segmentation_without_masks_is_one_line(tmp_path, capsys):
+    from fedsim.cli import main
+
+    root = write_rgb_classes(tmp_path / "rgb")
+    code = main(["run", "--nproc", "2", "--quiet", "--set", "task=segmentation", "--set", "algorithm=fedavg",
+                 "--set", "topology=complete:2", "--set", "data.kind=folder", "--set", f"data.root={root}",
+                 "--set", "downstream.enabled=false", "--set", "compare_with=[]", "--set", "data.domains=null",
+                 "--set", f"output_dir={tmp_path}"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1, err
+    assert f"missing masks folder: {root / 'site0' / 'masks'}" in err and "segmentation" in err

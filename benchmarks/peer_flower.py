@@ -1,0 +1,290 @@
+"""The same FedAvg job through fedsim, Flower's simulation engine and a plain loop: one table.
+
+The job (``benchmarks/peer_job.py``): 4 clients × 512 RGB images 64², a small CNN, SGD (lr 0.1,
+no momentum), 16 local steps of 32 per round, 5 rounds, uniform averaging, seed 0; the final
+global model scored on 512 test images. fedsim runs it as a *plug-in* (``model.name:
+peer_job:make_net``, ``data.kind: python``, ``data.factory: peer_job:load``) on 2 ranks and on 1
+rank; Flower (``flwr[simulation]``, Ray backend, one CPU per client actor, two CPUs) runs its stock
+message-API FedAvg with a ClientApp doing the same local steps on the same mini-batches; the plain
+loop runs the silos one after another in one process.
+
+Measured for each, in this one run: wall time of the whole command (interpreter start to exit),
+time per round (after set-up: the rounds and the final evaluation, divided by the rounds), peak
+memory of the whole process tree — every descendant, Ray's daemons and workers included — as the
+sum of RSS and as the sum of PSS (shared pages split between the processes that map them), the
+most processes alive at once, and the final accuracy. Ratios: fedsim (2 ranks) / Flower for wall
+time and peak memory (targets ≤ 0.5 and ≤ 0.4), fedsim (1 rank) / plain loop per round (≤ 1.1).
+
+Flower lives in its own venv (never in requirements.txt): ``--flower-python`` (default
+/work/venvs/flower/bin/python), created when missing with
+
+    python -m venv --system-site-packages /work/venvs/flower
+    /work/venvs/flower/bin/pip install -r benchmarks/requirements-peers.txt
+
+(``--system-site-packages``: the machine's torch 2.14.1 is used, pip never fetches another).
+
+    python benchmarks/peer_flower.py [--repeats 3] [--only fedsim2,flower] [--flower-python PATH]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(REPO))
+
+from peer_job import JOB  # noqa: E402
+
+DEFAULT_FLOWER = Path("/work/venvs/flower/bin/python")
+RUNNERS = ("plain", "fedsim1", "fedsim2", "flower")
+
+
+# ---- process-tree memory from /proc (no psutil in fedsim's own environment) ----------------------
+
+def _children_map() -> dict[int, list[int]]:
+    kids: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as fh:
+                stat = fh.read()
+        except OSError:
+            continue
+        ppid = int(stat[stat.rindex(")") + 2:].split()[1])  # the name may hold spaces and parentheses
+        kids.setdefault(ppid, []).append(int(entry))
+    return kids
+
+
+def _tree(root: int) -> list[int]:
+    kids, out, todo = _children_map(), [], [root]
+    while todo:
+        pid = todo.pop()
+        out.append(pid)
+        todo.extend(kids.get(pid, []))
+    return out
+
+
+def _kib(path: str, key: str) -> int:
+    try:
+        with open(path) as fh:
+            for line in fh:
+                if line.startswith(key):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def _name(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/comm") as fh:
+            return fh.read().strip()
+    except OSError:
+        return "?"
+
+
+class TreeMemory:
+    """Samples the process tree under ``pid`` every ``period`` s: peak Σ RSS, peak Σ PSS, the
+    most processes at once and every process name seen."""
+
+    def __init__(self, pid: int, period: float = 0.1) -> None:
+        self.pid, self.period = pid, period
+        self.peak_rss = self.peak_pss = self.peak_procs = 0
+        self.names: set[str] = set()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            pids = _tree(self.pid)
+            rss = sum(_kib(f"/proc/{p}/status", "VmRSS:") for p in pids)
+            pss = sum(_kib(f"/proc/{p}/smaps_rollup", "Pss:") for p in pids)
+            self.peak_rss, self.peak_pss = max(self.peak_rss, rss), max(self.peak_pss, pss)
+            self.peak_procs = max(self.peak_procs, len(pids))
+            self.names.update(_name(p) for p in pids)
+            self._stop.wait(self.period)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def measure(cmd: list[str], env: dict[str, str], cwd: Path, log: Path) -> dict:
+    started = time.perf_counter()
+    with open(log, "w") as fh:
+        proc = subprocess.Popen(cmd, env=env, cwd=cwd, stdout=fh, stderr=subprocess.STDOUT)
+        mem = TreeMemory(proc.pid)
+        code = proc.wait()
+    wall = time.perf_counter() - started
+    mem.stop()
+    if code != 0:
+        raise SystemExit(f"{' '.join(cmd)} failed (exit {code}); see {log}")
+    return {"wall_s": wall, "rss_mb": mem.peak_rss / 1024, "pss_mb": mem.peak_pss / 1024, "procs": mem.peak_procs,
+            "names": sorted(mem.names)}
+
+
+# ---- the runners ----------------------------------------------------------------------------------
+
+FEDSIM_CONFIG = f"""\
+# the peer_job FedAvg job as a fedsim experiment: model and data are plug-ins (benchmarks/ on PYTHONPATH)
+name: peer-job
+algorithm: fedavg
+topology: ring-4
+rounds: {JOB["rounds"]}
+seed: {JOB["seed"]}
+train: {{optimizer: sgd, lr: {JOB["lr"]}, momentum: 0.0, batch_size: {JOB["batch_size"]},
+        local_steps: {JOB["local_steps"]}, eval_every: 0}}
+model: {{name: "peer_job:make_net", args: {{width: {JOB["width"]}}}}}
+data:
+  kind: python
+  factory: "peer_job:load"
+  args: {{n: {JOB["samples"]}, size: {JOB["size"]}, classes: {JOB["classes"]}, test: {JOB["test"]}}}
+"""
+
+
+def run_fedsim(nproc: int, work: Path, env: dict[str, str]) -> dict:
+    cfg = work / "peer_job.yaml"
+    cfg.write_text(FEDSIM_CONFIG)
+    out = work / f"fedsim{nproc}"
+    shutil.rmtree(out, ignore_errors=True)  # a kept folder from an earlier run would make it peer-job-2
+    cmd = [sys.executable, "-m", "fedsim", "run", str(cfg), "--nproc", str(nproc), "--quiet",
+           "--set", f"output_dir={out}"]
+    res = measure(cmd, env, work, work / f"fedsim{nproc}.log")
+    summary = json.loads((out / "peer-job" / "summary.json").read_text())
+    res.update(accuracy=summary["foundation_accuracy"], per_round_s=summary["wall_time_s"] / JOB["rounds"],
+               state=out / "peer-job" / "foundation.pt")
+    return res
+
+
+def run_peer(which: str, python: str, work: Path, env: dict[str, str]) -> dict:
+    dest = work / f"{which}.json"
+    res = measure([python, str(HERE / "peer_job.py"), which, str(dest)], env, work, work / f"{which}.log")
+    res.update(json.loads(dest.read_text()), state=dest.with_suffix(".pt"))
+    return res
+
+
+def ensure_flower(python: Path) -> str:
+    if python.is_file():
+        return str(python)
+    if python != DEFAULT_FLOWER:
+        raise SystemExit(f"--flower-python {python}: not found")
+    venv = python.parent.parent
+    print(f"creating the Flower venv in {venv} (benchmarks/requirements-peers.txt) ...", flush=True)
+    subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", str(venv)], check=True)
+    subprocess.run([str(venv / "bin" / "pip"), "install", "-q", "-r", str(HERE / "requirements-peers.txt")],
+                   check=True)
+    return str(python)
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--flower-python", type=Path, default=DEFAULT_FLOWER,
+                   help="python of the venv with flwr[simulation] (default /work/venvs/flower/bin/python)")
+    p.add_argument("--only", default=",".join(RUNNERS), help=f"comma-separated subset of {','.join(RUNNERS)}")
+    p.add_argument("--keep", type=Path, default=None, help="keep logs and results in this folder")
+    p.add_argument("--repeats", type=int, default=1,
+                   help="run every runner this many times, interleaved; times are the best of them, memory the "
+                        "median (a machine shared with others is noisy)")
+    args = p.parse_args()
+    only = [r for r in RUNNERS if r in args.only.split(",")]
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env["PYTHONPATH"] = f"{HERE}{os.pathsep}{REPO}"
+    env["OMP_NUM_THREADS"] = "1"
+    flower_python = ensure_flower(args.flower_python) if "flower" in only else None
+    load_before = os.getloadavg()
+    runs: dict[str, list[dict]] = {w: [] for w in only}
+    with tempfile.TemporaryDirectory(prefix="peer-flower-") as tmp:
+        work = args.keep or Path(tmp)
+        work.mkdir(parents=True, exist_ok=True)
+        for rep in range(args.repeats):
+            for which in only:
+                print(f"running {which} ({rep + 1}/{args.repeats}) ...", flush=True)
+                sub = work / f"{which}-{rep}"
+                sub.mkdir(exist_ok=True)
+                if which.startswith("fedsim"):
+                    runs[which].append(run_fedsim(int(which[-1]), sub, env))
+                else:
+                    python = flower_python if which == "flower" else sys.executable
+                    runs[which].append(run_peer(which, python, sub, env))
+        report({w: combine(r) for w, r in runs.items()}, load_before, os.getloadavg(), args.repeats)
+    return 0
+
+
+def combine(runs: list[dict]) -> dict:
+    """Best time and median memory over repeats; every repeat must end at the same accuracy."""
+    import statistics
+
+    accs = {r["accuracy"] for r in runs}
+    if len(accs) > 1:
+        raise SystemExit(f"repeats of one runner ended at different accuracies: {sorted(accs)}")
+    out = dict(runs[0])
+    for key in ("wall_s", "per_round_s"):
+        out[key] = min(r[key] for r in runs)
+    for key in ("rss_mb", "pss_mb"):
+        out[key] = statistics.median(r[key] for r in runs)
+    out["procs"] = max(r["procs"] for r in runs)
+    return out
+
+
+def report(results: dict[str, dict], load_before, load_after, repeats: int = 1) -> None:
+    import torch
+    from rich.table import Table
+
+    from fedsim.ui import console
+
+    labels = {"plain": "plain loop (1 process)", "fedsim1": "fedsim, 1 rank", "fedsim2": "fedsim, 2 ranks",
+              "flower": "Flower + Ray (2 CPUs)"}
+    best = f"; times: best of {repeats}, memory: median" if repeats > 1 else ""
+    table = Table(title=f"FedAvg, {JOB['silos']} clients × {JOB['samples']} images {JOB['size']}², small CNN, "
+                        f"{JOB['rounds']} rounds × {JOB['local_steps']} steps{best}")
+    for col in ("runner", "wall s", "s / round", "peak Σ RSS MB", "peak Σ PSS MB", "processes", "final accuracy"):
+        table.add_column(col, justify="left" if col == "runner" else "right")
+    for which, r in results.items():
+        table.add_row(labels[which], f"{r['wall_s']:.1f}", f"{r['per_round_s']:.2f}", f"{r['rss_mb']:.0f}",
+                      f"{r['pss_mb']:.0f}", str(r["procs"]), f"{r['accuracy']:.4f}")
+    con = console()
+    con.print(table)
+
+    def ratio(a, b, key, target):
+        if a in results and b in results:
+            v = results[a][key] / results[b][key]
+            con.print(f"  {labels[a]} / {labels[b]}, {key}: {v:.2f}×  (target ≤ {target})")
+
+    ratio("fedsim2", "flower", "wall_s", 0.5)
+    ratio("fedsim2", "flower", "rss_mb", 0.4)
+    ratio("fedsim2", "flower", "pss_mb", 0.4)
+    ratio("fedsim1", "plain", "per_round_s", 1.1)
+    ratio("fedsim2", "plain", "per_round_s", "—")
+    states = {k: torch.load(r["state"]) for k, r in results.items() if Path(r["state"]).is_file()}
+    if len(states) > 1:
+        ref_name, ref = next(iter(states.items()))
+        for k, s in states.items():
+            if k != ref_name:
+                diff = max(float((s[n].double() - ref[n].double()).abs().max()) for n in ref)
+                con.print(f"  final weights, {labels[k]} vs {labels[ref_name]}: max |Δ| = {diff:.2e}")
+    accs = {round(r["accuracy"], 12) for r in results.values()}
+    con.print(f"  final accuracies {'agree' if len(accs) == 1 else 'DIFFER'}: "
+              + ", ".join(f"{labels[k]} {r['accuracy']:.4f}" for k, r in results.items()))
+    if "flower" in results:
+        con.print(f"  Flower's process tree: {', '.join(results['flower']['names'])}")
+    con.print(f"  load average before {load_before[0]:.2f}, after {load_after[0]:.2f} "
+              f"({os.cpu_count()} CPUs, shared with other users)")
+
+
+if __name__ == "__main__":
+    from fedsim.cli import run_script
+
+    run_script(main)

@@ -1,0 +1,111 @@
+"""Models from a Python plug-in (``model.name: "my_pkg.models:make_net"``).
+
+The factory is called as ``make_net(num_classes=C, in_channels=K, **model.args)`` and returns an
+``nn.Module`` whose ``forward(x)`` gives logits (B, C). Weight-sharing algorithms need nothing
+more. FedEFM (EMD weights) and MOON (representations) also need a dense feature map (B, C', h, w)
+per batch; a plug-in provides it in one of two ways:
+
+* a ``features(x)`` method (and, optionally, ``head(features) -> logits``, so that one forward
+  pass gives both; without it the model runs twice per batch), or
+* ``model.features_layer: NAME`` — the dotted name of a submodule (``named_modules()``) whose
+  output is that map; a forward hook captures it during ``forward(x)``.
+
+The module itself is what silos train, send and average: its state dict keys are the user's own
+(``foundation.pt`` loads straight into the user's class).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from fedsim.errors import ConfigError
+from fedsim.plugins import call
+
+KEY = "model.name"
+
+
+class FeatureTap:
+    """A forward hook keeping the last output of the submodule it is registered on."""
+
+    def __init__(self, layer: str) -> None:
+        self.layer = layer
+        self.value: Tensor | None = None
+
+    def __call__(self, module: nn.Module, inputs: Any, output: Any) -> None:
+        self.value = output
+
+    def take(self) -> Tensor:
+        value, self.value = self.value, None
+        if value is None:
+            raise ConfigError(f"model.features_layer {self.layer!r} did not run in forward(x)")
+        return value
+
+
+def build_plugin_model(cfg, num_classes: int, in_channels: int) -> nn.Module:
+    """Call the factory ``cfg.name`` and attach the feature hook of ``cfg.features_layer``."""
+    model = call(cfg.name, KEY, ConfigError, num_classes=num_classes, in_channels=in_channels, **cfg.args)
+    if not isinstance(model, nn.Module):
+        raise ConfigError(f"{KEY}: {cfg.name} returned a {type(model).__name__}, not a torch.nn.Module")
+    if cfg.features_layer:
+        modules = dict(model.named_modules())
+        layer = modules.get(cfg.features_layer)
+        if layer is None or cfg.features_layer == "":
+            names = ", ".join(n for n in modules if n)[:300]
+            raise ConfigError(f"model.features_layer {cfg.features_layer!r} is not a submodule of {cfg.name} "
+                              f"(its submodules: {names})")
+        tap = FeatureTap(cfg.features_layer)
+        layer.register_forward_hook(tap)
+        model.fedsim_feature_tap = tap  # a plain attribute: not a parameter, not in the state dict
+    return model
+
+
+def feature_tap(model: nn.Module) -> FeatureTap | None:
+    return model.__dict__.get("fedsim_feature_tap")
+
+
+def has_feature_map(model: nn.Module) -> bool:
+    return feature_tap(model) is not None or callable(getattr(model, "features", None))
+
+
+def check_model(model: nn.Module, x: Tensor, num_classes: int, needs_features: str | None, name: str,
+                grid: int | None = None) -> None:
+    """One forward pass on a sample batch ``x``, before training: the logits have the shape a
+    classifier of ``num_classes`` must give and — when the algorithm ``needs_features`` — there is
+    a feature map, at least ``grid``×``grid`` when the EMD pools it to that grid. Every misfit is
+    one ConfigError line."""
+    from fedsim.models import features_of
+
+    if needs_features and not has_feature_map(model):
+        raise ConfigError(
+            f"algorithm {needs_features} needs a dense feature map (B, C, h, w) from model {name}: give the module "
+            "a features(x) method (and head(features) -> logits to save a second forward pass), or set "
+            "model.features_layer to the submodule whose output is that map")
+    was = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            try:
+                logits = model(x)
+                feats = features_of(model, x) if needs_features else None
+            except ConfigError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - user code: one line, not a traceback
+                raise ConfigError(f"model {name}: forward on a batch of shape {tuple(x.shape)} raised "
+                                  f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from None
+    finally:
+        model.train(was)
+    if not isinstance(logits, Tensor) or tuple(logits.shape) != (x.shape[0], num_classes):
+        got = tuple(logits.shape) if isinstance(logits, Tensor) else type(logits).__name__
+        raise ConfigError(f"model {name}: forward(x) on a batch of shape {tuple(x.shape)} gave {got}; it must give "
+                          f"logits of shape ({x.shape[0]}, {num_classes}) — build the head with num_classes")
+    if feats is not None and (not isinstance(feats, Tensor) or feats.dim() not in (2, 3, 4)
+                              or feats.shape[0] != x.shape[0]):
+        got = tuple(feats.shape) if isinstance(feats, Tensor) else type(feats).__name__
+        raise ConfigError(f"model {name}: the feature map has shape {got}; {needs_features} needs (B, C, h, w)")
+    if feats is not None and grid and feats.dim() == 4 and min(feats.shape[-2:]) < grid:
+        raise ConfigError(f"model {name}: the feature map of a {tuple(x.shape[-2:])} image is "
+                          f"{tuple(feats.shape[-2:])}, smaller than emd.grid {grid}: set emd.grid <= "
+                          f"{min(feats.shape[-2:])} or use larger images")

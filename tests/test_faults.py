@@ -1,0 +1,254 @@
+"""Simulated faults: silos that drop out, partial participation and links that go down. A run on
+real gloo ranks (4 silos on 2 ranks) equals a sequential re-computation, written here, that
+follows the same schedule: an absent silo neither trains nor sends nor receives, weighs nothing in
+an aggregate, and rejoins from its last state (DFL) or from Θ (CFL); neighbours renormalise over
+the silos they hear."""
+
+from __future__ import annotations
+
+import copy
+import json
+
+import torch
+import torch.nn.functional as F
+
+from fedsim.config import load_config
+from fedsim.emd import emd_similarity
+from fedsim.federation import make_optimizer, train_steps
+
+from .algorithms.test_equivalence import TINY, assign, flat, run_distributed, sequential_setup
+
+ROUNDS = ["rounds=4"]
+
+
+def schedule(run_dir, n=4, rounds=4) -> list[dict[int, str | None]]:
+    """Per round: silo → None when it took part, else why not (read from metrics/*.jsonl)."""
+    out = [dict() for _ in range(rounds)]
+    for i in range(n):
+        for line in (run_dir / "metrics" / f"silo_{i}.jsonl").read_text().splitlines():
+            rec = json.loads(line)
+            assert rec["participated"] == (rec["absent"] is None)
+            out[rec["round"]][i] = rec["absent"]
+    return out
+
+
+def present(sched, k):
+    return {i for i, why in sched[k].items() if why is None}
+
+
+def assert_same(got, models):
+    for i, model in enumerate(models):
+        for a, b in zip(got[i], model.state_dict().values()):
+            if a.is_floating_point():
+                torch.testing.assert_close(a, b, atol=1e-5, rtol=0)
+
+
+def test_gossip_with_a_dropout_and_a_link_down_equals_the_sequential_schedule(tmp_path):
+    faults = ["faults.dropout=[{silo: 1, start: 1, end: 2}]", "faults.links=[{edge: [2, 3], start: 0, end: 1}]"]
+    overrides = ["algorithm=gossip", "topology=ring-4", "name=g", *ROUNDS, *faults]
+    got = run_distributed(tmp_path, overrides)
+    sched = schedule(tmp_path / "g")
+    assert [present(sched, k) for k in range(4)] == [{0, 1, 2, 3}, {0, 2, 3}, {0, 2, 3}, {0, 1, 2, 3}]
+    assert sched[1][1] == sched[2][1] == "dropout"
+    down = {0: {(2, 3), (3, 2)}, 1: {(2, 3), (3, 2)}, 2: set(), 3: set()}
+
+    cfg, topo, models, opts, streams = sequential_setup(overrides)
+    n = topo.num_silos
+    deg = {i: len(topo.in_neighbours(i)) for i in range(n)}
+    for k in range(cfg.rounds):
+        here = present(sched, k)
+        for i in sorted(here):
+            train_steps(models[i], opts[i], streams[i], cfg.train.local_steps)
+        theta = [flat(m) for m in models]
+        new = {}
+        for i in sorted(here):
+            heard = [j for j in topo.in_neighbours(i) if j in here and (j, i) not in down[k]]
+            w = {j: 1.0 / (1 + max(deg[i], deg[j])) for j in heard}
+            # Metropolis–Hastings on the full ring; a neighbour not heard leaves its weight with i
+            new[i] = (1 - sum(w.values())) * theta[i] + sum(w[j] * theta[j] for j in heard)
+        for i, v in new.items():
+            assign(models[i], v)
+    assert_same(got, models)
+    # the reference is not blind to the schedule: silo 1 really sat rounds 1-2 out
+    bytes_sent = [json.loads(x)["bytes_sent"] for x in (tmp_path / "g" / "metrics" / "silo_1.jsonl").read_text().splitlines()]
+    assert bytes_sent[1] == bytes_sent[2] == 0 < bytes_sent[0]
+
+
+def test_fedavg_with_client_sampling_and_a_silo_lost_for_good_equals_the_sequential_schedule(tmp_path):
+    overrides = ["algorithm=fedavg", "topology=ring-4", "name=f", *ROUNDS, "faults.participation=0.5",
+                 "faults.dropout=[{silo: 3, start: 2}]"]
+    got = run_distributed(tmp_path, overrides)
+    sched = schedule(tmp_path / "f")
+    for k in range(4):  # ⌈0.5 · 4⌉ = 2 silos drawn from the available ones
+        assert len(present(sched, k)) == 2 and set(sched[k].values()) <= {None, "not_sampled", "dropout"}
+    assert all(sched[k][3] == "dropout" for k in (2, 3))
+    assert len({frozenset(present(sched, k)) for k in range(4)}) > 1  # the draw changes with the round
+
+    cfg, topo, models, opts, streams = sequential_setup(overrides)
+    for k in range(cfg.rounds):
+        here = present(sched, k)
+        if k > 0:  # CFL: a silo drawn again starts from the server's Θ (the previous round's mean)
+            before = present(sched, k - 1)
+            theta = torch.stack([flat(models[i]) for i in sorted(before)]).mean(0)
+            for i in here - before:
+                assign(models[i], theta)
+        for i in sorted(here):
+            train_steps(models[i], opts[i], streams[i], cfg.train.local_steps)
+        mean = torch.stack([flat(models[i]) for i in sorted(here)]).mean(0)
+        for i in here:
+            assign(models[i], mean)
+    assert_same(got, models)
+    foundation = torch.load(tmp_path / "f" / "foundation.pt")
+    last = present(sched, 3)
+    want = torch.stack([flat(models[i]) for i in sorted(last)]).mean(0)
+    assert torch.allclose(torch.cat([t.double().reshape(-1) for t in foundation.values() if t.is_floating_point()]),
+                          want, atol=1e-6)
+    summary = json.loads((tmp_path / "f" / "summary.json").read_text())
+    assert summary["participation"]["failed_silos"] == [{"silo": 3, "round": 2, "reason": "dropout"}]
+    assert sum(summary["participation"]["rounds_taken_part"].values()) == 8
+
+
+EFM = ["algorithm=fedefm", "topology=ring-4", "fedefm.overseas_steps=2", "fedefm.distill_steps=2", "emd.grid=2"]
+
+
+def _train_ce(model, opt, stream, steps):
+    for _ in range(steps):
+        x, y = stream.next()
+        loss = F.cross_entropy(model(x), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+
+
+def _average(models, weights):
+    keys = models[0].state_dict().keys()
+    return {key: sum(w * m.state_dict()[key].double() for m, w in zip(models, weights)).float() for key in keys}
+
+
+def test_fedefm_with_dropout_sampling_and_a_link_down_equals_the_sequential_schedule(tmp_path):
+    overrides = [*EFM, "name=e", *ROUNDS, "faults.participants=3", "faults.dropout=[{silo: 0, start: 1, end: 1}]",
+                 "faults.links=[{edge: [1, 2], start: 2, end: 3}]"]
+    got = run_distributed(tmp_path, overrides)
+    sched = schedule(tmp_path / "e")
+    assert sched[1][0] == "dropout" and all(len(present(sched, k)) == 3 for k in (0, 2, 3))
+    down = {k: ({(1, 2), (2, 1)} if k >= 2 else set()) for k in range(4)}
+
+    cfg, topo, models, opts, streams = sequential_setup(overrides)
+    T, beta, s = cfg.fedefm.temperature, cfg.fedefm.beta, cfg.fedefm.self_weight
+    n = topo.num_silos
+    for k in range(cfg.rounds):
+        here = present(sched, k)
+        if k == 0:
+            for i in sorted(here):
+                _train_ce(models[i], opts[i], streams[i], cfg.train.local_steps)
+            continue
+        in_nb = {i: [j for j in topo.in_neighbours(i) if j in here and (j, i) not in down[k]] for i in here}
+        experts = {}
+        for j in sorted(here):  # eq. 1: each host trains its visitors in id order
+            for i in sorted(i for i in here if j in in_nb[i]):
+                visitor = copy.deepcopy(models[i])
+                _train_ce(visitor, make_optimizer(visitor, cfg), streams[j], cfg.fedefm.overseas_steps)
+                experts[(j, i)] = visitor
+        for i in sorted(here):  # eq. 2, 3, 11
+            teachers = [experts[(j, i)] for j in in_nb[i]]
+            if not teachers:
+                _train_ce(models[i], opts[i], streams[i], cfg.fedefm.distill_steps)
+                continue
+            for _ in range(cfg.fedefm.distill_steps):
+                x, y = streams[i].next()
+                f_s = models[i].features(x)
+                z_s = models[i].head(f_s)
+                with torch.no_grad():
+                    outs = [(t.head(t.features(x)), t.features(x)) for t in teachers]
+                w = torch.stack([emd_similarity(f_s, f_t, grid=cfg.emd.grid).mean().clamp_min(0) for _, f_t in outs])
+                w = w / w.sum()
+                kd = [(p * (p.log() - torch.log_softmax(z_s / T, 1))).sum(1).mean()
+                      for p in (torch.softmax(z_t / T, 1) for z_t, _ in outs)]
+                ce = F.cross_entropy(z_s, y)
+                loss = sum(w[j] * (beta * T * T * kd[j] + (1 - beta) * ce) for j in range(len(teachers)))
+                opts[i].zero_grad()
+                loss.backward()
+                opts[i].step()
+        # the released rule (fedefm.mix: hosted): ½ own + ½ the mean of the visitors it hosted
+        new = {}
+        for j in sorted(here):
+            hosted = [experts[(j, i)] for i in range(n) if (j, i) in experts]
+            if hosted:
+                new[j] = _average([models[j], *hosted], [s] + [(1 - s) / len(hosted)] * len(hosted))
+        for j, state in new.items():
+            models[j].load_state_dict(state)
+    assert_same(got, models)
+
+
+def run_several(tmp_path, runs: dict[str, list[str]], nproc: int = 2) -> None:
+    """Several tiny runs in one process group (one spawn: cheaper than one per run)."""
+    from fedsim.launch import spawn
+    from fedsim.plan import build_plan
+    from fedsim.trainer import run_jobs
+
+    plans = []
+    for name, overrides in runs.items():
+        cfg = load_config(None, TINY + overrides + [f"output_dir={tmp_path}", f"name={name}"])
+        plans.append(build_plan(cfg, tmp_path / name, nproc))
+    spawn(run_jobs, nproc, plans, False)
+
+
+ALGORITHMS = {"fedprox": [], "moon": [], "feddf": ["feddf.distill_steps=1", "feddf.public_samples=16"],
+              "fedmd": ["fedmd.digest_steps=1", "fedmd.public_samples=16"],
+              "mdhfl": ["mdhfl.align_steps=1", "mdhfl.public_samples=16"], "fedefm_released": []}
+
+
+def test_every_algorithm_leaves_an_absent_silo_untouched(tmp_path):
+    """In the last round silo 2 is out: its checkpoint after that round equals the one before
+    (nothing trained, sent or received) and it sent nothing, while a present silo moved."""
+    run_several(tmp_path, {a: [f"algorithm={a}", "rounds=3", "faults.dropout=[{silo: 2, start: 2, end: 2}]",
+                               "faults.rejoin=last", *extra] for a, extra in ALGORITHMS.items()})
+    for algorithm in ALGORITHMS:
+        ck = tmp_path / algorithm / "checkpoints"
+        before = torch.load(ck / "round_1" / "silo_2.pt", weights_only=False)
+        after = torch.load(ck / "round_2" / "silo_2.pt", weights_only=False)
+        for key, value in before["model"].items():
+            assert torch.equal(value, after["model"][key]), (algorithm, key)
+        assert torch.equal(before["batches"]["order"], after["batches"]["order"])
+        assert before["batches"]["pos"] == after["batches"]["pos"]
+        moved = torch.load(ck / "round_2" / "silo_1.pt", weights_only=False)["model"]
+        still = torch.load(ck / "round_1" / "silo_1.pt", weights_only=False)["model"]
+        assert any(not torch.equal(v, still[k]) for k, v in moved.items()), algorithm  # a present silo did move
+        rows = [json.loads(x) for x in (tmp_path / algorithm / "metrics" / "silo_2.jsonl").read_text().splitlines()]
+        assert rows[-1]["absent"] == "dropout" and rows[-1]["bytes_sent"] == 0 and rows[-1]["grad_steps"] == 0
+        assert rows[-2]["participated"] and rows[-2]["grad_steps"] > 0, algorithm
+
+
+def test_the_schedule_is_a_pure_function_of_the_config_and_the_round():
+    from fedsim.faults import FaultSchedule
+
+    cfg = load_config(None, TINY + ["rounds=20", "faults.participation=0.6", "faults.sampling=bernoulli",
+                                    "faults.stragglers=[{silo: 1, factor: 4, probability: 0.5}]",
+                                    "faults.deadline=3"])
+    a, b = FaultSchedule(cfg, 4), FaultSchedule(cfg, 4)
+    rounds = [a.round(k) for k in range(20)]
+    assert rounds == [b.round(k) for k in reversed(range(20))][::-1]  # any order, any process: the same
+    drawn = {len(r.present) + sum(why == "deadline" for why in r.absent.values()) for r in rounds}
+    assert len(drawn) > 1 and min(drawn) >= 1  # bernoulli: the number drawn varies, never zero
+    slow = [r for r in rounds if 1 in r.factors]
+    assert 0 < len(slow) < 20 and all(r.factors[1] == 4 for r in slow)
+    assert all(r.absent.get(1) in ("deadline", "not_sampled") for r in slow)  # 4x is past the 3x deadline
+    other_seed = FaultSchedule(load_config(None, TINY + ["rounds=20", "seed=1", "faults.participation=0.6",
+                                                          "faults.sampling=bernoulli"]), 4)
+    assert [r.present for r in rounds] != [other_seed.round(k).present for k in range(20)]
+
+
+def test_a_straggler_slows_the_simulated_clock_and_a_deadline_leaves_it_out(tmp_path):
+    base = ["algorithm=gossip", "topology=ring-4", "rounds=3", "net.compute_ms=100"]
+    slow = "faults.stragglers=[{silo: 1, factor: 4}]"
+    run_several(tmp_path, {"p": base, "s": base + [slow], "c": base + [slow, "faults.deadline=2"]})
+
+    def times(name):
+        return json.loads((tmp_path / name / "summary.json").read_text())["sim_time_ms"]
+
+    plain, slow, cut = times("p"), times("s"), times("c")
+    assert plain[-1] < 3 * 110  # ~100 ms of compute per round, plus a few ms on the links
+    assert slow[-1] >= 3 * 400  # the straggler computes 400 ms a round, and its neighbours wait for it
+    sched = schedule(tmp_path / "c", rounds=3)
+    assert all(sched[k][1] == "deadline" for k in range(3))
+    assert cut[-1] <= plain[-1] + 1e-9  # nobody waits for a silo left out
