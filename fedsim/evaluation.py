@@ -1,5 +1,5 @@
 """Evaluation, one component of the round loop: each silo's model and the foundation Θ on the
-test set (and Θ on the validation split), on the rounds ``train.eval_every`` asks for."""
+test set (and, with a validation split, Θ on all of it and each silo on its own part), on the rounds ``train.eval_every`` asks for."""
 
 from __future__ import annotations
 
@@ -22,6 +22,13 @@ class Evaluator:
         if not self.due(k):
             return {}
         return {i: self.fed.evaluate(s.model) for i, s in sorted(self.fed.silos.items())}
+
+    def silos_validation(self, k: int) -> dict[int, float | None]:
+        """Each local silo's score on its own validation split, in evaluation rounds (empty
+        without a split)."""
+        if not self.due(k) or self.fed.val_sets is None:
+            return {}
+        return {i: self.fed.evaluate_own_validation(i, s.model) for i, s in sorted(self.fed.silos.items())}
 
     def foundation(self, k: int) -> tuple[float | None, float | None]:
         """(test, validation) score of this round's Θ, the same on every rank (each evaluates the

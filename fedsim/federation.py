@@ -354,6 +354,16 @@ class Federation:
         self.grad_steps.clear()
         return out
 
+    def evaluate_own_validation(self, i: int, model: nn.Module) -> float | None:
+        """``model``'s score on silo ``i``'s own validation split (no collective: what the silo
+        itself can measure, e.g. to choose settings for models that are never averaged), or None
+        without a split."""
+        ds = self.val_sets.get(i) if self.val_sets is not None else None
+        if ds is None or not len(ds):
+            return None
+        return (evaluate_segmentation(model, ds, self.device) if self.segmentation
+                else evaluate(model, ds, self.device))[1]
+
     def evaluate_validation(self, model: nn.Module) -> float | None:
         """``model``'s score on the union of every silo's validation split (each rank scores its
         own silos' parts; one all-reduce of the counts), or None without a validation split."""

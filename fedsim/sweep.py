@@ -31,6 +31,7 @@ SUMMARY_METRICS = {
     "foundation_accuracy": "Θ acc",
     "foundation_val_accuracy": "Θ val acc",
     "mean_silo_accuracy": "silo acc",
+    "mean_silo_val_accuracy": "silo val acc",
     "grad_steps_per_round": "grad steps/round",
     "mb_per_round": "MB/round",
     "wall_time_s": "wall s",
@@ -249,7 +250,9 @@ def execute(runs: Sequence[Run], parallel: int = 1, log: Callable[[str], None] =
         raise errors[0]
 
 
-def _mean_std(values: list[float]) -> tuple[float | None, float | None]:
+def mean_std(values: list[float | None]) -> tuple[float | None, float | None]:
+    """(mean, sample standard deviation (n − 1)) of the values that are not None or NaN; std 0
+    for one value, (None, None) for none."""
     vals = [v for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))]
     if not vals:
         return None, None
@@ -295,7 +298,7 @@ def collect(runs: Sequence[Run]) -> list[dict[str, Any]]:
         keys = dict.fromkeys(k for s in row["seeds"].values() for k in s["values"])
         row["mean"], row["std"] = {}, {}
         for key in keys:
-            row["mean"][key], row["std"][key] = _mean_std([s["values"].get(key) for s in row["seeds"].values()])
+            row["mean"][key], row["std"][key] = mean_std([s["values"].get(key) for s in row["seeds"].values()])
         out.append(row)
     return out
 
@@ -367,7 +370,7 @@ def plot_rows(rows: Sequence[dict[str, Any]], path: Path, title: str = "") -> Pa
     for n, (label, series) in enumerate(curves):
         pts = [[v for v in vals] for vals in zip(*series)]
         rounds = [k for k, vals in enumerate(pts) if all(v is not None for v in vals)]
-        stats = [_mean_std(pts[k]) for k in rounds]
+        stats = [mean_std(pts[k]) for k in rounds]
         mean = [m for m, _ in stats]
         std = [s for _, s in stats]
         color = f"C{n % 10}"

@@ -123,12 +123,15 @@ def _round_records(fed, evaluator, k: int, losses: dict[int, float], round_time:
     sent = fed.transport.take_bytes()
     steps = fed.take_grad_steps()
     scores = evaluator.silos(k)
+    val_scores = evaluator.silos_validation(k)
     foundation, foundation_val = evaluator.foundation(k)
     records = []
     for i in fed.local_ids:
         rec: dict[str, Any] = {"round": k, "silo": i, "loss": losses.get(i)}
         if i in scores:
             rec["test_loss"], rec["accuracy"] = scores[i]
+        if i in val_scores:
+            rec["val_accuracy"] = val_scores[i]
         by_dst = {("server" if d == SERVER else str(d)): b for (s, d), b in sorted(sent.items()) if s == i}
         rec["bytes_sent"] = sum(by_dst.values())
         rec["bytes_by_dst"] = by_dst
