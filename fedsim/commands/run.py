@@ -284,21 +284,31 @@ def print_comparison(plans, summaries, rows) -> None:
     from fedsim.ui import console
 
     by_init = {r["init"]: r for r in rows or []}
-    table = Table(title="Foundation models compared (same data, same seed)")
-    for col in ("initialisation", "foundation acc", "Dice", "mIoU", "Jaccard", "tube acc", "MB/round",
+    seeds = ",".join(map(str, (rows or [{}])[0].get("seeds", [])))
+    table = Table(title="Foundation models compared (same data, same seed)", caption=(
+        f"downstream: mean ± std over fine-tune seeds {seeds}; Δ Dice: mean ± std of the seed-by-seed "
+        "difference to random init — with 3 seeds a Δ smaller than about 2.5× its ± is within the noise "
+        "(95% t-interval)") if rows else None)
+    for col in ("initialisation", "foundation acc", "Dice", "Δ Dice", "mIoU", "Jaccard", "tube acc", "MB/round",
                 "wall s"):
         table.add_column(col, justify="left" if col == "initialisation" else "right")
 
     def fmt(v, spec=".3f"):
         return "" if v is None else format(v, spec)
 
+    def pm(r, key, sign=""):
+        m, s = r.get(key), r.get(f"{key}_std")
+        if m is None or m != m:
+            return ""
+        return f"{m:{sign}.3f}" + ("" if s is None or s != s else f" ± {s:.3f}")
+
     entries = [("random", None)] + [(p.label, s) for p, s in zip(plans, summaries)]
     for label, summ in entries:
         if summ is None and label not in by_init:
             continue
         r = by_init.get(label, {})
-        table.add_row(label, fmt(summ and summ["foundation_accuracy"]), fmt(r.get("dice")), fmt(r.get("miou")),
-                      fmt(r.get("jaccard")), fmt(r.get("accuracy")),
+        table.add_row(label, fmt(summ and summ["foundation_accuracy"]), pm(r, "dice"), pm(r, "dice_delta", "+"),
+                      fmt(r.get("miou")), fmt(r.get("jaccard")), pm(r, "accuracy"),
                       fmt(summ and summ["bytes_per_round"] / 1e6, ".2f"), fmt(summ and summ["wall_time_s"], ".1f"))
     console().print(table)
 
