@@ -208,7 +208,7 @@ def fedefm(args) -> int:
     if args.quick:
         common += ["data.test_samples=256", "downstream.steps=30"]
     sections = set(args.only or ["select", "main", "emd", "cost"])
-    fractions = (0.5,) if args.quick else UNSEEN
+    fractions = tuple(float(u) for u in args.unseen.split(",")) if args.unseen else (0.5,) if args.quick else UNSEEN
 
     def log(msg: str) -> None:
         print(f"[{time.perf_counter() - t_start:6.0f}s] {msg}", flush=True)
@@ -257,7 +257,7 @@ def fedefm(args) -> int:
                                         out / "downstream", log)
                     for key, row in ds.items():
                         downstream[(f"{_tag(u)}/{key}", seed)] = row
-        from fedsim.sweep import _mean_std
+        from fedsim.sweep import mean_std
 
         for u in fractions:
             table = []
@@ -269,7 +269,7 @@ def fedefm(args) -> int:
                          if r["mean"] else ""]
                 ds_stats = {}
                 for metric in ("dice", "miou", "jaccard", "accuracy"):
-                    m, s = _mean_std([downstream.get((name, seed), {}).get(metric) for seed in seeds])
+                    m, s = mean_std([downstream.get((name, seed), {}).get(metric) for seed in seeds])
                     ds_stats[metric] = (m, s)
                     cells.append(fmt(m, s))
                 cells += [f"{r['mean']['mb_per_round']:.2f}" if r["mean"].get("mb_per_round") is not None else "",

@@ -11,9 +11,15 @@ Columns: FedAvg's Θ after the last round; CLL (all silos' data pooled, num_silo
 per round: the same epochs as the silos together); standalone (each silo alone, mean over
 silos); Θ after rounds 1 and 3 (convergence speed); the initial state alone ("before FL").
 
-    python benchmarks/fminit.py [--quick] [--nproc 2] [--set KEY=VALUE ...]
+Every cell is the mean ± std (sample std) over experiment seeds (``--seeds``, default 0,1,2:
+the seed of the data, the initial weights, the batches and of the teacher / student training);
+the initial states are trained and cached once per seed.
 
-Rows go to OUTPUT/table.json and table.csv (OUTPUT: runs/fminit, runs/fminit-quick).
+    python benchmarks/fminit.py [--quick] [--seeds 0,1,2] [--nproc 2] [--set KEY=VALUE ...]
+
+The runs are ``fedsim sweep`` run folders, OUTPUT/<init>-<scenario>/seed<s>/ (a finished run whose
+config matches is reused; use a new --output after changing code); the cells go to
+OUTPUT/table.json and table.csv (OUTPUT: runs/fminit, runs/fminit-quick).
 """
 
 from __future__ import annotations
@@ -21,7 +27,6 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -36,26 +41,6 @@ SCENARIOS = {"cfl": "FedAvg", "cll": "Centralized", "standalone": "Standalone"}
 QUICK = ["data.image_size=32", "data.samples_per_silo=128", "data.test_samples=128", "rounds=5",
          "train.local_steps=5", "fminit.proxy_samples=128", "fminit.student_steps=60",
          "fminit.teacher_samples=512", "fminit.teacher_steps=100"]
-
-
-def run_one(cfg, run_dir: Path, nproc: int) -> dict:
-    """One cell: the real runner on spawned ranks (the initial state is cached beforehand)."""
-    from fedsim.fminit import prepare_initial_state
-    from fedsim.launch import spawn
-    from fedsim.plan import build_plan
-    from fedsim.trainer import run_jobs
-
-    if run_dir.exists():
-        shutil.rmtree(run_dir)
-    run_dir.mkdir(parents=True)
-    (run_dir / "config.yaml").write_text(cfg.to_yaml())
-    prepare_initial_state(cfg, print)
-    nproc = 1 if cfg.scenario == "cll" else nproc
-    started = time.perf_counter()
-    summary = spawn(run_jobs, nproc, [build_plan(cfg, run_dir, nproc)], False, device=cfg.device,
-                    timeout_s=cfg.timeout_s)[0][0]
-    summary["bench_seconds"] = time.perf_counter() - started
-    return summary
 
 
 def initial_dice(cfg) -> float:
@@ -87,21 +72,58 @@ def teacher_dice(cfg) -> float:
     return evaluate_segmentation(model, test, torch.device("cpu"))[1]
 
 
-def pct(v) -> str:
-    return "–" if v is None else f"{100 * v:.2f}"
+def sweep_points(base: list[str], random_only: bool) -> list[tuple[str, list[str]]]:
+    """The table's runs (label ``<init>-<scenario>``, overrides): FedAvg (CFL) from
+    each initialization, CLL (num_silos × local_steps per round: the same epochs over the pooled
+    data as the silos do together) and standalone, both scored only at the end."""
+    from fedsim.config import load_config
+    from fedsim.topology import resolve_topology
+
+    cfg = load_config(CONFIG, base)
+    points = []
+    for init in INITS:
+        for scenario in SCENARIOS:
+            if random_only and init != "random" and scenario != "cfl":
+                continue
+            ov = [f"init={init}", f"scenario={scenario}"]
+            if scenario != "cfl":
+                ov.append(f"train.eval_every={cfg.rounds}")
+            if scenario == "cll":
+                ov.append(f"train.local_steps={cfg.train.local_steps * resolve_topology(cfg.topology).num_silos}")
+            points.append((f"{init}-{scenario}", ov))
+    return points
+
+
+def seed_cells(summaries: dict[str, dict], cfg_for) -> dict[tuple[str, str], float | None]:
+    """One seed's cells {(init, column): Dice} from its runs' summaries ({point: summary});
+    ``cfg_for(init)`` is that seed's config for the initial state's own Dice."""
+    cells: dict[tuple[str, str], float | None] = {}
+    for init in INITS:
+        fed = summaries[f"{init}-cfl"]
+        cells[init, "federated"] = fed["foundation_dice"]
+        cells[init, "centralized"] = summaries.get(f"{init}-cll", {}).get("foundation_dice")
+        cells[init, "standalone"] = summaries.get(f"{init}-standalone", {}).get("mean_silo_dice")
+        for k, v in enumerate(fed["foundation_dice_by_round"], start=1):
+            cells[init, f"r{k}"] = v
+        cells[init, "initial_dice"] = initial_dice(cfg_for(init))
+    return cells
 
 
 def main(argv: list[str] | None = None) -> int:
     import torch
     from rich.table import Table
 
+    from benchmarks.common import cell_stats, pm, seeds_arg, sweep_runs
     from fedsim.config import load_config
-    from fedsim.plan import scenario_for
+    from fedsim.fminit import cache_path
+    from fedsim.sweep import mean_std
     from fedsim.topology import resolve_topology
     from fedsim.ui import console
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--quick", action="store_true", help="small images and budgets (a few minutes)")
+    ap.add_argument("--quick", action="store_true", help="small images and budgets (a few minutes per seed)")
+    ap.add_argument("--seeds", type=seeds_arg, default=[0, 1, 2],
+                    help="experiment seeds, e.g. 0,1,2 (default 0,1,2); every cell is mean ± std over them")
     ap.add_argument("--nproc", type=int, default=2, help="ranks for the FedAvg and standalone runs (CLL: 1)")
     ap.add_argument("--output", default=None, help="default runs/fminit or runs/fminit-quick")
     ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
@@ -111,86 +133,66 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     out = Path(args.output or REPO / "runs" / ("fminit-quick" if args.quick else "fminit"))
     base = (QUICK if args.quick else []) + args.overrides + [f"output_dir={out}"]
+    if any(o.split("=", 1)[0].strip() == "seed" for o in args.overrides):
+        ap.error("set the experiment seeds with --seeds, not --set seed=...")
     torch.set_num_threads(1)  # the init training in this process: 2 threads thrash beside busy ranks
-
-    rows, cells = [], {}
+    con = console()
     started = time.perf_counter()
-    for init in INITS:
-        for scenario in SCENARIOS:
-            if args.random_only_baselines and init != "random" and scenario != "cfl":
-                continue
-            cfg = load_config(CONFIG, base + [f"init={init}", f"scenario={scenario}", f"name={init}-{scenario}"])
-            cfg.scenario = scenario_for(cfg)
-            if scenario != "cfl":  # only the final models are scored
-                cfg.train.eval_every = cfg.rounds
-            if scenario == "cll":  # the same epochs over the pooled data as the silos do together
-                cfg.train.local_steps *= resolve_topology(cfg.topology).num_silos
-            t0 = time.perf_counter()
-            summary = run_one(cfg, out / cfg.name, args.nproc)
-            dice = summary["mean_silo_dice"] if scenario == "standalone" else summary["foundation_dice"]
-            cells[init, scenario] = summary
-            console().print(f"{INITS[init]:>14} · {SCENARIOS[scenario]:<11} Dice {pct(dice)}  "
-                            f"({time.perf_counter() - t0:.0f} s, of which runner {summary['bench_seconds']:.0f} s)")
-        fed = cells[init, "cfl"]
-        by_round = fed["foundation_dice_by_round"]
-        cfg = load_config(CONFIG, base + [f"init={init}"])
-        rows.append({
-            "init": init,
-            "federated": fed["foundation_dice"],
-            "centralized": cells.get((init, "cll"), {}).get("foundation_dice"),
-            "standalone": cells.get((init, "standalone"), {}).get("mean_silo_dice"),
-            "standalone_per_silo": [s["accuracy"] for s in cells.get((init, "standalone"), {}).get("silos", [])],
-            "federated_by_round": by_round,
-            "initial_dice": initial_dice(cfg),
-            "rounds": cfg.rounds,
-            "federated_seconds": fed["wall_time_s"],
-            "seconds": sum(c["bench_seconds"] for (i, _), c in cells.items() if i == init),
-        })
+    con.print(f"initial states are trained before their runs, cached in {out / '_init_cache'}")
+    summaries = sweep_runs(sweep_points(base, args.random_only_baselines), base, args.seeds, out, args.nproc,
+                           con.print, config=CONFIG)
+    per_seed: dict[int, dict] = {}
+    for seed in args.seeds:
+        mine = {label: s for (label, sd), s in summaries.items() if sd == seed}
+        per_seed[seed] = seed_cells(mine, lambda init, seed=seed: load_config(CONFIG, [*base, f"seed={seed}",
+                                                                                      f"init={init}"]))
+        per_seed[seed]["teacher", "dice"] = teacher_dice(load_config(CONFIG, [*base, f"seed={seed}"]))
+    keys = list(dict.fromkeys(c for cells in per_seed.values() for c in cells))
+    values = {c: [per_seed[seed].get(c) for seed in args.seeds] for c in keys}
     cfg = load_config(CONFIG, base)
-    teacher = teacher_dice(cfg)
-    init_seconds = {}
-    for kind in ("teacher", "pretrained", "fm"):
-        from fedsim.fminit import cache_path
-
-        meta = cache_path(cfg, kind).with_suffix(".json")
-        init_seconds[kind] = json.loads(meta.read_text())["seconds"] if meta.is_file() else None
     last = cfg.rounds
-    show = [r for r in (1, 3, last) if r <= last]
-    show = list(dict.fromkeys(show))
-    title = (f"Table 1 (seed 004): Dice (%) of FedAvg from each initialization, age skew, {resolve_topology(cfg.topology).num_silos} silos, "
-             f"{cfg.rounds} rounds × {cfg.train.local_steps} steps, {cfg.data.image_size}px"
-             + (" [quick]" if args.quick else ""))
+    show = list(dict.fromkeys(r for r in (1, 3, last) if r <= last))
+    seeds = ",".join(map(str, args.seeds))
+    title = (f"Table 1 (seed 004): Dice (%) of FedAvg from each initialization, age skew, "
+             f"{resolve_topology(cfg.topology).num_silos} silos, {cfg.rounds} rounds × {cfg.train.local_steps} steps, "
+             f"{cfg.data.image_size}px; mean ± std over seeds {seeds}" + (" [quick]" if args.quick else ""))
     table = Table(title=title)
     for col in ("Initialization", "Federated", "Centralized", "Standalone", *[f"Θ r{r}" for r in show],
                 "before FL", "time s"):
         table.add_column(col, justify="left" if col == "Initialization" else "right")
-    for r in rows:
-        table.add_row(INITS[r["init"]], pct(r["federated"]), pct(r["centralized"]), pct(r["standalone"]),
-                      *[pct(r["federated_by_round"][k - 1]) for k in show], pct(r["initial_dice"]),
-                      f"{r['seconds']:.0f}")
-    con = console()
+    for init in INITS:
+        seconds = sum(s["wall_time_s"] for (label, _), s in summaries.items() if label.startswith(f"{init}-"))
+        table.add_row(INITS[init], *[pm(values[init, c]) if (init, c) in values else "–"
+                                     for c in ("federated", "centralized", "standalone", *[f"r{r}" for r in show],
+                                               "initial_dice")],
+                      f"{seconds:.0f}")
     con.print(table)
+    init_seconds: dict[str, list[float]] = {}
+    for seed in args.seeds:
+        seeded = load_config(CONFIG, base + [f"seed={seed}"])
+        for kind in ("teacher", "pretrained", "fm"):
+            meta = cache_path(seeded, kind).with_suffix(".json")
+            if meta.is_file():
+                init_seconds.setdefault(kind, []).append(json.loads(meta.read_text())["seconds"])
     con.print(f"teacher ({cfg.fminit.teacher.name} U-Net, {cfg.fminit.teacher_samples} images, "
-              f"{cfg.fminit.teacher_steps} steps) Dice {pct(teacher)} · init training s: "
-              + ", ".join(f"{k} {v:.0f}" for k, v in init_seconds.items() if v is not None)
+              f"{cfg.fminit.teacher_steps} steps) Dice {pm(values['teacher', 'dice'])} · init training s per seed: "
+              + ", ".join(f"{k} {sum(v) / len(v):.0f}" for k, v in init_seconds.items())
               + f" (cached in {cache_path(cfg, 'fm').parent}) · total {time.perf_counter() - started:.0f} s")
-    payload = {"quick": args.quick, "overrides": base, "teacher_dice": teacher, "init_seconds": init_seconds,
-               "rows": rows}
+    payload = {"quick": args.quick, "seeds": args.seeds, "overrides": base,
+               "cells": {f"{a}/{b}": cell_stats(v) for (a, b), v in values.items()}, "init_seconds": init_seconds}
     (out / "table.json").write_text(json.dumps(payload, indent=2))
     with open(out / "table.csv", "w", newline="") as fh:
-        keys = ["init", "federated", "centralized", "standalone", *[f"theta_round_{k}" for k in show],
-                "initial_dice", "seconds"]
-        w = csv.DictWriter(fh, fieldnames=keys)
-        w.writeheader()
-        for r in rows:
-            w.writerow({"init": r["init"], "federated": r["federated"], "centralized": r["centralized"],
-                        "standalone": r["standalone"], "initial_dice": r["initial_dice"], "seconds": r["seconds"],
-                        **{f"theta_round_{k}": r["federated_by_round"][k - 1] for k in show}})
+        w = csv.writer(fh)
+        w.writerow(["init", "column", "mean", "std", "n", "values"])
+        for (a, b), v in values.items():
+            m, sd = mean_std(v)
+            w.writerow([a, b, m, sd, len([x for x in v if x is not None]),
+                        " ".join("" if x is None else f"{x:.6f}" for x in v)])
     from fedsim.plots import plot_runs
 
-    plot_runs([out / f"{init}-cfl" for init in INITS], out / "convergence.png",
-              [f"FedAvg from {INITS[init]}" for init in INITS])
-    con.print(f"rows in {out / 'table.json'} and {out / 'table.csv'}; Dice per round in {out / 'convergence.png'}")
+    plot_runs([out / f"{init}-cfl" / f"seed{args.seeds[0]}" for init in INITS], out / "convergence.png",
+              [f"FedAvg from {INITS[init]} (seed {args.seeds[0]})" for init in INITS])
+    con.print(f"cells in {out / 'table.json'} and {out / 'table.csv'}; Dice per round in {out / 'convergence.png'}")
     return 0
 
 

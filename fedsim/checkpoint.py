@@ -167,6 +167,7 @@ class Checkpointer:
                 "optimizer": silo.optimizer.state_dict(),
                 "batches": silo.batches.state_dict(),
                 "algorithm": self.algo.silo_state(i),
+                "federation": self.fed.silo_state(i),  # privacy accountant, codec references
             }
             for i, silo in sorted(self.fed.hosted.items())
         }
@@ -201,6 +202,7 @@ class Checkpointer:
             silo.optimizer.load_state_dict(state["optimizer"])
             silo.batches.load_state_dict(state["batches"])
             self.algo.load_silo_state(i, state["algorithm"])
+            self.fed.load_silo_state(i, state.get("federation", {}))
         return checkpoint_extra(self.dir.parent, k)
 
 

@@ -102,6 +102,8 @@ class _Experiment:
     downstream: Any = _section("fedsim.downstream", "DownstreamConfig", enabled=False)
     fminit: Any = _section("fedsim.fminit", "FMInitConfig")
     faults: Any = _section("fedsim.faults", "FaultsConfig")
+    privacy: Any = _section("fedsim.privacy", "PrivacyConfig")  # differential privacy (DP-SGD / DP-FedAvg)
+    compression: Any = _section("fedsim.compression", "CompressionConfig")  # coding of model messages
     log: LogConfig = field(default_factory=LogConfig)
 
     def to_dict(self) -> dict[str, Any]:

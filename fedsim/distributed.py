@@ -61,16 +61,27 @@ class Placement:
         return list(range(lo, hi))
 
 
-def init_process_group(device: torch.device, rank: int, world_size: int, timeout_s: float) -> None:
+def init_process_group(device: torch.device, rank: int, world_size: int, timeout_s: float,
+                       attempt: int | None = None) -> None:
     """Join the default group and run one all-reduce so the communicator exists before any
-    point-to-point call (NCCL requires every rank in the first call of a group)."""
+    point-to-point call (NCCL requires every rank in the first call of a group).
+
+    ``attempt`` (torchrun's restart count): the env:// store is the elastic agent's, which outlives
+    a restart, so every key the group writes is prefixed by the attempt — otherwise a restarted
+    rank can read a dead peer's address from the attempt before and fail to connect to it."""
     if device.type == "cuda":
         torch.cuda.set_device(device)
+    timeout = timedelta(seconds=timeout_s)
+    store = None
+    if attempt is not None:
+        store, _, _ = next(dist.rendezvous("env://", rank=rank, world_size=world_size, timeout=timeout))
+        store = dist.PrefixStore(f"fedsim/attempt_{attempt}", store)
     dist.init_process_group(
         backend_for(device),
         rank=rank,
         world_size=world_size,
-        timeout=timedelta(seconds=timeout_s),
+        timeout=timeout,
+        store=store,
         device_id=device if device.type == "cuda" else None,
     )
     warm = torch.zeros(1, device=device)

@@ -1,6 +1,7 @@
 """Evaluation, one component of the round loop: each silo's model and the foundation Θ on the
-test set (and Θ on the validation split), on the rounds ``train.eval_every`` asks for, on every
-silo or on a seeded sample of them (``train.eval_silos``)."""
+test set (and, with a validation split, Θ on all of it and each silo on its own part), on the
+rounds ``train.eval_every`` asks for, on every silo or on a seeded sample of them
+(``train.eval_silos``)."""
 
 from __future__ import annotations
 
@@ -61,6 +62,17 @@ class Evaluator:
         scores = self.fed.evaluate_many(models)
         self.seconds += time.perf_counter() - t0
         return scores
+
+    def silos_validation(self, k: int) -> dict[int, float | None]:
+        """Each sampled local silo's score on its own validation split, in evaluation rounds
+        (empty without a split)."""
+        if not self.due(k) or self.fed.val_sets is None:
+            return {}
+        t0 = time.perf_counter()
+        present = self.fed.silos
+        out = {i: self.fed.evaluate_own_validation(i, present[i].model) for i in self.sample(k) if i in present}
+        self.seconds += time.perf_counter() - t0
+        return out
 
     def foundation(self, k: int) -> tuple[float | None, float | None]:
         """(test, validation) score of this round's Θ, the same on every rank (each evaluates the

@@ -19,7 +19,7 @@ from torch import nn
 
 from fedsim.config import ExperimentConfig
 from fedsim.topology import Topology
-from fedsim.transport import Key, Transport, flatten_state, weighted_average
+from fedsim.transport import Key, Transport, flatten_state, message_bytes, weighted_average
 
 
 def silo_seed(seed: int, silo: int, stream: int = 0) -> int:
@@ -97,18 +97,22 @@ def train_steps(
 ) -> float:
     """``steps`` SGD steps on mini-batches from ``batches``; returns the mean loss."""
     model.train()
-    total = 0.0
+    total, counted = 0.0, 0
     for _ in range(steps):
         x, y = batches.next()
+        if x.shape[0] == 0:  # a Poisson draw with no sample (DP-SGD): the step is noise only
+            optimizer.empty_step()
+            continue
         loss = loss_fn(model, x, y) if loss_fn else F.cross_entropy(model(x), y)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
         total += loss.item()
+        counted += 1
     # the gradients are not needed until the next round's first backward, which starts from None
     # anyway: freeing them keeps a model's worth of memory per silo off the rank between rounds
     optimizer.zero_grad(set_to_none=True)
-    return total / max(steps, 1)
+    return total / max(counted, 1)
 
 
 @torch.no_grad()
@@ -220,7 +224,6 @@ class Federation:
         self.world_size = plan.world_size
         self.device = device
         self.placement = plan.placement
-        self.transport = Transport(self.placement, rank, device)
         self.test_set = data.test
         self.num_classes = data.num_classes
         self.model_factory = model_factory
@@ -238,6 +241,11 @@ class Federation:
         #: seconds spent in messages and collectives (exchange, aggregate, the server's broadcast)
         #: since the last :meth:`take_exchange_seconds`: the round's "exchange" share
         self.exchange_seconds = 0.0
+        self._build_codec()
+        from fedsim.privacy import build_privacy
+
+        #: differential privacy (``privacy.mode``): DP-SGD sessions, the accountants, ε per silo
+        self.privacy = build_privacy(plan, self)
         # ϑ_i: a pooled (CLL) silo always contributes
         status = [1] if plan.scenario.pooled else (cfg.accumulation_status or [1] * self.topology.num_silos)
         #: every silo this rank hosts; :attr:`silos` is those of them taking part in the round
@@ -253,9 +261,31 @@ class Federation:
                 model=model,
                 optimizer=make_optimizer(model, cfg),
                 data=data.train[i],
-                batches=BatchStream(data.train[i], cfg.train.batch_size, silo_seed(cfg.seed, i), device, target),
+                batches=self.privacy.batch_stream(i, data.train[i], cfg.train.batch_size, silo_seed(cfg.seed, i),
+                                                  device, target),
                 status=status[i],
             )
+
+    def _build_codec(self) -> None:
+        """The transport, with the codec of ``compression.kind`` on silo-to-silo links and on the
+        server path (:mod:`fedsim.compression`)."""
+        from fedsim.compression import LinkCoder, ServerCoder, build_codec
+
+        cfg = self.cfg
+        #: the compression codec (None: messages travel as they are)
+        self.codec = build_codec(cfg.compression)
+        #: the run's common initial model: the first reference of coded messages and of the
+        #: server's Θ̂ (kept only when compression or client-level DP needs it)
+        self.initial_state = None
+        if self.codec is not None or cfg.privacy.mode == "client":
+            self.initial_state = [t.detach().clone() for t in state_tensors(self.new_model())]
+        coder, self.server_coder = None, None
+        if self.codec is not None:
+            coder = LinkCoder(self.codec, cfg.compression.error_feedback, self.initial_state)
+            self.server_coder = ServerCoder(self.codec, cfg.compression.error_feedback)
+        self.transport = Transport(self.placement, self.rank, self.device, coder)
+        #: Θ̂, the model every silo took from the server last (server path with a codec or client DP)
+        self.server_reference = self.initial_state
 
     @property
     def silos(self) -> dict[int, Silo]:
@@ -297,11 +327,25 @@ class Federation:
             self._scratch = self.new_model()
         return self._scratch
 
+    def train(self, model: nn.Module, optimizer: torch.optim.Optimizer, owner: int, steps: int,
+              loss_fn: Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor] | None = None) -> float:
+        """``steps`` steps of ``model`` on silo ``owner``'s data (its own model, or a visitor it
+        hosts); with ``privacy.mode: sample`` they are DP-SGD steps on ``owner``'s budget. Returns
+        the mean loss."""
+        with self.privacy.session(model, optimizer, owner) as opt:
+            return train_steps(model, opt, self.silos[owner].batches, steps, loss_fn)
+
+    def private_steps(self, model: nn.Module, optimizer: torch.optim.Optimizer, owner: int):
+        """A context giving the optimizer for a custom loop of steps on silo ``owner``'s data
+        (DP-SGD's under ``privacy.mode: sample``; batches may then be empty, see ``train_steps``)."""
+        return self.privacy.session(model, optimizer, owner)
+
     def exchange(
-        self, arcs: Iterable[Key], payload: Callable[[int, int], list[torch.Tensor]]
+        self, arcs: Iterable[Key], payload: Callable[[int, int], list[torch.Tensor]], channel: str = "model"
     ) -> dict[Key, list[torch.Tensor]]:
         """Send ``payload(src, dst)`` along every arc (the same global list on every rank) and
-        return the messages this rank's silos receive, keyed by (src, dst)."""
+        return the messages this rank's silos receive, keyed by (src, dst). ``channel`` names what
+        travels (a link's coded messages are deltas of earlier ones on the same channel)."""
         arcs = list(arcs)
         template = self.state_template()
         present = self.silos
@@ -309,7 +353,7 @@ class Federation:
         incoming = {(s, d): template for s, d in arcs if d in present}
         t0 = time.perf_counter()
         try:
-            return self.transport.exchange(outgoing, incoming)
+            return self.transport.exchange(outgoing, incoming, channel)
         finally:
             self.exchange_seconds += time.perf_counter() - t0
 
@@ -354,6 +398,90 @@ class Federation:
         """Tensors shaped like one silo's state (for collectives on a rank with no silo present)."""
         return state_tensors(next(iter(self.hosted.values())).model)
 
+    def upload_to_server(self, k: int) -> list[torch.Tensor]:
+        """CFL, up: every silo sends the server its model; returns the server's Θ (the same on
+        every rank) and books the uploads.
+
+        Plain: Θ = Σ ϑ_i n_i θ_i / Σ ϑ_i n_i. With a codec or client-level DP each silo sends its
+        update Δ_i = θ_i − Θ̂ against the Θ̂ it started from — coded (``compression``), then clipped
+        (``privacy.mode: client``) — and Θ = Θ̂ + the weighted mean of what the server decoded (plus
+        the server's noise under client-level DP)."""
+        client_dp = self.privacy.mode == "client"
+        if self.server_coder is None and not client_dp:
+            theta = self.aggregate()
+            size = message_bytes(theta)
+            for i in self.silos:
+                self.transport.book_server(i, up=size, down=0)
+            return theta
+        base = self.server_reference
+        updates = {}
+        for i, silo in sorted(self.silos.items()):
+            state = state_tensors(silo.model)
+            update = [t.detach() - b if t.is_floating_point() else t.detach() for t, b in zip(state, base)]
+            if self.server_coder is not None:
+                update, size = self.server_coder.upload(i, update)
+            else:
+                size = message_bytes(state)
+            if client_dp:
+                update = self.privacy.clip(i, update)
+            updates[i] = update
+            self.transport.book_server(i, up=size, down=0)
+        # a rank with no silo present in the round still joins the collective with a template
+        mean = weighted_average(updates, self.silo_weights(), self.device, template=self.state_template())
+        if client_dp:  # noise calibrated to the silos that took part in this round
+            mean = self.privacy.noise(mean, k, self.present)
+        return [b + m if b.is_floating_point() else m for b, m in zip(base, mean)]
+
+    def download_from_server(self, theta: list[torch.Tensor]) -> list[torch.Tensor]:
+        """CFL, down: the server sends Θ to every silo; returns Θ as the silos receive it (decoded,
+        with a codec) and books the downloads."""
+        if self.server_coder is None:
+            received, size = theta, message_bytes(theta)
+        else:
+            base = self.server_reference
+            change = [t - b if t.is_floating_point() else t for t, b in zip(theta, base)]
+            decoded, size = self.server_coder.download(change)
+            received = [b + d if b.is_floating_point() else d for b, d in zip(base, decoded)]
+        if self.server_reference is not None:
+            self.server_reference = [t.detach().clone() for t in received]
+        for i in self.silos:
+            self.transport.book_server(i, up=0, down=size)
+        return received
+
+    def server_round(self, k: int) -> list[torch.Tensor]:
+        """CFL's exchange with the data-less server in round ``k``: up, Θ, down (bytes booked on
+        the star through the server); returns Θ as every silo receives it."""
+        return self.download_from_server(self.upload_to_server(k))
+
+    def wire_ratio(self) -> float:
+        """Bytes of a coded model message over its raw bytes (1 without compression): what the
+        simulated clock scales the message size M by."""
+        from fedsim.compression import wire_bytes
+
+        if self.codec is None:
+            return 1.0
+        template = self.state_template()
+        return wire_bytes(self.codec, template) / message_bytes(template)
+
+    def silo_state(self, i: int) -> dict[str, Any]:
+        """What silo i's checkpoint keeps beyond its model: privacy accountant and noise stream,
+        the codec's link references and residuals, the server's Θ̂."""
+        state: dict[str, Any] = {"privacy": self.privacy.silo_state(i)}
+        if self.transport.coder is not None:
+            state["links"] = self.transport.coder.silo_state(i)
+            state["server_coder"] = self.server_coder.silo_state(i)
+        if self.server_reference is not None:
+            state["server_reference"] = self.server_reference
+        return state
+
+    def load_silo_state(self, i: int, state: dict[str, Any]) -> None:
+        self.privacy.load_silo_state(i, state.get("privacy", {}))
+        if self.transport.coder is not None and "links" in state:
+            self.transport.coder.load_silo_state(state["links"], self.device)
+            self.server_coder.load_silo_state(i, state["server_coder"], self.device)
+        if state.get("server_reference") is not None:
+            self.server_reference = [t.to(self.device) for t in state["server_reference"]]
+
     def on_server(self, compute: Callable[[], list[torch.Tensor]], template: list[torch.Tensor]) -> list[torch.Tensor]:
         """``compute()`` run once, by the server, and its tensors (shaped like ``template``)
         delivered to every rank."""
@@ -376,6 +504,16 @@ class Federation:
         out = {i: self.grad_steps.get(i, 0) for i in self.hosted}
         self.grad_steps.clear()
         return out
+
+    def evaluate_own_validation(self, i: int, model: nn.Module) -> float | None:
+        """``model``'s score on silo ``i``'s own validation split (no collective: what the silo
+        itself can measure, e.g. to choose settings for models that are never averaged), or None
+        without a split."""
+        ds = self.val_sets.get(i) if self.val_sets is not None else None
+        if ds is None or not len(ds):
+            return None
+        return (evaluate_segmentation(model, ds, self.device) if self.segmentation
+                else evaluate(model, ds, self.device))[1]
 
     def evaluate_validation(self, model: nn.Module) -> float | None:
         """``model``'s score on the union of every silo's validation split (each rank scores its

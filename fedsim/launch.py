@@ -307,7 +307,8 @@ def join_torchrun(fn: Callable[..., Any], *args: Any, device: str = "auto", time
     local_rank = int(os.environ.get("LOCAL_RANK", 0))
     ctx = RankContext(rank, world_size, local_rank, pick_device(device, local_rank))
     torch.set_num_threads(1)  # as spawned ranks: results independent of placement
-    init_process_group(ctx.device, rank, world_size, timeout_s)
+    attempt = int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") or 0)
+    init_process_group(ctx.device, rank, world_size, timeout_s, attempt=attempt)
     success = False
     try:
         result = fn(ctx, *args)

@@ -168,6 +168,8 @@ class RunPlan:
     world_size: int
     run_dir: Path
     resume: bool = False
+    #: the run's differential privacy, resolved once (``fedsim.privacy.PrivacyPlan``; None: off)
+    privacy: Any = None
     #: the checkpointed round to continue from (with ``resume``; checked by usable_checkpoint)
     resume_from: int | None = None
     #: silos lost to crashes (faults.on_crash: exclude) → the round they were lost in
@@ -262,18 +264,43 @@ def check_cross_keys(cfg: ExperimentConfig) -> None:
                 f"(the largest this map allows) or larger images")
 
 
-def resolve(cfg: ExperimentConfig, failed: dict[int, int] | None = None) -> tuple[ExperimentConfig, Topology, Topology]:
-    """``cfg`` with its scenario resolved, its underlay and its training graph — every check that
-    can run before a rank starts (``failed``: silos already lost to crashes)."""
+def check_compression(cfg: ExperimentConfig) -> None:
+    """Compression codes model messages: an algorithm that exchanges only outputs has none."""
+    from fedsim.algorithms import algorithm_class
+
+    if cfg.compression.active and not algorithm_class(cfg.algorithm).shares_weights:
+        raise ConfigError(f"compression.kind {cfg.compression.kind} codes model messages, and algorithm "
+                          f"{cfg.algorithm!r} exchanges only outputs on the public set; use compression.kind: none")
+
+
+def _graphs(cfg: ExperimentConfig, failed: dict[int, int] | None = None) -> tuple[ExperimentConfig, Topology, Topology]:
+    """``cfg`` with its scenario resolved, its underlay and training graph, checked (no privacy)."""
     from fedsim.faults import check_faults
 
     cfg.scenario = scenario_for(cfg)
     underlay = resolve_topology(cfg.topology)
     check_config_against_topology(cfg, underlay)
     check_cross_keys(cfg)
+    check_compression(cfg)
     scenario = Scenario(cfg.scenario)
     training = scenario.training_graph(underlay)
     check_faults(cfg, training, forms_foundation(cfg), scenario.pooled, failed)
+    return cfg, underlay, training
+
+
+def resolve_privacy(cfg: ExperimentConfig, underlay: Topology, training: Topology):
+    """The run's privacy plan (σ, sampling rates, planned steps; None without privacy), with
+    every privacy check."""
+    from fedsim.privacy import resolve_privacy as resolve
+
+    return resolve(cfg, Scenario(cfg.scenario), training, underlay)
+
+
+def resolve(cfg: ExperimentConfig, failed: dict[int, int] | None = None) -> tuple[ExperimentConfig, Topology, Topology]:
+    """``cfg`` with its scenario resolved, its underlay and its training graph — every check that
+    can run before a rank starts, the privacy checks too (``failed``: silos already lost to crashes)."""
+    cfg, underlay, training = _graphs(cfg, failed)
+    resolve_privacy(cfg, underlay, training)
     return cfg, underlay, training
 
 
@@ -285,12 +312,12 @@ def build_plan(cfg: ExperimentConfig, run_dir: str | Path, world_size: int, resu
     from fedsim.faults import read_failed
 
     failed = read_failed(run_dir) if resume else {}
-    cfg, underlay, topology = resolve(cfg, failed)
+    cfg, underlay, topology = _graphs(cfg, failed)
     if topology.num_silos < world_size:
         raise ConfigError(f"{world_size} ranks but only {topology.num_silos} silo(s) to place; "
                           f"launch with at most {topology.num_silos} processes")
     plan = RunPlan(cfg, Scenario(cfg.scenario), underlay, topology, world_size, Path(run_dir), resume,
-                   failed=failed, attempt=attempt)
+                   privacy=resolve_privacy(cfg, underlay, topology), failed=failed, attempt=attempt)
     if resume:
         from fedsim.checkpoint import usable_checkpoint
 

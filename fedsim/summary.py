@@ -10,11 +10,13 @@ def round_row(records: list[dict[str, Any]]) -> dict[str, Any]:
     """One round over every silo's records: mean accuracy and loss, bytes, the slowest silo's
     times, mean gradient steps, Θ's scores."""
     accs = [r["accuracy"] for r in records if r.get("accuracy") is not None]
+    vals = [r["val_accuracy"] for r in records if r.get("val_accuracy") is not None]
     losses = [r["loss"] for r in records if r.get("loss") is not None]
     return {
         "round": records[0]["round"],
         "loss": sum(losses) / len(losses) if losses else None,
         "accuracy": sum(accs) / len(accs) if accs else None,
+        "val_accuracy": sum(vals) / len(vals) if vals else None,
         "bytes": sum(r["bytes_sent"] + r.get("bytes_from_server", 0) for r in records),
         "grad_steps": sum(r.get("grad_steps", 0) for r in records) / len(records),
         "round_time_s": max(r["round_time_s"] for r in records),
@@ -31,7 +33,8 @@ def round_row(records: list[dict[str, Any]]) -> dict[str, Any]:
 def build_summary(plan, history: list[dict[str, Any]], final: dict[str, Any], wall: float) -> dict[str, Any]:
     """``summary.json``: the run's identity, the final Θ (``final``: foundation_accuracy,
     foundation_loss and, with a validation split, foundation_val_accuracy), the last round per
-    silo, traffic, cost and every per-round series."""
+    silo (with a validation split also each silo's score on its own part and their mean,
+    mean_silo_val_accuracy), traffic, cost and every per-round series."""
     from fedsim.plan import describe
 
     cfg, topology = plan.cfg, plan.topology
@@ -45,9 +48,12 @@ def build_summary(plan, history: list[dict[str, Any]], final: dict[str, Any], wa
     silos = []
     for i, rec in sorted(last["silos"].items()):
         silos.append({"silo": i, "name": topology.silos[i].name, "model": cfg.model.for_silo(i).name,
-                      "accuracy": rec.get("accuracy"),
+                      "accuracy": rec.get("accuracy"), **({"val_accuracy": rec["val_accuracy"]}
+                                                          if "val_accuracy" in rec else {}),
                       "loss": rec.get("loss"), "bytes_sent_last_round": rec["bytes_sent"],
                       "rounds_taken_part": taken.get(i, 0), "absent_last_round": rec.get("absent")})
+        if "epsilon" in rec:
+            silos[-1]["epsilon"] = rec["epsilon"]
     total_bytes = sum(r["bytes"] for r in history)
     summary = {
         **describe(plan),
@@ -80,9 +86,21 @@ def build_summary(plan, history: list[dict[str, Any]], final: dict[str, Any], wa
             "failed_silos": lost_silos(plan),
         },
     }
+    if getattr(plan, "privacy", None) is not None:
+        # ε spent on each silo's data by the end (Opacus RDP accountant at privacy.delta); the
+        # run's guarantee is the largest
+        summary["epsilon"] = max((s["epsilon"] for s in silos if "epsilon" in s), default=None)
+        summary["epsilon_by_round"] = [max(r.get("epsilon", 0.0) for r in h["silos"].values()) for h in history]
+        summary["privacy"] = plan.privacy.describe()
+    if cfg.compression.active:
+        summary["compression"] = {"kind": cfg.compression.kind, "error_feedback": cfg.compression.error_feedback,
+                                  "ratio": cfg.compression.ratio if cfg.compression.kind == "topk" else None}
     if "foundation_val_accuracy" in final:
         summary["foundation_val_accuracy"] = final["foundation_val_accuracy"]
         summary["foundation_val_accuracy_by_round"] = [r.get("foundation_val_accuracy") for r in history]
+    if any(r.get("val_accuracy") is not None for r in history):  # each silo on its own validation split
+        summary["mean_silo_val_accuracy"] = last.get("val_accuracy")
+        summary["val_accuracy_by_round"] = [r.get("val_accuracy") for r in history]
     if cfg.task == "segmentation":  # the same numbers under their own names
         summary.update(foundation_dice=summary["foundation_accuracy"], mean_silo_dice=summary["mean_silo_accuracy"],
                        dice_by_round=summary["accuracy_by_round"],

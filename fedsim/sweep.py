@@ -31,8 +31,10 @@ SUMMARY_METRICS = {
     "foundation_accuracy": "Θ acc",
     "foundation_val_accuracy": "Θ val acc",
     "mean_silo_accuracy": "silo acc",
+    "mean_silo_val_accuracy": "silo val acc",
     "grad_steps_per_round": "grad steps/round",
     "mb_per_round": "MB/round",
+    "epsilon": "ε",
     "wall_time_s": "wall s",
 }
 #: downstream.json fields (one row per initialisation)
@@ -138,7 +140,9 @@ def plan(config: str | Path | None, overrides: Sequence[str], points: Sequence[P
 def same_config(saved_yaml: str, cfg) -> bool:
     """Whether a saved ``config.yaml`` describes the run ``cfg`` would make: every saved key has
     the same value, and a key the saved file lacks (added to fedsim since) holds its default —
-    new keys default to the old behaviour, so such a run need not be repeated."""
+    new keys default to the old behaviour, so such a run need not be repeated. Where the run
+    lives (``output_dir``, ``name``) is not compared: the folder already says it, and a sweep
+    started from another working directory (an absolute ``--out``) is the same run."""
     import yaml
 
     from fedsim.config import ExperimentConfig
@@ -155,13 +159,30 @@ def same_config(saved_yaml: str, cfg) -> bool:
         saved = yaml.safe_load(saved_yaml)
     except yaml.YAMLError:
         return False
-    return match(saved, cfg.to_dict(), ExperimentConfig().to_dict())
+    if not isinstance(saved, dict):
+        return False
+    planned = cfg.to_dict()
+    for key in ("output_dir", "name"):
+        saved.pop(key, None)
+        planned.pop(key, None)
+    return match(saved, planned, ExperimentConfig().to_dict())
 
 
 def _finished(run: Run) -> bool:
     saved = run.run_dir / "config.yaml"
     return (run.run_dir / "summary.json").is_file() and saved.is_file() and same_config(saved.read_text(), run.cfg) \
-        and (not run.cfg.downstream.enabled or (run.run_dir / "downstream.json").is_file())
+        and (not run.cfg.downstream.enabled or _current_downstream(run.run_dir / "downstream.json"))
+
+
+def _current_downstream(path: Path) -> bool:
+    """Whether ``downstream.json`` comes from today's downstream recipe: rows fine-tuned once per
+    fine-tune seed (``per_seed``, issue 10). Older files used another segmentation recipe, so
+    unlike a config key that grew a default they cannot be reused."""
+    try:
+        rows = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(rows, list) and bool(rows) and all(isinstance(r, dict) and "per_seed" in r for r in rows)
 
 
 def check_folders(runs: Sequence[Run]) -> None:
@@ -230,7 +251,9 @@ def execute(runs: Sequence[Run], parallel: int = 1, log: Callable[[str], None] =
         raise errors[0]
 
 
-def _mean_std(values: list[float]) -> tuple[float | None, float | None]:
+def mean_std(values: list[float | None]) -> tuple[float | None, float | None]:
+    """(mean, sample standard deviation (n − 1)) of the values that are not None or NaN; std 0
+    for one value, (None, None) for none."""
     vals = [v for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))]
     if not vals:
         return None, None
@@ -276,7 +299,7 @@ def collect(runs: Sequence[Run]) -> list[dict[str, Any]]:
         keys = dict.fromkeys(k for s in row["seeds"].values() for k in s["values"])
         row["mean"], row["std"] = {}, {}
         for key in keys:
-            row["mean"][key], row["std"][key] = _mean_std([s["values"].get(key) for s in row["seeds"].values()])
+            row["mean"][key], row["std"][key] = mean_std([s["values"].get(key) for s in row["seeds"].values()])
         out.append(row)
     return out
 
@@ -348,7 +371,7 @@ def plot_rows(rows: Sequence[dict[str, Any]], path: Path, title: str = "") -> Pa
     for n, (label, series) in enumerate(curves):
         pts = [[v for v in vals] for vals in zip(*series)]
         rounds = [k for k, vals in enumerate(pts) if all(v is not None for v in vals)]
-        stats = [_mean_std(pts[k]) for k in rounds]
+        stats = [mean_std(pts[k]) for k in rounds]
         mean = [m for m, _ in stats]
         std = [s for _, s in stats]
         color = f"C{n % 10}"

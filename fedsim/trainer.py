@@ -131,12 +131,15 @@ def _round_records(fed, evaluator, k: int, losses: dict[int, float], round_time:
     sent = fed.transport.take_bytes()
     steps = fed.take_grad_steps()
     scores = evaluator.silos(k)
+    val_scores = evaluator.silos_validation(k)
     foundation, foundation_val = evaluator.foundation(k)
     records = []
     for i in fed.local_ids:
         rec: dict[str, Any] = {"round": k, "silo": i, "loss": losses.get(i)}
         if i in scores:
             rec["test_loss"], rec["accuracy"] = scores[i]
+        if i in val_scores:
+            rec["val_accuracy"] = val_scores[i]
         by_dst = {("server" if d == SERVER else str(d)): b for (s, d), b in sorted(sent.items()) if s == i}
         rec["bytes_sent"] = sum(by_dst.values())
         rec["bytes_by_dst"] = by_dst
@@ -149,6 +152,7 @@ def _round_records(fed, evaluator, k: int, losses: dict[int, float], round_time:
         rec["foundation_accuracy"] = foundation
         if fed.val_sets is not None:
             rec["foundation_val_accuracy"] = foundation_val
+        rec.update(fed.privacy.record(i))  # ε spent on silo i's data so far (privacy.mode), …
         if faults is not None:
             rec["participated"] = i in faults.present
             rec["absent"] = faults.absent.get(i)

@@ -130,12 +130,17 @@ def unpack(buf: torch.Tensor, templates: Sequence[Sequence[torch.Tensor]]) -> li
 class Transport:
     """Moves tensors between silos; one instance per rank."""
 
-    def __init__(self, placement: Placement, rank: int, device: torch.device) -> None:
+    def __init__(self, placement: Placement, rank: int, device: torch.device, coder=None) -> None:
         self.placement = placement
         self.rank = rank
         self.device = device
+        #: the compression codec of silo-to-silo messages (``fedsim.compression.LinkCoder``), or None
+        self.coder = coder
         self.local_silos = set(placement.silos_on(rank))
         self.bytes_by_edge: Counter[Key] = Counter()  # payload bytes sent, per (src, dst) edge
+        #: payload bytes this rank's silos received since the last take, per (src, dst): what the
+        #: CFL server delivers to them when it relays (booked where the receiver lives)
+        self.bytes_received: Counter[Key] = Counter()
         self.network_bytes = 0  # bytes this rank actually put on the wire
 
     def is_local(self, silo: int) -> bool:
@@ -145,6 +150,7 @@ class Transport:
         self,
         outgoing: Mapping[Key, Sequence[torch.Tensor]],
         incoming: Mapping[Key, Sequence[torch.Tensor]],
+        channel: str = "model",
     ) -> dict[Key, list[torch.Tensor]]:
         """Deliver ``outgoing[(src, dst)]`` to ``dst`` and return what this rank's silos receive.
 
@@ -156,6 +162,10 @@ class Transport:
         sender's tensors. Received tensors are therefore read-only, and a sender must not change
         its state until every receiver has used the message (algorithms exchange, then compute
         every update, then write) — exactly the semantics of a message already on the wire.
+
+        With a codec (``compression.kind``) every message — co-located or not — is coded against
+        the reference of its link and ``channel`` (:class:`fedsim.compression.LinkCoder`), what is
+        counted and sent is the coded message, and the receiver gets its reconstruction.
         """
         for src, _dst in outgoing:
             if not self.is_local(src):
@@ -164,6 +174,10 @@ class Transport:
             if not self.is_local(dst):
                 raise ValueError(f"silo {dst} is not on rank {self.rank}; it cannot receive here")
 
+        coder = self.coder
+        if coder is not None:  # code every message here, so the same bytes travel wherever the silos live
+            outgoing = {key: coder.encode((*key, channel), outgoing[key]) for key in sorted(outgoing)}
+            incoming = {key: coder.wire_template() for key in incoming}
         received: dict[Key, list[torch.Tensor]] = {}
         sends: dict[int, list[Key]] = {}
         for key in sorted(outgoing):
@@ -179,9 +193,18 @@ class Transport:
         missing = [k for k in incoming if self.is_local(k[0]) and k not in outgoing]
         if missing:
             raise ValueError(f"messages between co-located silos were expected but not sent: {missing}")
-        if not sends and not recvs:
-            return received
+        for key in incoming:
+            self.bytes_received[key] += message_bytes(outgoing[key] if self.is_local(key[0]) else incoming[key])
+        if sends or recvs:
+            received.update(self._post(outgoing, incoming, sends, recvs))
+        if coder is not None:
+            received = {key: coder.decode((*key, channel), wire) for key, wire in sorted(received.items())}
+        return received
 
+    def _post(self, outgoing: Mapping[Key, Sequence[torch.Tensor]], incoming: Mapping[Key, Sequence[torch.Tensor]],
+              sends: dict[int, list[Key]], recvs: dict[int, list[Key]]) -> dict[Key, list[torch.Tensor]]:
+        """The point-to-point part of :meth:`exchange`: post every send and receive, wait, unpack."""
+        received: dict[Key, list[torch.Tensor]] = {}
         ops: list[dist.P2POp] = []
         recv_bufs: dict[Key, torch.Tensor] = {}
         # One buffer per message, posted in the same (peer, key) order on both ends: the k-th
@@ -209,9 +232,12 @@ class Transport:
 
     def relay_through_server(self) -> None:
         """Re-book every silo-to-silo message since the last :meth:`take_bytes` as the two hops
-        it takes in CFL: i → server → j."""
-        for (s, d), b in self.take_bytes().items():
+        it takes in CFL: i → server on the sender's rank, server → j on the receiver's (so each
+        silo's record holds what it sent and what it was sent, whatever the placement)."""
+        received = dict(self.bytes_received)
+        for (s, _d), b in self.take_bytes().items():
             self.bytes_by_edge[(s, SERVER)] += b
+        for (_s, d), b in received.items():
             self.bytes_by_edge[(SERVER, d)] += b
 
     def broadcast(self, tensors: Sequence[torch.Tensor], src_rank: int = 0) -> list[torch.Tensor]:
@@ -231,6 +257,7 @@ class Transport:
         """Bytes per edge since the last call (and reset): the per-round traffic record."""
         out = dict(self.bytes_by_edge)
         self.bytes_by_edge.clear()
+        self.bytes_received.clear()
         return out
 
 

@@ -127,6 +127,14 @@ def test_topology_commands(tmp_path):
     assert main(["topology", "validate", bad]) == 2
 
 
+def test_run_help_names_the_privacy_and_compression_keys():
+    text = " ".join(fedsim("run", "--help").stdout.split())  # argparse wraps lines
+    for key in ("privacy.mode: none | sample | client", "privacy.noise_multiplier", "privacy.max_grad_norm",
+                "privacy.delta", "privacy.target_epsilon", "compression.kind: none | fp16 | bf16 | int8 | topk",
+                "compression.ratio", "compression.error_feedback"):
+        assert key in text, key
+
+
 @pytest.mark.parametrize("fault", ["stall", "die"])
 def test_a_lost_silo_is_reported_not_a_hang(tmp_path, fault):
     import os

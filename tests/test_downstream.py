@@ -1,10 +1,12 @@
 """Downstream fine-tuning: foundation weights land exactly where they should, rows are fair and
-deterministic, and bad foundation files are one-line errors (exit 2)."""
+deterministic, the mean ± std over fine-tune seeds and the paired Δ re-compute from single runs,
+the warm-up really freezes the encoder, and bad input is a one-line error (exit 2)."""
 
 from __future__ import annotations
 
 import json
 import math
+import statistics
 
 import pytest
 import torch
@@ -14,7 +16,9 @@ from fedsim.downstream import (
     DownstreamConfig,
     compare_initializations,
     downstream_table,
+    finetune_classification,
     finetune_segmentation,
+    fit_segmenter,
     init_classifier,
     init_segmenter,
     load_foundation_file,
@@ -28,7 +32,8 @@ SIZE = 32
 
 
 def tiny_ds(**kw) -> DownstreamConfig:
-    base = dict(train_samples=16, test_samples=8, steps=3, batch_size=4, lr=3e-3)
+    base = dict(train_samples=16, test_samples=8, steps=3, batch_size=4, lr=3e-3, seeds=[0],
+                seg_train_samples=8, seg_batch_size=4, seg_warmup_steps=2, seg_steps=2)
     base.update(kw)
     return DownstreamConfig(**base)
 
@@ -121,9 +126,92 @@ def test_segmentation_scores_follow_fedsim_metrics(monkeypatch, data):
 
 def test_training_improves_over_no_training(data):
     """Reliable learning signal: 15 steps beat the untrained network on Dice."""
-    before = finetune_segmentation(None, TINY, tiny_ds(steps=0, lr=5e-3), SIZE, 0, data=data)
-    after = finetune_segmentation(None, TINY, tiny_ds(steps=15, lr=5e-3), SIZE, 0, data=data)
+    before = finetune_segmentation(None, TINY, tiny_ds(seg_warmup_steps=0, seg_steps=0), SIZE, 0, data=data)
+    after = finetune_segmentation(None, TINY, tiny_ds(seg_warmup_steps=5, seg_steps=10), SIZE, 0, data=data)
     assert after["dice"] > (0.0 if math.isnan(before["dice"]) else before["dice"])
+
+
+def test_mean_std_and_paired_delta_recompute_from_single_runs(foundation, data):
+    """A row over seeds 0 and 1 is the mean / sample std of two independent single-seed
+    fine-tunes, and Δ is the mean / std of their seed-by-seed differences to random init."""
+    ds = tiny_ds(seeds=[0, 1])
+    rows = compare_initializations({"random": None, "fm": foundation}, TINY, ds, SIZE, seed=0)
+    single = {name: [{**finetune_segmentation(state, TINY, ds, SIZE, s, data=data),
+                      **finetune_classification(state, TINY, ds, SIZE, s, data=data)} for s in (0, 1)]
+              for name, state in (("random", None), ("fm", foundation))}
+    for row in rows:
+        runs = single[row["init"]]
+        assert row["seeds"] == [0, 1] and [r["seed"] for r in row["per_seed"]] == [0, 1]
+        for key in ("dice", "miou", "accuracy", "seg_loss"):
+            vals = [r[key] for r in runs]
+            assert [r[key] for r in row["per_seed"]] == vals, key
+            assert row[key] == pytest.approx(statistics.fmean(vals), abs=1e-12), key
+            assert row[f"{key}_std"] == pytest.approx(statistics.stdev(vals), abs=1e-12), key
+    rnd, fm = rows
+    assert "dice_delta" not in rnd
+    diffs = [a["dice"] - b["dice"] for a, b in zip(single["fm"], single["random"])]
+    assert fm["dice_delta"] == pytest.approx(statistics.fmean(diffs), abs=1e-12)
+    assert fm["dice_delta_std"] == pytest.approx(statistics.stdev(diffs), abs=1e-12)
+    acc = [a["accuracy"] - b["accuracy"] for a, b in zip(single["fm"], single["random"])]
+    assert fm["accuracy_delta"] == pytest.approx(statistics.fmean(acc), abs=1e-12)
+    # one seed: a mean but no spread (not a fake 0)
+    one = compare_initializations({"random": None}, TINY, tiny_ds(tasks=["classification"]), SIZE, seed=0)[0]
+    assert one["accuracy"] == one["per_seed"][0]["accuracy"] and math.isnan(one["accuracy_std"])
+
+
+def test_warmup_freezes_the_encoder_then_it_moves_at_its_own_rate(foundation, data):
+    """Warm-up only: the encoder is bit-identical to Θ, the decoder moved. One joint step from
+    the start: Adam's first update moves a parameter by about its learning rate, so the encoder
+    (seg_encoder_lr) moves 100x less than the decoder (seg_lr)."""
+    x, m = data.train.images[:8], data.train.masks[:8]
+    unet, _ = init_segmenter(foundation, TINY, seed=0)
+    dec0 = {k: v.clone() for k, v in unet.state_dict().items() if not k.startswith("encoder.")}
+    fit_segmenter(unet, x, m, tiny_ds(seg_warmup_steps=3, seg_steps=0), 0)
+    for k, v in unet.encoder.state_dict().items():
+        if not k.startswith(unet.encoder.head_prefixes):
+            assert torch.equal(v, foundation[k]), k
+    assert any(not torch.equal(v, dec0[k]) for k, v in unet.state_dict().items() if k in dec0)
+    assert all(p.requires_grad for p in unet.parameters())  # handed back trainable
+    # encoder lr 0: frozen throughout, whatever seg_steps says
+    unet, _ = init_segmenter(foundation, TINY, seed=0)
+    fit_segmenter(unet, x, m, tiny_ds(seg_warmup_steps=0, seg_steps=3, seg_encoder_lr=0.0), 0)
+    assert all(torch.equal(v, foundation[k]) for k, v in unet.encoder.state_dict().items() if k in foundation
+               and not k.startswith("fc."))
+
+    unet, _ = init_segmenter(foundation, TINY, seed=0)
+    before = {n: p.detach().clone() for n, p in unet.named_parameters()}
+    fit_segmenter(unet, x, m, tiny_ds(seg_warmup_steps=0, seg_steps=1, seg_lr=1e-2, seg_encoder_lr=1e-4), 0)
+    moved = {n: float((p.detach() - before[n]).abs().max()) for n, p in unet.named_parameters()}
+    enc = [v for n, v in moved.items() if n.startswith("encoder.") and not n.startswith("encoder.fc.")]
+    dec = [v for n, v in moved.items() if not n.startswith("encoder.")]
+    assert max(enc) == pytest.approx(1e-4, rel=0.05) and max(dec) == pytest.approx(1e-2, rel=0.05)
+
+
+def test_warmup_keeps_batchnorm_statistics_of_the_foundation(data):
+    cfg = ModelConfig(width=8, norm="batch")
+    torch.manual_seed(3)
+    sd = build_model(cfg, num_classes=6).state_dict()
+    sd = {k: (v + 0.5 if k.endswith("running_mean") else v) for k, v in sd.items()}
+    unet, _ = init_segmenter(sd, cfg, seed=0)
+    fit_segmenter(unet, data.train.images[:8], data.train.masks[:8], tiny_ds(seg_warmup_steps=3, seg_steps=0), 0)
+    for k, v in unet.encoder.state_dict().items():
+        if k.endswith(("running_mean", "running_var")):
+            assert torch.equal(v, sd[k]), k
+
+
+def test_validation_split_is_held_out_training_images():
+    ds = tiny_ds(train_samples=16, test_samples=8)
+    full = make_downstream_data(ds, SIZE, seed=0)
+    val = make_downstream_data(ds, SIZE, seed=0, split="val")
+    assert val.split == "val" and len(val.train) == 12 and len(val.test) == 4
+    assert torch.equal(val.train.images, full.train.images[:12])
+    assert torch.equal(val.test.images, full.train.images[12:])
+    assert torch.equal(val.test.masks, full.train.masks[12:])
+    with pytest.raises(ConfigError, match="quarter"):
+        make_downstream_data(tiny_ds(train_samples=9, seg_train_samples=8), SIZE, 0, split="val")
+    rows = compare_initializations({"random": None}, TINY, ds, SIZE, seed=0, split="val")
+    assert rows[0]["split"] == "val"
+    assert "VALIDATION" in downstream_table(rows).title
 
 
 def test_config_validation():
@@ -134,6 +222,11 @@ def test_config_validation():
     with pytest.raises(ConfigError, match="tasks"):
         DownstreamConfig.from_dict({"tasks": ["detection"]})
     assert DownstreamConfig(epochs=2, train_samples=10, batch_size=4).num_steps() == 6
+    for bad in ([], [0, 0], [-1], "0,1"):
+        with pytest.raises(ConfigError, match="downstream.seeds"):
+            DownstreamConfig.from_dict({"seeds": bad})
+    with pytest.raises(ConfigError, match="seg_train_samples"):
+        DownstreamConfig.from_dict({"train_samples": 8, "seg_train_samples": 16})
 
 
 def test_load_foundation_file_errors(tmp_path, foundation):
@@ -171,9 +264,58 @@ def test_cli_runs_and_writes_json(tmp_path, capsys, foundation):
     out = tmp_path / "rows.json"
     rc = main(["downstream", "--random", "--init", str(path), "--model-set", "width=8", "--steps", "2",
                "--train-samples", "8", "--test-samples", "4", "--batch-size", "4", "--image-size", str(SIZE),
-               "--domain", "phantom", "--json", str(out)])
+               "--seg-train-samples", "4", "--seg-warmup-steps", "1", "--seg-steps", "1", "--seg-batch-size", "4",
+               "--seeds", "3,5", "--domain", "phantom", "--json", str(out)])
     assert rc == 0
     rows = json.loads(out.read_text())
     assert [r["init"] for r in rows] == ["random", "run"]
     assert rows[1]["encoder_tensors_loaded"] > 0 and rows[0]["domain"] == "phantom"
-    assert "Dice" in capsys.readouterr().out
+    assert rows[1]["seeds"] == [3, 5] and len(rows[1]["per_seed"]) == 2 and "dice_delta" in rows[1]
+    text = capsys.readouterr().out
+    assert "Dice" in text and "±" in text and "Δ Dice" in text
+
+
+@pytest.mark.parametrize("seeds", ["a,b", ",", "1.5"])
+def test_cli_bad_seeds_exit_2(capsys, seeds):
+    assert main(["downstream", "--seeds", seeds]) == 2
+    err = capsys.readouterr().err
+    assert "--seeds" in err and len(err.strip().splitlines()) == 1
+
+
+def test_default_run_table_has_seed_spread_recomputed_from_single_fine_tunes(tmp_path):
+    """`fedsim run` with the downstream stage on: downstream.json holds, per initialization, one
+    score per fine-tune seed equal to a fine-tune re-run here from the run's foundation.pt, their
+    mean ± std, and the paired Δ to random init — and the printed table shows them."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parent.parent
+    sets = ["rounds=2", "train.local_steps=2", "train.batch_size=8", "data.samples_per_silo=32",
+            "data.test_samples=16", "data.image_size=16", "model.width=4", "algorithm=fedavg", "compare_with=[]",
+            "downstream.train_samples=8", "downstream.test_samples=8", "downstream.steps=2",
+            "downstream.batch_size=4", "downstream.seg_train_samples=4", "downstream.seg_batch_size=4",
+            "downstream.seg_warmup_steps=2", "downstream.seg_steps=2", "downstream.seeds=[0,1]",
+            f"output_dir={tmp_path}", "name=r"]
+    proc = subprocess.run([sys.executable, "-m", "fedsim", "run", "--nproc", "1", *(f"--set={s}" for s in sets)],
+                          cwd=repo, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    rows = {r["init"]: r for r in json.loads((tmp_path / "r" / "downstream.json").read_text())}
+    assert len(rows) == 2 and "random" in rows
+    fm_name = next(n for n in rows if n != "random")
+    ds = DownstreamConfig(train_samples=8, test_samples=8, steps=2, batch_size=4, seg_train_samples=4,
+                          seg_batch_size=4, seg_warmup_steps=2, seg_steps=2, seeds=[0, 1])
+    data = make_downstream_data(ds, 16, seed=0)
+    theta = load_foundation_file(tmp_path / "r" / "foundation.pt")
+    ref = {name: [finetune_segmentation(state, ModelConfig(width=4), ds, 16, s, data=data)["dice"] for s in (0, 1)]
+           for name, state in (("random", None), (fm_name, theta))}
+    for name, dice in ref.items():
+        assert [r["dice"] for r in rows[name]["per_seed"]] == pytest.approx(dice, abs=1e-6), name
+        assert rows[name]["dice"] == pytest.approx(statistics.fmean(dice), abs=1e-6)
+        assert rows[name]["dice_std"] == pytest.approx(statistics.stdev(dice), abs=1e-6)
+    diffs = [a - b for a, b in zip(ref[fm_name], ref["random"])]
+    assert rows[fm_name]["dice_delta"] == pytest.approx(statistics.fmean(diffs), abs=1e-6)
+    out = proc.stdout
+    assert "fine-tune seeds 0,1" in out and "Δ Dice" in out
+    assert f"{rows[fm_name]['dice']:.3f} ± {rows[fm_name]['dice_std']:.3f}" in out
+    assert f"{rows[fm_name]['dice_delta']:+.3f} ± {rows[fm_name]['dice_delta_std']:.3f}" in out

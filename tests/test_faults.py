@@ -261,3 +261,17 @@ def test_a_straggler_slows_the_simulated_clock_and_a_deadline_leaves_it_out(tmp_
     sched = schedule(tmp_path / "c", rounds=3)
     assert all(sched[k][1] == "deadline" for k in range(3))
     assert cut[-1] <= plain[-1] + 1e-9  # nobody waits for a silo left out
+
+
+def test_mdhfl_round_with_every_silo_of_a_rank_absent(tmp_path):
+    """Silos 2 and 3 (rank 1's) are out in round 1: rank 1 still joins the all-reduce of
+    distributions with nothing of its own to send; the present silos align to each other only."""
+    overrides = ["algorithm=mdhfl", "name=m", "rounds=3", "mdhfl.align_steps=1", "mdhfl.public_samples=16",
+                 "faults.dropout=[{silo: 2, start: 1, end: 1}, {silo: 3, start: 1, end: 1}]", "faults.rejoin=last"]
+    run_distributed(tmp_path, overrides)
+    sched = schedule(tmp_path / "m", rounds=3)
+    assert [present(sched, k) for k in range(3)] == [{0, 1, 2, 3}, {0, 1}, {0, 1, 2, 3}]
+    rows = {i: [json.loads(x) for x in (tmp_path / "m" / "metrics" / f"silo_{i}.jsonl").read_text().splitlines()]
+            for i in range(4)}
+    assert rows[2][1]["bytes_sent"] == rows[3][1]["bytes_sent"] == 0
+    assert rows[0][1]["bytes_sent"] > 0 and rows[0][2]["bytes_sent"] == rows[0][1]["bytes_sent"]

@@ -62,6 +62,37 @@ def test_foundation_validation_accuracy_is_theta_on_every_silos_split(tmp_path):
     assert summary["foundation_val_accuracy_by_round"][-1] == pytest.approx(want, abs=1e-12)
 
 
+def test_each_silos_validation_accuracy_is_its_model_on_its_own_split(tmp_path):
+    """Models that are never averaged (MDH-FL, standalone) are chosen on each silo's score on its
+    own held-out part: the summary's per-silo val_accuracy is the silo's last model scored in one
+    process on that split, mean_silo_val_accuracy their mean."""
+    import json
+
+    from fedsim.config import load_config
+    from fedsim.data import carve_validation, load_federated
+    from fedsim.federation import evaluate
+    from fedsim.models import build_model
+
+    from .algorithms.test_equivalence import TINY
+
+    overrides = ["algorithm=mdhfl", "scenario=cfl", "mdhfl.align_steps=2", "mdhfl.public_samples=16",
+                 "data.validation_fraction=0.25", "name=silo_val"]
+    silos = run_distributed(tmp_path, overrides)
+    summary = json.loads((tmp_path / "silo_val" / "summary.json").read_text())
+    cfg = load_config(None, TINY + overrides)
+    _, val = carve_validation(load_federated(cfg.data, 4, cfg.seed).train, 0.25, cfg.seed)
+    want = []
+    for i in range(4):
+        model = build_model(cfg.model, 6)
+        model.load_state_dict(dict(zip(model.state_dict(), silos[i])))
+        want.append(evaluate(model, val[i], torch.device("cpu"))[1])
+    got = {s["silo"]: s["val_accuracy"] for s in summary["silos"]}
+    assert [got[i] for i in range(4)] == pytest.approx(want, abs=1e-12)
+    assert summary["mean_silo_val_accuracy"] == pytest.approx(sum(want) / 4, abs=1e-12)
+    assert summary["val_accuracy_by_round"][-1] == summary["mean_silo_val_accuracy"]
+    assert "foundation_val_accuracy" not in summary  # no Θ
+
+
 def test_gradient_steps_count_each_silos_own_and_hosted_work(tmp_path):
     """FedEFM on a ring: round 0 trains locally; later rounds host two visitors and distil."""
     import json

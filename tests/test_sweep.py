@@ -90,3 +90,28 @@ def test_a_saved_config_from_before_a_new_key_still_matches():
     assert not same_config(yaml.safe_dump(saved), load_config(None, ["rounds=4"]))
     saved["fedefm"]["sync_every"] = 0
     assert not same_config(yaml.safe_dump(saved), cfg)
+    del saved["fedefm"]["sync_every"]
+    saved["output_dir"], saved["name"] = "/elsewhere/runs", "other"  # where it lives is not what it is
+    assert same_config(yaml.safe_dump(saved), cfg)
+    assert not same_config("- a list", cfg)
+
+
+def test_a_run_whose_downstream_predates_the_seeded_recipe_is_not_reused(tmp_path):
+    """A finished run of the same config is reused only if its downstream.json holds rows from
+    today's recipe (one fine-tune per seed): an older file was measured another way."""
+    from fedsim.commands.run import prepare_config
+    from fedsim.sweep import Point, Run, _finished
+
+    cfg, _ = prepare_config(None, [*TINY, "compare_with=[]", "algorithm=fedavg"])
+    run = Run(Point("p"), 0, cfg, tmp_path, 1)
+    (tmp_path / "config.yaml").write_text(cfg.to_yaml())
+    (tmp_path / "summary.json").write_text("{}")
+    assert cfg.downstream.enabled and not _finished(run)  # no downstream.json yet
+    ds = tmp_path / "downstream.json"
+    ds.write_text(json.dumps([{"init": "random", "dice": 0.7, "steps": 60, "seed": 0}]))
+    assert not _finished(run)
+    ds.write_text(json.dumps([{"init": "random", "dice": 0.7, "dice_std": 0.01, "seeds": [0, 1],
+                               "per_seed": [{"seed": 0, "dice": 0.69}, {"seed": 1, "dice": 0.71}]}]))
+    assert _finished(run)
+    ds.write_text("not json")
+    assert not _finished(run)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from fedsim.federation import Federation, Silo, train_steps
+from fedsim.federation import Federation, Silo
 
 
 class Algorithm:
@@ -40,6 +40,19 @@ class Algorithm:
     #: an exchange is a round trip (out to the in-neighbour and back), for the simulated clock
     round_trip = False
 
+    #: ``privacy.mode`` values it supports besides none: ``sample`` (DP-SGD on every step that
+    #: reads a silo's data; its losses must be means of per-sample terms) and ``client`` (DP-FedAvg
+    #: on what the server averages); ``privacy_note`` says why a mode is missing
+    privacy_modes: tuple[str, ...] = ("sample",)
+    privacy_note = ""
+
+    @classmethod
+    def private_steps(cls, cfg, scenario, graph, silo: int, k: int) -> int:
+        """Gradient steps that read silo ``silo``'s own training data in round ``k`` — what its
+        DP-SGD accountant composes (planned before the run, to find σ for a target ε; an upper
+        bound where arcs may idle). Default: its local steps."""
+        return cfg.train.local_steps
+
     @property
     def exchanges(self) -> bool:
         """False when silos never talk (standalone, or CLL's single pooled silo)."""
@@ -60,7 +73,7 @@ class Algorithm:
         steps = self.cfg.train.local_steps if steps is None else steps
         losses = {}
         for i, s in sorted(self.fed.silos.items()):
-            losses[i] = train_steps(s.model, s.optimizer, s.batches, steps, self.local_loss(i, s))
+            losses[i] = self.fed.train(s.model, s.optimizer, i, steps, self.local_loss(i, s))
             self.fed.charge(i, steps)
         return losses
 

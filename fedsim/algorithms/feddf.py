@@ -52,6 +52,9 @@ class FedDF(FedAvg):
     name = "feddf"
     title = "FedDF"
     tasks = ("classification",)  # its extra loss term is written for class logits
+    privacy_modes = ("sample",)
+    privacy_note = ("its server also distils the silos' own models (their logits), beyond the clipped, "
+                    "noised average DP-FedAvg protects; use privacy.mode: sample")
 
     def __init__(self, fed: Federation) -> None:
         super().__init__(fed)
@@ -64,17 +67,16 @@ class FedDF(FedAvg):
         if not self.exchanges:
             return losses
         fed, cfg = self.fed, self.cfg.feddf
-        theta = fed.aggregate()
-        logit_bytes = 0
+        theta = fed.upload_to_server(k)
         if cfg.distill_steps > 0:
             xs = self.public.batches(k, cfg.distill_steps)
             logits = {i: silo_logits(s.model, xs) for i, s in sorted(fed.silos.items())}
             teacher = average_logits(fed, logits, xs)
             theta = fed.on_server(lambda: self.distill(theta, xs, teacher), template=theta)
-            logit_bytes = message_bytes([teacher])
-        size = message_bytes(theta)
-        for i, silo in fed.silos.items():
-            fed.transport.book_server(i, up=size + logit_bytes, down=size)
+            for i in fed.silos:  # the logits travel uncoded (compression codes model messages)
+                fed.transport.book_server(i, up=message_bytes([teacher]), down=0)
+        theta = fed.download_from_server(theta)
+        for silo in fed.silos.values():
             load_state_tensors(silo.model, theta)
         return losses
 

@@ -33,7 +33,6 @@ from fedsim.federation import BatchStream, load_state_tensors, state_tensors, tr
 from fedsim.losses import softened_kl
 from fedsim.models import logits_and_features
 from fedsim.settings import Range
-from fedsim.transport import message_bytes
 
 
 @dataclass
@@ -58,28 +57,38 @@ class FedEFMConfig:
 
 
 def distillation_loss(
-    student_logits: torch.Tensor, teacher_logits: torch.Tensor, y: torch.Tensor, *, temperature: float, beta: float
+    student_logits: torch.Tensor, teacher_logits: torch.Tensor, y: torch.Tensor, *, temperature: float, beta: float,
+    per_sample: bool = False,
 ) -> torch.Tensor:
-    """ℓ_ij = β T² KL(softmax(z_T/T) ‖ softmax(z_S/T)) + (1 − β) CE(z_S, y)   (eq. 11)."""
+    """ℓ_ij = β T² KL(softmax(z_T/T) ‖ softmax(z_S/T)) + (1 − β) CE(z_S, y)   (eq. 11); the
+    batch mean, or one value per sample with ``per_sample``."""
+    if per_sample:
+        T = temperature
+        kd = T * T * F.kl_div(F.log_softmax(student_logits / T, dim=1), F.log_softmax(teacher_logits / T, dim=1),
+                              reduction="none", log_target=True).sum(1)
+        return beta * kd + (1.0 - beta) * F.cross_entropy(student_logits, y, reduction="none")
     kd = softened_kl(student_logits, teacher_logits, temperature)
     return beta * kd + (1.0 - beta) * F.cross_entropy(student_logits, y)
 
 
-def emd_weights(student_feats: torch.Tensor, teacher_feats: list[torch.Tensor], emd_cfg) -> torch.Tensor:
+def emd_weights(student_feats: torch.Tensor, teacher_feats: list[torch.Tensor], emd_cfg,
+                per_sample: bool = False) -> torch.Tensor:
     """w_ij for every teacher: the batch-mean EMD similarity, clamped at 0, optionally
-    normalised by Σ_j w_ij; differentiable w.r.t. the student unless ``emd.grad`` is false."""
+    normalised by Σ_j w_ij; differentiable w.r.t. the student unless ``emd.grad`` is false.
+
+    ``per_sample`` (DP-SGD): one weight per teacher and sample, shape (teachers, B) — a batch
+    mean would let every sample's gradient depend on the others and void the per-sample bound."""
     from fedsim.emd import emd_similarity
 
+    shape = (len(teacher_feats), student_feats.shape[0]) if per_sample else (len(teacher_feats),)
     if emd_cfg.backend == "uniform":  # ablation: every returned expert counts the same
-        w = torch.ones(len(teacher_feats), device=student_feats.device)
-        return w / w.sum() if emd_cfg.normalize else w
+        w = torch.ones(shape, device=student_feats.device)
+        return w / w.sum(0) if emd_cfg.normalize else w
     u = student_feats if emd_cfg.grad else student_feats.detach()
-    w = torch.stack([
-        emd_similarity(u, v.detach(), backend=emd_cfg.backend, grid=emd_cfg.grid).mean().clamp_min(0.0)
-        for v in teacher_feats
-    ])
+    s = [emd_similarity(u, v.detach(), backend=emd_cfg.backend, grid=emd_cfg.grid) for v in teacher_feats]
+    w = torch.stack([v if per_sample else v.mean() for v in s]).clamp_min(0.0)
     if emd_cfg.normalize:
-        w = w / w.sum().clamp_min(1e-8)
+        w = w / w.sum(0).clamp_min(1e-8)
     return w
 
 
@@ -91,9 +100,11 @@ def distill_step(
     y: torch.Tensor,
     cfg,
     weights: torch.Tensor | None = None,
+    per_sample: bool = False,
 ) -> tuple[float, float]:
     """One step of eq. 2 on batch (x, y). ``weights`` forces w_ij (tests, the uniform ablation);
-    otherwise they come from the EMD. Returns (loss, seconds spent in the EMD)."""
+    otherwise they come from the EMD. ``per_sample`` (DP-SGD): the loss is the batch mean of
+    Σ_j w_ij(x) ℓ_ij(x) with per-sample EMD weights. Returns (loss, seconds spent in the EMD)."""
     student.train()
     z_s, u = logits_and_features(student, x)
     with torch.no_grad():
@@ -104,24 +115,30 @@ def distill_step(
     emd_seconds = 0.0
     if weights is None:
         started = time.perf_counter()
-        weights = emd_weights(u, [v for _, v in outputs], cfg.emd)
+        weights = emd_weights(u, [v for _, v in outputs], cfg.emd, per_sample=per_sample)
         emd_seconds = time.perf_counter() - started
     fe = cfg.fedefm
     losses = torch.stack([
-        distillation_loss(z_s, z_t, y, temperature=fe.temperature, beta=fe.beta) for z_t, _ in outputs
+        distillation_loss(z_s, z_t, y, temperature=fe.temperature, beta=fe.beta, per_sample=per_sample)
+        for z_t, _ in outputs
     ])
-    loss = (weights * losses).sum()
+    loss = (weights * losses).sum(0).mean() if per_sample else (weights * losses).sum()
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     optimizer.step()
     return loss.item(), emd_seconds
 
 
-def overseas_training(model: nn.Module, host_batches: BatchStream, steps: int, cfg) -> None:
-    """Eq. 1: a visiting copy trains on the host's data with a fresh optimiser."""
+def overseas_training(model: nn.Module, host_batches: BatchStream, steps: int, cfg, fed=None,
+                      host: int | None = None) -> None:
+    """Eq. 1: a visiting copy trains on the host's data with a fresh optimiser (through the
+    federation, on the host's privacy budget, when ``fed`` is given)."""
     from fedsim.federation import make_optimizer
 
-    train_steps(model, make_optimizer(model, cfg), host_batches, steps)
+    if fed is None:
+        train_steps(model, make_optimizer(model, cfg), host_batches, steps)
+    else:
+        fed.train(model, make_optimizer(model, cfg), host, steps)
 
 
 class FedEFM(Algorithm):
@@ -130,6 +147,16 @@ class FedEFM(Algorithm):
     scenarios = ("dfl", "cfl", "cll", "standalone")
     round_trip = True  # θ_i goes out to j and the expert comes back
     needs_features = True  # the EMD weights compare dense feature maps
+    privacy_note = ("the raw θ_i travels to other silos (overseas training), beyond any server average; "
+                    "use privacy.mode: sample")
+
+    @classmethod
+    def private_steps(cls, cfg, scenario, graph, silo: int, k: int) -> int:
+        # round 0 and no-exchange scenarios train locally; later rounds: one overseas stretch per
+        # visitor hosted (the out-neighbours, whose models come to train on ξ_silo), then distillation
+        if k == 0 or not scenario.exchanges:
+            return cfg.train.local_steps
+        return cfg.fedefm.distill_steps + cfg.fedefm.overseas_steps * graph.out_degree(silo)
 
     def exchanges_in(self, k: int) -> bool:
         # round 0 is local training only; in CFL with per-round aggregation it already ends
@@ -159,7 +186,7 @@ class FedEFM(Algorithm):
         if k == 0 or not self.exchanges:
             losses = self.local_training()
             if self._cfl_every_round and self.exchanges:
-                self._restart_from_theta()
+                self._restart_from_theta(k)
             return losses
         fed, silos, cfg = self.fed, self.fed.silos, self.cfg
         arcs = fed.active_arcs(k)  # (j, i): j is an in-neighbour of i
@@ -169,13 +196,13 @@ class FedEFM(Algorithm):
         experts: dict[tuple[int, int], list[torch.Tensor]] = {}
         for (i, j), tensors in sorted(visits.items(), key=lambda kv: (kv[0][1], kv[0][0])):
             visitor = self._model_like(tensors)
-            overseas_training(visitor, silos[j].batches, cfg.fedefm.overseas_steps, cfg)
+            overseas_training(visitor, silos[j].batches, cfg.fedefm.overseas_steps, cfg, fed, host=j)
             fed.charge(j, cfg.fedefm.overseas_steps)  # the host's compute
             experts[(j, i)] = [t.clone() for t in state_tensors(visitor)]
             self._spare.append(visitor)
 
         # 2. knowledge transfer: the expert θ̂_{i→j} returns from j to i (along the arc)
-        returned = fed.exchange(arcs, lambda j, i: experts[(j, i)])
+        returned = fed.exchange(arcs, lambda j, i: experts[(j, i)], channel="expert")
         if fed.scenario.via_server:
             fed.transport.relay_through_server()
 
@@ -185,20 +212,26 @@ class FedEFM(Algorithm):
             teachers = [self._model_like(returned[(j, dst)]) for (j, dst) in sorted(returned) if dst == i]
             fed.charge(i, cfg.fedefm.distill_steps)
             if not teachers:  # no active in-neighbour this round (multigraph / MATCHA): train locally
-                losses[i] = train_steps(silo.model, silo.optimizer, silo.batches, cfg.fedefm.distill_steps)
+                losses[i] = fed.train(silo.model, silo.optimizer, i, cfg.fedefm.distill_steps)
                 continue
-            total = 0.0
-            for _ in range(cfg.fedefm.distill_steps):
-                x, y = silo.batches.next()
-                loss, emd_s = distill_step(silo.model, silo.optimizer, teachers, x, y, cfg)
-                total += loss
-                self.emd_seconds += emd_s
-            losses[i] = total / max(cfg.fedefm.distill_steps, 1)
+            total, counted = 0.0, 0
+            with fed.private_steps(silo.model, silo.optimizer, i) as optimizer:
+                for _ in range(cfg.fedefm.distill_steps):
+                    x, y = silo.batches.next()
+                    if x.shape[0] == 0:  # an empty Poisson draw (DP-SGD): a noise-only step
+                        optimizer.empty_step()
+                        continue
+                    loss, emd_s = distill_step(silo.model, optimizer, teachers, x, y, cfg,
+                                               per_sample=fed.privacy.per_sample)
+                    total += loss
+                    counted += 1
+                    self.emd_seconds += emd_s
+            losses[i] = total / max(counted, 1)
             self._spare.extend(teachers)
 
         # 4. aggregation
         if self._cfl_every_round:
-            self._restart_from_theta()
+            self._restart_from_theta(k)
         elif self._dfl_mix == "hosted":  # experts[(j, i)] is at host j: θ_i trained on ξ_j
             self._mix({j: {i: t for (host, i), t in experts.items() if host == j} for j in silos})
         elif self._dfl_mix == "experts":
@@ -226,10 +259,8 @@ class FedEFM(Algorithm):
         for i, tensors in mixed.items():
             load_state_tensors(self.fed.silos[i].model, tensors)
 
-    def _restart_from_theta(self) -> None:
+    def _restart_from_theta(self, k: int) -> None:
         """CFL: the server forms Θ (upload) and every silo starts the next round from it (download)."""
-        theta = self.fed.aggregate()
-        size = message_bytes(theta)
-        for i, silo in self.fed.silos.items():
-            self.fed.transport.book_server(i, up=size, down=size)
+        theta = self.fed.server_round(k)
+        for silo in self.fed.silos.values():
             load_state_tensors(silo.model, theta)

@@ -22,7 +22,7 @@ from torch import nn
 
 from fedsim.algorithms.base import Algorithm
 from fedsim.algorithms.gossip import mix
-from fedsim.federation import load_state_tensors, make_optimizer, state_tensors, train_steps
+from fedsim.federation import load_state_tensors, make_optimizer, state_tensors
 from fedsim.settings import Range
 
 
@@ -40,6 +40,13 @@ class FedEFMReleased(Algorithm):
     name = "fedefm_released"
     title = "FedEFM released code"
 
+    @classmethod
+    def private_steps(cls, cfg, scenario, graph, silo: int, k: int) -> int:
+        # its local steps, then one stretch per in-neighbour's copy trained on ξ_silo
+        if not scenario.exchanges:
+            return cfg.train.local_steps
+        return cfg.train.local_steps + cfg.fedefm_released.overseas_steps * graph.in_degree(silo)
+
     def __init__(self, fed) -> None:
         super().__init__(fed)
         self._visitor: nn.Module | None = None
@@ -55,7 +62,7 @@ class FedEFMReleased(Algorithm):
             if self._visitor is None:
                 self._visitor = fed.new_model()
             load_state_tensors(self._visitor, tensors)
-            train_steps(self._visitor, make_optimizer(self._visitor, self.cfg), silos[i].batches, rel.overseas_steps)
+            fed.train(self._visitor, make_optimizer(self._visitor, self.cfg), i, rel.overseas_steps)
             fed.charge(i, rel.overseas_steps)
             trained[i][j] = [t.clone() for t in state_tensors(self._visitor)]
         s = rel.self_weight

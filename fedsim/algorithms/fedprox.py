@@ -30,6 +30,9 @@ class FedProx(FedAvg):
     name = "fedprox"
     title = "FedProx"
     tasks = ("classification",)  # its extra loss term is written for class logits
+    privacy_modes = ("client",)
+    privacy_note = ("its proximal term μ/2 ‖w − w_t‖² is not a per-sample loss, so DP-SGD's per-sample "
+                    "gradients would silently drop it; use privacy.mode: client, or fedavg / moon")
 
     def local_loss(self, i, silo):
         anchor = [p.detach().clone() for p in silo.model.parameters()]  # w_t, before the steps

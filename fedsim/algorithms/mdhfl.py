@@ -1,16 +1,23 @@
-"""MDH-FL — federated learning for data and model heterogeneity (Li et al., 2023; SPEC §3, seed 003).
+"""MDH-FL — federated learning for data and model heterogeneity (Madni, Umer & Foresti, 2023;
+SPEC §3, seed 003).
 
 Silos may run different architectures (``model.per_silo``, e.g. shufflenet, resnet10,
-mobilenetv2, resnet12) and hold noisy labels (``data.label_noise`` μ). A round k, every silo i:
+mobilenetv2, resnet12) and hold noisy labels (``data.label_noise`` μ). Clients "first train
+their models on private data" (round 0: local training only); every later round k, every silo i:
 
-  1. local training — ``train.local_steps`` steps on its private data with the symmetric
-     cross-entropy α·CE + β·RCE (Wang et al. 2019), robust to label noise;
-  2. knowledge distribution — its softened class distribution p_i = softmax(f_{θ_i}(x_s)/T)
+  1. knowledge distribution — its softened class distribution p_i = softmax(f_{θ_i}(x_s)/T)
      (eval mode) on the round's ``mdhfl.align_steps`` public batches x_s (the same on every silo);
-  3. alignment — one step per public batch on  T² · KL(p̄_{−i} ‖ softmax(f_{θ_i}(x_s)/T)),
-     p̄_{−i} = Σ_{j≠i} ϑ_j n_j p_j / Σ_{j≠i} ϑ_j n_j, the other silos' mean distribution
-     (Σ_{j≠i} KL(p_j ‖ q) and (N−1)·KL(p̄_{−i} ‖ q) have the same gradient in q), with the silo's
-     own alignment optimiser, kept across rounds and in its checkpoint.
+  2. alignment — one step per public batch on  T² · KL(p̄_{−i} ‖ softmax(f_{θ_i}(x_s)/T)),
+     p̄_{−i} = Σ_{j≠i} ϑ_j n_j p_j / Σ_{j≠i} ϑ_j n_j, the *other* silos' mean distribution, with the
+     silo's own alignment optimiser, kept across rounds and in its checkpoint;
+  3. local update — ``train.local_steps`` steps on its private data with the symmetric
+     cross-entropy α·CE + β·RCE (Wang et al. 2019, robust to label noise), "to prevent the local
+     knowledge forgetting" that the alignment causes: a round ends on the silo's own data, so
+     the model that is scored (and that the next round aligns) has just revisited it.
+
+The paper sums KL(p_j ‖ q_i) over the other silos j; that sum and (N−1)·KL(p̄_{−i} ‖ q_i) differ
+by a constant, so the mean target's gradient is the sum's divided by N−1 — a factor Adam's
+per-coordinate normalisation cancels (up to its ε); the paper's optimiser is Adam.
 
 Only distributions travel: one all-reduce of the ϑ-weighted sum of p over every silo (and of the
 weights); silo i removes its own term. Bytes: p_i up, the sum down, per silo (on the star through
@@ -77,27 +84,30 @@ class MDHFL(OutputSharing):
         return self.settings.align_steps
 
     def exchanges_in(self, k: int) -> bool:
-        return self.exchanges and self.public_steps > 0
+        return k > 0 and self.exchanges and self.public_steps > 0
 
     def local_loss(self, i, silo):
         c = self.settings
         return lambda m, x, y: symmetric_cross_entropy(m(x), y, c.sce_alpha, c.sce_beta)
 
     def round(self, k: int) -> dict[int, float]:
-        losses = self.local_training()  # 1.
-        if not self.exchanges_in(k):
-            return losses
+        if self.exchanges_in(k):
+            self.align(k)  # 1.–2.
+        return self.local_training()  # 3. (round 0: only this)
+
+    def align(self, k: int) -> None:
+        """Steps 1–2: every silo's distributions on round k's public batches, one all-reduce, and
+        one alignment step per batch towards the other silos' mean."""
         fed, c = self.fed, self.settings
         xs = self.public.batches(k, c.align_steps)
-        probs = {i: F.softmax(silo_logits(s.model, xs) / c.temperature, dim=-1)  # 2.
+        probs = {i: F.softmax(silo_logits(s.model, xs) / c.temperature, dim=-1)
                  for i, s in sorted(fed.silos.items())}
         targets = others_mean(fed, probs, xs)
-        size = message_bytes([next(iter(probs.values()))])
-        for i, silo in sorted(fed.silos.items()):  # 3.
+        size = message_bytes(outputs_template(fed, xs))  # one silo's p (a rank may have none present)
+        for i, silo in sorted(fed.silos.items()):
             fed.transport.book_server(i, up=size, down=size)
             if targets[i] is None:
                 continue
             silo.model.train()
             for x, p in zip(xs, targets[i], strict=True):
                 self.public_step(i, alignment_loss(silo.model(x), p, c.temperature))
-        return losses

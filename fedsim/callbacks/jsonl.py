@@ -1,7 +1,7 @@
 """``metrics/silo_<i>.jsonl``: one JSON record per round and silo, written by the rank that
 hosts the silo — and the one reader of those files (resume history, plots, paper tables).
 
-A record: ``round, silo, loss, test_loss, accuracy, foundation_accuracy[,
+A record: ``round, silo, loss, test_loss, accuracy[, val_accuracy], foundation_accuracy[,
 foundation_val_accuracy], bytes_sent, bytes_by_dst, grad_steps, round_time_s, wall_time_s,
 sim_time_ms`` (``bytes_from_server`` for CFL)."""
 

@@ -35,13 +35,20 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("run", help="run an experiment (default: the embedded example)", description=HELP,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     from fedsim.algorithms import algorithm_names
+    from fedsim.compression import CODEC_KINDS
     from fedsim.config import SCENARIOS
+    from fedsim.privacy import PRIVACY_MODES
 
     p.add_argument("config", nargs="?", help="experiment YAML (keys: algorithm, scenario, topology, data, "
-                   "model, train, fedefm, emd, net, faults, rounds, seed, output_dir, ...; algorithm: "
+                   "model, train, fedefm, emd, net, faults, privacy, compression, rounds, seed, output_dir, ...; algorithm: "
                    f"{' | '.join(algorithm_names())}; scenario: {' | '.join(SCENARIOS)}; task: classification | "
                    "segmentation; init: random | pretrained | fm; data.kind: synthetic | folder | torchvision | "
-                   "python (data.factory: 'pkg.module:load'); model.name: a built-in or 'pkg.module:make_net')")
+                   "python (data.factory: 'pkg.module:load'); model.name: a built-in or 'pkg.module:make_net'; "
+                   f"privacy.mode: {' | '.join(PRIVACY_MODES)} (sample: DP-SGD per silo with Opacus; client: "
+                   "DP-FedAvg) with privacy.noise_multiplier or privacy.target_epsilon, privacy.max_grad_norm, "
+                   "privacy.delta, and the ε spent in summary.json (epsilon); "
+                   f"compression.kind: {' | '.join(CODEC_KINDS)} (compression.ratio for topk, "
+                   "compression.error_feedback), coded bytes counted and clocked)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config key by dotted path, e.g. --set rounds=3 --set data.root=/x")
     p.add_argument("--nproc", type=int, default=None,
@@ -279,21 +286,31 @@ def print_comparison(plans, summaries, rows) -> None:
     from fedsim.ui import console
 
     by_init = {r["init"]: r for r in rows or []}
-    table = Table(title="Foundation models compared (same data, same seed)")
-    for col in ("initialisation", "foundation acc", "Dice", "mIoU", "Jaccard", "tube acc", "MB/round",
+    seeds = ",".join(map(str, (rows or [{}])[0].get("seeds", [])))
+    table = Table(title="Foundation models compared (same data, same seed)", caption=(
+        f"downstream: mean ± std over fine-tune seeds {seeds}; Δ Dice: mean ± std of the seed-by-seed "
+        "difference to random init — with 3 seeds a Δ smaller than about 2.5× its ± is within the noise "
+        "(95% t-interval)") if rows else None)
+    for col in ("initialisation", "foundation acc", "Dice", "Δ Dice", "mIoU", "Jaccard", "tube acc", "MB/round",
                 "wall s"):
         table.add_column(col, justify="left" if col == "initialisation" else "right")
 
     def fmt(v, spec=".3f"):
         return "" if v is None else format(v, spec)
 
+    def pm(r, key, sign=""):
+        m, s = r.get(key), r.get(f"{key}_std")
+        if m is None or m != m:
+            return ""
+        return f"{m:{sign}.3f}" + ("" if s is None or s != s else f" ± {s:.3f}")
+
     entries = [("random", None)] + [(p.label, s) for p, s in zip(plans, summaries)]
     for label, summ in entries:
         if summ is None and label not in by_init:
             continue
         r = by_init.get(label, {})
-        table.add_row(label, fmt(summ and summ["foundation_accuracy"]), fmt(r.get("dice")), fmt(r.get("miou")),
-                      fmt(r.get("jaccard")), fmt(r.get("accuracy")),
+        table.add_row(label, fmt(summ and summ["foundation_accuracy"]), pm(r, "dice"), pm(r, "dice_delta", "+"),
+                      fmt(r.get("miou")), fmt(r.get("jaccard")), pm(r, "accuracy"),
                       fmt(summ and summ["bytes_per_round"] / 1e6, ".2f"), fmt(summ and summ["wall_time_s"], ".1f"))
     console().print(table)
 
@@ -362,6 +379,9 @@ def print_summary(summary: dict[str, Any], run_dir: Path) -> None:
     table.add_column("test Dice" if summary.get("metric") == "dice" else "test accuracy", justify="right")
     table.add_column("train loss", justify="right")
     table.add_column("MB sent (last round)", justify="right")
+    private = "privacy" in summary
+    if private:
+        table.add_column(f"ε (δ = {summary['privacy']['delta']:g})", justify="right")
     part = summary.get("participation") or {}
     taken = part.get("rounds_taken_part", {})
     rounds = len(summary.get("round_time_s", [])) or summary["rounds"]
@@ -373,13 +393,16 @@ def print_summary(summary: dict[str, Any], run_dir: Path) -> None:
         acc = "" if s["accuracy"] is None else f"{s['accuracy']:.3f}"
         loss = "" if s["loss"] is None else f"{s['loss']:.3f}"
         cells = [str(s["silo"]), s["name"], s.get("model", ""), acc, loss, f"{s['bytes_sent_last_round'] / 1e6:.2f}"]
+        if private:
+            cells.append(f"{s['epsilon']:.2f}" if s.get("epsilon") is not None else "")
         if faulty:
             why = part.get("absent_rounds", {}).get(str(s["silo"]), {})
             cells += [f"{taken.get(str(s['silo']), 0)}/{rounds}", ", ".join(f"{k} {v}" for k, v in why.items())]
         table.add_row(*cells)
     table.add_section()
     per_round = f"{summary['bytes_per_round'] / 1e6:.2f} /round"
-    pad = ["", ""] if faulty else []
+    pad = ([f"{summary['epsilon']:.2f} (max)"] if private and summary.get("epsilon") is not None else
+           [""] if private else []) + (["", ""] if faulty else [])
     if summary["foundation_accuracy"] is None:  # no shared weights (see plan.forms_foundation): no Θ
         mean = summary.get("mean_silo_accuracy")
         table.add_row("", "mean over silos (no Θ: no shared weights)", "", "" if mean is None else f"{mean:.3f}",
@@ -394,6 +417,15 @@ def print_summary(summary: dict[str, Any], run_dir: Path) -> None:
         name = next((x["name"] for x in summary["silos"] if x["silo"] == lost["silo"]), "")
         con.print(f"silo {lost['silo']} ({name}) {how} from round {lost['round']} "
                   "on (ϑ = 0 in every later aggregate and in Θ)")
+    if private:
+        p = summary["privacy"]
+        con.print(f"privacy: {p['mode']}-level DP, σ = {p['noise_multiplier']:.3g}, clip {p['max_grad_norm']:g}"
+                  f"{', target ε ' + format(p['target_epsilon'], 'g') if p['target_epsilon'] else ''} "
+                  f"(Opacus RDP accountant)")
+    if "compression" in summary:
+        c = summary["compression"]
+        con.print(f"compression: {c['kind']}{' ratio ' + format(c['ratio'], 'g') if c['ratio'] else ''}, "
+                  f"error feedback {'on' if c['error_feedback'] else 'off'} (bytes are the coded sizes)")
     extra = summary.get("downstream")
     if extra:
         con.print(extra)

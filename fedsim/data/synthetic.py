@@ -170,17 +170,27 @@ def domain_indices(domains, n: int) -> Tensor:
     return ids[torch.arange(n) % len(ids)]
 
 
+ERASABLE = ("devices", "vessels")
+
+
 def generate(n: int, *, domains=None, image_size: int = 64, seed: int = 0, labels: Tensor | None = None,
-             tube: Tensor | None = None, attribute: Tensor | None = None, name: str = "") -> SiloDataset:
+             tube: Tensor | None = None, attribute: Tensor | None = None, name: str = "",
+             erase: tuple[str, ...] = ()) -> SiloDataset:
     """Generate ``n`` synthetic endovascular X-ray images.
 
     ``domains``: a domain name, a list of names (cycled), a ``{name: weight}`` mixture, or a
     per-sample tensor of domain ids. ``labels`` / ``tube`` / ``attribute`` fix the per-sample
     foundation label, tube-position label and age-like attribute (random when None).
+    ``erase`` (analysis only): leave ``"devices"`` (catheter and guidewire) or ``"vessels"`` (the
+    vessel tree) out of the pixels of otherwise identical scenes — masks and labels unchanged —
+    to ask what a model looks at.
     Deterministic: the same arguments give bit-identical tensors in any process.
     """
     from fedsim.errors import DataError
 
+    bad = [e for e in erase if e not in ERASABLE]
+    if bad:
+        raise DataError(f"erase: unknown part(s) {', '.join(map(repr, bad))}; choose from {', '.join(ERASABLE)}")
     if n < 0:
         raise DataError(f"cannot generate {n} images")
     if image_size < 16:
@@ -214,7 +224,7 @@ def generate(n: int, *, domains=None, image_size: int = 64, seed: int = 0, label
     try:
         for s in range(0, n, chunk):
             e = min(n, s + chunk)
-            img, msk = _render(u[s:e], y[s:e], tb[s:e], at[s:e], dom[s:e], size, g)
+            img, msk = _render(u[s:e], y[s:e], tb[s:e], at[s:e], dom[s:e], size, g, tuple(erase))
             images[s:e] = img
             masks[s:e] = msk
     finally:
@@ -222,7 +232,8 @@ def generate(n: int, *, domains=None, image_size: int = 64, seed: int = 0, label
     return SiloDataset(images, masks, y, tb, dom, at.float(), None, name)
 
 
-def _render(u: Tensor, y: Tensor, tube: Tensor, attr: Tensor, dom: Tensor, size: int, g: torch.Generator):
+def _render(u: Tensor, y: Tensor, tube: Tensor, attr: Tensor, dom: Tensor, size: int, g: torch.Generator,
+            erase: tuple[str, ...] = ()):
     b = u.shape[0]
     S = size
     # ---- geometry ---------------------------------------------------------------------------
@@ -308,6 +319,9 @@ def _render(u: Tensor, y: Tensor, tube: Tensor, attr: Tensor, dom: Tensor, size:
     guide = (_distance(_seeds(dhits[:, 1], S), r_g)[:, 0] <= r_g) & ~cath
     r_v = r_v_px.view(b, 1, 1)
     vessel = torch.sqrt((1.0 - (vdist / (r_v + 0.5)) ** 2).clamp_min(0.0))
+    if "vessels" in erase:
+        vessel = torch.zeros_like(vessel)
+        vdist = torch.full_like(vdist, 1e4)  # the phantom's outline is drawn from the distance
     mask = torch.zeros(b, S, S, dtype=torch.long)
     mask[guide] = 2
     mask[cath] = 1
@@ -335,6 +349,8 @@ def _render(u: Tensor, y: Tensor, tube: Tensor, attr: Tensor, dom: Tensor, size:
     noise = torch.randn(b, S, S, generator=g)
     img = torch.empty(b, S, S)
     cathf, guidef = cath.float(), guide.float()
+    if "devices" in erase:
+        cathf, guidef = torch.zeros_like(cathf), torch.zeros_like(guidef)
     for di in range(len(DOMAINS)):
         sel = (dom == di).nonzero().squeeze(1)
         if sel.numel() == 0:

@@ -176,11 +176,17 @@ def build_model(cfg: ModelConfig | None = None, num_classes: int = 6, in_channel
 
 class UNet(nn.Module):
     """U-Net: ``encoder`` is a :func:`build_model` backbone (its ``stages`` give the skips), a
-    decoder upsamples with bilinear interpolation + two 3x3 convs per level, and a decoder-owned
-    full-resolution branch keeps thin structures (guidewires) sharp. Output (B, classes, H, W)."""
+    decoder upsamples with bilinear interpolation + two 3x3 convs per level, and (``raw_branch``)
+    a decoder-owned full-resolution conv on the input pixels keeps thin structures (guidewires)
+    sharp. Output (B, classes, H, W).
+
+    ``raw_branch=False`` drops that conv, so every feature the decoder sees has passed through the
+    encoder: the downstream benchmark uses it to measure what a foundation encoder is worth (with
+    the branch, random initialization segments the devices nearly as well as a trained encoder
+    and the gap sinks into the seed noise — README Downstream)."""
 
     def __init__(self, encoder: nn.Module, num_seg_classes: int = 3, in_channels: int = 1,
-                 norm: str = "group", decoder_width: int = 0):
+                 norm: str = "group", decoder_width: int = 0, raw_branch: bool = True):
         super().__init__()
         self.encoder = encoder
         ch = list(encoder.stage_channels)
@@ -193,8 +199,9 @@ class UNet(nn.Module):
             cur = dec[k]
         self.up = nn.ModuleList(ups)
         fw = max(8, dec[0] // 2)
-        self.full = conv_block(in_channels, fw, norm)
-        self.final = nn.Sequential(conv_block(cur + fw, fw, norm), nn.Conv2d(fw, num_seg_classes, 1))
+        self.full = conv_block(in_channels, fw, norm) if raw_branch else None
+        self.final = nn.Sequential(conv_block(cur + (fw if raw_branch else 0), fw, norm),
+                                   nn.Conv2d(fw, num_seg_classes, 1))
 
     def forward(self, x: Tensor) -> Tensor:
         skips = self.encoder.stages(x)
@@ -203,7 +210,9 @@ class UNet(nn.Module):
             h = F.interpolate(h, size=skip.shape[-2:], mode="bilinear", align_corners=False)
             h = block(torch.cat([h, skip], dim=1))
         h = F.interpolate(h, size=x.shape[-2:], mode="bilinear", align_corners=False)
-        return self.final(torch.cat([h, self.full(x)], dim=1))
+        if self.full is not None:
+            h = torch.cat([h, self.full(x)], dim=1)
+        return self.final(h)
 
     def load_foundation(self, state_dict: dict, strict: bool = False) -> int:
         """Copy every encoder tensor whose name and shape match from a :func:`build_model` state
@@ -231,8 +240,9 @@ class UNet(nn.Module):
 
 
 def build_segmenter(encoder_cfg: ModelConfig | None = None, num_seg_classes: int = 3,
-                    in_channels: int = 1) -> UNet:
-    """A U-Net whose encoder has the architecture of ``build_model(encoder_cfg)``."""
+                    in_channels: int = 1, raw_branch: bool = True) -> UNet:
+    """A U-Net whose encoder has the architecture of ``build_model(encoder_cfg)`` (``raw_branch``:
+    see :class:`UNet`)."""
     encoder_cfg = encoder_cfg or ModelConfig()
     if isinstance(encoder_cfg, dict):
         encoder_cfg = ModelConfig.from_dict(encoder_cfg)
@@ -240,4 +250,4 @@ def build_segmenter(encoder_cfg: ModelConfig | None = None, num_seg_classes: int
         raise ConfigError(f"model {encoder_cfg.name}: a U-Net needs a built-in encoder (its skip maps); "
                           f"segmentation runs with {', '.join(MODEL_NAMES)}")
     encoder = build_model(encoder_cfg, num_classes=1, in_channels=in_channels)
-    return UNet(encoder, num_seg_classes, in_channels, encoder_cfg.norm, encoder_cfg.decoder_width)
+    return UNet(encoder, num_seg_classes, in_channels, encoder_cfg.norm, encoder_cfg.decoder_width, raw_branch)

@@ -49,6 +49,8 @@ class RunClock:
         cfg, fed, algo = self.plan.cfg, self.fed, self.algo
         bits = cfg.net.model_bits or algo.message_bits() or (
             config_model_bits(cfg) if cfg.model.heterogeneous else model_bits(next(iter(fed.hosted.values())).model))
+        if fed.codec is not None:  # M is what travels: a coded message (net.model_bits scaled alike)
+            bits *= fed.wire_ratio()
         self.compute_ms = compute_ms
         delay = DelayModel(model_bits=bits, compute_ms=compute_ms, access_gbps=cfg.net.access_gbps)
         graph = self.plan.scenario.clock_graph(self.plan.topology)

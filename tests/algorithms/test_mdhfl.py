@@ -65,24 +65,25 @@ def test_mdhfl_distributed_equals_sequential_with_heterogeneous_models(tmp_path)
         return c.sce_alpha * ce + c.sce_beta * (4 * (1 - torch.softmax(z, dim=1)[rows, y])).mean()
 
     for k in range(cfg.rounds):
+        if k > 0:  # round 0: private training only; later rounds align first, then train locally
+            xs = public_batches(cfg, c.public_samples, c.align_steps, k)
+            with torch.no_grad():
+                probs = []
+                for m in models:
+                    m.eval()
+                    probs.append([torch.softmax(m(x) / T, dim=1).double() for x in xs])
+                    m.train()
+            for i in range(n):
+                others = [j for j in range(n) if j != i and w[j] > 0]  # never silo i itself
+                for s, x in enumerate(xs):
+                    target = (sum(w[j] * probs[j][s] for j in others) / sum(w[j] for j in others)).float()
+                    log_q = torch.log_softmax(models[i](x) / T, dim=1)
+                    kl = T * T * (target * (torch.log(target) - log_q)).sum(1).mean()
+                    align[i].zero_grad(set_to_none=True)
+                    kl.backward()
+                    align[i].step()
         for i in range(n):
             train_steps(models[i], opts[i], streams[i], cfg.train.local_steps, sce)
-        xs = public_batches(cfg, c.public_samples, c.align_steps, k)
-        with torch.no_grad():
-            probs = []
-            for m in models:
-                m.eval()
-                probs.append([torch.softmax(m(x) / T, dim=1).double() for x in xs])
-                m.train()
-        for i in range(n):
-            others = [j for j in range(n) if j != i and w[j] > 0]
-            for s, x in enumerate(xs):
-                target = (sum(w[j] * probs[j][s] for j in others) / sum(w[j] for j in others)).float()
-                log_q = torch.log_softmax(models[i](x) / T, dim=1)
-                kl = T * T * (target * (torch.log(target) - log_q)).sum(1).mean()
-                align[i].zero_grad(set_to_none=True)
-                kl.backward()
-                align[i].step()
     assert_same_models(got, models)
 
 

@@ -118,3 +118,19 @@ def test_building_a_subset_of_silos_gives_the_same_tensors():
     pub = load_public(cfg, 48, seed=3)
     assert pub.domain_counts() == [12] * 4 and pub.class_counts() == [8] * 6
     assert not torch.equal(pub.images[:8], full.test.images[:8])
+
+
+def test_erase_changes_only_the_erased_part_of_the_same_scene():
+    doms = ["human", "animal", "phantom", "simulation"]
+    full = generate(16, domains=doms, image_size=32, seed=3)
+    no_dev = generate(16, domains=doms, image_size=32, seed=3, erase=("devices",))
+    no_ves = generate(16, domains=doms, image_size=32, seed=3, erase=("vessels",))
+    for other in (no_dev, no_ves):  # same scene: labels and masks untouched
+        assert torch.equal(other.masks, full.masks) and torch.equal(other.labels, full.labels)
+        assert torch.equal(other.tube, full.tube)
+    changed = no_dev.images[:, 0] != full.images[:, 0]
+    assert changed.any() and not (changed & (full.masks == 0)).any()  # only device pixels move
+    assert changed[full.masks > 0].all()
+    assert not torch.equal(no_ves.images, full.images)
+    with pytest.raises(DataError, match="erase"):
+        generate(2, seed=0, erase=("ribs",))

@@ -102,3 +102,21 @@ def test_load_foundation_skips_mismatched_shapes():
     assert seg.load_foundation(other.state_dict()) == 0
     with pytest.raises(ConfigError):
         seg.load_foundation(other.state_dict(), strict=True)
+
+
+@pytest.mark.parametrize("raw_branch", [True, False])
+def test_unet_sees_the_pixels_only_through_the_encoder_without_raw_branch(raw_branch):
+    """With the encoder's skips held fixed, the output still follows the input pixels through the
+    raw branch; without it the output cannot change (every feature passed the encoder)."""
+    torch.manual_seed(0)
+    seg = build_segmenter(ModelConfig(width=8), raw_branch=raw_branch).eval()
+    a, b = torch.rand(2, 1, 32, 32), torch.rand(2, 1, 32, 32)
+    with torch.no_grad():
+        skips = seg.encoder.stages(a)
+        seg.encoder.stages = lambda x: skips  # the encoder's view is the same for both inputs
+        same = torch.equal(seg(a), seg(b))
+    assert same is not raw_branch
+    assert (seg.full is not None) is raw_branch
+    # the foundation still loads into the encoder either way
+    assert build_segmenter(ModelConfig(width=8), raw_branch=raw_branch).load_foundation(
+        build_model(ModelConfig(width=8), 6).state_dict()) > 0
