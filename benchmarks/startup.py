@@ -47,7 +47,8 @@ def run_job(checkout: Path, out: Path, name: str) -> dict[str, float]:
     if done.returncode != 0:
         raise SystemExit(f"{checkout}: the job failed:\n{done.stderr[-2000:]}")
     last = json.loads((run_dir / "metrics" / "silo_0.jsonl").read_text().splitlines()[-1])
-    return {"wall": wall, "rounds": last["wall_time_s"]}
+    setup = json.loads((run_dir / "summary.json").read_text()).get("setup_s", float("nan"))
+    return {"wall": wall, "rounds": last["wall_time_s"], "setup": setup}
 
 
 def import_floor() -> float:
@@ -73,15 +74,16 @@ def main(argv: list[str] | None = None) -> int:
             runs[key].append(run_job(path, out, f"{key}-{r}"))
         floors.append(import_floor())
     table = Table(title=f"4 silos, 5 rounds of FedAvg on 2 ranks (median of {args.repeat})")
-    for col in ("checkout", "wall s", "rounds s", "outside rounds s", "outside share"):
+    for col in ("checkout", "wall s", "rounds s", "outside rounds s", "outside share", "of which data + silos s"):
         table.add_column(col, justify="right")
     rows = {}
     for key, path in checkouts.items():
         wall = statistics.median(r["wall"] for r in runs[key])
         rounds = statistics.median(r["rounds"] for r in runs[key])
+        setup = statistics.median(r["setup"] for r in runs[key])
         rows[key] = {"wall": wall, "rounds": rounds, "outside": wall - rounds}
         table.add_row(f"{key} ({path})", f"{wall:.1f}", f"{rounds:.1f}", f"{wall - rounds:.1f}",
-                      f"{(wall - rounds) / wall:.0%}")
+                      f"{(wall - rounds) / wall:.0%}", "-" if setup != setup else f"{setup:.1f}")
     floor = statistics.median(floors)
     table.add_row("import torch, torch._dynamo alone", f"{floor:.1f}", "", f"{floor:.1f}",
                   f"{floor / rows['this']['wall']:.0%} of this")

@@ -49,6 +49,7 @@ def run_rank(ctx, plan) -> dict[str, Any] | None:
     from fedsim.summary import round_row
 
     cfg = plan.cfg
+    entered = time.perf_counter()
     set_determinism(cfg.seed)
     data = load_rank_data(plan, ctx.rank)
     fed = Federation(plan, ctx.rank, ctx.device, data,
@@ -105,6 +106,8 @@ def run_rank(ctx, plan) -> dict[str, Any] | None:
             callbacks.on_round_end(RoundReport(k, records, row))
         faults.final(cfg.rounds, fed)  # Θ at the end: the aggregate of the last round's silos
         summary = _finish(plan, fed, algo, evaluator, history, time.perf_counter() - started, ctx.rank)
+        if summary is not None:  # start-up inside the rank: data, silos, checkpoint restored (benchmarks/startup.py)
+            summary["setup_s"] = started - entered
         callbacks.on_run_end(summary)
         return summary
     except FedsimError:
