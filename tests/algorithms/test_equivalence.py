@@ -66,6 +66,16 @@ def assign(model, vector: torch.Tensor) -> None:
                 offset += t.numel()
 
 
+def assert_close_up_to_adam_outliers(a: torch.Tensor, b: torch.Tensor, outliers: int = 1) -> None:
+    """Every weight within 1e-5, except at most ``outliers`` of the tensor within 1e-3: two runs
+    that sum the same gradients in another order (a sequential reference, Opacus' per-sample sums)
+    differ by ~1e-9, and Adam's step g / (√v + ε) turns that into up to ~lr/2 for a weight whose
+    gradient is itself ~1e-9 (one weight in a few thousand on the 8-bit synthetic data). A wrong
+    schedule or update moves far more weights than that."""
+    off = (a.double() - b.double()).abs()
+    assert off.max() <= 1e-3 and int((off > 1e-5).sum()) <= outliers, (off.max().item(), int((off > 1e-5).sum()))
+
+
 def test_gossip_matches_sequential_metropolis_hastings(tmp_path):
     overrides = ["algorithm=gossip", "topology=ring-4", "name=g"]
     got = run_distributed(tmp_path, overrides)
