@@ -169,7 +169,10 @@ def downstream_for(foundations: dict[str, Path], cfg, seed: int, cache: Path, lo
 
     from fedsim.downstream import compare_initializations, rows_to_json
 
-    settings = {"downstream": dataclasses.asdict(cfg.downstream), "model": dataclasses.asdict(cfg.model),
+    # one fine-tune per (foundation, experiment seed), with the experiment seed: the table's ± is
+    # over experiment seeds, each foundation paired with random init under the same fine-tune seed
+    ds_cfg = dataclasses.replace(cfg.downstream, seeds=[seed])
+    settings = {"downstream": dataclasses.asdict(ds_cfg), "model": dataclasses.asdict(cfg.model),
                 "image_size": cfg.data.image_size, "seed": seed}
     out: dict[str, dict] = {}
     todo: dict[str, Any] = {}
@@ -185,7 +188,7 @@ def downstream_for(foundations: dict[str, Path], cfg, seed: int, cache: Path, lo
     if todo:
         log(f"  downstream (seed {seed}): {', '.join(todo)}")
         rows = rows_to_json(compare_initializations({n: (str(p) if p else None) for n, (p, _) in todo.items()},
-                                                    cfg.model, cfg.downstream, cfg.data.image_size, seed))
+                                                    cfg.model, ds_cfg, cfg.data.image_size, seed))
         for row in rows:
             out[row["init"]] = row
             todo[row["init"]][1].write_text(json.dumps(row))
@@ -272,6 +275,11 @@ def fedefm(args) -> int:
                     m, s = mean_std([downstream.get((name, seed), {}).get(metric) for seed in seeds])
                     ds_stats[metric] = (m, s)
                     cells.append(fmt(m, s))
+                    if metric == "dice":  # paired by seed with random init (same fine-tune seed and data)
+                        rand = f"{_tag(u)}/random"
+                        d = [downstream[(name, sd)]["dice"] - downstream[(rand, sd)]["dice"] for sd in seeds
+                             if key != "random" and (name, sd) in downstream and (rand, sd) in downstream]
+                        cells.append(fmt(*mean_std(d)) if d else "")
                 cells += [f"{r['mean']['mb_per_round']:.2f}" if r["mean"].get("mb_per_round") is not None else "",
                           f"{r['mean']['wall_time_s']:.0f}" if r["mean"].get("wall_time_s") is not None else "",
                           f"{PAPER_FOUNDATION[key]:.3f}" if key in PAPER_FOUNDATION else ""]
@@ -279,7 +287,7 @@ def fedefm(args) -> int:
                 results.setdefault("downstream", {})[name] = {k: {"mean": m, "std": s} for k, (m, s) in ds_stats.items()}
             print_table(f"FedEFM on synthetic data — 4-silo ring, {100 * u:.0f}% unseen labels, {rounds} rounds; "
                         f"mean ± std over seeds {','.join(map(str, seeds))} (downstream fine-tuned with the same seed)",
-                        ["row", "Θ test acc", "grad steps/silo/round", "Dice", "mIoU", "Jaccard", "tube acc",
+                        ["row", "Θ test acc", "grad steps/silo/round", "Dice", "Δ Dice vs random", "mIoU", "Jaccard", "tube acc",
                          "MB/round", "wall s", "paper Θ acc*"], table)
             print("  * the FedEFM paper on its private endovascular data: a reference, not comparable")
         focus = 0.5 if 0.5 in fractions else fractions[0]

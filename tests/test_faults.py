@@ -25,6 +25,7 @@ from .algorithms.test_equivalence import (
     run_distributed,
     sequential_setup,
 )
+from .algorithms.test_fedefm import EFM, _average, _train_ce
 
 ROUNDS = ["rounds=4"]
 
@@ -120,23 +121,6 @@ def test_fedavg_with_client_sampling_and_a_silo_lost_for_good_equals_the_sequent
     summary = json.loads((tmp_path / "f" / "summary.json").read_text())
     assert summary["participation"]["failed_silos"] == [{"silo": 3, "round": 2, "reason": "dropout"}]
     assert sum(summary["participation"]["rounds_taken_part"].values()) == 8
-
-
-EFM = ["algorithm=fedefm", "topology=ring-4", "fedefm.overseas_steps=2", "fedefm.distill_steps=2", "emd.grid=2"]
-
-
-def _train_ce(model, opt, stream, steps):
-    for _ in range(steps):
-        x, y = stream.next()
-        loss = F.cross_entropy(model(x), y)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-
-
-def _average(models, weights):
-    keys = models[0].state_dict().keys()
-    return {key: sum(w * m.state_dict()[key].double() for m, w in zip(models, weights)).float() for key in keys}
 
 
 def test_fedefm_with_dropout_sampling_and_a_link_down_equals_the_sequential_schedule(tmp_path):
