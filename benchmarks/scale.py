@@ -1,22 +1,30 @@
-"""Scale benchmark: the 87-silo Ebone network on a 2-core machine (many silos per rank).
+"""Scale benchmark: many silos per rank on a 2-core machine (default: the 87-silo Ebone network).
 
-Trains gossip for a few rounds with a small data/model config and prints one table: silos,
-ranks, rounds per second, peak RSS per rank (``resource.getrusage`` inside each rank), memory per
-silo (peak RSS minus the rank's RSS before any silo existed, divided by its silos), bytes sent per
-round and simulated network time per round.
+Trains gossip for a few rounds and prints one table: silos, ranks, rounds per second, the time
+of a round split into train / exchange / evaluate / checkpoint (the slowest rank's seconds per
+round, and evaluation's share), peak RSS per rank and of the process tree (the launcher plus
+every rank's peak: an upper bound, as the peaks need not coincide), memory per silo (peak RSS
+minus the rank's RSS before any silo existed, divided by its silos) broken down into weights,
+optimiser state, data and the rest, bytes sent per round and simulated network time per round.
 
-By default silos train on the Ebone *underlay* itself (161 links, degrees 1–11): every physical
-link is an exchange, so it is the heavier case for memory, messages and bytes; ``--graph ring``
-trains on the RING overlay instead (a directed Christofides tour: 87 arcs, in/out-degree 1),
-the overlay MultigraphFL's RING row describes.
+By default silos train on the network *underlay* itself (every physical link is an exchange:
+the heavier case for memory, messages and bytes); ``--graph ring`` trains on its RING overlay (a
+directed Christofides tour). ``--network`` also takes ``KIND:N`` (``random-regular:1000``).
+``--preset default`` is the default model and data (64² images, 256 per silo, 512 test images,
+width-16 CNN, 10 local steps of 32); ``small`` (the default) is a tiny job that measures the
+simulator's own overhead.
 
-    python benchmarks/scale.py [--network topologies/ebone.yaml] [--graph underlay|ring]
-        [--rounds 3] [--nproc 2] [--out runs/bench_scale]
+``--sweep 10,100,300,1000`` runs ``random-regular:N`` for each N in turn (one job at a time) and
+writes ``scale_sweep.png``: seconds per round and MB per silo against silos, log–log.
+
+    python benchmarks/scale.py [--network topologies/ebone.yaml | random-regular:1000] [--graph underlay|ring]
+        [--preset small|default] [--rounds 3] [--nproc 2] [--sweep 10,100,300,1000] [--out runs/bench_scale]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import resource
 import shutil
 import sys
@@ -29,15 +37,27 @@ SMALL = [
     "data.image_size=16", "data.samples_per_silo=32", "data.test_samples=64",
     "model.width=4", "train.local_steps=1", "train.batch_size=16", "train.eval_every=0",
 ]
+#: the default model and data (issue 14's "default job"), evaluated only in the last round as SMALL
+DEFAULT = [
+    "data.image_size=64", "data.samples_per_silo=256", "data.test_samples=512", "model.width=16",
+    "train.local_steps=10", "train.batch_size=32", "train.eval_every=0",
+]
+PRESETS = {"small": SMALL, "default": DEFAULT}
+SPLIT = ("train_time_s", "exchange_time_s", "eval_time_s", "checkpoint_time_s")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--network", default="topologies/ebone.yaml", help="network underlay (default Ebone, 87 silos)")
+    p.add_argument("--network", default="topologies/ebone.yaml",
+                   help="network underlay: a file, a shipped name or KIND:N (default Ebone, 87 silos)")
     p.add_argument("--graph", default="underlay", choices=("underlay", "ring"),
                    help="train on the underlay itself (default) or on its RING overlay")
+    p.add_argument("--preset", default="small", choices=sorted(PRESETS),
+                   help="small: tiny model and data (default); default: the default model and data")
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--nproc", type=int, default=2, help="ranks (default 2)")
+    p.add_argument("--sweep", default=None, metavar="N,N,...",
+                   help="run random-regular:N for each N and plot the growth (scale_sweep.png)")
     p.add_argument("--compute-ms", type=float, default=4.6, help="fixed compute time for the simulated clock")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="extra config override, e.g. --set model.width=8")
@@ -60,6 +80,26 @@ def _current_rss_mb() -> float:
     return float("nan")
 
 
+def silo_bytes(plan, silo: int) -> dict[str, float]:
+    """What one silo holds, in MB: its model's weights, its optimiser's state after a step (the
+    gradients are freed after local training) and its data as the run stores it."""
+    import torch
+
+    from fedsim.data import load_federated
+    from fedsim.federation import BatchStream, make_optimizer, train_steps
+    from fedsim.models import build_model
+
+    cfg = plan.cfg
+    data = load_federated(cfg.data, plan.underlay.num_silos, cfg.seed, silos=[silo]).train[silo]
+    data.compact(keep_masks=cfg.task == "segmentation")
+    model = build_model(cfg.model, 6, data.channels)
+    opt = make_optimizer(model, cfg)
+    train_steps(model, opt, BatchStream(data, cfg.train.batch_size, 0, torch.device("cpu")), 1)
+    size = lambda ts: sum(t.numel() * t.element_size() for t in ts) / 2**20  # noqa: E731
+    state = [v for st in opt.state.values() for v in st.values() if isinstance(v, torch.Tensor)]
+    return {"weights": size(model.state_dict().values()), "optimizer": size(state), "data": data.nbytes() / 2**20}
+
+
 def measured_rank(ctx, plan):
     """run_rank with memory accounting: RSS before any silo is built, peak RSS after the run."""
     import fedsim.data  # noqa: F401 - imported before the baseline so it only counts silos
@@ -71,38 +111,52 @@ def measured_rank(ctx, plan):
     t0 = time.perf_counter()
     summary = run_rank(ctx, plan)
     wall = time.perf_counter() - t0
-    mine = len(plan.placement.silos_on(ctx.rank))
-    info = {"rank": ctx.rank, "silos": mine, "base_mb": base, "peak_mb": _rss_mb(), "run_s": wall}
+    mine = plan.placement.silos_on(ctx.rank)
+    info = {"rank": ctx.rank, "silos": len(mine), "base_mb": base, "peak_mb": _rss_mb(), "run_s": wall,
+            "silo_mb": silo_bytes(plan, mine[0]) if ctx.rank == 0 else None}
     gathered = gather_objects(info)
     return (summary, gathered) if ctx.rank == 0 else None
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    from rich.console import Console
-    from rich.table import Table
+def round_split(run_dir: Path) -> dict[str, float]:
+    """Seconds per round of each part (the slowest rank's, averaged over the rounds) and of the
+    whole round (each rank's parts added up, the slowest rank), from the per-silo records: every
+    record carries its rank's split, so the distinct splits of a round are its ranks'."""
+    ranks: dict[int, set[tuple[float, ...]]] = {}
+    for path in (run_dir / "metrics").glob("silo_*.jsonl"):
+        for line in path.read_text().splitlines():
+            rec = json.loads(line)
+            ranks.setdefault(rec["round"], set()).add(tuple(rec.get(key, 0.0) for key in SPLIT))
+    n = max(len(ranks), 1)
+    out = {key: sum(max(r[j] for r in splits) for splits in ranks.values()) / n for j, key in enumerate(SPLIT)}
+    out["round_s"] = sum(max(sum(r) for r in splits) for splits in ranks.values()) / n
+    return out
 
+
+def run_one(args, network: str, console) -> dict:
+    """One job on ``network``; returns its row of the table."""
     from fedsim.config import load_config
     from fedsim.launch import spawn
     from fedsim.plan import build_plan
     from fedsim.topology import resolve_topology
 
-    console = Console(width=150)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    underlay = resolve_topology(args.network)
-    topology = args.network
+    underlay = resolve_topology(network)
+    topology = network
+    preset = PRESETS[args.preset]
     if args.graph == "ring":
         from fedsim.netmodel import DelayModel, build_overlay, connectivity_graph
         from fedsim.netmodel.runclock import config_model_bits
 
-        probe = load_config(None, SMALL + args.overrides)
+        probe = load_config(None, preset + args.overrides)
         bits = config_model_bits(probe)
         conn = connectivity_graph(underlay, DelayModel(model_bits=bits, compute_ms=args.compute_ms))
         topology = str(build_overlay(conn, "ring").to_topology().save(out / "ring.yaml"))
+    name = f"{args.graph}-{underlay.num_silos}"
     cfg = load_config(None, [
         "algorithm=gossip", f"topology={topology}", f"rounds={args.rounds}", f"output_dir={out}",
-        f"name={args.graph}", "device=cpu", f"net.compute_ms={args.compute_ms}", *SMALL, *args.overrides,
+        f"name={name}", "device=cpu", f"net.compute_ms={args.compute_ms}", *preset, *args.overrides,
     ])
     cfg.scenario = "dfl"
     run_dir = out / cfg.name
@@ -110,36 +164,98 @@ def main(argv: list[str] | None = None) -> int:
     run_dir.mkdir(parents=True, exist_ok=True)
     trained = resolve_topology(cfg.topology)
     console.print(f"gossip on {underlay.name} {args.graph} ({trained.num_silos} silos, {len(trained.arcs)} arcs), "
-                  f"{args.rounds} rounds on {args.nproc} ranks")
+                  f"{args.rounds} rounds on {args.nproc} ranks, preset {args.preset}")
     t0 = time.perf_counter()
-    summary, ranks = spawn(measured_rank, args.nproc, build_plan(cfg, run_dir, args.nproc), timeout_s=600)[0]
+    plan = build_plan(cfg, run_dir, args.nproc)
+    summary, ranks = spawn(measured_rank, args.nproc, plan, timeout_s=3600)[0]
     total = time.perf_counter() - t0
-
-    import json
-
-    last = [json.loads(ln) for ln in (run_dir / "metrics" / "silo_0.jsonl").read_text().splitlines()][-1]
-    loop_s = last["wall_time_s"]  # from the first round's start to the last round's record
-    train_s = sum(summary["round_time_s"])
-    sims = summary["sim_time_ms"]
-    table = Table(title=f"gossip on {underlay.name} ({args.graph}): {trained.num_silos} silos, {args.nproc} ranks, "
-                        f"{args.rounds} rounds")
-    for col in ("silos", "ranks", "arcs", "rounds/s", "rounds/s (train+exchange)", "peak RSS per rank MB",
-                "RSS before silos MB", "memory per silo MB", "MB per round", "sim ms/round"):
-        table.add_column(col, justify="right")
+    split = round_split(run_dir)
+    round_s = split.pop("round_s")  # train + exchange + evaluate + checkpoint of the slowest rank
     per_silo = sum(r["peak_mb"] - r["base_mb"] for r in ranks) / sum(r["silos"] for r in ranks)
-    table.add_row(
-        str(trained.num_silos), str(args.nproc), str(len(trained.arcs)),
-        f"{args.rounds / loop_s:.2f}", f"{args.rounds / train_s:.2f}",
-        " / ".join(f"{r['peak_mb']:.0f}" for r in ranks),
-        " / ".join(f"{r['base_mb']:.0f}" for r in ranks),
-        f"{per_silo:.2f}", f"{summary['bytes_per_round'] / 1e6:.2f}",
-        f"{sims[-1] / len(sims):.1f}",
-    )
+    parts = ranks[0]["silo_mb"]
+    sims = summary["sim_time_ms"]
+    return {
+        "silos": trained.num_silos, "ranks": args.nproc, "arcs": len(trained.arcs), "rounds": args.rounds,
+        "rounds_per_s": 1 / round_s, "s_per_round": round_s, **split,
+        "eval_share": split["eval_time_s"] / max(sum(split.values()), 1e-12),
+        # the compute floor of a round: local SGD steps of the busiest rank, one after another
+        "ms_per_step": 1000 * split["train_time_s"] / (max(r["silos"] for r in ranks) * cfg.train.local_steps),
+        "peak_rank_mb": [r["peak_mb"] for r in ranks], "base_rank_mb": [r["base_mb"] for r in ranks],
+        "tree_mb": _rss_mb() + sum(r["peak_mb"] for r in ranks),
+        "mb_per_silo": per_silo, **{f"{k}_mb": v for k, v in parts.items()},
+        "other_mb": per_silo - sum(parts.values()),
+        "mb_per_round": summary["bytes_per_round"] / 1e6, "sim_ms_per_round": sims[-1] / len(sims),
+        "run_s": [r["run_s"] for r in ranks], "spawn_s": total, "theta_accuracy": summary["foundation_accuracy"],
+    }
+
+
+def print_table(rows: list[dict], title: str, console) -> None:
+    from rich.table import Table
+
+    table = Table(title=title)
+    cols = ["silos", "ranks", "arcs", "rounds/s", "s/round", "train s", "exchange s", "eval s", "ckpt s",
+            "eval share", "ms per SGD step", "peak RSS per rank MB", "tree peak MB", "MB per silo", "weights", "optimiser", "data",
+            "other", "MB sent per round"]
+    for col in cols:
+        table.add_column(col, justify="right")
+    for r in rows:
+        table.add_row(
+            str(r["silos"]), str(r["ranks"]), str(r["arcs"]), f"{r['rounds_per_s']:.3f}", f"{r['s_per_round']:.1f}",
+            f"{r['train_time_s']:.1f}", f"{r['exchange_time_s']:.2f}", f"{r['eval_time_s']:.2f}",
+            f"{r['checkpoint_time_s']:.2f}", f"{r['eval_share']:.1%}", f"{r.get('ms_per_step', float('nan')):.0f}",
+            " / ".join(f"{v:.0f}" for v in r["peak_rank_mb"]), f"{r['tree_mb']:.0f}", f"{r['mb_per_silo']:.2f}",
+            f"{r['weights_mb']:.2f}", f"{r['optimizer_mb']:.2f}", f"{r['data_mb']:.2f}", f"{r['other_mb']:.2f}",
+            f"{r['mb_per_round']:.1f}",
+        )
     console.print(table)
-    run_s = " / ".join(f"{r['run_s']:.1f}" for r in ranks)
-    console.print(f"silos per rank {' / '.join(str(r['silos']) for r in ranks)}; run_rank {run_s} s "
-                  f"(setup, rounds, Θ); spawn total {total:.1f} s; "
-                  f"foundation Θ accuracy after {args.rounds} rounds {summary['foundation_accuracy']:.3f}")
+    for r in rows:
+        console.print(f"{r['silos']} silos: run_rank {' / '.join(f'{v:.1f}' for v in r['run_s'])} s per rank "
+                      f"(data, rounds, Θ), spawn total {r['spawn_s']:.1f} s, Θ accuracy {r['theta_accuracy']:.3f}")
+
+
+def plot_sweep(rows: list[dict], path: Path) -> Path:
+    """Seconds per round and MB per silo against silos, log–log."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    n = [r["silos"] for r in rows]
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for ax, key, label in ((axes[0], "s_per_round", "seconds per round"), (axes[1], "mb_per_silo", "MB per silo")):
+        ax.loglog(n, [max(r[key], 1e-3) for r in rows], "o-")
+        if key == "s_per_round":
+            ax.loglog(n, [rows[0][key] * x / n[0] for x in n], ":", color="grey", label="linear in silos")
+            ax.legend()
+        ax.set_xlabel("silos")
+        ax.set_ylabel(label)
+        ax.grid(True, which="both", alpha=0.3)
+    fig.suptitle(f"gossip on random-regular:N, {rows[0]['ranks']} ranks")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    from rich.console import Console
+
+    console = Console(width=200)
+    if args.sweep:
+        sizes = [int(x) for x in args.sweep.split(",") if x.strip()]
+        rows = []
+        for n in sizes:
+            rows.append(run_one(args, f"random-regular:{n}", console))
+            (Path(args.out) / "scale_sweep.json").write_text(json.dumps(rows, indent=1))
+        print_table(rows, f"gossip on random-regular:N ({args.graph}), {args.nproc} ranks, {args.rounds} rounds, "
+                          f"preset {args.preset}", console)
+        console.print(f"wrote {plot_sweep(rows, Path(args.out) / 'scale_sweep.png')}")
+        return 0
+    row = run_one(args, args.network, console)
+    (Path(args.out) / f"scale_{row['silos']}.json").write_text(json.dumps(row, indent=1))
+    print_table([row], f"gossip on {args.network} ({args.graph}): {row['silos']} silos, {args.nproc} ranks, "
+                       f"{args.rounds} rounds, preset {args.preset}", console)
     return 0
 
 

@@ -1,7 +1,10 @@
 """Checkpointing, one component of the round loop: after every round each rank saves its silos'
-models, optimisers, data streams and algorithm state; once every rank has written, rank 0 writes
-the round's ``manifest.json`` (each file's size and SHA-256, and the loop's state beside it) and
-marks the round complete (``checkpoints/latest.json``). The last two rounds are kept.
+models, optimisers, data streams and algorithm state in one file (``rank_<r>.pt``, however many
+silos it hosts: a thousand silos are two files a round, not a thousand); once every rank has
+written, rank 0 writes the round's ``manifest.json`` (each file's size, SHA-256 and silos, and the
+loop's state beside it) and marks the round complete (``checkpoints/latest.json``). The last two
+rounds are kept. A restore reads only the files holding the silos a rank hosts now, so a run
+restarted on fewer ranks (``faults.on_crash: exclude``) finds its silos wherever they were.
 
 A resumed or restarted run continues from the newest round whose files all match their manifest
 (:func:`usable_checkpoint`): a file truncated or corrupted by a crash, a full disk or a hand is
@@ -11,7 +14,6 @@ name and renamed, so a crash never leaves half a file under a real name."""
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import os
 import re
@@ -87,7 +89,7 @@ def _damage(round_dir: Path) -> str | None:
         size = path.stat().st_size
         if size != meta["bytes"]:
             return f"checkpoint {path} is truncated ({size} of {meta['bytes']} bytes)"
-        if hashlib.sha256(path.read_bytes()).hexdigest() != meta["sha256"]:
+        if _sha256(path) != meta["sha256"]:
             return f"checkpoint {path} is corrupt (its SHA-256 does not match the manifest)"
     return None
 
@@ -111,8 +113,42 @@ def usable_checkpoint(run_dir: str | Path) -> tuple[int | None, list[str]]:
     return None, warnings
 
 
+def _file_silos(round_dir: Path) -> dict[str, list[int]]:
+    """Which silos each checkpoint file of a round holds (from its manifest; a round written
+    before per-rank files, one ``silo_<i>.pt`` per silo, is listed from its file names)."""
+    manifest = round_dir / "manifest.json"
+    if manifest.is_file():
+        files = json.loads(manifest.read_text())["files"]
+        if all("silos" in meta for meta in files.values()):
+            return {name: meta["silos"] for name, meta in files.items()}
+    return {p.name: [int(p.stem.split("_")[1])] for p in sorted(round_dir.glob("silo_*.pt"))}
+
+
+def _read_file(path: Path, device) -> dict[int, dict[str, Any]]:
+    """{silo: its state} from one checkpoint file, either layout; memory-mapped, so the silos a
+    rank does not need are never read into memory."""
+    state = torch.load(path, map_location=device, weights_only=False, mmap=True)
+    if "silos" in state:
+        return state["silos"]
+    return {int(path.stem.split("_")[1]): state}
+
+
+def load_silo_states(round_dir: str | Path, silos=None, device: str | torch.device = "cpu") -> dict[int, dict[str, Any]]:
+    """{silo: {"model", "optimizer", "batches", "algorithm"}} of round_dir's checkpoint, for
+    ``silos`` (default: every silo in it); reads only the files holding them."""
+    round_dir = Path(round_dir)
+    wanted = None if silos is None else set(silos)
+    out: dict[int, dict[str, Any]] = {}
+    for name, held in sorted(_file_silos(round_dir).items()):
+        if wanted is None or wanted & set(held):
+            for i, state in _read_file(round_dir / name, device).items():
+                if wanted is None or i in wanted:
+                    out[i] = _in_memory(state)
+    return dict(sorted(out.items()))
+
+
 class Checkpointer:
-    """Saves and restores this rank's silos (``checkpoints/round_<k>/silo_<i>.pt``)."""
+    """Saves and restores this rank's silos (``checkpoints/round_<k>/rank_<r>.pt``)."""
 
     def __init__(self, run_dir: Path, fed, algo) -> None:
         self.dir = Path(run_dir) / "checkpoints"
@@ -120,27 +156,29 @@ class Checkpointer:
         self.algo = algo
 
     def save(self, k: int, extra: dict[str, Any]) -> None:
-        """Every hosted silo's state after round ``k`` (present or not), then, once all ranks
-        have written (a gather: a collective), the manifest and the marker; older rounds go."""
+        """Every hosted silo's state after round ``k`` (present or not) in this rank's file, then,
+        once all ranks have written (a gather: a collective), the manifest and the marker; older
+        rounds go. The file is streamed to disk and hashed from there: no second copy in memory."""
         round_dir = self.dir / f"round_{k}"
         round_dir.mkdir(parents=True, exist_ok=True)
-        files = {}
-        for i, silo in self.fed.hosted.items():
-            buf = io.BytesIO()
-            torch.save(
-                {
-                    "round": k,
-                    "model": saveable_state(silo.model, self.fed.device),
-                    "optimizer": silo.optimizer.state_dict(),
-                    "batches": silo.batches.state_dict(),
-                    "algorithm": self.algo.silo_state(i),
-                    "federation": self.fed.silo_state(i),  # privacy accountant, codec references
-                },
-                buf,
-            )
-            data = buf.getvalue()
-            atomic_write_bytes(data, round_dir / f"silo_{i}.pt")
-            files[f"silo_{i}.pt"] = {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+        silos = {
+            i: {
+                "model": saveable_state(silo.model, self.fed.device),
+                "optimizer": silo.optimizer.state_dict(),
+                "batches": silo.batches.state_dict(),
+                "algorithm": self.algo.silo_state(i),
+                "federation": self.fed.silo_state(i),  # privacy accountant, codec references
+            }
+            for i, silo in sorted(self.fed.hosted.items())
+        }
+        name = f"rank_{self.fed.rank}.pt"
+        path = round_dir / name
+        tmp = path.with_suffix(".pt.tmp")
+        torch.save({"round": k, "silos": silos}, tmp)
+        del silos
+        digest = _sha256(tmp)
+        os.replace(tmp, path)
+        files = {name: {"bytes": path.stat().st_size, "sha256": digest, "silos": sorted(self.fed.hosted)}}
         gathered = gather_objects(files)
         if gathered is None:  # not rank 0
             return
@@ -154,14 +192,35 @@ class Checkpointer:
     def restore(self, k: int) -> dict[str, Any]:
         """Load round ``k`` into this rank's silos; return what :meth:`save` stored beside it."""
         round_dir = self.dir / f"round_{k}"
+        states = load_silo_states(round_dir, self.fed.hosted, self.fed.device)
         for i, silo in self.fed.hosted.items():
-            path = round_dir / f"silo_{i}.pt"
-            if not path.is_file():
-                raise FedsimError(f"{path}: checkpoint missing; was the run started with a different topology?")
-            state = torch.load(path, map_location=self.fed.device, weights_only=False)
+            if i not in states:
+                raise FedsimError(f"{round_dir}: no checkpoint of silo {i}; was the run started with a different "
+                                  "topology?")
+            state = states.pop(i)
             silo.model.load_state_dict(state["model"])
             silo.optimizer.load_state_dict(state["optimizer"])
             silo.batches.load_state_dict(state["batches"])
             self.algo.load_silo_state(i, state["algorithm"])
             self.fed.load_silo_state(i, state.get("federation", {}))
         return checkpoint_extra(self.dir.parent, k)
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(1 << 22):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _in_memory(obj: Any) -> Any:
+    """``obj`` with every tensor copied out of the memory-mapped file (an optimiser would
+    otherwise keep updating pages of a file that the next rounds delete)."""
+    if isinstance(obj, torch.Tensor):
+        return obj.clone()
+    if isinstance(obj, dict):
+        return {k: _in_memory(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_in_memory(v) for v in obj)
+    return obj

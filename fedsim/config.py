@@ -38,6 +38,10 @@ class TrainConfig:
     batch_size: Annotated[int, Range(ge=1)] = 32
     local_steps: Annotated[int, Range(ge=1)] = 10  # SGD steps a silo takes on its own data per round
     eval_every: Annotated[int, Range(ge=0)] = 1  # evaluate every silo every k rounds (0: only at the end)
+    # which silos an evaluation round scores: "all"; N, a seeded sample of N silos drawn afresh each
+    # round (the same on any number of ranks); "auto": all up to 50 silos, above that a tenth of
+    # them (at least 10, at most 50), so that evaluation stays a minor share of a round (Θ always)
+    eval_silos: Literal["auto", "all"] | Annotated[int, Range(ge=1)] = "auto"
     eval_foundation: bool = True  # also form Θ (all-reduce) and evaluate it in those rounds
 
 

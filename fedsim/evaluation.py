@@ -1,9 +1,37 @@
 """Evaluation, one component of the round loop: each silo's model and the foundation Θ on the
-test set (and, with a validation split, Θ on all of it and each silo on its own part), on the rounds ``train.eval_every`` asks for."""
+test set (and, with a validation split, Θ on all of it and each silo on its own part), on the
+rounds ``train.eval_every`` asks for, on every silo or on a seeded sample of them
+(``train.eval_silos``)."""
 
 from __future__ import annotations
 
-from fedsim.federation import Federation, load_state_tensors
+import math
+import time
+
+import torch
+
+from fedsim.federation import Federation, load_state_tensors, silo_seed
+
+AUTO_ALL_UP_TO = 50  # eval_silos "auto": every silo up to this many, a sample above
+
+
+def eval_sample_size(setting: str | int, num_silos: int) -> int:
+    """How many silos an evaluation round scores under ``train.eval_silos``."""
+    if setting == "all":
+        return num_silos
+    if setting == "auto":
+        return num_silos if num_silos <= AUTO_ALL_UP_TO else max(10, min(AUTO_ALL_UP_TO, math.ceil(num_silos / 10)))
+    return min(int(setting), num_silos)
+
+
+def eval_sample(setting: str | int, num_silos: int, seed: int, k: int) -> list[int]:
+    """The silos scored in round ``k``: all, or a sample drawn from (seed, k) alone, so every
+    rank (and a resumed run) draws the same one."""
+    size = eval_sample_size(setting, num_silos)
+    if size >= num_silos:
+        return list(range(num_silos))
+    g = torch.Generator().manual_seed(silo_seed(seed, 0, stream=0xE7A1 + k))
+    return sorted(torch.randperm(num_silos, generator=g)[:size].tolist())
 
 
 class Evaluator:
@@ -11,32 +39,55 @@ class Evaluator:
         self.fed = fed
         self.cfg = fed.cfg
         self.forms_foundation = forms_foundation
+        #: seconds this rank spent evaluating since the last :meth:`take_seconds`
+        self.seconds = 0.0
 
     def due(self, k: int) -> bool:
         """Every ``train.eval_every`` rounds and always in the last (eval_every 0: only the last)."""
         every = self.cfg.train.eval_every
         return k == self.cfg.rounds - 1 or bool(every) and k % every == 0
 
+    def sample(self, k: int) -> list[int]:
+        """Every silo (of every rank) whose model round ``k`` scores, when it is present."""
+        return eval_sample(self.cfg.train.eval_silos, self.fed.topology.num_silos, self.cfg.seed, k)
+
     def silos(self, k: int) -> dict[int, tuple[float, float]]:
-        """(test loss, test score) of each local silo's model, in evaluation rounds."""
+        """(test loss, test score) of each sampled local silo's model, in evaluation rounds; all
+        of them are scored batch by batch (each test batch decoded once for every model)."""
         if not self.due(k):
             return {}
-        return {i: self.fed.evaluate(s.model) for i, s in sorted(self.fed.silos.items())}
+        t0 = time.perf_counter()
+        present = self.fed.silos
+        models = {i: present[i].model for i in self.sample(k) if i in present}
+        scores = self.fed.evaluate_many(models)
+        self.seconds += time.perf_counter() - t0
+        return scores
 
     def silos_validation(self, k: int) -> dict[int, float | None]:
-        """Each local silo's score on its own validation split, in evaluation rounds (empty
-        without a split)."""
+        """Each sampled local silo's score on its own validation split, in evaluation rounds
+        (empty without a split)."""
         if not self.due(k) or self.fed.val_sets is None:
             return {}
-        return {i: self.fed.evaluate_own_validation(i, s.model) for i, s in sorted(self.fed.silos.items())}
+        t0 = time.perf_counter()
+        present = self.fed.silos
+        out = {i: self.fed.evaluate_own_validation(i, present[i].model) for i in self.sample(k) if i in present}
+        self.seconds += time.perf_counter() - t0
+        return out
 
     def foundation(self, k: int) -> tuple[float | None, float | None]:
         """(test, validation) score of this round's Θ, the same on every rank (each evaluates the
         same all-reduce aggregate: no extra message); validation None without a split."""
         if not (self.cfg.train.eval_foundation and self.due(k) and self.forms_foundation):
             return None, None
+        t0 = time.perf_counter()
         model = self.theta_model()
-        return self.fed.evaluate(model)[1], self.fed.evaluate_validation(model)
+        out = self.fed.evaluate(model)[1], self.fed.evaluate_validation(model)
+        self.seconds += time.perf_counter() - t0
+        return out
+
+    def take_seconds(self) -> float:
+        out, self.seconds = self.seconds, 0.0
+        return out
 
     def theta_model(self):
         """Θ = Σ ϑ_i n_i θ_i / Σ ϑ_i n_i (a collective: every rank calls it) in a scratch model."""

@@ -7,6 +7,7 @@ its own seeded generator, so the same config gives the same numbers on 1, 2 or N
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -46,10 +47,8 @@ class BatchStream:
             self.pos = 0
         idx = self.order[self.pos : self.pos + self.batch_size]
         self.pos += self.batch_size
-        return (
-            self.dataset.images[idx].to(self.device, non_blocking=True),
-            getattr(self.dataset, self.target)[idx].to(self.device, non_blocking=True),
-        )
+        target = getattr(self.dataset, self.target)[idx].long()  # masks may be stored as uint8
+        return self.dataset.image_batch(idx).to(self.device, non_blocking=True), target.to(self.device, non_blocking=True)
 
     def state_dict(self) -> dict[str, Any]:
         return {"generator": self.generator.get_state(), "order": self.order, "pos": self.pos}
@@ -110,6 +109,9 @@ def train_steps(
         optimizer.step()
         total += loss.item()
         counted += 1
+    # the gradients are not needed until the next round's first backward, which starts from None
+    # anyway: freeing them keeps a model's worth of memory per silo off the rank between rounds
+    optimizer.zero_grad(set_to_none=True)
     return total / max(counted, 1)
 
 
@@ -119,7 +121,7 @@ def evaluate(model: nn.Module, dataset: Any, device: torch.device, batch_size: i
     model.eval()
     loss, correct = 0.0, 0
     for start in range(0, len(dataset), batch_size):
-        x = dataset.images[start : start + batch_size].to(device)
+        x = dataset.image_batch(slice(start, start + batch_size)).to(device)
         y = dataset.labels[start : start + batch_size].to(device)
         logits = model(x)
         loss += F.cross_entropy(logits, y, reduction="sum").item()
@@ -139,14 +141,14 @@ def evaluate_segmentation(model: nn.Module, dataset: Any, device: torch.device,
     model.eval()
     loss, preds = 0.0, []
     for start in range(0, len(dataset), batch_size):
-        x = dataset.images[start : start + batch_size].to(device)
-        y = dataset.masks[start : start + batch_size].to(device)
+        x = dataset.image_batch(slice(start, start + batch_size)).to(device)
+        y = dataset.mask_batch(slice(start, start + batch_size)).to(device)
         logits = model(x)
         loss += segmentation_loss(logits, y).item() * x.shape[0]
         preds.append(logits.argmax(1).cpu())
     if not preds:
         return 0.0, float("nan")
-    return loss / len(dataset), mean_dice(torch.cat(preds), dataset.masks.cpu(), num_classes=logits.shape[1])
+    return loss / len(dataset), mean_dice(torch.cat(preds), dataset.masks.long().cpu(), num_classes=logits.shape[1])
 
 
 def segmentation_step_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -176,7 +178,9 @@ def load_rank_data(plan, rank: int) -> RankData:
     cfg = plan.cfg
     n = plan.underlay.num_silos
     local = None if plan.scenario.pooled else plan.placement.silos_on(rank)
-    data = load_federated(cfg.data, n, cfg.seed, silos=local, masks=cfg.task == "segmentation")
+    # compact storage, silo by silo as generated: 8-bit images as uint8, masks only when the task
+    # reads them (batches decode bit-identically; a classification silo no longer carries masks)
+    data = load_federated(cfg.data, n, cfg.seed, silos=local, masks=cfg.task == "segmentation", compact=True)
     train, val = carve_validation(data.train, cfg.data.validation_fraction, cfg.seed)
     if not cfg.data.validation_fraction:
         val = None
@@ -234,6 +238,9 @@ class Federation:
         #: gradient steps each local silo's compute did since the last take (its own training,
         #: the visitors it hosted, distillation): the cost column of the paper tables
         self.grad_steps: Counter[int] = Counter()
+        #: seconds spent in messages and collectives (exchange, aggregate, the server's broadcast)
+        #: since the last :meth:`take_exchange_seconds`: the round's "exchange" share
+        self.exchange_seconds = 0.0
         self._build_codec()
         from fedsim.privacy import build_privacy
 
@@ -344,7 +351,11 @@ class Federation:
         present = self.silos
         outgoing = {(s, d): payload(s, d) for s, d in arcs if s in present}
         incoming = {(s, d): template for s, d in arcs if d in present}
-        return self.transport.exchange(outgoing, incoming, channel)
+        t0 = time.perf_counter()
+        try:
+            return self.transport.exchange(outgoing, incoming, channel)
+        finally:
+            self.exchange_seconds += time.perf_counter() - t0
 
     def active_arcs(self, k: int) -> list[Key]:
         """The arcs that exchange in round ``k``: all of them, except on a multigraph overlay
@@ -377,7 +388,11 @@ class Federation:
         ``over``); n_i = 1 unless weight_by_samples. A collective: every rank calls it."""
         weights = self.silo_weights(over)
         states = {i: state_tensors(self.hosted[i].model) for i in weights}
-        return weighted_average(states, weights, self.device, template=self.state_template())
+        t0 = time.perf_counter()
+        try:
+            return weighted_average(states, weights, self.device, template=self.state_template())
+        finally:
+            self.exchange_seconds += time.perf_counter() - t0
 
     def state_template(self) -> list[torch.Tensor]:
         """Tensors shaped like one silo's state (for collectives on a rank with no silo present)."""
@@ -471,11 +486,19 @@ class Federation:
         """``compute()`` run once, by the server, and its tensors (shaped like ``template``)
         delivered to every rank."""
         out = compute() if self.rank == self.SERVER_RANK else template
-        return self.transport.broadcast(out, src_rank=self.SERVER_RANK)
+        t0 = time.perf_counter()
+        try:
+            return self.transport.broadcast(out, src_rank=self.SERVER_RANK)
+        finally:
+            self.exchange_seconds += time.perf_counter() - t0
 
     def charge(self, silo: int, steps: int) -> None:
         """Book ``steps`` gradient steps to the silo whose compute ran them."""
         self.grad_steps[silo] += steps
+
+    def take_exchange_seconds(self) -> float:
+        out, self.exchange_seconds = self.exchange_seconds, 0.0
+        return out
 
     def take_grad_steps(self) -> dict[int, int]:
         out = {i: self.grad_steps.get(i, 0) for i in self.hosted}
@@ -525,3 +548,51 @@ class Federation:
             result = evaluate(model, self.test_set, self.device)
         self._last_eval = ([t.detach().clone() for t in state], result)
         return result
+
+    def evaluate_many(self, models: dict[int, nn.Module]) -> dict[int, tuple[float, float]]:
+        """:meth:`evaluate` of several models, with the same numbers: each test batch is decoded
+        once and scored by every model in turn, and a model whose state equals the one before it
+        (FedAvg: every silo holds Θ) or the last one evaluated shares its score."""
+        if self.segmentation:
+            return {i: self.evaluate(m) for i, m in sorted(models.items())}
+        out: dict[int, tuple[float, float]] = {}
+        todo: dict[int, nn.Module] = {}
+        same_as: dict[int, int] = {}
+        prev: tuple[int, list[torch.Tensor]] | None = None
+        last = self.__dict__.get("_last_eval")
+        for i in sorted(models):
+            state = state_tensors(models[i])
+            if prev is not None and _same_state(prev[1], state):
+                same_as[i] = prev[0]
+                continue
+            prev = (i, state)
+            if last is not None and _same_state(last[0], state):
+                out[i] = last[1]
+            else:
+                todo[i] = models[i]
+        if todo:
+            test, n = self.test_set, max(len(self.test_set), 1)
+            loss = dict.fromkeys(todo, 0.0)
+            correct = dict.fromkeys(todo, 0)
+            for m in todo.values():
+                m.eval()
+            with torch.no_grad():
+                for start in range(0, len(test), 256):  # evaluate()'s batches: the same sums
+                    x = test.image_batch(slice(start, start + 256)).to(self.device)
+                    y = test.labels[start : start + 256].to(self.device)
+                    for i, m in todo.items():
+                        logits = m(x)
+                        loss[i] += F.cross_entropy(logits, y, reduction="sum").item()
+                        correct[i] += int((logits.argmax(1) == y).sum())
+            for i in todo:
+                out[i] = (loss[i] / n, correct[i] / n)
+            i = max(todo)
+            self._last_eval = ([t.detach().clone() for t in state_tensors(todo[i])], out[i])
+        for i, j in same_as.items():
+            out[i] = out[j]
+        return dict(sorted(out.items()))
+
+
+def _same_state(a: list[torch.Tensor], b: list[torch.Tensor]) -> bool:
+    return len(a) == len(b) and all(x.shape == y.shape and x.dtype == y.dtype and torch.equal(x, y)
+                                    for x, y in zip(a, b))

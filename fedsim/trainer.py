@@ -49,6 +49,7 @@ def run_rank(ctx, plan) -> dict[str, Any] | None:
     from fedsim.summary import round_row
 
     cfg = plan.cfg
+    entered = time.perf_counter()
     set_determinism(cfg.seed)
     data = load_rank_data(plan, ctx.rank)
     fed = Federation(plan, ctx.rank, ctx.device, data,
@@ -59,7 +60,7 @@ def run_rank(ctx, plan) -> dict[str, Any] | None:
 
         needs = cfg.algorithm if algorithm_class(cfg.algorithm).needs_features else None
         grid = cfg.emd.grid if cfg.algorithm == "fedefm" and cfg.emd.backend != "uniform" else None
-        check_model(fed.scratch_model(), data.test.images[:2].to(ctx.device), data.num_classes, needs,
+        check_model(fed.scratch_model(), data.test.image_batch(slice(0, 2)).to(ctx.device), data.num_classes, needs,
                     cfg.model.name, grid)
     algo = build_algorithm(cfg.algorithm, fed)
     evaluator = Evaluator(fed, plan.forms_foundation)
@@ -82,14 +83,22 @@ def run_rank(ctx, plan) -> dict[str, Any] | None:
         callbacks.on_run_start(start_round)
         for k in range(start_round, cfg.rounds):
             round_faults = faults.before_round(k, fed)
+            fed.take_exchange_seconds()
             t0 = time.perf_counter()
             losses = algo.round(k)
             round_time = time.perf_counter() - t0
+            exchange_s = fed.take_exchange_seconds()
             sim_times = clock.step(k, round_time, round_faults)
             records = _round_records(fed, evaluator, k, losses, round_time, time.perf_counter() - started, sim_times,
                                      round_faults)
+            split = {"train_time_s": round_time - exchange_s, "exchange_time_s": exchange_s,
+                     "eval_time_s": evaluator.take_seconds()}
             gathered = gather_objects(records)
+            t1 = time.perf_counter()
             checkpoints.save(k, clock.state())
+            split["checkpoint_time_s"] = time.perf_counter() - t1
+            for rec in records:  # this rank's split of the round (what benchmarks/scale.py tabulates)
+                rec.update(split)
             row = None
             if gathered is not None:  # rank 0
                 row = round_row([r for part in gathered for r in part])
@@ -97,6 +106,8 @@ def run_rank(ctx, plan) -> dict[str, Any] | None:
             callbacks.on_round_end(RoundReport(k, records, row))
         faults.final(cfg.rounds, fed)  # Θ at the end: the aggregate of the last round's silos
         summary = _finish(plan, fed, algo, evaluator, history, time.perf_counter() - started, ctx.rank)
+        if summary is not None:  # start-up inside the rank: data, silos, checkpoint restored (benchmarks/startup.py)
+            summary["setup_s"] = started - entered
         callbacks.on_run_end(summary)
         return summary
     except FedsimError:

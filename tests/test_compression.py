@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from fedsim.checkpoint import load_silo_states
 from fedsim.compression import (
     CompressionConfig,
     LinkCoder,
@@ -98,8 +99,7 @@ def run(tmp_path: Path, overrides: list[str], nproc: int, name: str):
     run_dir.mkdir(parents=True, exist_ok=True)
     spawn(run_rank, nproc, build_plan(cfg, run_dir, nproc))
     last = run_dir / "checkpoints" / f"round_{cfg.rounds - 1}"
-    models = {int(p.stem.split("_")[1]): list(torch.load(p, weights_only=False)["model"].values())
-              for p in sorted(last.glob("silo_*.pt"))}
+    models = {i: list(s["model"].values()) for i, s in load_silo_states(last).items()}
     records = [json.loads(line) for p in sorted((run_dir / "metrics").glob("*.jsonl"))
                for line in p.read_text().splitlines()]
     return models, records, json.loads((run_dir / "summary.json").read_text())

@@ -135,7 +135,7 @@ def test_a_truncated_checkpoint_resumes_from_the_round_before(tmp_path, straight
     assert first.returncode == 0, first.stderr
     ck = tmp_path / "t" / "checkpoints"
     assert sorted(p.name for p in ck.glob("round_*")) == ["round_3", "round_4"]  # the last two rounds are kept
-    damaged = ck / "round_4" / "silo_1.pt"
+    damaged = ck / "round_4" / "rank_1.pt"  # one file per rank, with every silo the rank hosts
     damaged.write_bytes(damaged.read_bytes()[:100])
     again = fedsim("run", "--nproc", "2", "--quiet", "--resume", *sets(JOB + [f"output_dir={tmp_path}", "name=t"]))
     assert again.returncode == 0, again.stderr

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+from fedsim.checkpoint import load_silo_states
 from fedsim.cli import main
 from fedsim.config import load_config
 from fedsim.data import SiloDataset
@@ -36,7 +37,7 @@ def run(tmp_path, overrides: list[str], nproc: int = 2):
     run_dir.mkdir(parents=True, exist_ok=True)
     summary = spawn(run_rank, nproc, build_plan(cfg, run_dir, nproc))[0]
     last = run_dir / "checkpoints" / f"round_{cfg.rounds - 1}"
-    models = {int(p.stem.split("_")[1]): torch.load(p, weights_only=False)["model"] for p in last.glob("silo_*.pt")}
+    models = {i: s["model"] for i, s in load_silo_states(last).items()}
     return cfg, summary, models
 
 

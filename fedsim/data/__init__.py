@@ -139,13 +139,17 @@ def _skews(cfg: DataConfig) -> tuple[float, float]:
     return float(q), float(a)
 
 
-def load_federated(cfg: DataConfig, num_silos: int, seed: int, silos=None, masks: bool = False) -> FederatedData:
+def load_federated(cfg: DataConfig, num_silos: int, seed: int, silos=None, masks: bool = False,
+                   compact: bool = False) -> FederatedData:
     """Build every silo's training set and the global test set from (cfg, num_silos, seed).
 
     ``silos`` (optional): build only these silo ids — the others are
     ``None`` in ``train`` — so a rank hosting a few of 87 silos does not generate all of them.
     Each silo's tensors are identical whether built alone or with all the others.
     ``masks``: the run needs per-pixel masks (``task: segmentation``); data without them is an error.
+    ``compact``: store every set as :meth:`SiloDataset.compact` does (8-bit images as uint8, masks
+    only when ``masks``), each synthetic silo as soon as it is generated, so loading never holds
+    more than one silo in float.
     """
     if isinstance(cfg, dict):
         cfg = DataConfig.from_dict(cfg)
@@ -169,14 +173,16 @@ def load_federated(cfg: DataConfig, num_silos: int, seed: int, silos=None, masks
 
         fd = load_python(cfg, num_silos, seed, wanted)
     else:
-        fd = _load_synthetic(cfg, num_silos, seed, wanted)
-        if cfg.channels == 3:  # grayscale X-rays for an RGB model
-            for ds in [*fd.train, fd.test]:
-                if ds is not None:
-                    ds.images = to_channels(ds.images, 3)
+        fd = _load_synthetic(cfg, num_silos, seed, wanted, (masks,) if compact else None)
+        if cfg.channels == 3:  # grayscale X-rays for an RGB model (the silos are converted as built)
+            fd.test.images = to_channels(fd.test.images, 3)
     if masks and fd.test.masks is None:
         raise DataError(f"task: segmentation needs per-pixel masks, and data.kind {cfg.kind!r} has none"
                         + (f" (add {cfg.root}/<silo>/masks/)" if cfg.kind == "folder" else ""))
+    if compact:
+        for ds in [*fd.train, fd.test]:
+            if ds is not None:
+                ds.compact(keep_masks=masks)
     release_freed_memory()
     return fd
 
@@ -215,7 +221,9 @@ def carve_validation(train: list, fraction: float, seed: int) -> tuple[list, lis
     return kept, held
 
 
-def _load_synthetic(cfg: DataConfig, num_silos: int, seed: int, wanted: set[int]) -> FederatedData:
+def _load_synthetic(cfg: DataConfig, num_silos: int, seed: int, wanted: set[int],
+                    compact: tuple[bool] | None = None) -> FederatedData:
+    """Every wanted silo and the test set; with ``compact`` (keep_masks,) each compacted at once."""
     g = make_generator(seed, 3)
     qskew, askew = _skews(cfg)
     sizes = P.quantity_sizes(num_silos, cfg.samples_per_silo, qskew, g)
@@ -239,7 +247,9 @@ def _load_synthetic(cfg: DataConfig, num_silos: int, seed: int, wanted: set[int]
                       seed=derive_seed(seed, 1, i), name=f"silo{i}")
         if cfg.label_noise > 0:
             ds.labels = P.symmetric_label_noise(ds.labels, float(cfg.label_noise), NUM_CLASSES, gi)
-        train.append(ds)
+        if cfg.channels == 3:  # grayscale X-rays for an RGB model
+            ds.images = to_channels(ds.images, 3)
+        train.append(ds.compact(*compact) if compact else ds)
     return FederatedData(train, _synthetic_test(cfg, seed), NUM_CLASSES)
 
 

@@ -20,8 +20,9 @@ DOMAIN_SHORT = {"human": "human", "animal": "animal", "phantom": "phantom", "sim
 class SiloDataset(torch.utils.data.Dataset):
     """Images, masks and labels of one silo (or of the global test set).
 
-    ``images`` float32 (N, C, H, W) in [0, 1] (C = 1 grayscale, 3 RGB); ``masks`` int64
-    (N, H, W) with 0 background, 1 catheter, 2 guidewire, or None (classification-only data);
+    ``images`` float32 (N, C, H, W) in [0, 1] (C = 1 grayscale, 3 RGB), or uint8 levels k
+    meaning k / 255 once :meth:`compact` (read batches with :meth:`image_batch`); ``masks`` int64
+    (uint8 once compact) (N, H, W) with 0 background, 1 catheter, 2 guidewire, or None (classification-only data);
     ``labels`` int64 (N,) class 0..num_classes-1 (possibly noisy); ``tube`` int64 (N,)
     0 normal / 1 borderline / 2 abnormal, or None; ``domain`` int64 (N,) index into
     :data:`DOMAINS`, or None (data without domains); ``attribute`` float32 (N,) an age-like scalar
@@ -53,7 +54,7 @@ class SiloDataset(torch.utils.data.Dataset):
         return int(self.images.shape[0])
 
     def __getitem__(self, i):
-        return self.images[i], self.labels[i]
+        return decode_images(self.images[i]), self.labels[i]
 
     def subset(self, index) -> SiloDataset:
         index = torch.as_tensor(index, dtype=torch.long)
@@ -87,6 +88,32 @@ class SiloDataset(torch.utils.data.Dataset):
     @property
     def channels(self) -> int:
         return int(self.images.shape[1])
+
+    def image_batch(self, index) -> Tensor:
+        """Images ``index`` (a slice or indices) as float32 in [0, 1], whatever the storage."""
+        return decode_images(self.images[index])
+
+    def mask_batch(self, index) -> Tensor:
+        """Masks ``index`` as int64, whatever the storage."""
+        return self.masks[index].long()
+
+    def compact(self, keep_masks: bool = True) -> SiloDataset:
+        """This dataset stored compactly, in place: 8-bit images as uint8 (only when that is
+        lossless: :meth:`image_batch` then gives bit-identical float32 batches), masks as uint8,
+        or dropped when the run does not use them (``keep_masks`` False)."""
+        self.images = compact_images(self.images)
+        if not keep_masks:
+            self.masks = None
+        elif self.masks is not None and (self.masks.numel() == 0 or 0 <= int(self.masks.min())
+                                         and int(self.masks.max()) < 256):
+            self.masks = self.masks.to(torch.uint8)
+        return self
+
+    def nbytes(self) -> int:
+        """Bytes of every tensor this dataset holds."""
+        return sum(t.numel() * t.element_size() for t in (self.images, self.masks, self.labels, self.tube,
+                                                           self.domain, self.attribute, self.clean_labels)
+                   if t is not None)
 
     def class_counts(self, num_classes: int = NUM_CLASSES) -> list[int]:
         return torch.bincount(self.labels, minlength=num_classes).tolist()
@@ -150,3 +177,27 @@ def to_channels(images: Tensor, channels: int | None) -> Tensor:
         w = torch.tensor([0.299, 0.587, 0.114], dtype=images.dtype, device=images.device).view(1, 3, 1, 1)
         return (images * w).sum(1, keepdim=True)
     raise ValueError(f"cannot convert {c}-channel images to {channels} channels")
+
+
+def quantize_8bit(images: Tensor) -> Tensor:
+    """Float images in [0, 1] rounded to the 256 levels of an 8-bit image (k / 255, float32)."""
+    return torch.round(images * 255.0).div_(255.0)
+
+
+def compact_images(images: Tensor) -> Tensor:
+    """``images`` as uint8 when every value is k / 255 exactly (8-bit data: synthetic, PNGs,
+    torchvision), else unchanged. Decoding (:func:`decode_images`) computes ``k / 255`` in
+    float32, the very operation that made the float values, so batches are bit-identical."""
+    if images.dtype != torch.float32 or images.numel() == 0:
+        return images
+    levels = torch.round(images * 255.0)
+    if levels.min() < 0 or levels.max() > 255 or not torch.equal(levels / 255.0, images):
+        return images
+    return levels.to(torch.uint8)
+
+
+def decode_images(images: Tensor) -> Tensor:
+    """Stored images as float32 in [0, 1]: uint8 levels divided by 255, float ones as they are."""
+    if images.dtype == torch.uint8:
+        return images.to(torch.float32).div_(255.0)
+    return images

@@ -52,8 +52,8 @@ class PoissonBatches:
 
     def next(self) -> tuple[torch.Tensor, torch.Tensor]:
         idx = torch.tensor(next(iter(self.sampler)), dtype=torch.long)
-        return (self.dataset.images[idx].to(self.device, non_blocking=True),
-                getattr(self.dataset, self.target)[idx].to(self.device, non_blocking=True))
+        target = getattr(self.dataset, self.target)[idx].long()  # masks may be stored as uint8
+        return self.dataset.image_batch(idx).to(self.device, non_blocking=True), target.to(self.device, non_blocking=True)
 
     def state_dict(self) -> dict[str, Any]:
         return {"generator": self.generator.get_state()}

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from fedsim.algorithms.fedmd import digest_loss
+from fedsim.checkpoint import load_silo_states
 from fedsim.config import load_config
 from fedsim.data import derive_seed, load_public
 from fedsim.errors import ConfigError
@@ -185,9 +186,6 @@ def test_fedmd_resume_keeps_the_digest_optimisers(tmp_path):
     spawn(run_rank, 2, build_plan(cfg, run_dir, 2))
     cfg.rounds = 3
     spawn(run_rank, 2, build_plan(cfg, run_dir, 2, resume=True))
-    got = {
-        int(p.stem.split("_")[1]): list(torch.load(p, weights_only=False)["model"].values())
-        for p in sorted((run_dir / "checkpoints" / "round_2").glob("silo_*.pt"))
-    }
+    got = {i: list(s["model"].values()) for i, s in load_silo_states(run_dir / "checkpoints" / "round_2").items()}
     assert sorted(got) == [0, 1, 2, 3]
     assert_same_models(got, fedmd_reference(FEDMD, 32, 3))

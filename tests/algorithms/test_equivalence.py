@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from fedsim.checkpoint import load_silo_states
 from fedsim.config import load_config
 from fedsim.data import load_federated
 from fedsim.federation import BatchStream, make_optimizer, silo_seed, train_steps
@@ -34,10 +35,7 @@ def run_distributed(tmp_path: Path, overrides: list[str], nproc: int = 2) -> dic
     run_dir.mkdir(parents=True, exist_ok=True)
     spawn(run_rank, nproc, build_plan(cfg, run_dir, nproc))
     last = run_dir / "checkpoints" / f"round_{cfg.rounds - 1}"
-    return {
-        int(p.stem.split("_")[1]): list(torch.load(p, weights_only=False)["model"].values())
-        for p in sorted(last.glob("silo_*.pt"))
-    }
+    return {i: list(s["model"].values()) for i, s in load_silo_states(last).items()}
 
 
 def sequential_setup(overrides: list[str]):
@@ -66,6 +64,16 @@ def assign(model, vector: torch.Tensor) -> None:
             if t.is_floating_point():
                 t.copy_(vector[offset : offset + t.numel()].view(t.shape))
                 offset += t.numel()
+
+
+def assert_close_up_to_adam_outliers(a: torch.Tensor, b: torch.Tensor, outliers: int = 1) -> None:
+    """Every weight within 1e-5, except at most ``outliers`` of the tensor within 1e-3: two runs
+    that sum the same gradients in another order (a sequential reference, Opacus' per-sample sums)
+    differ by ~1e-9, and Adam's step g / (√v + ε) turns that into up to ~lr/2 for a weight whose
+    gradient is itself ~1e-9 (one weight in a few thousand on the 8-bit synthetic data). A wrong
+    schedule or update moves far more weights than that."""
+    off = (a.double() - b.double()).abs()
+    assert off.max() <= 1e-3 and int((off > 1e-5).sum()) <= outliers, (off.max().item(), int((off > 1e-5).sum()))
 
 
 def test_gossip_matches_sequential_metropolis_hastings(tmp_path):

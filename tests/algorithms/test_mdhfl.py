@@ -8,6 +8,7 @@ import math
 import pytest
 import torch
 
+from fedsim.checkpoint import load_silo_states
 from fedsim.config import load_config
 from fedsim.data import load_federated
 from fedsim.errors import ConfigError
@@ -104,7 +105,7 @@ def test_mdhfl_resume_continues_exactly(tmp_path):
             cfg.rounds = rounds
             spawn(run_rank, 2, build_plan(cfg, run_dir, 2, resume=i > 0))
         last = run_dir / "checkpoints" / f"round_{cfg.rounds - 1}"
-        return {int(p.stem.split("_")[1]): torch.load(p, weights_only=False)["model"] for p in last.glob("silo_*.pt")}
+        return {i: s["model"] for i, s in load_silo_states(last).items()}
 
     straight, resumed = final_models("a", [3]), final_models("b", [2, 3])
     assert sorted(straight) == sorted(resumed) == [0, 1, 2, 3]
