@@ -10,11 +10,9 @@ import copy
 import json
 
 import torch
-import torch.nn.functional as F
 
 from fedsim.checkpoint import load_silo_states
 from fedsim.config import load_config
-from fedsim.emd import emd_similarity
 from fedsim.federation import make_optimizer, train_steps
 
 from .algorithms.test_equivalence import (
@@ -25,7 +23,7 @@ from .algorithms.test_equivalence import (
     run_distributed,
     sequential_setup,
 )
-from .algorithms.test_fedefm import EFM, _average, _train_ce
+from .algorithms.test_fedefm import EFM, _average, _distill, _train_ce
 
 ROUNDS = ["rounds=4"]
 
@@ -132,7 +130,7 @@ def test_fedefm_with_dropout_sampling_and_a_link_down_equals_the_sequential_sche
     down = {k: ({(1, 2), (2, 1)} if k >= 2 else set()) for k in range(4)}
 
     cfg, topo, models, opts, streams = sequential_setup(overrides)
-    T, beta, s = cfg.fedefm.temperature, cfg.fedefm.beta, cfg.fedefm.self_weight
+    s = cfg.fedefm.self_weight
     n = topo.num_silos
     for k in range(cfg.rounds):
         here = present(sched, k)
@@ -152,21 +150,7 @@ def test_fedefm_with_dropout_sampling_and_a_link_down_equals_the_sequential_sche
             if not teachers:
                 _train_ce(models[i], opts[i], streams[i], cfg.fedefm.distill_steps)
                 continue
-            for _ in range(cfg.fedefm.distill_steps):
-                x, y = streams[i].next()
-                f_s = models[i].features(x)
-                z_s = models[i].head(f_s)
-                with torch.no_grad():
-                    outs = [(t.head(t.features(x)), t.features(x)) for t in teachers]
-                w = torch.stack([emd_similarity(f_s, f_t, grid=cfg.emd.grid).mean().clamp_min(0) for _, f_t in outs])
-                w = w / w.sum()
-                kd = [(p * (p.log() - torch.log_softmax(z_s / T, 1))).sum(1).mean()
-                      for p in (torch.softmax(z_t / T, 1) for z_t, _ in outs)]
-                ce = F.cross_entropy(z_s, y)
-                loss = sum(w[j] * (beta * T * T * kd[j] + (1 - beta) * ce) for j in range(len(teachers)))
-                opts[i].zero_grad()
-                loss.backward()
-                opts[i].step()
+            _distill(models[i], opts[i], streams[i], teachers, cfg)
         # the released rule (fedefm.mix: hosted): ½ own + ½ the mean of the visitors it hosted
         new = {}
         for j in sorted(here):

@@ -40,11 +40,32 @@ def _average(models, weights):
     return {key: sum(w * m.state_dict()[key].double() for m, w in zip(models, weights)).float() for key in keys}
 
 
+def _distill(model, opt, stream, teachers, cfg):
+    """``fedefm.distill_steps`` steps of eq. 2 at a home silo, written out: w_ij the batch-mean
+    EMD similarity of the features (clamped at 0, normalised), ℓ_ij = βT²·KL + (1 − β)·CE (eq. 11)."""
+    T, beta = cfg.fedefm.temperature, cfg.fedefm.beta
+    for _ in range(cfg.fedefm.distill_steps):
+        x, y = stream.next()
+        f_s = model.features(x)
+        z_s = model.head(f_s)
+        with torch.no_grad():
+            outs = [(t.head(t.features(x)), t.features(x)) for t in teachers]
+        w = torch.stack([emd_similarity(f_s, f_t, grid=cfg.emd.grid).mean().clamp_min(0) for _, f_t in outs])
+        w = w / w.sum()
+        p_t = [torch.softmax(z_t / T, 1) for z_t, _ in outs]
+        kd = [(p * (p.log() - torch.log_softmax(z_s / T, 1))).sum(1).mean() for p in p_t]
+        ce = F.cross_entropy(z_s, y)
+        loss = sum(w[j] * (beta * T * T * kd[j] + (1 - beta) * ce) for j in range(len(teachers)))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+
+
 def reference_fedefm(overrides: list[str], scenario: str = "dfl") -> list[torch.nn.Module]:
     """Eq. 1–3 and 11 in one process, written out directly, with the aggregation of
     ``fedefm.aggregate`` / ``fedefm.mix`` (CFL: a complete graph through the server)."""
     cfg, topo, models, opts, streams = sequential_setup(overrides)
-    T, beta, n = cfg.fedefm.temperature, cfg.fedefm.beta, topo.num_silos
+    n = topo.num_silos
     s = cfg.fedefm.self_weight
     every_round = cfg.fedefm.aggregate == "round"
     if scenario == "cfl":
@@ -74,22 +95,7 @@ def reference_fedefm(overrides: list[str], scenario: str = "dfl") -> list[torch.
                 experts[(j, i)] = visitor
         # eq. 2, 3, 11 at each home silo
         for i in range(n):
-            teachers = [experts[(j, i)] for j in in_nb[i]]
-            for _ in range(cfg.fedefm.distill_steps):
-                x, y = streams[i].next()
-                f_s = models[i].features(x)
-                z_s = models[i].head(f_s)
-                with torch.no_grad():
-                    outs = [(t.head(t.features(x)), t.features(x)) for t in teachers]
-                w = torch.stack([emd_similarity(f_s, f_t, grid=cfg.emd.grid).mean().clamp_min(0) for _, f_t in outs])
-                w = w / w.sum()
-                p_t = [torch.softmax(z_t / T, 1) for z_t, _ in outs]
-                kd = [(p * (p.log() - torch.log_softmax(z_s / T, 1))).sum(1).mean() for p in p_t]
-                ce = F.cross_entropy(z_s, y)
-                loss = sum(w[j] * (beta * T * T * kd[j] + (1 - beta) * ce) for j in range(len(teachers)))
-                opts[i].zero_grad()
-                loss.backward()
-                opts[i].step()
+            _distill(models[i], opts[i], streams[i], [experts[(j, i)] for j in in_nb[i]], cfg)
         if not every_round:
             continue
         if scenario == "cfl":

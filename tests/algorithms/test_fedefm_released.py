@@ -7,11 +7,11 @@ import copy
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 from fedsim.federation import make_optimizer
 
 from .test_equivalence import run_distributed, sequential_setup
+from .test_fedefm import _train_ce
 
 REL = ["algorithm=fedefm_released", "fedefm_released.overseas_steps=2"]
 
@@ -20,22 +20,14 @@ def reference_released(overrides: list[str]) -> list[torch.nn.Module]:
     cfg, topo, models, opts, streams = sequential_setup(overrides)
     n, s = topo.num_silos, cfg.fedefm_released.self_weight
 
-    def ce_steps(model, opt, stream, steps):
-        for _ in range(steps):
-            x, y = stream.next()
-            loss = F.cross_entropy(model(x), y)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-
     for _ in range(cfg.rounds):
         for i in range(n):  # "LOCAL TRAINING"
-            ce_steps(models[i], opts[i], streams[i], cfg.train.local_steps)
+            _train_ce(models[i], opts[i], streams[i], cfg.train.local_steps)
         copies = {}
         for i in range(n):  # "TRANSMIT MODEL": i trains a copy of each neighbour on its own data
             for j in sorted(topo.in_neighbours(i)):
                 c = copy.deepcopy(models[j])
-                ce_steps(c, make_optimizer(c, cfg), streams[i], cfg.fedefm_released.overseas_steps)
+                _train_ce(c, make_optimizer(c, cfg), streams[i], cfg.fedefm_released.overseas_steps)
                 copies[(j, i)] = c
         new = []
         for i in range(n):  # "AGGREGATE": ½ own + Σ_j w_ij θ̂_j / 2, w_ij = 1/|N(i)|
