@@ -1,6 +1,7 @@
 """What the benchmark tables share beyond :mod:`fedsim.sweep` (which plans, runs and reuses the
 runs and gives mean ± std): ``--seeds`` for argparse, a cell shown as "m ± s" in %, a cell's
-values for JSON, and the summaries of a sweep keyed by (point, seed).
+values for JSON, the summaries of a sweep keyed by (point, seed), and the simulated time to a
+target accuracy.
 """
 
 from __future__ import annotations
@@ -50,3 +51,11 @@ def sweep_runs(points: list[tuple[str, list[str]]], common: list[str], seeds: li
     log(f"{len(runs)} runs planned ({len(points)} points × seeds {','.join(map(str, seeds))}) under {out}")
     execute(runs, 1, log=log)
     return {(r.point.label, r.seed): json.loads((r.run_dir / "summary.json").read_text()) for r in runs}
+
+
+def time_to_target(accuracy: list[float | None], sim_ms: list[float], target: float) -> float | None:
+    """Simulated seconds at the end of the first round whose accuracy reaches ``target`` (None: never)."""
+    for acc, t in zip(accuracy, sim_ms):
+        if acc is not None and acc >= target:
+            return t / 1e3
+    return None

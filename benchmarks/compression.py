@@ -34,6 +34,8 @@ from statistics import mean, stdev
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from benchmarks.common import time_to_target  # noqa: E402
+
 #: the topology benchmark's small experiment (benchmarks/topologies.py; the default domain cycle,
 #: not fedsim/default.yaml's four silos)
 SMALL = ["data.domains=null", "data.unseen_fraction=0.0", "data.image_size=32", "data.samples_per_silo=128", "data.test_samples=256", "model.width=8",
@@ -67,14 +69,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.quick:
         args.rounds, args.seeds, args.target = 6, "0", 0.4
     return args
-
-
-def time_to_target(acc: list, sim_ms: list[float], target: float) -> float | None:
-    """Simulated seconds at the end of the first round whose accuracy reaches ``target``."""
-    for a, t in zip(acc, sim_ms):
-        if a is not None and a >= target:
-            return t / 1e3
-    return None
 
 
 def _ms(values: list[float], spec: str) -> str:

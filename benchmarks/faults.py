@@ -27,13 +27,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from benchmarks.common import time_to_target  # noqa: E402
+from fedsim.sweep import fmt, mean_std  # noqa: E402
 
 POINTS = [
     ("none", []),
@@ -61,26 +63,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def mean_std(values: list[float]) -> tuple[float | None, float | None]:
-    vals = [v for v in values if v is not None]
-    if not vals:
-        return None, None
-    m = sum(vals) / len(vals)
-    return m, (math.sqrt(sum((v - m) ** 2 for v in vals) / (len(vals) - 1)) if len(vals) > 1 else 0.0)
-
-
-def time_to_target(summary: dict[str, Any], target: float) -> float | None:
-    """Simulated seconds until Θ first reaches ``target`` (None: never)."""
-    for acc, t in zip(summary["foundation_accuracy_by_round"], summary["sim_time_ms"]):
-        if acc is not None and acc >= target:
-            return t / 1e3
-    return None
-
-
-def fmt(m: float | None, s: float | None, spec: str = ".3f") -> str:
-    return "–" if m is None else f"{format(m, spec)} ± {format(s or 0.0, spec)}"
-
-
 def main(argv: list[str] | None = None) -> int:
     from fedsim.sweep import Point, collect, execute, parse_seeds, plan, slug
 
@@ -103,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
             taken = summary["participation"]["rounds_taken_part"]
             per_seed.append({
                 "seed": seed, "theta": summary["foundation_accuracy"],
-                "t_target": time_to_target(summary, args.target),
+                "t_target": time_to_target(summary["foundation_accuracy_by_round"], summary["sim_time_ms"], args.target),
                 "sim_s": summary["sim_time_ms"][-1] / 1e3,
                 "taken": sum(taken.values()) / (len(taken) * len(summary["sim_time_ms"])),
                 "theta_by_round": summary["foundation_accuracy_by_round"],
