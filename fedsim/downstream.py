@@ -44,7 +44,7 @@ __all__ = [
     "DownstreamConfig", "DownstreamData", "SPLITS", "TASKS", "compare_initializations", "downstream_table",
     "finetune_classification", "finetune_segmentation", "init_classifier", "init_segmenter",
     "fit", "fit_segmenter", "load_classifier_backbone", "load_foundation_file", "make_downstream_data", "mean_std",
-    "rows_to_json",
+    "rows_to_json", "usable_cpus",
 ]
 
 TASKS = ("segmentation", "classification")
@@ -83,6 +83,9 @@ class DownstreamConfig:
     seg_lr: Annotated[float, Range(gt=0)] = 1e-2         # decoder (Adam)
     seg_encoder_lr: Annotated[float, Range(ge=0)] = 1e-3  # encoder after the warm-up; 0 = frozen throughout
     seg_raw_branch: bool = False   # the decoder's full-resolution conv on the input pixels (UNet)
+    # fine-tunes run in this many processes, one CPU thread each (0 = one per usable core, at most
+    # one per fine-tune); the scores are the same for any number (every fine-tune is single-threaded)
+    workers: Annotated[int, Range(ge=0)] = 0
 
     @classmethod
     def from_dict(cls, d: dict | None) -> DownstreamConfig:
@@ -96,7 +99,7 @@ class DownstreamConfig:
                               f"got {self.domain!r}")
         for key, lo in (("train_samples", 1), ("test_samples", 1), ("batch_size", 1), ("steps", 0),
                         ("epochs", 0), ("seg_train_samples", 1), ("seg_batch_size", 1), ("seg_warmup_steps", 0),
-                        ("seg_steps", 0), ("seed", 0)):
+                        ("seg_steps", 0), ("seed", 0), ("workers", 0)):
             v = getattr(self, key)
             if not isinstance(v, int) or isinstance(v, bool) or v < lo:
                 raise ConfigError(f"downstream.{key} must be an integer >= {lo}, got {v!r}")
@@ -442,6 +445,58 @@ def _resolve_init(init) -> tuple[dict | None, str]:
     raise ConfigError(f"an initialization must be None, a path or a state dict, got {type(init).__name__}")
 
 
+def _finetune_all(state: dict | None, mcfg, ds_cfg: DownstreamConfig, image_size: int, seed: int, source: str,
+                  data: DownstreamData) -> dict:
+    """One fine-tune seed of one initialization: every configured task, on one CPU thread."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        scores: dict[str, Any] = {"seed": seed}
+        if "segmentation" in ds_cfg.tasks:
+            scores.update(finetune_segmentation(state, mcfg, ds_cfg, image_size, seed, data=data, source=source))
+        if "classification" in ds_cfg.tasks:
+            scores.update(finetune_classification(state, mcfg, ds_cfg, image_size, seed, data=data, source=source))
+        return scores
+    finally:
+        torch.set_num_threads(threads)
+
+
+_WORKER_DATA: DownstreamData | None = None
+
+
+def _worker_init(data: DownstreamData) -> None:
+    global _WORKER_DATA
+    _WORKER_DATA = data
+    torch.set_num_threads(1)
+
+
+def _worker_job(args: tuple) -> dict:
+    return _finetune_all(*args, data=_WORKER_DATA)
+
+
+def usable_cpus() -> int:
+    import os
+
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def _run_jobs(jobs: list[tuple], data: DownstreamData, workers: int) -> list[dict]:
+    """Every ``(state, mcfg, ds_cfg, image_size, seed, source)`` fine-tune, in order: here when
+    ``workers`` is 1, else in a pool of spawned single-thread processes (spawn, not fork: the
+    caller may hold threads or a process group). The downstream data travel once per worker."""
+    if workers <= 1 or len(jobs) <= 1:
+        return [_finetune_all(*job, data=data) for job in jobs]
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn"),
+                             initializer=_worker_init, initargs=(data,)) as pool:
+        return list(pool.map(_worker_job, jobs))
+
+
 def compare_initializations(inits: dict[str, str | Path | dict | None], model_cfg=None,
                             ds_cfg: DownstreamConfig | dict | None = None, image_size: int = 64,
                             seed: int | None = None, progress=None, split: str = "test") -> list[dict]:
@@ -456,9 +511,11 @@ def compare_initializations(inits: dict[str, str | Path | dict | None], model_cf
     ``dice_delta`` / ``accuracy_delta`` (+ ``_std``): the mean and std over seeds of its paired
     difference to random init. Also ``init``, ``source``, ``seeds``, ``per_seed`` (one dict of
     scores per seed), ``domain``, ``split``, ``steps``, ``seg_steps``, ``seed``, ``seconds``
-    (the row's wall time). Every file is loaded and checked against the model before any
-    training, so a bad path fails fast. ``split="val"`` scores on held-out training images
-    (:func:`make_downstream_data`). ``progress``: optional callable(str) told when each row starts."""
+    (the row's fine-tuning time, summed over its seeds). Every file is loaded and checked against
+    the model before any training, so a bad path fails fast. ``split="val"`` scores on held-out
+    training images (:func:`make_downstream_data`). The fine-tunes (rows × seeds) run in
+    ``ds_cfg.workers`` processes (0: one per usable core); each is single-threaded, so the
+    scores do not depend on the number. ``progress``: optional callable(str) told what runs."""
     ds_cfg, mcfg = _ds_cfg(ds_cfg), _model_cfg(model_cfg)
     seed = ds_cfg.seed if seed is None else int(seed)
     if not inits:
@@ -466,23 +523,21 @@ def compare_initializations(inits: dict[str, str | Path | dict | None], model_cf
     resolved = {name: _resolve_init(init) for name, init in inits.items()}
     _check_fit(resolved, mcfg)
     data = make_downstream_data(ds_cfg, int(image_size), seed, split)
+    jobs = [(state, mcfg, ds_cfg, int(image_size), int(s), source)
+            for state, source in resolved.values() for s in ds_cfg.seeds]
+    workers = min(len(jobs), ds_cfg.workers or usable_cpus())
+    if progress is not None:
+        progress(f"{', '.join(resolved)} × seeds {','.join(map(str, ds_cfg.seeds))}: {len(jobs)} fine-tunes"
+                 + (f" in {workers} processes" if workers > 1 else ""))
+    results = iter(_run_jobs(jobs, data, workers))
     rows = []
     for name, (state, source) in resolved.items():
-        if progress is not None:
-            progress(name)
-        started = time.perf_counter()
-        per_seed = []
-        for s in ds_cfg.seeds:
-            scores: dict[str, Any] = {"seed": s}
-            if "segmentation" in ds_cfg.tasks:
-                scores.update(finetune_segmentation(state, mcfg, ds_cfg, image_size, s, data=data, source=source))
-            if "classification" in ds_cfg.tasks:
-                scores.update(finetune_classification(state, mcfg, ds_cfg, image_size, s, data=data, source=source))
-            per_seed.append(scores)
+        per_seed = [next(results) for _ in ds_cfg.seeds]
         row: dict[str, Any] = {"init": name, "source": source, **_mean_std(per_seed)}
+        spent = sum(r.get("seg_seconds", 0.0) + r.get("cls_seconds", 0.0) for r in per_seed)
         row.update(seeds=list(ds_cfg.seeds), per_seed=per_seed, domain=ds_cfg.domain or "all", split=split,
                    steps=ds_cfg.num_steps(), seg_steps=ds_cfg.seg_warmup_steps + ds_cfg.seg_steps, seed=seed,
-                   seconds=time.perf_counter() - started, random_init=state is None)
+                   seconds=spent, random_init=state is None)
         rows.append(row)
     _paired_deltas(rows)
     return rows

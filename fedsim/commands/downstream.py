@@ -74,6 +74,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="image size (default: data.image_size of the run's config.yaml, else 64)")
     p.add_argument("--model-set", action="append", default=[], metavar="KEY=VALUE",
                    help="model setting, e.g. --model-set name=resnet10 --model-set width=32")
+    p.add_argument("--workers", type=int, default=None, metavar="N",
+                   help="fine-tune in N processes of one CPU thread each (default: one per usable core; "
+                        "the scores do not depend on N)")
     p.add_argument("--json", metavar="OUT", help="also write the rows as JSON to OUT")
     p.set_defaults(handler=handle)
 
@@ -151,7 +154,7 @@ def handle(args: argparse.Namespace) -> int:
     first = next((p for p in inits.values() if p is not None), None)
     mcfg = model_config(args, first)
     keys = ("steps", "epochs", "train_samples", "test_samples", "batch_size", "lr", "seg_train_samples",
-            "seg_warmup_steps", "seg_steps", "seg_lr", "seg_encoder_lr", "seg_batch_size", "seg_raw_branch")
+            "seg_warmup_steps", "seg_steps", "seg_lr", "seg_encoder_lr", "seg_batch_size", "seg_raw_branch", "workers")
     overrides = {k: getattr(args, k) for k in keys if getattr(args, k) is not None}
     if args.seeds is not None:
         overrides["seeds"] = parse_seeds(args.seeds)
@@ -165,7 +168,7 @@ def handle(args: argparse.Namespace) -> int:
     status = console(stderr=True)
     rows = compare_initializations(
         inits, mcfg, ds, image_size, args.seed, split=args.split,
-        progress=lambda name: status.print(f"[dim]fine-tuning from {name} (seeds {','.join(map(str, ds.seeds))}) …[/dim]"))
+        progress=lambda text: status.print(f"[dim]fine-tuning {text} …[/dim]"))
     console().print(downstream_table(rows))
     if args.json:
         out = Path(args.json)
