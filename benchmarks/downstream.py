@@ -7,6 +7,7 @@ seed-to-seed std — all measured in this run.
     python benchmarks/downstream.py --split val --grid  # every recipe of README "Downstream", validation split
     python benchmarks/downstream.py --foundation runs/x/foundation.pt --seeds 0,1,2,3,4 --set seg_steps=100
     python benchmarks/downstream.py --probe             # what Θ looks at; a linear probe to the device mask
+    python benchmarks/downstream.py --select            # the second recipe selection (validation, 8 seeds)
 
 The foundation is trained once with ``fedsim run --set algorithm=fedavg --set scenario=cll
 --set rounds=30 --set compare_with=[]`` (the default run's data pooled; ~20 s) and cached in
@@ -50,6 +51,43 @@ GRID: list[tuple[str, dict]] = [
     ("chosen, batch size 16", {"seg_batch_size": 16}),
     ("chosen, 64 images", {"seg_train_samples": 64}),
 ]
+
+# The second selection (issue 10, item 6), fixed before it ran: the LP-FT recipe chosen first had
+# passed the check on validation narrowly (+4.4 vs 4.2 with 5 seeds on 64 images) and failed it on
+# the test split (+3.0 vs 4.4). These candidates are compared on a validation split twice as large
+# (SELECT_DS: 512 generated training images -> 128 held out) with 8 fine-tune seeds; the rule is
+# applied by `select()`, below, and the test split is only read for the recipe it returns.
+SELECT_DS = {"train_samples": 512, "seeds": [0, 1, 2, 3, 4, 5, 6, 7]}
+CANDIDATES: list[tuple[str, dict, bool]] = [  # (name, overrides, fine-tunes the encoder)
+    ("LP-FT: warm-up 150 + 150, encoder lr 1e-3 (first choice)", {}, True),
+    ("LP-FT: warm-up 150 + 150, encoder lr 1e-4", {"seg_encoder_lr": 1e-4}, True),
+    ("LP-FT: warm-up 250 + 50, encoder lr 1e-3", {"seg_warmup_steps": 250, "seg_steps": 50}, True),
+    ("decoder only, encoder frozen (300 steps)", {"seg_encoder_lr": 0.0}, False),
+    # added after the four above all failed (every constant-rate run ends at a random point of a
+    # noisy trajectory: is the seed-to-seed spread the schedule's?)
+    ("LP-FT 150 + 150, encoder lr 1e-3, cosine schedule", {"seg_schedule": "cosine"}, True),
+    ("LP-FT 250 + 50, encoder lr 1e-3, cosine schedule", {"seg_warmup_steps": 250, "seg_steps": 50,
+                                                          "seg_schedule": "cosine"}, True),
+    ("decoder only, encoder frozen, cosine schedule", {"seg_encoder_lr": 0.0, "seg_schedule": "cosine"}, False),
+]
+
+
+def noise_of(r: dict) -> float:
+    """The seed-to-seed noise a gap must exceed: the largest of random init's, Θ's and the paired
+    difference's standard deviation over the fine-tune seeds."""
+    return max(r["random"][1], r["foundation"][1], r["paired_std"])
+
+
+def select(results: list[dict], finetunes: list[bool]) -> int | None:
+    """The rule (fixed in advance): a candidate passes when Θ's mean Dice exceeds random init's by
+    more than :func:`noise_of`. Among passing candidates that fine-tune the encoder (the paper's
+    framing), the one with the highest Θ Dice; if none, the best passing one that keeps it frozen;
+    None if no candidate passes."""
+    passing = [i for i, r in enumerate(results) if r["gap"] > noise_of(r)]
+    for group in ([i for i in passing if finetunes[i]], passing):
+        if group:
+            return max(group, key=lambda i: results[i]["foundation"][0])
+    return None
 
 
 def foundation(out: Path, rounds: int) -> Path:
@@ -181,7 +219,11 @@ def main() -> int:
     p.add_argument("--data-seed", type=int, default=0, help="the downstream images (default 0)")
     p.add_argument("--image-size", type=int, default=64)
     p.add_argument("--grid", action="store_true", help="every recipe of README 'Downstream' (use with --split val)")
-    p.add_argument("--only", action="append", type=int, help="with --grid: only recipe number N (repeatable)")
+    p.add_argument("--only", action="append", type=int,
+                   help="with --grid or --select: only recipe number N (repeatable)")
+    p.add_argument("--select", action="store_true",
+                   help="the candidates of the second recipe selection on a validation split of 128 images with "
+                        "fine-tune seeds 0-7, and the rule's choice (implies --split val)")
     p.add_argument("--probe", action="store_true",
                    help="only the diagnostics: Θ's accuracy with devices / vessels erased, and a linear probe "
                         "from frozen random vs Θ features to the device mask")
@@ -205,11 +247,28 @@ def main() -> int:
     recipes = GRID if args.grid else [("downstream defaults" + (f" + {' '.join(args.set)}" if args.set else ""), {})]
     if args.grid and args.only:
         recipes = [recipes[i - 1] for i in args.only]
+    dest = Path(args.json) if args.json else out / f"downstream-{args.split}{'-grid' if args.grid else ''}.json"
+    done: dict[str, dict] = {}
+    if args.select:
+        # candidates already measured with the same foundation and settings are reused
+        args.split, args.seeds = "val", ",".join(map(str, SELECT_DS["seeds"]))
+        base.update(SELECT_DS)
+        dest = Path(args.json) if args.json else out / "downstream-val-select.json"
+        recipes = [(name, overrides) for name, overrides, _ in CANDIDATES]
+        if args.only:
+            recipes = [recipes[i - 1] for i in args.only]
+        if dest.is_file():
+            done = {r["recipe"]: r for r in json.loads(dest.read_text())
+                    if r.get("settings") == {**base, **r["overrides"]} and r.get("foundation_file") == str(path)}
     con = Console(width=180)
     results = []
     started = time.perf_counter()
     for name, overrides in recipes:
+        if name in done:
+            results.append(done[name])
+            continue
         r = compare(path, {**base, **overrides}, args.split, args.image_size)
+        r.update(settings={**base, **overrides}, foundation_file=str(path))
         r.update(recipe=name, overrides=overrides)
         results.append(r)
         print(f"[{time.perf_counter() - started:5.0f}s] {name}: random {pm(*r['random'])}  Θ {pm(*r['foundation'])}  "
@@ -219,23 +278,30 @@ def main() -> int:
 
     table = Table(title=f"Downstream segmentation Dice (%), {args.split.upper()} split, fine-tune seeds {args.seeds}: "
                         f"random init vs centralized Θ ({path})")
-    for col in ("#", "recipe", "random", "centralized Θ", "gap", "paired gap", "gap / std", "s"):
+    for col in ("#", "recipe", "random", "centralized Θ", "gap", "paired gap", "gap / std", "gap > noise", "s"):
         table.add_column(col, justify="left" if col == "recipe" else "right")
     for i, r in enumerate(results, 1):
         table.add_row(str(i), r["recipe"], pm(*r["random"]), pm(*r["foundation"]), f"{100 * r['gap']:+.1f}",
-                      pm(r["gap"], r["paired_std"]), f"{r['gap_in_std']:.1f}", f"{r['seconds']:.0f}")
+                      pm(r["gap"], r["paired_std"]), f"{r['gap_in_std']:.1f}",
+                      f"{'yes' if r['gap'] > noise_of(r) else 'no'} ({100 * noise_of(r):.1f})", f"{r['seconds']:.0f}")
     con.print(table)
-    if not args.grid:
+    if args.select:
+        results = [done.get(name) or next(r for r in results if r["recipe"] == name)
+                   for name, _, _ in CANDIDATES if name in done or any(r["recipe"] == name for r in results)]
+        flags = {name: f for name, _, f in CANDIDATES}
+        chosen = select(results, [flags[r["recipe"]] for r in results])
+        print("  choice by the rule: " + (f"#{chosen + 1} {results[chosen]['recipe']}" if chosen is not None
+                                          else "none passes; the first choice stays"))
+    if not args.grid and not args.select:
         r = results[0]
         n = len(base["seeds"])
-        noise = max(r["random"][1], r["foundation"][1], r["paired_std"])
+        noise = noise_of(r)
         ok = r["gap"] > noise
         t = r["gap"] / (r["paired_std"] / math.sqrt(n)) if r["paired_std"] > 0 else math.nan
         print(f"  [{'holds' if ok else 'DOES NOT HOLD'}] centralized Θ beats random init on downstream Dice by more than "
               f"the seed-to-seed noise: gap {100 * r['gap']:+.1f} points vs std {100 * noise:.1f} (the largest of "
               f"random's {100 * r['random'][1]:.1f}, Θ's {100 * r['foundation'][1]:.1f} and the paired difference's "
               f"{100 * r['paired_std']:.1f}); paired t = {t:.1f} over {n} seeds")
-    dest = Path(args.json) if args.json else out / f"downstream-{args.split}{'-grid' if args.grid else ''}.json"
     from fedsim.downstream import rows_to_json
 
     dest.write_text(json.dumps([{**{k: v for k, v in r.items() if k != "rows"}, "rows": rows_to_json(r["rows"])}

@@ -83,6 +83,9 @@ class DownstreamConfig:
     seg_lr: Annotated[float, Range(gt=0)] = 1e-2         # decoder (Adam)
     seg_encoder_lr: Annotated[float, Range(ge=0)] = 1e-3  # encoder after the warm-up; 0 = frozen throughout
     seg_raw_branch: bool = False   # the decoder's full-resolution conv on the input pixels (UNet)
+    # learning-rate schedule over the whole segmentation fine-tune (warm-up + steps): constant, or
+    # cosine from each group's rate to 0 at the last step (the encoder's group joins on that curve)
+    seg_schedule: Literal["constant", "cosine"] = "constant"
     # fine-tunes run in this many processes, one CPU thread each (0 = one per usable core, at most
     # one per fine-tune); the scores are the same for any number (every fine-tune is single-threaded)
     workers: Annotated[int, Range(ge=0)] = 0
@@ -115,6 +118,8 @@ class DownstreamConfig:
         if (not seeds or any(not isinstance(s, int) or isinstance(s, bool) or s < 0 for s in seeds)
                 or len(set(seeds)) != len(seeds)):
             raise ConfigError(f"downstream.seeds must be a non-empty list of distinct integers >= 0, got {self.seeds!r}")
+        if self.seg_schedule not in ("constant", "cosine"):
+            raise ConfigError(f"downstream.seg_schedule must be constant or cosine, got {self.seg_schedule!r}")
         tasks = list(self.tasks or [])
         bad = [t for t in tasks if t not in TASKS]
         if bad or not tasks:
@@ -344,12 +349,16 @@ def fit_segmenter(unet: nn.Module, x_all: torch.Tensor, masks: torch.Tensor, ds_
 
     Why a warm-up: a fresh decoder's first gradients are large and random; sent into a pretrained
     encoder they overwrite what it knows before the decoder has learnt to use it (linear-probe then
-    fine-tune, Kumar et al. 2022). The smaller encoder rate keeps it near Θ once it trains."""
+    fine-tune, Kumar et al. 2022). The smaller encoder rate keeps it near Θ once it trains.
+    ``seg_schedule: cosine`` scales every group's rate by ½(1 + cos(π t / T)) at step t of T."""
     encoder = unet.encoder
     enc_params = list(encoder.parameters())
     enc_ids = {id(p) for p in enc_params}
     opt = torch.optim.Adam([p for p in unet.parameters() if id(p) not in enc_ids], lr=ds_cfg.seg_lr)
     warmup = ds_cfg.seg_warmup_steps
+    total = warmup + ds_cfg.seg_steps
+    for group in opt.param_groups:
+        group["base_lr"] = group["lr"]
     g = torch.Generator().manual_seed(batch_seed)
     losses: list[float] = []
     unet.train()
@@ -357,12 +366,16 @@ def fit_segmenter(unet: nn.Module, x_all: torch.Tensor, masks: torch.Tensor, ds_
     for p in enc_params:
         p.requires_grad_(False)
     try:
-        for step, idx in enumerate(_batches(len(x_all), ds_cfg.seg_batch_size, warmup + ds_cfg.seg_steps, g)):
+        for step, idx in enumerate(_batches(len(x_all), ds_cfg.seg_batch_size, total, g)):
             if step == warmup and ds_cfg.seg_encoder_lr > 0:
                 for p in enc_params:
                     p.requires_grad_(True)
                 encoder.train()
-                opt.add_param_group({"params": enc_params, "lr": ds_cfg.seg_encoder_lr})
+                opt.add_param_group({"params": enc_params, "lr": ds_cfg.seg_encoder_lr,
+                                     "base_lr": ds_cfg.seg_encoder_lr})
+            if ds_cfg.seg_schedule == "cosine":
+                for group in opt.param_groups:
+                    group["lr"] = group["base_lr"] * 0.5 * (1.0 + math.cos(math.pi * step / total))
             loss = segmentation_loss(unet(x_all[idx]), masks[idx])
             opt.zero_grad(set_to_none=True)
             loss.backward()

@@ -60,6 +60,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     seg.add_argument("--seg-lr", type=float, default=None, help=f"decoder Adam learning rate (default {d.seg_lr:g})")
     seg.add_argument("--seg-encoder-lr", type=float, default=None,
                      help=f"encoder learning rate after the warm-up, 0 = frozen (default {d.seg_encoder_lr:g})")
+    seg.add_argument("--seg-schedule", choices=["constant", "cosine"], default=None,
+                     help=f"learning-rate schedule over the whole fine-tune (default {d.seg_schedule})")
     seg.add_argument("--seg-batch-size", type=int, default=None, help=f"batch size (default {d.seg_batch_size})")
     seg.add_argument("--raw-branch", dest="seg_raw_branch", action="store_true", default=None,
                      help="give the decoder its full-resolution conv on the input pixels (off by default: "
@@ -154,7 +156,7 @@ def handle(args: argparse.Namespace) -> int:
     first = next((p for p in inits.values() if p is not None), None)
     mcfg = model_config(args, first)
     keys = ("steps", "epochs", "train_samples", "test_samples", "batch_size", "lr", "seg_train_samples",
-            "seg_warmup_steps", "seg_steps", "seg_lr", "seg_encoder_lr", "seg_batch_size", "seg_raw_branch", "workers")
+            "seg_warmup_steps", "seg_steps", "seg_lr", "seg_encoder_lr", "seg_batch_size", "seg_raw_branch", "seg_schedule", "workers")
     overrides = {k: getattr(args, k) for k in keys if getattr(args, k) is not None}
     if args.seeds is not None:
         overrides["seeds"] = parse_seeds(args.seeds)
