@@ -11,7 +11,8 @@ seed-to-seed std — all measured in this run.
 
 The foundation is trained once with ``fedsim run --set algorithm=fedavg --set scenario=cll
 --set rounds=30 --set compare_with=[]`` (the default run's data pooled; ~20 s) and cached in
-OUT/cll-foundation (OUT: runs/bench-downstream). ``--split val`` scores on a quarter of the
+OUT/cll-foundation-r30 (OUT: runs/bench-downstream; ``--rounds N``: OUT/cll-foundation-rN).
+``--split val`` scores on a quarter of the
 downstream training images held out (the only split a recipe may be chosen on); ``test`` is the
 report. The check printed at the end (issue 10): Θ's mean Dice exceeds random init's by more than
 the seed-to-seed standard deviation — the largest of the two rows' and of their seed-by-seed
@@ -31,7 +32,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 REPO = Path(__file__).resolve().parent.parent
-FOUNDATION_RUN = ["algorithm=fedavg", "scenario=cll", "rounds=30", "compare_with=[]", "downstream.enabled=false"]
+FOUNDATION_RUN = ["algorithm=fedavg", "scenario=cll", "compare_with=[]", "downstream.enabled=false"]
 
 # Recipes measured on the validation split (README "Downstream"); each is a set of downstream
 # overrides on top of the defaults. "chosen" is the default recipe.
@@ -91,12 +92,13 @@ def select(results: list[dict], finetunes: list[bool]) -> int | None:
 
 
 def foundation(out: Path, rounds: int) -> Path:
-    """The centrally trained foundation (cached)."""
-    run = out / "cll-foundation"
+    """The centrally trained foundation (cached per number of rounds)."""
+    name = f"cll-foundation-r{rounds}"
+    run = out / name
     path = run / "foundation.pt"
     if path.is_file():
         return path
-    cmd = [sys.executable, "-m", "fedsim", "run", "--quiet", "--set", f"output_dir={out}", "--set", "name=cll-foundation",
+    cmd = [sys.executable, "-m", "fedsim", "run", "--quiet", "--set", f"output_dir={out}", "--set", f"name={name}",
            *[a for o in FOUNDATION_RUN for a in ("--set", o)], "--set", f"rounds={rounds}"]
     print("training the centralized foundation:", " ".join(cmd[2:]), flush=True)
     subprocess.run(cmd, check=True, cwd=REPO)
@@ -138,7 +140,7 @@ def linear_probe(path: Path | None, seed: int, image_size: int, steps: int = 300
     from fedsim.metrics import segmentation_scores
     from fedsim.models import build_model
 
-    data = make_downstream_data(DownstreamConfig(), image_size, 0, split="val")
+    data = make_downstream_data(DownstreamConfig(image_size=image_size), image_size, 0, split="val")
     torch.manual_seed(seed)
     enc = build_model(None, 6)
     if path is not None:
@@ -168,7 +170,7 @@ def linear_probe(path: Path | None, seed: int, image_size: int, steps: int = 300
 def probe(path: Path, seeds: list[int], image_size: int) -> dict:
     from fedsim.downstream import mean_std
 
-    looks = what_theta_looks_at(path, image_size)
+    looks = what_theta_looks_at(path, 64)  # the foundation's own image size (the default run's)
     print("Θ foundation accuracy (test scenes, every domain and class) with … left out of the pixels: "
           + ", ".join(f"{k}: {100 * v:.1f}%" for k, v in looks.items()))
     lp = {}
@@ -217,7 +219,8 @@ def main() -> int:
     p.add_argument("--split", choices=["test", "val"], default="test")
     p.add_argument("--seeds", default="0,1,2", help="fine-tune seeds (default 0,1,2)")
     p.add_argument("--data-seed", type=int, default=0, help="the downstream images (default 0)")
-    p.add_argument("--image-size", type=int, default=64)
+    p.add_argument("--image-size", type=int, default=None,
+                   help="downstream image size (default: downstream.image_size, 96)")
     p.add_argument("--grid", action="store_true", help="every recipe of README 'Downstream' (use with --split val)")
     p.add_argument("--only", action="append", type=int,
                    help="with --grid or --select: only recipe number N (repeatable)")
@@ -236,12 +239,15 @@ def main() -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     path = Path(args.foundation) if args.foundation else foundation(out, args.rounds)
-    base = {"seeds": [int(s) for s in args.seeds.split(",")], "seed": args.data_seed}
+    from fedsim.downstream import DownstreamConfig
+
+    base = {"seeds": [int(s) for s in args.seeds.split(",")], "seed": args.data_seed,
+            "image_size": args.image_size or DownstreamConfig().image_size}
     for text in args.set:
         key, _, value = text.partition("=")
         base[key.removeprefix("downstream.")] = parse_value(value)
     if args.probe:
-        result = probe(path, base["seeds"], args.image_size)
+        result = probe(path, base["seeds"], base["image_size"])
         (out / "probe.json").write_text(json.dumps(result, indent=2))
         return 0
     recipes = GRID if args.grid else [("downstream defaults" + (f" + {' '.join(args.set)}" if args.set else ""), {})]
@@ -267,7 +273,7 @@ def main() -> int:
         if name in done:
             results.append(done[name])
             continue
-        r = compare(path, {**base, **overrides}, args.split, args.image_size)
+        r = compare(path, {**base, **overrides}, args.split, base["image_size"])
         r.update(settings={**base, **overrides}, foundation_file=str(path))
         r.update(recipe=name, overrides=overrides)
         results.append(r)
@@ -304,8 +310,12 @@ def main() -> int:
               f"{100 * r['paired_std']:.1f}); paired t = {t:.1f} over {n} seeds")
     from fedsim.downstream import rows_to_json
 
-    dest.write_text(json.dumps([{**{k: v for k, v in r.items() if k != "rows"}, "rows": rows_to_json(r["rows"])}
-                                for r in results], indent=2, default=str))
+    saved = [{**{k: v for k, v in r.items() if k != "rows"}, "rows": rows_to_json(r["rows"])} for r in results]
+    if args.select and dest.is_file():  # keep the candidates measured before under other settings
+        key = lambda r: json.dumps([r["recipe"], r.get("settings"), r.get("foundation_file")], sort_keys=True)  # noqa: E731
+        ours = {key(r) for r in saved}
+        saved = [r for r in json.loads(dest.read_text()) if key(r) not in ours] + saved
+    dest.write_text(json.dumps(saved, indent=2, default=str))
     print(f"wrote {dest}")
     return 0
 

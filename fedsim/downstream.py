@@ -86,6 +86,10 @@ class DownstreamConfig:
     # learning-rate schedule over the whole segmentation fine-tune (warm-up + steps): constant, or
     # cosine from each group's rate to 0 at the last step (the encoder's group joins on that curve)
     seg_schedule: Literal["constant", "cosine"] = "constant"
+    # the downstream images' size; null = the run's data.image_size (the foundation's). 96, not the
+    # default run's 64: at 64x64 the guidewire is a 1-pixel line, ~12 pixels an image, and its
+    # Dice swings by 5-8 points from one fine-tune seed to the next (README "Downstream")
+    image_size: Annotated[int, Range(ge=16)] | None = 96
     # fine-tunes run in this many processes, one CPU thread each (0 = one per usable core, at most
     # one per fine-tune); the scores are the same for any number (every fine-tune is single-threaded)
     workers: Annotated[int, Range(ge=0)] = 0
@@ -118,6 +122,9 @@ class DownstreamConfig:
         if (not seeds or any(not isinstance(s, int) or isinstance(s, bool) or s < 0 for s in seeds)
                 or len(set(seeds)) != len(seeds)):
             raise ConfigError(f"downstream.seeds must be a non-empty list of distinct integers >= 0, got {self.seeds!r}")
+        if self.image_size is not None and (not isinstance(self.image_size, int) or isinstance(self.image_size, bool)
+                                            or self.image_size < 16):
+            raise ConfigError(f"downstream.image_size must be an integer >= 16 (or null: the run's), got {self.image_size!r}")
         if self.seg_schedule not in ("constant", "cosine"):
             raise ConfigError(f"downstream.seg_schedule must be constant or cosine, got {self.seg_schedule!r}")
         tasks = list(self.tasks or [])
@@ -174,9 +181,11 @@ def make_downstream_data(ds_cfg: DownstreamConfig, image_size: int, seed: int, s
 
     ``split="val"``: the evaluation set is the last quarter of the generated *training* images
     and the model trains on the rest (the test images are not even generated), for choosing a
-    fine-tuning recipe without looking at the test set."""
+    fine-tuning recipe without looking at the test set. ``ds_cfg.image_size``, when set, wins over
+    ``image_size`` (the run's)."""
     from fedsim.data import DOMAINS, derive_seed, generate
 
+    image_size = int(ds_cfg.image_size or image_size)
     if split not in SPLITS:
         raise ConfigError(f"downstream split must be one of {', '.join(SPLITS)}, got {split!r}")
     domains = ds_cfg.domain if ds_cfg.domain is not None else list(DOMAINS)
@@ -550,6 +559,7 @@ def compare_initializations(inits: dict[str, str | Path | dict | None], model_cf
         spent = sum(r.get("seg_seconds", 0.0) + r.get("cls_seconds", 0.0) for r in per_seed)
         row.update(seeds=list(ds_cfg.seeds), per_seed=per_seed, domain=ds_cfg.domain or "all", split=split,
                    steps=ds_cfg.num_steps(), seg_steps=ds_cfg.seg_warmup_steps + ds_cfg.seg_steps, seed=seed,
+                   image_size=int(data.train.images.shape[-1]),
                    seconds=spent, random_init=state is None)
         rows.append(row)
     _paired_deltas(rows)

@@ -171,18 +171,21 @@ def same_config(saved_yaml: str, cfg) -> bool:
 def _finished(run: Run) -> bool:
     saved = run.run_dir / "config.yaml"
     return (run.run_dir / "summary.json").is_file() and saved.is_file() and same_config(saved.read_text(), run.cfg) \
-        and (not run.cfg.downstream.enabled or _current_downstream(run.run_dir / "downstream.json"))
+        and (not run.cfg.downstream.enabled or _current_downstream(run.run_dir / "downstream.json", run.cfg))
 
 
-def _current_downstream(path: Path) -> bool:
+def _current_downstream(path: Path, cfg) -> bool:
     """Whether ``downstream.json`` comes from today's downstream recipe: rows fine-tuned once per
-    fine-tune seed (``per_seed``, issue 10). Older files used another segmentation recipe, so
+    fine-tune seed (``per_seed``, issue 10) on images of the configured downstream size (96 since
+    the guidewire finding; older rows do not record one). Older files used another recipe, so
     unlike a config key that grew a default they cannot be reused."""
     try:
         rows = json.loads(path.read_text())
     except (OSError, ValueError):
         return False
-    return isinstance(rows, list) and bool(rows) and all(isinstance(r, dict) and "per_seed" in r for r in rows)
+    size = cfg.downstream.image_size or cfg.data.image_size
+    return isinstance(rows, list) and bool(rows) and all(
+        isinstance(r, dict) and "per_seed" in r and r.get("image_size") == size for r in rows)
 
 
 def check_folders(runs: Sequence[Run]) -> None:

@@ -368,3 +368,17 @@ def test_cosine_schedule_matches_a_hand_written_loop(foundation, data):
     assert any(not torch.allclose(const.state_dict()[k], a[k], atol=1e-6) for k in a)
     with pytest.raises(ConfigError, match="seg_schedule"):
         DownstreamConfig.from_dict({"seg_schedule": "linear"})
+
+
+def test_downstream_image_size_overrides_the_runs():
+    """``downstream.image_size`` renders the downstream set at its own size (the same scenes, by
+    seed), whatever size the caller passes; rows say which size they were fine-tuned at."""
+    own = make_downstream_data(tiny_ds(image_size=48), SIZE, seed=0)
+    assert own.train.images.shape[-2:] == (48, 48) and own.test.masks.shape[-2:] == (48, 48)
+    run = make_downstream_data(tiny_ds(), SIZE, seed=0)
+    assert run.train.images.shape[-1] == SIZE
+    assert torch.equal(own.train.labels, run.train.labels) and torch.equal(own.train.tube, run.train.tube)
+    rows = compare_initializations({"random": None}, TINY, tiny_ds(image_size=48, tasks=["classification"]), SIZE)
+    assert rows[0]["image_size"] == 48
+    with pytest.raises(ConfigError, match="downstream.image_size"):
+        DownstreamConfig.from_dict({"image_size": 8})

@@ -98,7 +98,8 @@ def test_a_saved_config_from_before_a_new_key_still_matches():
 
 def test_a_run_whose_downstream_predates_the_seeded_recipe_is_not_reused(tmp_path):
     """A finished run of the same config is reused only if its downstream.json holds rows from
-    today's recipe (one fine-tune per seed): an older file was measured another way."""
+    today's recipe (one fine-tune per seed, at the configured image size): an older file was
+    measured another way."""
     from fedsim.commands.run import prepare_config
     from fedsim.sweep import Point, Run, _finished
 
@@ -110,8 +111,13 @@ def test_a_run_whose_downstream_predates_the_seeded_recipe_is_not_reused(tmp_pat
     ds = tmp_path / "downstream.json"
     ds.write_text(json.dumps([{"init": "random", "dice": 0.7, "steps": 60, "seed": 0}]))
     assert not _finished(run)
-    ds.write_text(json.dumps([{"init": "random", "dice": 0.7, "dice_std": 0.01, "seeds": [0, 1],
-                               "per_seed": [{"seed": 0, "dice": 0.69}, {"seed": 1, "dice": 0.71}]}]))
+    rows = [{"init": "random", "dice": 0.7, "dice_std": 0.01, "seeds": [0, 1],
+             "per_seed": [{"seed": 0, "dice": 0.69}, {"seed": 1, "dice": 0.71}]}]
+    ds.write_text(json.dumps(rows))
+    assert not _finished(run)  # seeded, but on images of an unrecorded (older: the run's) size
+    ds.write_text(json.dumps([{**rows[0], "image_size": cfg.downstream.image_size}]))
     assert _finished(run)
+    ds.write_text(json.dumps([{**rows[0], "image_size": cfg.downstream.image_size + 32}]))
+    assert not _finished(run)
     ds.write_text("not json")
     assert not _finished(run)

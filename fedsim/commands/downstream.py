@@ -73,7 +73,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     cls.add_argument("--batch-size", type=int, default=None, help=f"classifier batch size (default {d.batch_size})")
     cls.add_argument("--lr", type=float, default=None, help=f"classifier Adam learning rate (default {d.lr:g})")
     p.add_argument("--image-size", type=int, default=None,
-                   help="image size (default: data.image_size of the run's config.yaml, else 64)")
+                   help="downstream image size (default: downstream.image_size, else data.image_size of the run's "
+                        "config.yaml, else 64)")
     p.add_argument("--model-set", action="append", default=[], metavar="KEY=VALUE",
                    help="model setting, e.g. --model-set name=resnet10 --model-set width=32")
     p.add_argument("--workers", type=int, default=None, metavar="N",
@@ -160,6 +161,8 @@ def handle(args: argparse.Namespace) -> int:
     overrides = {k: getattr(args, k) for k in keys if getattr(args, k) is not None}
     if args.seeds is not None:
         overrides["seeds"] = parse_seeds(args.seeds)
+    if args.image_size is not None:
+        overrides["image_size"] = args.image_size
     ds = DownstreamConfig.from_dict({**overrides, "seed": args.seed,
                                      "domain": None if args.domain == "all" else args.domain,
                                      **({"tasks": list(dict.fromkeys(args.tasks))} if args.tasks else {})})
