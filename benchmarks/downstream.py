@@ -140,7 +140,7 @@ def linear_probe(path: Path | None, seed: int, image_size: int, steps: int = 300
     from fedsim.metrics import segmentation_scores
     from fedsim.models import build_model
 
-    data = make_downstream_data(DownstreamConfig(image_size=image_size), image_size, 0, split="val")
+    data = make_downstream_data(DownstreamConfig(seg_image_size=image_size), image_size, 0, split="val")
     torch.manual_seed(seed)
     enc = build_model(None, 6)
     if path is not None:
@@ -220,7 +220,7 @@ def main() -> int:
     p.add_argument("--seeds", default="0,1,2", help="fine-tune seeds (default 0,1,2)")
     p.add_argument("--data-seed", type=int, default=0, help="the downstream images (default 0)")
     p.add_argument("--image-size", type=int, default=None,
-                   help="downstream image size (default: downstream.image_size, 96)")
+                   help="segmentation image size (default: downstream.seg_image_size, 96)")
     p.add_argument("--grid", action="store_true", help="every recipe of README 'Downstream' (use with --split val)")
     p.add_argument("--only", action="append", type=int,
                    help="with --grid or --select: only recipe number N (repeatable)")
@@ -242,12 +242,12 @@ def main() -> int:
     from fedsim.downstream import DownstreamConfig
 
     base = {"seeds": [int(s) for s in args.seeds.split(",")], "seed": args.data_seed,
-            "image_size": args.image_size or DownstreamConfig().image_size}
+            "seg_image_size": args.image_size or DownstreamConfig().seg_image_size}
     for text in args.set:
         key, _, value = text.partition("=")
         base[key.removeprefix("downstream.")] = parse_value(value)
     if args.probe:
-        result = probe(path, base["seeds"], base["image_size"])
+        result = probe(path, base["seeds"], base["seg_image_size"])
         (out / "probe.json").write_text(json.dumps(result, indent=2))
         return 0
     recipes = GRID if args.grid else [("downstream defaults" + (f" + {' '.join(args.set)}" if args.set else ""), {})]
@@ -273,7 +273,7 @@ def main() -> int:
         if name in done:
             results.append(done[name])
             continue
-        r = compare(path, {**base, **overrides}, args.split, base["image_size"])
+        r = compare(path, {**base, **overrides}, args.split, 64)
         r.update(settings={**base, **overrides}, foundation_file=str(path))
         r.update(recipe=name, overrides=overrides)
         results.append(r)

@@ -44,7 +44,7 @@ __all__ = [
     "DownstreamConfig", "DownstreamData", "SPLITS", "TASKS", "compare_initializations", "downstream_table",
     "finetune_classification", "finetune_segmentation", "init_classifier", "init_segmenter",
     "fit", "fit_segmenter", "load_classifier_backbone", "load_foundation_file", "make_downstream_data", "mean_std",
-    "rows_to_json", "usable_cpus",
+    "image_sizes", "rows_to_json", "usable_cpus",
 ]
 
 TASKS = ("segmentation", "classification")
@@ -86,10 +86,12 @@ class DownstreamConfig:
     # learning-rate schedule over the whole segmentation fine-tune (warm-up + steps): constant, or
     # cosine from each group's rate to 0 at the last step (the encoder's group joins on that curve)
     seg_schedule: Literal["constant", "cosine"] = "constant"
-    # the downstream images' size; null = the run's data.image_size (the foundation's). 96, not the
-    # default run's 64: at 64x64 the guidewire is a 1-pixel line, ~12 pixels an image, and its
-    # Dice swings by 5-8 points from one fine-tune seed to the next (README "Downstream")
-    image_size: Annotated[int, Range(ge=16)] | None = 96
+    # the segmentation images' size; null = the run's data.image_size (the foundation's, which the
+    # classification task always uses). 96, not the default run's 64: at 64x64 the guidewire is a
+    # 1-pixel line of ~12 pixels an image, where a foundation gains 3 Dice points against a
+    # seed-to-seed spread of 5-7; at 96x96 it is 3 pixels wide and Θ gains 12 (validation split,
+    # README "Downstream")
+    seg_image_size: Annotated[int, Range(ge=16)] | None = 96
     # fine-tunes run in this many processes, one CPU thread each (0 = one per usable core, at most
     # one per fine-tune); the scores are the same for any number (every fine-tune is single-threaded)
     workers: Annotated[int, Range(ge=0)] = 0
@@ -122,9 +124,9 @@ class DownstreamConfig:
         if (not seeds or any(not isinstance(s, int) or isinstance(s, bool) or s < 0 for s in seeds)
                 or len(set(seeds)) != len(seeds)):
             raise ConfigError(f"downstream.seeds must be a non-empty list of distinct integers >= 0, got {self.seeds!r}")
-        if self.image_size is not None and (not isinstance(self.image_size, int) or isinstance(self.image_size, bool)
-                                            or self.image_size < 16):
-            raise ConfigError(f"downstream.image_size must be an integer >= 16 (or null: the run's), got {self.image_size!r}")
+        size = self.seg_image_size
+        if size is not None and (not isinstance(size, int) or isinstance(size, bool) or size < 16):
+            raise ConfigError(f"downstream.seg_image_size must be an integer >= 16 (or null: the run's), got {size!r}")
         if self.seg_schedule not in ("constant", "cosine"):
             raise ConfigError(f"downstream.seg_schedule must be constant or cosine, got {self.seg_schedule!r}")
         tasks = list(self.tasks or [])
@@ -175,17 +177,27 @@ def _model_cfg(model_cfg):
     return model_cfg
 
 
-def make_downstream_data(ds_cfg: DownstreamConfig, image_size: int, seed: int, split: str = "test") -> DownstreamData:
+def image_sizes(ds_cfg: DownstreamConfig, image_size: int) -> dict[str, int]:
+    """The image size of each configured task: segmentation at ``seg_image_size`` (when set),
+    classification at the run's ``image_size``."""
+    sizes = {"segmentation": int(ds_cfg.seg_image_size or image_size), "classification": int(image_size)}
+    return {t: sizes[t] for t in TASKS if t in ds_cfg.tasks}
+
+
+def make_downstream_data(ds_cfg: DownstreamConfig, image_size: int, seed: int, split: str = "test",
+                         task: str = "segmentation") -> DownstreamData:
     """The downstream train/test sets: generated from their own seed streams (0xD5, 1/2), so they
     never coincide with a federated run's silo or test images of the same seed.
 
     ``split="val"``: the evaluation set is the last quarter of the generated *training* images
     and the model trains on the rest (the test images are not even generated), for choosing a
-    fine-tuning recipe without looking at the test set. ``ds_cfg.image_size``, when set, wins over
+    fine-tuning recipe without looking at the test set. ``task="segmentation"`` renders the
+    scenes at ``ds_cfg.seg_image_size`` when set (the same scenes: sizes share the seed), else at
     ``image_size`` (the run's)."""
     from fedsim.data import DOMAINS, derive_seed, generate
 
-    image_size = int(ds_cfg.image_size or image_size)
+    if task == "segmentation":
+        image_size = int(ds_cfg.seg_image_size or image_size)
     if split not in SPLITS:
         raise ConfigError(f"downstream split must be one of {', '.join(SPLITS)}, got {split!r}")
     domains = ds_cfg.domain if ds_cfg.domain is not None else list(DOMAINS)
@@ -442,7 +454,8 @@ def finetune_classification(init_state: dict | None, model_cfg=None, ds_cfg: Dow
     from fedsim.metrics import accuracy
 
     ds_cfg, mcfg = _ds_cfg(ds_cfg), _model_cfg(model_cfg)
-    data = data or make_downstream_data(ds_cfg, _image_size(data_cfg_or_image_size), ds_cfg.seed)
+    data = data or make_downstream_data(ds_cfg, _image_size(data_cfg_or_image_size), ds_cfg.seed,
+                                        task="classification")
     started = time.perf_counter()
     model, loaded = init_classifier(init_state, mcfg, int(seed), data.train.images.shape[1], source)
     losses = _fit(model, data.train.images, data.train.tube, ds_cfg, int(seed) + 1, F.cross_entropy)
@@ -468,25 +481,27 @@ def _resolve_init(init) -> tuple[dict | None, str]:
 
 
 def _finetune_all(state: dict | None, mcfg, ds_cfg: DownstreamConfig, image_size: int, seed: int, source: str,
-                  data: DownstreamData) -> dict:
+                  data: dict[str, DownstreamData]) -> dict:
     """One fine-tune seed of one initialization: every configured task, on one CPU thread."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
         scores: dict[str, Any] = {"seed": seed}
         if "segmentation" in ds_cfg.tasks:
-            scores.update(finetune_segmentation(state, mcfg, ds_cfg, image_size, seed, data=data, source=source))
+            scores.update(finetune_segmentation(state, mcfg, ds_cfg, image_size, seed, data=data["segmentation"],
+                                                source=source))
         if "classification" in ds_cfg.tasks:
-            scores.update(finetune_classification(state, mcfg, ds_cfg, image_size, seed, data=data, source=source))
+            scores.update(finetune_classification(state, mcfg, ds_cfg, image_size, seed, data=data["classification"],
+                                                  source=source))
         return scores
     finally:
         torch.set_num_threads(threads)
 
 
-_WORKER_DATA: DownstreamData | None = None
+_WORKER_DATA: dict[str, DownstreamData] | None = None
 
 
-def _worker_init(data: DownstreamData) -> None:
+def _worker_init(data: dict[str, DownstreamData]) -> None:
     global _WORKER_DATA
     _WORKER_DATA = data
     torch.set_num_threads(1)
@@ -505,7 +520,7 @@ def usable_cpus() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-def _run_jobs(jobs: list[tuple], data: DownstreamData, workers: int) -> list[dict]:
+def _run_jobs(jobs: list[tuple], data: dict[str, DownstreamData], workers: int) -> list[dict]:
     """Every ``(state, mcfg, ds_cfg, image_size, seed, source)`` fine-tune, in order: here when
     ``workers`` is 1, else in a pool of spawned single-thread processes (spawn, not fork: the
     caller may hold threads or a process group). The downstream data travel once per worker."""
@@ -544,7 +559,8 @@ def compare_initializations(inits: dict[str, str | Path | dict | None], model_cf
         raise ConfigError("compare_initializations needs at least one initialization")
     resolved = {name: _resolve_init(init) for name, init in inits.items()}
     _check_fit(resolved, mcfg)
-    data = make_downstream_data(ds_cfg, int(image_size), seed, split)
+    sizes = image_sizes(ds_cfg, int(image_size))
+    data = {task: make_downstream_data(ds_cfg, int(image_size), seed, split, task) for task in sizes}
     jobs = [(state, mcfg, ds_cfg, int(image_size), int(s), source)
             for state, source in resolved.values() for s in ds_cfg.seeds]
     workers = min(len(jobs), ds_cfg.workers or usable_cpus())
@@ -559,7 +575,7 @@ def compare_initializations(inits: dict[str, str | Path | dict | None], model_cf
         spent = sum(r.get("seg_seconds", 0.0) + r.get("cls_seconds", 0.0) for r in per_seed)
         row.update(seeds=list(ds_cfg.seeds), per_seed=per_seed, domain=ds_cfg.domain or "all", split=split,
                    steps=ds_cfg.num_steps(), seg_steps=ds_cfg.seg_warmup_steps + ds_cfg.seg_steps, seed=seed,
-                   image_size=int(data.train.images.shape[-1]),
+                   image_sizes={task: int(d.train.images.shape[-1]) for task, d in data.items()},
                    seconds=spent, random_init=state is None)
         rows.append(row)
     _paired_deltas(rows)

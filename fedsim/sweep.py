@@ -176,16 +176,18 @@ def _finished(run: Run) -> bool:
 
 def _current_downstream(path: Path, cfg) -> bool:
     """Whether ``downstream.json`` comes from today's downstream recipe: rows fine-tuned once per
-    fine-tune seed (``per_seed``, issue 10) on images of the configured downstream size (96 since
-    the guidewire finding; older rows do not record one). Older files used another recipe, so
+    fine-tune seed (``per_seed``, issue 10) on images of the configured sizes (segmentation at 96
+    since the guidewire finding; older rows do not record them). Older files used another recipe, so
     unlike a config key that grew a default they cannot be reused."""
     try:
         rows = json.loads(path.read_text())
     except (OSError, ValueError):
         return False
-    size = cfg.downstream.image_size or cfg.data.image_size
+    from fedsim.downstream import image_sizes
+
+    sizes = image_sizes(cfg.downstream, cfg.data.image_size)
     return isinstance(rows, list) and bool(rows) and all(
-        isinstance(r, dict) and "per_seed" in r and r.get("image_size") == size for r in rows)
+        isinstance(r, dict) and "per_seed" in r and r.get("image_sizes") == sizes for r in rows)
 
 
 def check_folders(runs: Sequence[Run]) -> None:

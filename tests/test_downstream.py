@@ -33,7 +33,8 @@ SIZE = 32
 
 def tiny_ds(**kw) -> DownstreamConfig:
     base = dict(train_samples=16, test_samples=8, steps=3, batch_size=4, lr=3e-3, seeds=[0],
-                seg_train_samples=8, seg_batch_size=4, seg_warmup_steps=2, seg_steps=2, workers=1)
+                seg_train_samples=8, seg_batch_size=4, seg_warmup_steps=2, seg_steps=2, workers=1,
+                seg_image_size=None)
     base.update(kw)
     return DownstreamConfig(**base)
 
@@ -370,15 +371,19 @@ def test_cosine_schedule_matches_a_hand_written_loop(foundation, data):
         DownstreamConfig.from_dict({"seg_schedule": "linear"})
 
 
-def test_downstream_image_size_overrides_the_runs():
-    """``downstream.image_size`` renders the downstream set at its own size (the same scenes, by
-    seed), whatever size the caller passes; rows say which size they were fine-tuned at."""
-    own = make_downstream_data(tiny_ds(image_size=48), SIZE, seed=0)
+def test_segmentation_images_have_their_own_size():
+    """``downstream.seg_image_size`` renders the segmentation set at its own size (the same scenes,
+    by seed) whatever size the caller passes; the classification set stays at the run's size;
+    rows say which sizes they were fine-tuned at."""
+    ds = tiny_ds(seg_image_size=48)
+    own = make_downstream_data(ds, SIZE, seed=0)
     assert own.train.images.shape[-2:] == (48, 48) and own.test.masks.shape[-2:] == (48, 48)
-    run = make_downstream_data(tiny_ds(), SIZE, seed=0)
-    assert run.train.images.shape[-1] == SIZE
-    assert torch.equal(own.train.labels, run.train.labels) and torch.equal(own.train.tube, run.train.tube)
-    rows = compare_initializations({"random": None}, TINY, tiny_ds(image_size=48, tasks=["classification"]), SIZE)
-    assert rows[0]["image_size"] == 48
-    with pytest.raises(ConfigError, match="downstream.image_size"):
-        DownstreamConfig.from_dict({"image_size": 8})
+    cls = make_downstream_data(ds, SIZE, seed=0, task="classification")
+    assert cls.train.images.shape[-1] == SIZE
+    assert torch.equal(own.train.labels, cls.train.labels) and torch.equal(own.train.tube, cls.train.tube)
+    assert make_downstream_data(tiny_ds(seg_image_size=None), SIZE, seed=0).train.images.shape[-1] == SIZE
+    rows = compare_initializations({"random": None}, TINY, ds, SIZE)
+    assert rows[0]["image_sizes"] == {"segmentation": 48, "classification": SIZE}
+    assert rows[0]["per_seed"][0]["dice"] == finetune_segmentation(None, TINY, ds, SIZE, 0, data=own)["dice"]
+    with pytest.raises(ConfigError, match="downstream.seg_image_size"):
+        DownstreamConfig.from_dict({"seg_image_size": 8})

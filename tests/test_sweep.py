@@ -115,9 +115,10 @@ def test_a_run_whose_downstream_predates_the_seeded_recipe_is_not_reused(tmp_pat
              "per_seed": [{"seed": 0, "dice": 0.69}, {"seed": 1, "dice": 0.71}]}]
     ds.write_text(json.dumps(rows))
     assert not _finished(run)  # seeded, but on images of an unrecorded (older: the run's) size
-    ds.write_text(json.dumps([{**rows[0], "image_size": cfg.downstream.image_size}]))
+    sizes = {"segmentation": cfg.downstream.seg_image_size, "classification": cfg.data.image_size}
+    ds.write_text(json.dumps([{**rows[0], "image_sizes": sizes}]))
     assert _finished(run)
-    ds.write_text(json.dumps([{**rows[0], "image_size": cfg.downstream.image_size + 32}]))
+    ds.write_text(json.dumps([{**rows[0], "image_sizes": {**sizes, "segmentation": cfg.data.image_size}}]))
     assert not _finished(run)
     ds.write_text("not json")
     assert not _finished(run)

@@ -62,6 +62,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                      help=f"encoder learning rate after the warm-up, 0 = frozen (default {d.seg_encoder_lr:g})")
     seg.add_argument("--seg-schedule", choices=["constant", "cosine"], default=None,
                      help=f"learning-rate schedule over the whole fine-tune (default {d.seg_schedule})")
+    seg.add_argument("--seg-image-size", type=int, default=None, metavar="N",
+                     help=f"segmentation image size (default {d.seg_image_size}; 0 = --image-size)")
     seg.add_argument("--seg-batch-size", type=int, default=None, help=f"batch size (default {d.seg_batch_size})")
     seg.add_argument("--raw-branch", dest="seg_raw_branch", action="store_true", default=None,
                      help="give the decoder its full-resolution conv on the input pixels (off by default: "
@@ -73,8 +75,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     cls.add_argument("--batch-size", type=int, default=None, help=f"classifier batch size (default {d.batch_size})")
     cls.add_argument("--lr", type=float, default=None, help=f"classifier Adam learning rate (default {d.lr:g})")
     p.add_argument("--image-size", type=int, default=None,
-                   help="downstream image size (default: downstream.image_size, else data.image_size of the run's "
-                        "config.yaml, else 64)")
+                   help="image size of the classification set, and of the segmentation set when "
+                        "--seg-image-size is 0 (default: data.image_size of the run's config.yaml, else 64)")
     p.add_argument("--model-set", action="append", default=[], metavar="KEY=VALUE",
                    help="model setting, e.g. --model-set name=resnet10 --model-set width=32")
     p.add_argument("--workers", type=int, default=None, metavar="N",
@@ -157,12 +159,12 @@ def handle(args: argparse.Namespace) -> int:
     first = next((p for p in inits.values() if p is not None), None)
     mcfg = model_config(args, first)
     keys = ("steps", "epochs", "train_samples", "test_samples", "batch_size", "lr", "seg_train_samples",
-            "seg_warmup_steps", "seg_steps", "seg_lr", "seg_encoder_lr", "seg_batch_size", "seg_raw_branch", "seg_schedule", "workers")
+            "seg_warmup_steps", "seg_steps", "seg_lr", "seg_encoder_lr", "seg_batch_size", "seg_raw_branch", "seg_schedule", "seg_image_size", "workers")
     overrides = {k: getattr(args, k) for k in keys if getattr(args, k) is not None}
+    if overrides.get("seg_image_size") == 0:
+        overrides["seg_image_size"] = None
     if args.seeds is not None:
         overrides["seeds"] = parse_seeds(args.seeds)
-    if args.image_size is not None:
-        overrides["image_size"] = args.image_size
     ds = DownstreamConfig.from_dict({**overrides, "seed": args.seed,
                                      "domain": None if args.domain == "all" else args.domain,
                                      **({"tasks": list(dict.fromkeys(args.tasks))} if args.tasks else {})})
