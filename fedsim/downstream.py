@@ -679,7 +679,7 @@ def downstream_table(rows: list[dict], title: str | None = None):
         table.add_column("tube acc.", justify="right")
         if delta:
             table.add_column("Δ tube acc.", justify="right")
-    table.add_column("time s", justify="right")
+    table.add_column("CPU s", justify="right")  # fine-tuning time summed over the seeds
     best_dice = max((r["dice"] for r in rows if seg and not math.isnan(r.get("dice", math.nan))), default=None)
     for r in rows:
         cells = [str(r["init"])]

@@ -159,7 +159,8 @@ def handle(args: argparse.Namespace) -> int:
     first = next((p for p in inits.values() if p is not None), None)
     mcfg = model_config(args, first)
     keys = ("steps", "epochs", "train_samples", "test_samples", "batch_size", "lr", "seg_train_samples",
-            "seg_warmup_steps", "seg_steps", "seg_lr", "seg_encoder_lr", "seg_batch_size", "seg_raw_branch", "seg_schedule", "seg_image_size", "workers")
+            "seg_warmup_steps", "seg_steps", "seg_lr", "seg_encoder_lr", "seg_batch_size", "seg_raw_branch",
+            "seg_schedule", "seg_image_size", "workers")
     overrides = {k: getattr(args, k) for k in keys if getattr(args, k) is not None}
     if overrides.get("seg_image_size") == 0:
         overrides["seg_image_size"] = None
