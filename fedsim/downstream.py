@@ -58,10 +58,11 @@ class DownstreamConfig:
 
     Segmentation recipe (chosen on the validation split, README "Downstream"): 16 training images,
     decoder warm-up on the frozen encoder, then the whole U-Net with the encoder at a tenth of the
-    decoder's learning rate, no raw-pixel branch in the decoder. Cost at 64x64 with the default
-    model on one CPU thread: ~15 s per segmentation fine-tune (the decoder's full-resolution
-    convolutions are ~90% of a step), ~1.5 s per classification fine-tune, so ~50 s per
-    initialization for 3 seeds and both tasks."""
+    decoder's learning rate, no raw-pixel branch in the decoder, segmentation images at 96x96.
+    Cost with the default model on one CPU thread: ~24 s per segmentation fine-tune at 96x96 (~11 s
+    at 64x64; the decoder's full-resolution convolutions are most of a step), ~1.5-3 s per
+    classification fine-tune, so ~80 s of CPU per initialization for 3 seeds and both tasks,
+    spread over ``workers`` processes."""
 
     enabled: bool = True
     domain: str | None = "human"   # downstream domain; None = all four domains, cycled
