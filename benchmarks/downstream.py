@@ -4,7 +4,7 @@ fine-tune seeds; Dice mean ± std over the seeds, the gap, and the gap in units 
 seed-to-seed std — all measured in this run.
 
     python benchmarks/downstream.py                     # the downstream defaults, test split
-    python benchmarks/downstream.py --split val --grid  # every recipe of README "Downstream", validation split
+    python benchmarks/downstream.py --split val --grid --image-size 64  # the first selection (it ran at 64x64)
     python benchmarks/downstream.py --foundation runs/x/foundation.pt --seeds 0,1,2,3,4 --set seg_steps=100
     python benchmarks/downstream.py --probe             # what Θ looks at; a linear probe to the device mask
     python benchmarks/downstream.py --select            # the second recipe selection (validation, 8 seeds)
