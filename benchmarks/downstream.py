@@ -32,6 +32,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 REPO = Path(__file__).resolve().parent.parent
+FOUNDATION_SIZE = 64  # the foundation's (the default run's) image size; the tube-position set's too
 FOUNDATION_RUN = ["algorithm=fedavg", "scenario=cll", "compare_with=[]", "downstream.enabled=false"]
 
 # Recipes measured on the validation split (README "Downstream"); each is a set of downstream
@@ -170,7 +171,7 @@ def linear_probe(path: Path | None, seed: int, image_size: int, steps: int = 300
 def probe(path: Path, seeds: list[int], image_size: int) -> dict:
     from fedsim.downstream import mean_std
 
-    looks = what_theta_looks_at(path, 64)  # the foundation's own image size (the default run's)
+    looks = what_theta_looks_at(path, FOUNDATION_SIZE)
     print("Θ foundation accuracy (test scenes, every domain and class) with … left out of the pixels: "
           + ", ".join(f"{k}: {100 * v:.1f}%" for k, v in looks.items()))
     lp = {}
@@ -254,18 +255,25 @@ def main() -> int:
     if args.grid and args.only:
         recipes = [recipes[i - 1] for i in args.only]
     dest = Path(args.json) if args.json else out / f"downstream-{args.split}{'-grid' if args.grid else ''}.json"
-    done: dict[str, dict] = {}
+
+    def key(r: dict) -> str:  # a measured candidate: its recipe, settings and foundation
+        return json.dumps([r["recipe"], r.get("settings"), r.get("foundation_file")], sort_keys=True, default=str)
+
+    previous: list[dict] = []
+    done: dict[str, dict] = {}  # --select: candidates measured with this foundation and these settings
     if args.select:
-        # candidates already measured with the same foundation and settings are reused
         args.split, args.seeds = "val", ",".join(map(str, SELECT_DS["seeds"]))
         base.update(SELECT_DS)
         dest = Path(args.json) if args.json else out / "downstream-val-select.json"
         recipes = [(name, overrides) for name, overrides, _ in CANDIDATES]
         if args.only:
             recipes = [recipes[i - 1] for i in args.only]
-        if dest.is_file():
-            done = {r["recipe"]: r for r in json.loads(dest.read_text())
-                    if r.get("settings") == {**base, **r["overrides"]} and r.get("foundation_file") == str(path)}
+        previous = json.loads(dest.read_text()) if dest.is_file() else []
+        for name, overrides, _ in CANDIDATES:
+            want = key({"recipe": name, "settings": {**base, **overrides}, "foundation_file": str(path)})
+            hit = next((r for r in previous if key(r) == want), None)
+            if hit is not None:
+                done[name] = hit
     con = Console(width=180)
     results = []
     started = time.perf_counter()
@@ -273,10 +281,10 @@ def main() -> int:
         if name in done:
             results.append(done[name])
             continue
-        r = compare(path, {**base, **overrides}, args.split, 64)
-        r.update(settings={**base, **overrides}, foundation_file=str(path))
-        r.update(recipe=name, overrides=overrides)
+        r = compare(path, {**base, **overrides}, args.split, FOUNDATION_SIZE)
+        r.update(settings={**base, **overrides}, foundation_file=str(path), recipe=name, overrides=overrides)
         results.append(r)
+        done[name] = r
         print(f"[{time.perf_counter() - started:5.0f}s] {name}: random {pm(*r['random'])}  Θ {pm(*r['foundation'])}  "
               f"gap {100 * r['gap']:+.1f} = {r['gap_in_std']:.1f} std", flush=True)
         if not args.grid:
@@ -292,11 +300,10 @@ def main() -> int:
                       f"{'yes' if r['gap'] > noise_of(r) else 'no'} ({100 * noise_of(r):.1f})", f"{r['seconds']:.0f}")
     con.print(table)
     if args.select:
-        results = [done.get(name) or next(r for r in results if r["recipe"] == name)
-                   for name, _, _ in CANDIDATES if name in done or any(r["recipe"] == name for r in results)]
-        flags = {name: f for name, _, f in CANDIDATES}
-        chosen = select(results, [flags[r["recipe"]] for r in results])
-        print("  choice by the rule: " + (f"#{chosen + 1} {results[chosen]['recipe']}" if chosen is not None
+        # the rule over every candidate measured under these settings, --only or not
+        measured = [(done[name], finetunes) for name, _, finetunes in CANDIDATES if name in done]
+        chosen = select([r for r, _ in measured], [f for _, f in measured])
+        print("  choice by the rule: " + (f"{measured[chosen][0]['recipe']}" if chosen is not None
                                           else "none passes; the first choice stays"))
     if not args.grid and not args.select:
         r = results[0]
@@ -311,10 +318,8 @@ def main() -> int:
     from fedsim.downstream import rows_to_json
 
     saved = [{**{k: v for k, v in r.items() if k != "rows"}, "rows": rows_to_json(r["rows"])} for r in results]
-    if args.select and dest.is_file():  # keep the candidates measured before under other settings
-        key = lambda r: json.dumps([r["recipe"], r.get("settings"), r.get("foundation_file")], sort_keys=True)  # noqa: E731
-        ours = {key(r) for r in saved}
-        saved = [r for r in json.loads(dest.read_text()) if key(r) not in ours] + saved
+    ours = {key(r) for r in saved}  # --select: keep the candidates measured before under other settings
+    saved = [r for r in previous if key(r) not in ours] + saved
     dest.write_text(json.dumps(saved, indent=2, default=str))
     print(f"wrote {dest}")
     return 0
