@@ -1,15 +1,49 @@
 """A non-editable ``pip install .`` gives a ``fedsim`` command that works from any directory
-(shipped topologies and the default config are package data)."""
+(shipped topologies and the default config are package data), and declares every dependency the
+documented features import."""
 
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
+import sysconfig
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parent.parent
+
+
+def _requirement_names(lines: list[str]) -> dict[str, str]:
+    """{normalised project name: the requirement as written}."""
+    out = {}
+    for line in lines:
+        line = line.split("#", 1)[0].strip()
+        if line:
+            name = re.match(r"[A-Za-z0-9_.\-]+", line).group(0)
+            out[re.sub(r"[-_.]+", "-", name).lower()] = line.replace(" ", "")
+    return out
+
+
+def test_pyproject_declares_every_runtime_requirement():
+    """``pip install .`` must bring what ``pip install -r requirements.txt`` brings for running
+    fedsim (Opacus for privacy, TensorBoard for log.tensorboard, …); only the developer tools
+    (tests, lint, building) may be left to the ``dev`` extra."""
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+    meta = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    runtime = _requirement_names(meta["dependencies"])
+    dev = _requirement_names(meta["optional-dependencies"]["dev"])
+    required = _requirement_names((REPO / "requirements.txt").read_text().splitlines())
+    for name, spec in required.items():
+        if name in dev:
+            assert dev[name] == spec, f"{name}: requirements.txt says {spec}, pyproject's dev extra {dev[name]}"
+            continue
+        assert name in runtime, f"requirements.txt has {spec} but pyproject.toml's dependencies do not"
+        assert runtime[name] == spec, f"{name}: requirements.txt says {spec}, pyproject.toml {runtime[name]}"
+    assert set(runtime) <= set(required), "a dependency of pyproject.toml is missing from requirements.txt"
 
 
 def test_pip_install_then_run_from_another_directory(tmp_path):
@@ -18,13 +52,24 @@ def test_pip_install_then_run_from_another_directory(tmp_path):
     shutil.copytree(REPO / "fedsim", src / "fedsim", ignore=shutil.ignore_patterns("__pycache__"))
     for name in ("pyproject.toml", "README.md"):
         shutil.copy(REPO / name, src / name)
+    # the wheel is built by this interpreter's own environment (setuptools from requirements.txt),
+    # offline; whatever the base interpreter under a venv happens to have plays no part
+    wheels = tmp_path / "wheels"
+    build = subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation",
+                            "--no-index", "-w", str(wheels), str(src)], capture_output=True, text=True, timeout=300)
+    assert build.returncode == 0, build.stderr
+    (wheel,) = wheels.glob("fedsim-*.whl")
+    # a new environment of its own that sees this environment's packages (torch: pip must never
+    # resolve another one) after its own, so the fedsim it imports is the installed copy
     venv = tmp_path / "venv"
-    # the machine's torch, seen through --system-site-packages: pip must never resolve another one;
-    # --without-pip so that the machine's pip and setuptools (with bdist_wheel) do the build
-    subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", "--without-pip", str(venv)], check=True)
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
     python = venv / "bin" / "python"
-    install = subprocess.run([str(python), "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
-                              "--no-index", str(src)], capture_output=True, text=True, timeout=300)
+    site = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                          capture_output=True, text=True, check=True).stdout.strip()
+    here = sysconfig.get_paths()
+    (Path(site) / "_outer_environment.pth").write_text(f"{here['purelib']}\n{here['platlib']}\n")
+    install = subprocess.run([str(python), "-m", "pip", "install", "-q", "--no-deps", "--no-index", str(wheel)],
+                             capture_output=True, text=True, timeout=300)
     assert install.returncode == 0, install.stderr
     where = subprocess.run([str(python), "-c", "import fedsim, sys; print(fedsim.__file__)"], cwd=tmp_path,
                            capture_output=True, text=True, check=True).stdout
