@@ -206,6 +206,48 @@ class Checkpointer:
         return checkpoint_extra(self.dir.parent, k)
 
 
+class AttemptLog:
+    """How long each attempt at a run took (``checkpoints/attempts.json``): a run restarted after
+    a crash (``--max-restarts``, torchrun) or continued with ``--resume`` spans several starts of
+    its ranks, and its wall time is their sum — each attempt counted to its last finished round, so
+    the rounds a crash made the run repeat are counted as the time they took. Every rank reads the
+    earlier attempts (their total offsets the ``wall_time_s`` of the records); rank 0 writes."""
+
+    def __init__(self, run_dir: str | Path, resumed: bool, start_round: int, writer: bool,
+                 config_changes: dict[str, list] | None = None) -> None:
+        self.path = Path(run_dir) / "checkpoints" / "attempts.json"
+        self.writer = writer
+        earlier: list[dict[str, Any]] = []
+        if resumed and self.path.is_file():
+            try:
+                earlier = [a for a in json.loads(self.path.read_text()) if isinstance(a, dict)]
+            except (OSError, ValueError):
+                earlier = []
+        #: wall seconds of the attempts before this one
+        self.before = sum(float(a.get("wall_s", 0.0)) for a in earlier)
+        entry: dict[str, Any] = {"attempt": len(earlier) + 1, "start_round": start_round, "wall_s": 0.0}
+        if config_changes:
+            entry["config_changes"] = config_changes  # result-neutral keys changed on --resume: [before, now]
+        self.attempts = [*earlier, entry]
+        self._write()
+
+    def update(self, wall_s: float) -> None:
+        """This attempt has run ``wall_s`` seconds (called after each round)."""
+        self.attempts[-1]["wall_s"] = wall_s
+        self._write()
+
+    def summary(self, wall_s: float) -> dict[str, Any]:
+        """``wall_time_s`` over every attempt, how many there were and each one's share."""
+        self.update(wall_s)
+        walls = [a["wall_s"] for a in self.attempts]
+        return {"wall_time_s": sum(walls), "attempts": len(walls), "wall_time_s_by_attempt": walls}
+
+    def _write(self) -> None:
+        if self.writer:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write(json.dumps(self.attempts), self.path)
+
+
 def _sha256(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as fh:

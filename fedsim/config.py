@@ -135,6 +135,34 @@ RETIRED = {
 }
 
 
+#: keys that cannot change a run's results (where it is written, how long a silent peer is waited
+#: for, extra outputs, how many processes fine-tune): they may differ when a run is resumed
+RESULT_NEUTRAL = ("name", "output_dir", "timeout_s", "log", "downstream.workers")
+
+
+def config_differences(saved: Any, cfg: ExperimentConfig, ignore: tuple[str, ...] = ()) -> list[tuple[str, Any, Any]]:
+    """The keys in which a saved config (``config.yaml`` read as a mapping) and ``cfg`` differ, as
+    (dotted key, saved value, value now), skipping the keys in ``ignore`` (a key also covers its
+    sub-keys). A key the saved file lacks (added to fedsim since) counts as its default: new keys
+    default to the old behaviour. A key only the saved file has no longer exists and differs."""
+    missing = object()
+
+    def walk(saved: Any, now: Any, default: Any, prefix: str) -> list[tuple[str, Any, Any]]:
+        if any(prefix == k or prefix.startswith(k + ".") for k in ignore):
+            return []
+        if isinstance(now, dict) and isinstance(saved, dict):
+            out = []
+            for key in list(now) + [k for k in saved if k not in now]:
+                d = default.get(key, missing) if isinstance(default, dict) else missing
+                out += walk(saved.get(key, d if key in now else missing), now.get(key, missing), d,
+                            f"{prefix}.{key}" if prefix else str(key))
+            return out
+        return [] if saved == now else [(prefix or "config", saved, now)]
+
+    out = walk(saved, cfg.to_dict(), ExperimentConfig().to_dict(), "")
+    return [(k, None if a is missing else a, None if b is missing else b) for k, a, b in out]
+
+
 def parse_override(text: str) -> tuple[list[str], Any]:
     """``a.b=value`` → (["a", "b"], value parsed as YAML so numbers and lists keep their type)."""
     if "=" not in text:
@@ -157,11 +185,19 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         if not path.is_file():
             raise ConfigError(f"{path}: config file not found")
         try:
-            data = yaml.safe_load(path.read_text()) or {}
+            data = yaml.safe_load(path.read_text())
         except yaml.YAMLError as exc:
             mark = getattr(exc, "problem_mark", None)
             where = f" at line {mark.line + 1}" if mark else ""
             raise ConfigError(f"{path}: not valid YAML{where}: {getattr(exc, 'problem', exc)}") from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"{path}: cannot read the config file ({exc})") from None
+        if data is None:  # not the embedded default under another name: say so
+            raise ConfigError(f"{path}: the config file is empty; give at least the keys you change (e.g. "
+                              "algorithm: fedavg), or leave CONFIG out to run the embedded default")
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path}: a config is a YAML mapping of keys (algorithm:, topology:, rounds:, …), "
+                              f"got a {type(data).__name__}")
         try:
             apply(cfg, data, "", retired=RETIRED)
         except ConfigError as exc:
@@ -206,6 +242,22 @@ def validate_config(cfg: ExperimentConfig) -> None:
                           f"(or give init_from: PATH)")
     if cfg.init_from is not None and not Path(cfg.init_from).expanduser().is_file():
         raise ConfigError(f"init_from: {cfg.init_from}: file not found")
+    if cfg.privacy.mode != "none":
+        _require("opacus", f"privacy.mode: {cfg.privacy.mode}")
+    if cfg.log.tensorboard:
+        _require("tensorboard", "log.tensorboard: true")
     from fedsim.plugins import check_combinations
 
     check_combinations(cfg)
+
+
+def _require(module: str, feature: str) -> None:
+    """A dependency a feature imports, looked up before any rank starts (one line, not a rank's
+    traceback): fedsim's install brings them all, an install without its dependencies may not."""
+    import importlib
+
+    try:
+        importlib.import_module(module)
+    except ImportError:
+        raise ConfigError(f"{feature} needs the Python package {module!r}, which is not installed in this environment; "
+                          f"pip install -r requirements.txt (or pip install {module})") from None

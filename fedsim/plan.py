@@ -147,8 +147,16 @@ def check_data_against_topology(cfg: ExperimentConfig, n: int) -> None:
     if data.kind != "folder" or not data.root or not Path(data.root).expanduser().is_dir():
         return
     root = Path(data.root).expanduser()
-    folders = [p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")
-               and p.name not in ("test", "public")]
+    from fedsim.data.folder import index_rows, silo_folders
+    from fedsim.errors import DataError
+
+    silo_dirs = silo_folders(root)
+    for folder in [*silo_dirs, *(root / extra for extra in ("test", "public") if (root / extra).is_dir())]:
+        try:  # each labels.csv against its images, before any rank reads them
+            index_rows(folder)
+        except DataError as exc:
+            raise ConfigError(str(exc)) from None
+    folders = [p.name for p in silo_dirs]
     if data.partition == "domain" and data.domains is None and folders and len(folders) != n:
         raise ConfigError(f"data.root {root} has {len(folders)} silo folders but the run has {n} silos; match them, "
                           "or set data.partition to iid/dirichlet/quantity/attribute to re-split the data")
@@ -176,6 +184,8 @@ class RunPlan:
     failed: dict[int, int] = field(default_factory=dict)
     #: which start of the process group this is (0, then 1 after the first restart, …): drills
     attempt: int = 0
+    #: result-neutral keys changed on --resume (fedsim.config.RESULT_NEUTRAL): key → [before, now]
+    config_changes: dict[str, list] = field(default_factory=dict)
 
     @property
     def placement(self) -> Placement:

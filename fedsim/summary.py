@@ -30,14 +30,15 @@ def round_row(records: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-def build_summary(plan, history: list[dict[str, Any]], final: dict[str, Any], wall: float) -> dict[str, Any]:
+def build_summary(plan, history: list[dict[str, Any]], final: dict[str, Any]) -> dict[str, Any]:
     """``summary.json``: the run's identity, the final Θ (``final``: foundation_accuracy,
     foundation_loss and, with a validation split, foundation_val_accuracy), the last round per
     silo (with a validation split also each silo's score on its own part and their mean,
-    mean_silo_val_accuracy), traffic, cost and every per-round series."""
+    mean_silo_val_accuracy), traffic, cost and every per-round series. The trainer adds the wall
+    time over every attempt (:class:`fedsim.checkpoint.AttemptLog`)."""
     from fedsim.plan import describe
 
-    cfg, topology = plan.cfg, plan.topology
+    cfg = plan.cfg
     last = history[-1] if history else {"silos": {}}
     taken = {i: sum(i in r.get("participants", r["silos"]) for r in history) for i in last["silos"]}
     reasons: dict[int, dict[str, int]] = {}
@@ -46,11 +47,13 @@ def build_summary(plan, history: list[dict[str, Any]], final: dict[str, Any], wa
             reasons.setdefault(int(i), {}).setdefault(why, 0)
             reasons[int(i)][why] += 1
     silos = []
+    names = silo_display_names(plan)
     for i, rec in sorted(last["silos"].items()):
-        silos.append({"silo": i, "name": topology.silos[i].name, "model": cfg.model.for_silo(i).name,
+        silos.append({"silo": i, "name": names[i], "model": cfg.model.for_silo(i).name,
                       "accuracy": rec.get("accuracy"), **({"val_accuracy": rec["val_accuracy"]}
                                                           if "val_accuracy" in rec else {}),
-                      "loss": rec.get("loss"), "bytes_sent_last_round": rec["bytes_sent"],
+                      "loss": rec.get("loss"), "test_loss": rec.get("test_loss"),
+                      "bytes_sent_last_round": rec["bytes_sent"],
                       "rounds_taken_part": taken.get(i, 0), "absent_last_round": rec.get("absent")})
         if "epsilon" in rec:
             silos[-1]["epsilon"] = rec["epsilon"]
@@ -67,7 +70,6 @@ def build_summary(plan, history: list[dict[str, Any]], final: dict[str, Any], wa
         # gradient steps a silo's compute runs per round (own training, hosted visitors,
         # distillation), averaged over silos and rounds: the cost of a round
         "grad_steps_per_round": sum(r.get("grad_steps", 0) for r in history) / max(len(history), 1),
-        "wall_time_s": wall,
         "round_time_s": [r["round_time_s"] for r in history],
         "sim_time_ms": [r["sim_time_ms"] for r in history],
         "accuracy_by_round": [r["accuracy"] for r in history],
@@ -106,6 +108,19 @@ def build_summary(plan, history: list[dict[str, Any]], final: dict[str, Any], wa
                        dice_by_round=summary["accuracy_by_round"],
                        foundation_dice_by_round=summary["foundation_accuracy_by_round"])
     return summary
+
+
+def silo_display_names(plan) -> list[str]:
+    """How tables name each silo of the training graph: the topology's name, or the name the data
+    give it (a silo folder) when the topology only numbers its silos — both when both say
+    something."""
+    from fedsim.data import silo_names
+
+    names = [s.name for s in plan.topology.silos]
+    data_names = None if plan.scenario.pooled else silo_names(plan.cfg.data)
+    if data_names is None or len(data_names) != len(names):
+        return names
+    return [d if t == str(i) else f"{t} ({d})" for i, (t, d) in enumerate(zip(names, data_names))]
 
 
 def lost_silos(plan) -> list[dict[str, Any]]:

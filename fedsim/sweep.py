@@ -145,27 +145,13 @@ def same_config(saved_yaml: str, cfg) -> bool:
     started from another working directory (an absolute ``--out``) is the same run."""
     import yaml
 
-    from fedsim.config import ExperimentConfig
-
-    def match(saved: Any, planned: Any, default: Any) -> bool:
-        if isinstance(planned, dict) and isinstance(saved, dict):
-            if set(saved) - set(planned):
-                return False  # a key that no longer exists: another fedsim, another run
-            return all(match(saved[k], planned[k], default.get(k) if isinstance(default, dict) else None)
-                       if k in saved else planned[k] == (default or {}).get(k) for k in planned)
-        return saved == planned
+    from fedsim.config import config_differences
 
     try:
         saved = yaml.safe_load(saved_yaml)
     except yaml.YAMLError:
         return False
-    if not isinstance(saved, dict):
-        return False
-    planned = cfg.to_dict()
-    for key in ("output_dir", "name"):
-        saved.pop(key, None)
-        planned.pop(key, None)
-    return match(saved, planned, ExperimentConfig().to_dict())
+    return isinstance(saved, dict) and not config_differences(saved, cfg, ignore=("output_dir", "name"))
 
 
 def _finished(run: Run) -> bool:

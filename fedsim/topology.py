@@ -22,6 +22,15 @@ from fedsim.errors import TopologyError
 SILO_NUMBERS = ("compute_ms", "access_gbps")
 EDGE_NUMBERS = ("latency_ms", "bandwidth_mbps", "distance_km")
 MAKE_KINDS = ("ring", "star", "complete", "chain", "random-regular")
+#: every key a topology file may hold, where: fedsim's own (the overlays of fedsim.netmodel write
+#: the ones beyond the basics); anything of the user's own goes under the free-form ``meta:``
+#: mapping, so that a misspelt key (``latncy_ms``) is an error rather than a silent default
+FREE_FORM = "meta"
+TOP_KEYS = ("name", "silos", "edges", "directed", "overlay", "network", "cycle_time_ms", "delay_model",
+            "server", "cycle_time_rule", "construction", "max_degree", "tour", "t_max", "multigraph_states",
+            "matching_probabilities", FREE_FORM)
+SILO_KEYS = ("id", "name", *SILO_NUMBERS, FREE_FORM)
+EDGE_KEYS = ("src", "dst", *EDGE_NUMBERS, "parallel", "matching", FREE_FORM)
 
 
 @dataclass(frozen=True)
@@ -193,6 +202,17 @@ def _number(value: Any, what: str, problems: list[str]) -> float | None:
     return float(value)
 
 
+def _unknown_keys(entry: dict, known: tuple[str, ...], what: str, problems: list[str]) -> None:
+    import difflib
+
+    for key in entry:
+        if key not in known:
+            close = difflib.get_close_matches(str(key), known, n=1)
+            hint = f"did you mean '{close[0]}'? " if close else ""
+            problems.append(f"{what} has unknown key '{key}' ({hint}known: {', '.join(known)}; "
+                            f"put data of your own under '{FREE_FORM}:')")
+
+
 def _silo_index(value: Any, n: int, what: str, problems: list[str]) -> int | None:
     if isinstance(value, bool) or not isinstance(value, int):
         problems.append(f"{what} must be a silo id (an integer), got {value!r}")
@@ -213,6 +233,7 @@ def parse_topology(
     for key in ("silos", "edges"):
         if key not in data:
             problems.append(f"missing key '{key}'")
+    _unknown_keys(data, TOP_KEYS, "the file", problems)
     directed = data.get("directed", True)
     if not isinstance(directed, bool):
         problems.append(f"'directed' must be true or false, got {directed!r}")
@@ -232,6 +253,7 @@ def parse_topology(
             what = f"silos[{pos}]"
             if not isinstance(entry, dict):
                 entry = {"name": entry}
+            _unknown_keys(entry, SILO_KEYS, what, problems)
             sid = entry.get("id", pos)
             if sid != pos:
                 problems.append(f"{what} has id {sid!r}; silo ids must be 0..N-1 in order")
@@ -253,6 +275,7 @@ def parse_topology(
         if not isinstance(entry, dict) or "src" not in entry or "dst" not in entry:
             problems.append(f"{what} must be [src, dst] or a mapping with 'src' and 'dst', got {entry!r}")
             continue
+        _unknown_keys(entry, EDGE_KEYS, what, problems)
         src = _silo_index(entry["src"], n, f"{what}.src", problems)
         dst = _silo_index(entry["dst"], n, f"{what}.dst", problems)
         nums = {k: _number(entry[k], f"{what}.{k}", problems) for k in EDGE_NUMBERS if k in entry}

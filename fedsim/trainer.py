@@ -39,7 +39,7 @@ def run_rank(ctx, plan) -> dict[str, Any] | None:
     """The whole run as seen by one rank. Returns the summary on rank 0."""
     from fedsim.algorithms import build_algorithm
     from fedsim.callbacks import RoundReport, default_callbacks
-    from fedsim.checkpoint import Checkpointer, latest_checkpoint
+    from fedsim.checkpoint import AttemptLog, Checkpointer, latest_checkpoint
     from fedsim.distributed import gather_objects, set_determinism
     from fedsim.evaluation import Evaluator
     from fedsim.faults import FaultInjector
@@ -78,6 +78,7 @@ def run_rank(ctx, plan) -> dict[str, Any] | None:
 
             history = [round_row(recs) for recs in read_records(plan.run_dir, resume_round).values()]
     clock = RunClock(plan, fed, algo, clock_state)
+    attempts = AttemptLog(plan.run_dir, resume_round is not None, start_round, ctx.rank == 0, plan.config_changes)
     started = time.perf_counter()
     try:
         callbacks.on_run_start(start_round)
@@ -89,8 +90,8 @@ def run_rank(ctx, plan) -> dict[str, Any] | None:
             round_time = time.perf_counter() - t0
             exchange_s = fed.take_exchange_seconds()
             sim_times = clock.step(k, round_time, round_faults)
-            records = _round_records(fed, evaluator, k, losses, round_time, time.perf_counter() - started, sim_times,
-                                     round_faults)
+            records = _round_records(fed, evaluator, k, losses, round_time,
+                                     attempts.before + time.perf_counter() - started, sim_times, round_faults)
             split = {"train_time_s": round_time - exchange_s, "exchange_time_s": exchange_s,
                      "eval_time_s": evaluator.take_seconds()}
             gathered = gather_objects(records)
@@ -104,9 +105,12 @@ def run_rank(ctx, plan) -> dict[str, Any] | None:
                 row = round_row([r for part in gathered for r in part])
                 history.append(row)
             callbacks.on_round_end(RoundReport(k, records, row))
+            attempts.update(time.perf_counter() - started)
         faults.final(cfg.rounds, fed)  # Θ at the end: the aggregate of the last round's silos
-        summary = _finish(plan, fed, algo, evaluator, history, time.perf_counter() - started, ctx.rank)
-        if summary is not None:  # start-up inside the rank: data, silos, checkpoint restored (benchmarks/startup.py)
+        summary = _finish(plan, fed, algo, evaluator, history, ctx.rank)
+        if summary is not None:
+            summary.update(attempts.summary(time.perf_counter() - started))  # wall time over every attempt
+            # start-up inside the rank: data, silos, checkpoint restored (benchmarks/startup.py)
             summary["setup_s"] = started - entered
         callbacks.on_run_end(summary)
         return summary
@@ -168,7 +172,7 @@ def _round_records(fed, evaluator, k: int, losses: dict[int, float], round_time:
     return records
 
 
-def _finish(plan, fed, algo, evaluator, history, wall: float, rank: int) -> dict[str, Any] | None:
+def _finish(plan, fed, algo, evaluator, history, rank: int) -> dict[str, Any] | None:
     """The final Θ (saved as foundation.pt), its scores and the summary (rank 0)."""
     from fedsim.distributed import all_reduce_sum
     from fedsim.summary import build_summary
@@ -185,7 +189,7 @@ def _finish(plan, fed, algo, evaluator, history, wall: float, rank: int) -> dict
     if theta is not None:
         final["foundation_loss"], final["foundation_accuracy"] = fed.evaluate(theta)
         torch.save(saveable_state(theta), Path(plan.run_dir) / "foundation.pt")
-    summary = build_summary(plan, history, final, wall)
+    summary = build_summary(plan, history, final)
     summary["emd_seconds"] = emd.item()
     # over the rounds that exchange (FedEFM's round 0 is local training, without EMD)
     busy = plan.world_size * sum(r["round_time_s"] for r in history if algo.exchanges_in(r["round"]))

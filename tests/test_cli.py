@@ -90,7 +90,10 @@ def bad_file(tmp_path: Path, name: str, text: str) -> str:
 
 @pytest.mark.parametrize("case", ["yaml", "unknown_key", "algorithm", "scenario", "isolated", "silo_count",
                                   "missing_topology", "missing_config", "folder", "nproc", "heterogeneous",
-                                  "baseline", "range", "grid", "retired"])
+                                  "baseline", "range", "grid", "retired", "empty_config", "list_config",
+                                  "output_is_file", "output_under_file", "output_not_writable", "nproc_zero",
+                                  "nproc_negative", "topology_edge_typo", "topology_silo_typo",
+                                  "topology_top_typo", "missing_image"])
 def test_bad_input_is_one_line_and_exit_2(tmp_path, case, capsys):
     args = {
         "yaml": ["run", bad_file(tmp_path, "c.yaml", "rounds: [3\n")],
@@ -109,12 +112,50 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, case, capsys):
         "range": ["run", "--set", "fedefm.beta=2"],
         "grid": ["run", "--set", "emd.grid=5", "--set", "data.image_size=32"],  # the 4×4 map at 32 px
         "retired": ["run", "--set", "fedefm.sync_every=1"],
+        "empty_config": ["run", bad_file(tmp_path, "c.yaml", "# nothing here\n")],
+        "list_config": ["run", bad_file(tmp_path, "c.yaml", "- algorithm: fedavg\n")],
+        "output_is_file": ["run", *sets(TINY), "--set", f"output_dir={bad_file(tmp_path, 'f', 'x')}"],
+        "output_under_file": ["run", *sets(TINY), "--set", f"output_dir={bad_file(tmp_path, 'f', 'x')}/runs"],
+        "output_not_writable": ["run", *sets(TINY), "--set", "output_dir=/proc/fedsim-runs"],
+        "nproc_zero": ["run", "--nproc", "0", *sets(TINY)],
+        "nproc_negative": ["run", "--nproc", "-1", *sets(TINY)],
+        "topology_edge_typo": ["run", *sets(TINY), "--set", "topology=" + bad_file(
+            tmp_path, "t.yaml", "silos: 2\nedges: [{src: 0, dst: 1, latncy_ms: 3}]\n")],
+        "topology_silo_typo": ["run", *sets(TINY), "--set", "topology=" + bad_file(
+            tmp_path, "t.yaml", "silos: [{name: a, compute_ms: 1}, {name: b, compte_ms: 1}]\nedges: [[0, 1]]\n")],
+        "topology_top_typo": ["run", *sets(TINY), "--set", "topology=" + bad_file(
+            tmp_path, "t.yaml", "silos: 2\ndirectd: false\nedges: [[0, 1]]\n")],
+        "missing_image": ["run", *sets(TINY), "--set", "data.kind=folder", "--set",
+                          f"data.root={_folder_with_a_missing_image(tmp_path)}"],
     }[case]
-    code = main(args + ["--set", f"output_dir={tmp_path / 'runs'}"])
+    if not any(str(a).startswith("output_dir=") or "--set=output_dir=" in str(a) for a in args):
+        args = args + ["--set", f"output_dir={tmp_path / 'runs'}"]
+    before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
+    code = main(args)
     err = capsys.readouterr().err.strip()
     assert code == 2
     assert len(err.splitlines()) == 1 and err.startswith("fedsim: error: ") and "Traceback" not in err
     assert not (tmp_path / "runs").exists()  # nothing was started or written
+    assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before
+    if case.startswith("topology_"):  # the misspelt key is named, with the right one
+        assert "unknown key" in err and "did you mean" in err
+    if case == "missing_image":
+        assert "labels.csv, row 3" in err and "b.png does not exist" in err
+
+
+def _folder_with_a_missing_image(tmp_path: Path) -> Path:
+    """Folder data of 4 silos (ring-4) whose first silo's labels.csv names an image that is not there."""
+    import numpy as np
+    from PIL import Image
+
+    root = tmp_path / "folder"
+    for silo in "abcd":
+        (root / silo / "images").mkdir(parents=True)
+        for name in ("a.png", "b.png", "c.png"):
+            Image.fromarray(np.full((16, 16), 90, dtype=np.uint8)).save(root / silo / "images" / name)
+        (root / silo / "labels.csv").write_text("file,label\na.png,0\nb.png,1\nc.png,0\n")
+    (root / "a" / "images" / "b.png").unlink()
+    return root
 
 
 def test_topology_commands(tmp_path):
@@ -175,3 +216,51 @@ def test_torchrun_and_spawn_give_the_same_foundation(tmp_path):
     assert json.loads((tmp_path / "tr" / "summary.json").read_text())["world_size"] == 2
     a, b = torch.load(tmp_path / "tr" / "foundation.pt"), torch.load(tmp_path / "sp" / "foundation.pt")
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_resume_refuses_a_changed_config_and_records_what_may_change(tmp_path):
+    """--resume compares the config with the run's config.yaml: a key that changes results is one
+    line and exit 2 with nothing written; a result-neutral one (timeout_s) is recorded; a finished
+    run is never rewritten; wall_time_s covers every attempt."""
+    import os
+
+    base = TINY + ["rounds=3", f"output_dir={tmp_path}"]
+    done = fedsim("run", "--nproc", "1", "--quiet", *sets(base + ["name=whole"]))
+    assert done.returncode == 0, done.stderr
+    whole = tmp_path / "whole"
+
+    def snapshot(run: Path) -> dict:
+        return {p.relative_to(run): p.read_bytes() for p in sorted(run.rglob("*")) if p.is_file()}
+
+    before = snapshot(whole)
+    for change in ("train.lr=0.01", "timeout_s=100"):  # a finished run: the first refused, neither rewrites
+        again = fedsim("run", "--nproc", "1", "--quiet", "--resume", *sets(base + ["name=whole", change]))
+        assert again.returncode == (2 if change.startswith("train") else 0), again.stderr
+        assert snapshot(whole) == before
+    err = fedsim("run", "--resume", *sets(base + ["name=whole", "train.lr=0.01"])).stderr.strip()
+    assert len(err.splitlines()) == 1 and "train.lr" in err and "0.001" in err and "0.01" in err
+
+    # a run whose only rank dies in round 2 (rounds 0 and 1 checkpointed)
+    env = {**os.environ, "FEDSIM_FAULT": "die:0:2"}
+    cut = subprocess.run([sys.executable, "-m", "fedsim", "run", "--nproc", "1", "--quiet", *sets(base + ["name=cut"])],
+                         cwd=REPO, capture_output=True, text=True, timeout=600, env=env)
+    assert cut.returncode != 0
+    run = tmp_path / "cut"
+    before = snapshot(run)
+    refused = fedsim("run", "--nproc", "1", "--quiet", "--resume", *sets(base + ["name=cut", "train.lr=0.01"]))
+    assert refused.returncode == 2 and "train.lr" in refused.stderr
+    assert snapshot(run) == before  # nothing written
+    resumed = fedsim("run", "--nproc", "1", "--quiet", "--resume", *sets(base + ["name=cut", "timeout_s=100"]))
+    assert resumed.returncode == 0, resumed.stderr
+    a, b = torch.load(whole / "foundation.pt"), torch.load(run / "foundation.pt")
+    assert all(torch.equal(a[k], b[k]) for k in a)  # the same run, continued
+    assert "timeout_s: 100" in (run / "config.yaml").read_text()
+    attempts = json.loads((run / "checkpoints" / "attempts.json").read_text())
+    assert [x["start_round"] for x in attempts] == [0, 2]
+    assert attempts[1]["config_changes"] == {"timeout_s": [300.0, 100.0]}
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["attempts"] == 2 and len(summary["wall_time_s_by_attempt"]) == 2
+    assert min(summary["wall_time_s_by_attempt"]) > 0
+    assert summary["wall_time_s"] == pytest.approx(sum(summary["wall_time_s_by_attempt"]))
+    walls = [json.loads(x)["wall_time_s"] for x in (run / "metrics" / "silo_0.jsonl").read_text().splitlines()]
+    assert walls == sorted(walls) and walls[2] > summary["wall_time_s_by_attempt"][0]  # counted on from attempt 1

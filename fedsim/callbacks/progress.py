@@ -1,4 +1,4 @@
-"""A rich progress bar on rank 0: round, loss, accuracy (or Dice), Θ, MB sent."""
+"""A rich progress bar on rank 0: round, training loss, accuracy (or Dice), Θ, MB sent in the round."""
 
 from __future__ import annotations
 
@@ -30,7 +30,7 @@ class ProgressBar(Callback):
         if row.get("foundation_accuracy") is not None:
             acc += f"  Θ {row['foundation_accuracy']:.3f}"
         loss = f"loss {row['loss']:.3f}" if row["loss"] is not None else ""
-        self.bar.update(self.task, advance=1, stats=f"{loss}  {acc}  {row['bytes'] / 1e6:.2f} MB")
+        self.bar.update(self.task, advance=1, stats=f"{loss}  {acc}  {row['bytes'] / 1e6:.2f} MB this round")
 
     def close(self) -> None:
         if self.bar is not None:

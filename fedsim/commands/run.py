@@ -85,6 +85,26 @@ def prepare_config(config, overrides):
     return cfg, topology
 
 
+def check_output_dir(output_dir: str) -> None:
+    """``output_dir`` is a folder this process can write in, or can be made one: one line now
+    rather than a traceback once the ranks have started. Nothing is left behind by the check."""
+    import tempfile
+
+    from fedsim.errors import ConfigError
+
+    path = Path(output_dir).expanduser()
+    existing = next(p for p in (path, *path.parents) if p.exists())
+    if not existing.is_dir():
+        raise ConfigError(f"output_dir {output_dir}: {existing} is a file, not a folder; choose another "
+                          "output_dir (--set output_dir=PATH)")
+    try:
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as exc:
+        raise ConfigError(f"output_dir {output_dir}: fedsim cannot write in {existing} ({exc.strerror or exc}); "
+                          "choose another output_dir (--set output_dir=PATH)") from None
+
+
 def fresh_run_dir(output_dir: str, name: str) -> Path:
     """OUTPUT_DIR/NAME, or NAME-2, NAME-3, … when that already holds a run (never overwrite)."""
     base = Path(output_dir) / name
@@ -107,6 +127,61 @@ def run_dir_for(cfg, resume: bool) -> Path:
     return fresh_run_dir(cfg.output_dir, cfg.name)
 
 
+def resume_changes(run_dir: Path, cfg) -> dict[str, list]:
+    """The keys in which ``cfg`` differs from the run's own ``config.yaml``, all result-neutral
+    (``fedsim.config.RESULT_NEUTRAL``; or more ``rounds``, which continue the same run):
+    key → [before, now]. Any other difference is an error — a resumed run must be the run its
+    folder records, or the record no longer describes the result."""
+    import yaml
+
+    from fedsim.config import RESULT_NEUTRAL, config_differences
+    from fedsim.errors import ConfigError
+
+    saved_path = run_dir / "config.yaml"
+    try:
+        saved = yaml.safe_load(saved_path.read_text())
+    except (OSError, yaml.YAMLError):
+        saved = None
+    if not isinstance(saved, dict):
+        raise ConfigError(f"--resume: {saved_path} is missing or unreadable, so nothing tells which config the run "
+                          "used; start a new run (without --resume)")
+    changed = config_differences(saved, cfg)
+    neutral = {key: [a, b] for key, a, b in changed
+               if any(key == k or key.startswith(k + ".") for k in RESULT_NEUTRAL)}
+    if "rounds" in {key for key, _, _ in changed}:
+        # more rounds continue the same run: its first rounds are those already run (bit for bit),
+        # unless σ was calibrated over the planned rounds (privacy.target_epsilon)
+        from fedsim.checkpoint import latest_checkpoint
+
+        done = (latest_checkpoint(run_dir) or 0) + 1
+        if cfg.rounds <= done:
+            raise ConfigError(f"--resume: {run_dir} has run {done} round(s) already; rounds {cfg.rounds} would undo "
+                              f"them (give more rounds to continue it, or start a new run)")
+        if cfg.privacy.target_epsilon is None:
+            neutral["rounds"] = [saved.get("rounds"), cfg.rounds]
+    other = [(key, a, b) for key, a, b in changed if key not in neutral]
+    if other:
+        shown = "; ".join(f"{key} is {a!r} there, {b!r} now" for key, a, b in other[:3])
+        more = f" (and {len(other) - 3} more key(s): {', '.join(k for k, _, _ in other[3:])})" if len(other) > 3 else ""
+        raise ConfigError(f"--resume: {run_dir} was run with another config: {shown}{more}; resume with the run's own "
+                          f"settings (its config.yaml) or start a new run without --resume")
+    return neutral
+
+
+def record_config(plans, run_dir: Path, cfg, resume: bool) -> None:
+    """Write the run's ``config.yaml``: a new run's resolved config; on --resume only when
+    result-neutral keys changed (recorded in the next attempt, see AttemptLog) and the run goes on
+    — a finished run is never rewritten, unless more rounds continue it."""
+    if resume:
+        changes = resume_changes(run_dir, cfg)
+        finished = all((Path(p.run_dir) / "summary.json").is_file() for p in plans)
+        if not changes or finished and "rounds" not in changes:
+            return
+        plans[0].config_changes = changes
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.yaml").write_text(cfg.to_yaml())
+
+
 def default_nproc(cfg, num_silos: int) -> int:
     """One rank per GPU, else one per CPU core, never more than the silos to place (``num_silos``
     of the training graph: 1 when the data are pooled)."""
@@ -126,15 +201,16 @@ def handle(args: argparse.Namespace) -> int:
     from fedsim.errors import ConfigError
     from fedsim.plan import experiment_plans
 
-    nproc = args.nproc or default_nproc(cfg, topology.num_silos)
+    nproc = default_nproc(cfg, topology.num_silos) if args.nproc is None else args.nproc
     if nproc < 1 or nproc > topology.num_silos:
-        raise ConfigError(f"--nproc {nproc}: choose between 1 and the {topology.num_silos} silo(s) to place")
+        raise ConfigError(f"--nproc {nproc}: choose between 1 and the {topology.num_silos} silo(s) to place "
+                          "(or leave it out: one rank per GPU, else per CPU core)")
     if args.max_restarts < 0:
         raise ConfigError(f"--max-restarts {args.max_restarts}: give a number >= 0")
+    check_output_dir(cfg.output_dir)
     run_dir = run_dir_for(cfg, args.resume)
     plans = experiment_plans(cfg, run_dir, nproc, resume=args.resume)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.yaml").write_text(cfg.to_yaml())
+    record_config(plans, run_dir, cfg, args.resume)
     prepare_initial_states(plans, args.quiet)
     if args.max_restarts == 0 and cfg.faults.on_crash != "exclude":
         summaries = run_here(cfg, plans, run_dir, nproc, args.resume)
@@ -291,8 +367,8 @@ def print_comparison(plans, summaries, rows) -> None:
         f"downstream: mean ± std over fine-tune seeds {seeds}; Δ Dice: mean ± std of the seed-by-seed "
         "difference to random init — with 3 seeds a Δ smaller than about 2.5× its ± is within the noise "
         "(95% t-interval)") if rows else None)
-    for col in ("initialisation", "foundation acc", "Dice", "Δ Dice", "mIoU", "Jaccard", "tube acc", "MB/round",
-                "wall s"):
+    for col in ("initialisation", "foundation acc", "Dice", "Δ Dice", "mIoU", "Jaccard", "tube acc",
+                "MB/round (mean)", "wall s"):
         table.add_column(col, justify="left" if col == "initialisation" else "right")
 
     def fmt(v, spec=".3f"):
@@ -347,14 +423,17 @@ def _handle_torchrun(args: argparse.Namespace, cfg) -> int:
     from fedsim.trainer import run_jobs
 
     attempt = int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") or 0)
+    check_output_dir(cfg.output_dir)
+    if args.resume:  # every rank refuses a changed config alike, before the group forms
+        resume_changes(run_dir_for(cfg, True), cfg)
 
     def job(ctx):
         plans, resume = None, args.resume
         if ctx.rank == 0:  # the plan is resolved once and handed to every rank
             run_dir, resume = torchrun_run_dir(cfg, args.resume)
             plans = experiment_plans(cfg, run_dir, ctx.world_size, resume=resume, attempt=attempt)
-            if not (run_dir / "config.yaml").is_file() or not attempt:
-                (run_dir / "config.yaml").write_text(cfg.to_yaml())
+            if not attempt or args.resume:  # a torchrun restart continues the config its first attempt wrote
+                record_config(plans, run_dir, cfg, resume)
             prepare_initial_states(plans, args.quiet)
         plans, resume = broadcast_object((plans, resume))
         return plans, run_jobs(ctx, plans, resume), ctx.rank
@@ -377,7 +456,8 @@ def print_summary(summary: dict[str, Any], run_dir: Path) -> None:
     table.add_column("name")
     table.add_column("model")
     table.add_column("test Dice" if summary.get("metric") == "dice" else "test accuracy", justify="right")
-    table.add_column("train loss", justify="right")
+    table.add_column("test loss", justify="right")
+    table.add_column("train loss (last round)", justify="right")
     table.add_column("MB sent (last round)", justify="right")
     private = "privacy" in summary
     if private:
@@ -389,10 +469,12 @@ def print_summary(summary: dict[str, Any], run_dir: Path) -> None:
     if faulty:  # faults: how many rounds each silo took part in, and why it sat the others out
         table.add_column("rounds in", justify="right")
         table.add_column("absent (rounds)")
+    def num(v):
+        return "" if v is None else f"{v:.3f}"
+
     for s in summary["silos"]:
-        acc = "" if s["accuracy"] is None else f"{s['accuracy']:.3f}"
-        loss = "" if s["loss"] is None else f"{s['loss']:.3f}"
-        cells = [str(s["silo"]), s["name"], s.get("model", ""), acc, loss, f"{s['bytes_sent_last_round'] / 1e6:.2f}"]
+        cells = [str(s["silo"]), s["name"], s.get("model", ""), num(s["accuracy"]), num(s.get("test_loss")),
+                 num(s["loss"]), f"{s['bytes_sent_last_round'] / 1e6:.2f}"]
         if private:
             cells.append(f"{s['epsilon']:.2f}" if s.get("epsilon") is not None else "")
         if faulty:
@@ -400,17 +482,19 @@ def print_summary(summary: dict[str, Any], run_dir: Path) -> None:
             cells += [f"{taken.get(str(s['silo']), 0)}/{rounds}", ", ".join(f"{k} {v}" for k, v in why.items())]
         table.add_row(*cells)
     table.add_section()
-    per_round = f"{summary['bytes_per_round'] / 1e6:.2f} /round"
+    last_round = sum(s["bytes_sent_last_round"] for s in summary["silos"]) / 1e6
     pad = ([f"{summary['epsilon']:.2f} (max)"] if private and summary.get("epsilon") is not None else
            [""] if private else []) + (["", ""] if faulty else [])
     if summary["foundation_accuracy"] is None:  # no shared weights (see plan.forms_foundation): no Θ
-        mean = summary.get("mean_silo_accuracy")
-        table.add_row("", "mean over silos (no Θ: no shared weights)", "", "" if mean is None else f"{mean:.3f}",
-                      "", per_round, *pad)
-    else:
-        table.add_row("Θ", "foundation (all-reduce)", "", f"{summary['foundation_accuracy']:.3f}",
-                      f"{summary['foundation_loss']:.3f}", per_round, *pad)
+        table.add_row("", "mean over silos (no Θ: no shared weights)", "", num(summary.get("mean_silo_accuracy")),
+                      "", "", f"{last_round:.2f} (all)", *pad)
+    else:  # Θ is never trained: its loss is on the test set
+        table.add_row("Θ", "foundation (all-reduce)", "", num(summary["foundation_accuracy"]),
+                      num(summary["foundation_loss"]), "", f"{last_round:.2f} (all)", *pad)
     con.print(table)
+    rounds_run = len(summary.get("round_time_s", [])) or summary["rounds"]
+    con.print(f"traffic: {summary['bytes_per_round'] / 1e6:.2f} MB per round, all silos, the mean over {rounds_run} "
+              f"round(s); {summary['total_bytes'] / 1e6:.2f} MB in all")
     for lost in part.get("failed_silos", []):
         how = (f"crashed {lost['crashes']} time(s) on rank {lost['rank']} and was excluded"
                if lost["reason"] == "crashed" else "dropped out for good")
@@ -429,4 +513,6 @@ def print_summary(summary: dict[str, Any], run_dir: Path) -> None:
     extra = summary.get("downstream")
     if extra:
         con.print(extra)
-    con.print(f"wall time {summary['wall_time_s']:.1f} s · results in {run_dir}/")
+    attempts = summary.get("attempts", 1)
+    over = f" over {attempts} attempts (restarts or --resume)" if attempts > 1 else ""
+    con.print(f"wall time {summary['wall_time_s']:.1f} s{over} · results in {run_dir}/")

@@ -36,7 +36,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def handle(args: argparse.Namespace) -> int:
-    from fedsim.commands.run import prepare_config
+    from fedsim.commands.run import check_output_dir, prepare_config
     from fedsim.errors import ConfigError
     from fedsim.sweep import collect, execute, grid_points, parse_seeds, plan, print_table, write_outputs
 
@@ -48,6 +48,7 @@ def handle(args: argparse.Namespace) -> int:
     points = grid_points(args.grid)
     base, _ = prepare_config(args.config, args.overrides)
     out = Path(args.out) if args.out else Path(base.output_dir) / f"sweep-{base.name}"
+    check_output_dir(str(out))
     runs = plan(args.config, args.overrides, points, seeds, out, args.nproc)
     execute(runs, args.parallel, log=(lambda _m: None) if args.quiet else print)
     rows = collect(runs)

@@ -311,6 +311,17 @@ def _folder_channels(cfg: DataConfig) -> int:
     return detect_channels([p for p in sorted(root.iterdir()) if p.is_dir() and p.name != PUBLIC_DIR])
 
 
+def silo_names(cfg: DataConfig) -> list[str] | None:
+    """The names the data give the silos — folder data whose silo folders are the silos (partition
+    ``domain`` without mixtures): the folder names — else None. Read from a listing, no image."""
+    if cfg.kind != "folder" or cfg.partition != "domain" or cfg.domains is not None or not cfg.root:
+        return None
+    from .folder import silo_folders
+
+    root = Path(cfg.root).expanduser()
+    return [p.name for p in silo_folders(root)] if root.is_dir() else None
+
+
 def _load_folder_federated(cfg: DataConfig, num_silos: int, seed: int, masks: bool = False) -> FederatedData:
     from .folder import load_folder
 

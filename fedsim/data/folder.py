@@ -142,6 +142,36 @@ def resolve_classes(root: Path, folders: list[Path], classes: list | None = None
     return tuple(str(i) for i in range(max(max(ints) + 1, 2)))
 
 
+def index_rows(path: str | Path) -> tuple[dict[str, tuple[int, dict[str, str]]], list[str]]:
+    """({file name: (its row number in labels.csv, the row)}, the image files) of one silo folder,
+    checked both ways without reading an image: every row names an image that is there (a row whose
+    image is missing is an error, never silently dropped) and every image has a row."""
+    path = Path(path)
+    img_dir, csv_path = path / "images", path / "labels.csv"
+    if not img_dir.is_dir():
+        raise DataError(f"missing images folder: {img_dir} (expected root/<silo>/images and root/<silo>/labels.csv)")
+    by_file = {}
+    for r, row in enumerate(_read_rows(csv_path), start=2):
+        name = (row.get("file") or "").strip()
+        if not name:
+            raise DataError(f"{csv_path}, row {r}: empty file name")
+        if name in by_file:
+            raise DataError(f"{csv_path}, row {r}: {name} is listed twice (rows {by_file[name][0]} and {r})")
+        by_file[name] = (r, row)
+    images = _image_files(img_dir)
+    if not images:
+        raise DataError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in {img_dir}")
+    present = set(images)
+    for name, (r, _) in by_file.items():
+        if name not in present:
+            raise DataError(f"{csv_path}, row {r}: image {img_dir / name} does not exist; add the image or "
+                            "remove the row")
+    for name in images:
+        if name not in by_file:
+            raise DataError(f"image {img_dir / name} has no row in {csv_path}")
+    return by_file, images
+
+
 def load_silo_folder(path: str | Path, image_size: int, channels: int = 1,
                      class_names: tuple[str, ...] = CLASS_NAMES, masks: bool | None = None) -> SiloDataset:
     """Load one silo folder into a :class:`SiloDataset` (errors name the offending path).
@@ -157,21 +187,10 @@ def load_silo_folder(path: str | Path, image_size: int, channels: int = 1,
         raise DataError(f"missing masks folder: {mask_dir} (task: segmentation needs a mask per image, pixel "
                         "values 0 background, 1 catheter, 2 guidewire; classification needs none)")
     with_masks = mask_dir.is_dir() if masks is None else bool(masks)
-    rows = _read_rows(csv_path)
-    by_file = {}
-    for r, row in enumerate(rows, start=2):
-        name = (row.get("file") or "").strip()
-        if not name:
-            raise DataError(f"{csv_path}, row {r}: empty file name")
-        by_file[name] = (r, row)
-    images = _image_files(img_dir)
-    if not images:
-        raise DataError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in {img_dir}")
+    by_file, images = index_rows(path)
     imgs, msks, labels, tubes, doms, attrs = [], [], [], [], [], []
     for name in images:
         ip = img_dir / name
-        if name not in by_file:
-            raise DataError(f"image {ip} has no row in {csv_path}")
         r, row = by_file[name]
         labels.append(_parse(row["label"], class_names, "label", csv_path, r))
         tubes.append(_parse(row.get("tube") or "0", TUBE_NAMES, "tube", csv_path, r))
@@ -211,6 +230,14 @@ def load_silo_folder(path: str | Path, image_size: int, channels: int = 1,
     )
 
 
+def silo_folders(root: str | Path) -> list[Path]:
+    """The silo folders under ``root``, in silo order (sorted names; hidden folders, ``test`` and
+    ``public`` are not silos)."""
+    root = Path(root).expanduser()
+    return sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")
+                  and p.name not in (TEST_DIR, PUBLIC_DIR))
+
+
 def load_folder(root: str | Path, image_size: int, channels: int | None = None, classes: list | None = None,
                 masks: bool | None = None) -> tuple[list[SiloDataset], SiloDataset | None, tuple[str, ...]]:
     """All silo folders under ``root`` (sorted by name), the optional ``root/test`` set and the
@@ -221,8 +248,7 @@ def load_folder(root: str | Path, image_size: int, channels: int | None = None, 
     root = Path(root).expanduser()
     if not root.is_dir():
         raise DataError(f"data.root {root} is not a folder")
-    subdirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
-    silo_dirs = [p for p in subdirs if p.name not in (TEST_DIR, PUBLIC_DIR)]
+    silo_dirs = silo_folders(root)
     if not silo_dirs:
         raise DataError(f"no silo folders in {root} (expected {root}/<silo>/images and labels.csv)")
     test_dir = root / TEST_DIR
