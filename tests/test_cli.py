@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -175,3 +176,11 @@ def test_torchrun_and_spawn_give_the_same_foundation(tmp_path):
     assert json.loads((tmp_path / "tr" / "summary.json").read_text())["world_size"] == 2
     a, b = torch.load(tmp_path / "tr" / "foundation.pt"), torch.load(tmp_path / "sp" / "foundation.pt")
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_help_names_every_command():
+    from fedsim.cli import build_parser
+
+    text = build_parser().format_help()
+    for command in ("run", "sweep", "topology", "data", "downstream", "plot", "config", "list"):
+        assert re.search(rf"^\s+{command}\b", text, re.M), command
