@@ -12,8 +12,10 @@ from fedsim.errors import FedsimError
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from fedsim.commands import config as config_cmd
     from fedsim.commands import data as data_cmd
     from fedsim.commands import downstream as downstream_cmd
+    from fedsim.commands import list as list_cmd
     from fedsim.commands import plot as plot_cmd
     from fedsim.commands import run as run_cmd
     from fedsim.commands import sweep as sweep_cmd
@@ -31,6 +33,8 @@ def build_parser() -> argparse.ArgumentParser:
     data_cmd.register(sub)
     downstream_cmd.register(sub)
     plot_cmd.register(sub)
+    config_cmd.register(sub)
+    list_cmd.register(sub)
     return parser
 
 

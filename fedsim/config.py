@@ -30,12 +30,13 @@ INITS = ("random", "pretrained", "fm")
 class TrainConfig:
     """Local optimisation shared by every algorithm."""
 
-    optimizer: Literal["adam", "sgd"] = "adam"  # measured: Adam reaches ~70% test accuracy in 80
-    #                          steps on the synthetic data where SGD(0.05, momentum 0.9) is near 30%
-    lr: Annotated[float, Range(ge=0)] = 1e-3  # 0: the silos never move (evaluation-only runs, tests)
+    optimizer: Literal["adam", "sgd"] = "adam"  # the silos' local optimiser; measured: Adam reaches ~70%
+    #                          test accuracy in 80 steps on the synthetic data where SGD(0.05, momentum
+    #                          0.9) is near 30%
+    lr: Annotated[float, Range(ge=0)] = 1e-3  # local learning rate α; 0: the silos never move (evaluation-only runs, tests)
     momentum: Annotated[float, Range(ge=0, lt=1)] = 0.9  # sgd only
-    weight_decay: Annotated[float, Range(ge=0)] = 0.0
-    batch_size: Annotated[int, Range(ge=1)] = 32
+    weight_decay: Annotated[float, Range(ge=0)] = 0.0  # L2 penalty of the local optimiser
+    batch_size: Annotated[int, Range(ge=1)] = 32  # images per local step (mini-batch ξ_i)
     local_steps: Annotated[int, Range(ge=1)] = 10  # SGD steps a silo takes on its own data per round
     eval_every: Annotated[int, Range(ge=0)] = 1  # evaluate every silo every k rounds (0: only at the end)
     # which silos an evaluation round scores: "all"; N, a seeded sample of N silos drawn afresh each
@@ -79,14 +80,14 @@ class _Experiment:
     its own section (``fedefm:``, ``fedprox:``, …), declared beside it and listed in
     ``fedsim.algorithms.REGISTRY``."""
 
-    name: str = "default"
+    name: str = "default"  # the run's folder: OUTPUT_DIR/NAME (NAME-2, NAME-3, … when it already holds a run)
     algorithm: str = "fedefm"  # a name from fedsim.algorithms.REGISTRY
     scenario: Literal[SCENARIOS] | None = None  # dfl | cfl | cll | standalone; None: the algorithm's own
     topology: str = "ring-4"  # a YAML/GML path, a shipped name (fedsim/topologies/NAME.yaml) or KIND:N
-    rounds: Annotated[int, Range(ge=1)] = 5
-    seed: Annotated[int, Range(ge=0)] = 0
-    output_dir: str = "runs"
-    device: Literal["auto", "cpu", "cuda"] = "auto"
+    rounds: Annotated[int, Range(ge=1)] = 5  # communication rounds, numbered 0 … rounds − 1
+    seed: Annotated[int, Range(ge=0)] = 0  # fixes the data, the initial models and every random draw
+    output_dir: str = "runs"  # folder that holds the run folders
+    device: Literal["auto", "cpu", "cuda"] = "auto"  # auto: a GPU per rank with NCCL when CUDA is visible, else the CPU with gloo
     accumulation_status: list[int] | None = None  # ϑ_i per silo (1 = contributes to Θ)
     weight_by_samples: bool = False  # Θ weighted by each silo's sample count as well as ϑ
     timeout_s: Annotated[float, Range(gt=0)] = 300.0  # a silo silent for this long is reported as failed

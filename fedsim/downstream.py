@@ -53,8 +53,9 @@ SPLITS = ("test", "val")
 
 @dataclass
 class DownstreamConfig:
-    """The ``downstream:`` settings. ``seed`` draws the downstream images; ``seeds`` are the
-    fine-tune seeds (decoder/head initialisation and batch order), every row is their mean ± std.
+    """The ``downstream:`` settings: fine-tuning from Θ (or random weights) on a generated set.
+    ``seed`` draws the downstream images; ``seeds`` are the fine-tune seeds (decoder/head
+    initialisation and batch order), every row is their mean ± std.
 
     Segmentation recipe (chosen on the validation split, README "Downstream"): 16 training images,
     decoder warm-up on the frozen encoder, then the whole U-Net with the encoder at a tenth of the
@@ -64,24 +65,24 @@ class DownstreamConfig:
     classification fine-tune, so ~80 s of CPU per initialization for 3 seeds and both tasks,
     spread over ``workers`` processes."""
 
-    enabled: bool = True
+    enabled: bool = True  # fedsim run: fine-tune from random weights and from each run's Θ after training
     domain: str | None = "human"   # downstream domain; None = all four domains, cycled
     train_samples: Annotated[int, Range(ge=1)] = 256  # generated training images (classification uses all)
-    test_samples: Annotated[int, Range(ge=1)] = 256
+    test_samples: Annotated[int, Range(ge=1)] = 256  # generated test images, scored for both tasks
     seed: Annotated[int, Range(ge=0)] = 0   # the downstream images (fedsim run: the experiment seed)
     seeds: list = field(default_factory=lambda: [0, 1, 2])  # fine-tune seeds: rows are mean ± std over them
-    tasks: list = field(default_factory=lambda: list(TASKS))
+    tasks: list = field(default_factory=lambda: list(TASKS))  # which of segmentation, classification to run
     # tube-position classification: the whole network from the start
-    steps: Annotated[int, Range(ge=0)] = 60   # optimizer steps (when epochs == 0)
-    epochs: Annotated[int, Range(ge=0)] = 0   # > 0: this many passes over train_samples instead of `steps`
-    batch_size: Annotated[int, Range(ge=1)] = 16
-    lr: Annotated[float, Range(gt=0)] = 2e-3  # Adam
+    steps: Annotated[int, Range(ge=0)] = 60   # classification: optimizer steps (when epochs == 0)
+    epochs: Annotated[int, Range(ge=0)] = 0   # classification: > 0: this many passes over train_samples instead of `steps`
+    batch_size: Annotated[int, Range(ge=1)] = 16  # classification: images per step
+    lr: Annotated[float, Range(gt=0)] = 2e-3  # classification: learning rate (Adam)
     # segmentation: few-shot U-Net, decoder warm-up on the frozen encoder, then everything
-    seg_train_samples: Annotated[int, Range(ge=1)] = 16  # the first N training images
-    seg_batch_size: Annotated[int, Range(ge=1)] = 8
-    seg_warmup_steps: Annotated[int, Range(ge=0)] = 150  # decoder only, encoder frozen
-    seg_steps: Annotated[int, Range(ge=0)] = 150         # then the whole U-Net
-    seg_lr: Annotated[float, Range(gt=0)] = 1e-2         # decoder (Adam)
+    seg_train_samples: Annotated[int, Range(ge=1)] = 16  # segmentation trains on the first N training images
+    seg_batch_size: Annotated[int, Range(ge=1)] = 8  # images per segmentation step
+    seg_warmup_steps: Annotated[int, Range(ge=0)] = 150  # warm-up steps: decoder only, encoder frozen
+    seg_steps: Annotated[int, Range(ge=0)] = 150         # steps after the warm-up: then the whole U-Net
+    seg_lr: Annotated[float, Range(gt=0)] = 1e-2         # learning rate of the decoder (Adam)
     seg_encoder_lr: Annotated[float, Range(ge=0)] = 1e-3  # encoder after the warm-up; 0 = frozen throughout
     seg_raw_branch: bool = False   # the decoder's full-resolution conv on the input pixels (UNet)
     # learning-rate schedule over the whole segmentation fine-tune (warm-up + steps): constant, or

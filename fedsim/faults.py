@@ -52,9 +52,9 @@ _STRAGGLER_STREAM = 0x51A6
 class DropoutWindow:
     """A silo absent from round ``start`` to round ``end`` (inclusive; null: for good)."""
 
-    silo: Annotated[int, Range(ge=0)] | None = None
-    start: Annotated[int, Range(ge=0)] = 0
-    end: Annotated[int, Range(ge=0)] | None = None
+    silo: Annotated[int, Range(ge=0)] | None = None  # the silo id (required)
+    start: Annotated[int, Range(ge=0)] = 0  # first round it is absent
+    end: Annotated[int, Range(ge=0)] | None = None  # last round it is absent; null: to the end of the run
 
 
 @dataclass
@@ -62,11 +62,11 @@ class Straggler:
     """A silo whose compute is ``factor`` times slower in the simulated clock, in rounds
     ``start``..``end`` (null: to the end), in each such round with ``probability``."""
 
-    silo: Annotated[int, Range(ge=0)] | None = None
-    factor: Annotated[float, Range(ge=1)] = 2.0
-    start: Annotated[int, Range(ge=0)] = 0
-    end: Annotated[int, Range(ge=0)] | None = None
-    probability: Annotated[float, Range(gt=0, le=1)] = 1.0
+    silo: Annotated[int, Range(ge=0)] | None = None  # the silo id (required)
+    factor: Annotated[float, Range(ge=1)] = 2.0  # its compute time is this many times the normal one
+    start: Annotated[int, Range(ge=0)] = 0  # first round it may be slow
+    end: Annotated[int, Range(ge=0)] | None = None  # last round it may be slow; null: to the end of the run
+    probability: Annotated[float, Range(gt=0, le=1)] = 1.0  # chance (seeded) that it is slow in each such round
 
 
 @dataclass
@@ -74,10 +74,10 @@ class LinkFailure:
     """The edge ``[a, b]`` down in rounds ``start``..``end`` (null: for good): no message on it,
     in either direction unless ``directed`` (then only a → b)."""
 
-    edge: list | None = None
-    start: Annotated[int, Range(ge=0)] = 0
-    end: Annotated[int, Range(ge=0)] | None = None
-    directed: bool = False
+    edge: list | None = None  # [a, b]: the silo ids of an edge of the training graph (required)
+    start: Annotated[int, Range(ge=0)] = 0  # first round the edge is down
+    end: Annotated[int, Range(ge=0)] | None = None  # last round the edge is down; null: to the end of the run
+    directed: bool = False  # only the arc a → b is down (false: both directions)
 
 
 @dataclass

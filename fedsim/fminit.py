@@ -59,14 +59,14 @@ class FMInitConfig:
 
     alpha: Annotated[float, Range(ge=0, le=1)] = 0.6  # α of eq. 5 (the paper's)
     temperature: Annotated[float, Range(gt=0)] = 1.0  # T of the per-pixel softmax in the KL term
-    proxy_samples: Annotated[int, Range(ge=1)] = 256  # |D^P|
+    proxy_samples: Annotated[int, Range(ge=1)] = 256  # |D^P|, images in the proxy set
     student_steps: Annotated[int, Range(ge=1)] = 120  # Adam steps on D^P, the same for pretrained and fm
     teacher: Any = field(default_factory=_teacher_model_config)  # the teacher U-Net's encoder
     teacher_samples: Annotated[int, Range(ge=1)] = 1024  # the teacher's own (larger) training set
-    teacher_steps: Annotated[int, Range(ge=1)] = 200
-    batch_size: Annotated[int, Range(ge=1)] = 16
+    teacher_steps: Annotated[int, Range(ge=1)] = 200  # Adam steps training the teacher on its own set
+    batch_size: Annotated[int, Range(ge=1)] = 16  # images per step, for teacher, pre-training and distillation
     lr: Annotated[float, Range(gt=0)] = 2e-3  # Adam, for teacher, pre-training and distillation
-    cache_dir: str | None = None  # None: OUTPUT_DIR/_init_cache
+    cache_dir: str | None = None  # where the trained initial models are cached; None: OUTPUT_DIR/_init_cache
 
     def validate(self) -> None:
         if hasattr(self.teacher, "validate"):

@@ -7,11 +7,21 @@ coerced), ``bool``, ``str``, ``list``, ``X | None``, ``Literal["a", "b"]`` (a ch
 silently fall back to a default); a nested dataclass is a nested section and ``list[Section]`` a
 list of them (each entry a mapping, named ``key[n]`` in errors). Every error names the dotted key,
 the value and what is allowed.
+
+A field's meaning is its comment in the dataclass's source (:func:`field_docs`, read by
+``fedsim config --reference``): the comment at the end of its line, continued on the lines below
+that start with ``#`` and two or more spaces; a field without one is documented by the comment
+block right above it (``#`` or ``#:`` lines).
 """
 
 from __future__ import annotations
 
+import ast
 import dataclasses
+import inspect
+import io
+import textwrap
+import tokenize
 import types
 import typing
 from dataclasses import dataclass
@@ -65,6 +75,62 @@ def hint_name(hint: Any) -> str:
     if hint is type(None):
         return "null"
     return getattr(hint, "__name__", None) or str(hint).replace("typing.", "")
+
+
+def field_docs(cls: type) -> dict[str, str]:
+    """Field name → its meaning, from the comments of ``cls``'s source (and of the dataclasses it
+    derives from; the module docstring's rule): one line of text, "" for a field with none."""
+    docs: dict[str, str] = {}
+    for klass in reversed(cls.__mro__):
+        if klass is not object and dataclasses.is_dataclass(klass):
+            docs.update(_class_field_docs(klass))
+    return {f.name: docs.get(f.name, "") for f in dataclasses.fields(cls)}
+
+
+def _class_field_docs(cls: type) -> dict[str, str]:
+    try:
+        source = textwrap.dedent(inspect.getsource(cls))
+    except (OSError, TypeError):  # made at run time (make_dataclass): no source, no comments
+        return {}
+    node = ast.parse(source).body[0]
+    if not isinstance(node, ast.ClassDef) or node.name != cls.__name__:
+        return {}
+    lines = source.splitlines()
+    comments: dict[int, str] = {}  # line number → the comment's text, without '#' / '#:'
+    own_line: set[int] = set()  # lines holding nothing but a comment
+    continued: set[int] = set()  # comment-only lines whose text is indented past the '#'
+    for tok in tokenize.generate_tokens(io.StringIO(source).readline):
+        if tok.type != tokenize.COMMENT:
+            continue
+        row = tok.start[0]
+        text = tok.string[2:] if tok.string.startswith("#:") else tok.string[1:]
+        comments[row] = text.strip()
+        if not lines[row - 1][: tok.start[1]].strip():
+            own_line.add(row)
+            if text.startswith("  ") and not tok.string.startswith("#:"):
+                continued.add(row)
+    docs: dict[str, str] = {}
+    taken: set[int] = set()  # continuation lines already given to the field above them
+    for stmt in node.body:
+        if not (isinstance(stmt, ast.AnnAssign) and isinstance(stmt.target, ast.Name)):
+            continue
+        end = stmt.end_lineno or stmt.lineno
+        trailing = [comments[r] for r in range(stmt.lineno, end + 1) if r in comments]
+        if trailing:
+            row = end + 1
+            while row in continued:
+                trailing.append(comments[row])
+                taken.add(row)
+                row += 1
+            docs[stmt.target.id] = " ".join(trailing)
+            continue
+        above: list[str] = []
+        row = stmt.lineno - 1
+        while row in own_line and row not in taken:
+            above.insert(0, comments[row])
+            row -= 1
+        docs[stmt.target.id] = " ".join(above)
+    return docs
 
 
 def check_value(value: Any, hint: Any) -> tuple[bool, Any]:

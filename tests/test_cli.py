@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -264,3 +265,11 @@ def test_resume_refuses_a_changed_config_and_records_what_may_change(tmp_path):
     assert summary["wall_time_s"] == pytest.approx(sum(summary["wall_time_s_by_attempt"]))
     walls = [json.loads(x)["wall_time_s"] for x in (run / "metrics" / "silo_0.jsonl").read_text().splitlines()]
     assert walls == sorted(walls) and walls[2] > summary["wall_time_s_by_attempt"][0]  # counted on from attempt 1
+
+
+def test_help_names_every_command():
+    from fedsim.cli import build_parser
+
+    text = build_parser().format_help()
+    for command in ("run", "sweep", "topology", "data", "downstream", "plot", "config", "list"):
+        assert re.search(rf"^\s+{command}\b", text, re.M), command

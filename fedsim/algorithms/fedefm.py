@@ -41,7 +41,7 @@ class FedEFMConfig:
 
     overseas_steps: Annotated[int, Range(ge=1)] = 10  # steps a visiting copy θ_{i→j} trains on ξ_j (eq. 1)
     distill_steps: Annotated[int, Range(ge=1)] = 10  # steps of eq. 2 at the home silo per round
-    temperature: Annotated[float, Range(gt=0)] = 3.0  # T
+    temperature: Annotated[float, Range(gt=0)] = 3.0  # T, the distillation temperature of the KD term (eq. 11)
     beta: Annotated[float, Range(ge=0, le=1)] = 0.2  # β: weight of the KD term against CE (eq. 11)
     #: when the silos' weights meet: "round" (the paper: every round — DFL mixes each silo along
     #: the topology by ``mix``, CFL restarts every silo from Θ) or "end" (ablation: Θ only once,

@@ -28,7 +28,7 @@ class MOONConfig:
     """MOON (Li, He & Song, CVPR 2021): CE + μ · model-contrastive loss on representations."""
 
     mu: Annotated[float, Range(ge=0)] = 1.0  # μ (the paper: 1 for most datasets, 5 for CIFAR-10)
-    temperature: Annotated[float, Range(gt=0)] = 0.5  # τ
+    temperature: Annotated[float, Range(gt=0)] = 0.5  # τ, the temperature of the contrastive loss
 
 
 def contrastive_loss(z: torch.Tensor, z_glob: torch.Tensor, z_prev: torch.Tensor, temperature: float) -> torch.Tensor:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from fedsim.topology import MAKE_KINDS
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("topology", help="validate, show, make and benchmark topologies",
@@ -22,8 +24,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--png", metavar="OUT", help="draw the topology to this PNG")
     s.set_defaults(handler=show)
 
-    m = tsub.add_parser("make", help="write a generated topology (ring, star, complete, chain, random-regular)")
-    m.add_argument("kind", choices=["ring", "star", "complete", "chain", "random-regular"])
+    m = tsub.add_parser("make", help=f"write a generated topology ({', '.join(MAKE_KINDS)})")
+    m.add_argument("kind", choices=MAKE_KINDS)
     m.add_argument("n", type=int, help="number of silos")
     m.add_argument("--degree", type=int, default=3, help="random-regular: neighbours per silo")
     m.add_argument("--seed", type=int, default=0, help="random-regular: seed")

@@ -43,7 +43,7 @@ KINDS = ("synthetic", "folder", "torchvision", "python")
 
 @dataclass
 class DataConfig:
-    """The experiment YAML ``data:`` section.
+    """The experiment YAML ``data:`` section: where the silos' data come from and how they are split.
 
     kind: "synthetic" (generated), "folder" (``root/<silo>/images/* + labels.csv``, ``masks/``
     for segmentation), "torchvision" (``torchvision.datasets.<name>`` read from ``root``) or
@@ -56,19 +56,23 @@ class DataConfig:
     with any partition.
     """
 
-    kind: str = "synthetic"
+    kind: str = "synthetic"  # synthetic (generated X-rays) | folder (root/<silo>/...) | torchvision | python (a plug-in)
     root: str | None = None          # folder data / torchvision root
     image_size: Annotated[int, Range(ge=16)] = 64  # synthetic and folder data (torchvision and python: their own size)
     channels: int | None = None      # 1 grayscale | 3 RGB | None: the data's own (synthetic: 1)
     classes: list | None = None      # class names (folder data; python data: their number); None: from the data
-    samples_per_silo: Annotated[int, Range(ge=1)] = 256
-    test_samples: Annotated[int, Range(ge=1)] = 512
-    partition: Literal[PARTITIONS] = "domain"
-    domains: list | None = None
-    unseen_fraction: Annotated[float, Range(ge=0, le=1)] = 0.0
-    dirichlet_alpha: Annotated[float, Range(gt=0)] = 0.5
-    quantity_skew: Annotated[float, Range(ge=0)] = 0.0
-    label_noise: Annotated[float, Range(ge=0, le=1)] = 0.0
+    samples_per_silo: Annotated[int, Range(ge=1)] = 256  # synthetic: training images per silo on average (quantity skew moves them)
+    test_samples: Annotated[int, Range(ge=1)] = 512  # synthetic: test images, balanced over every domain and class
+    partition: Literal[PARTITIONS] = "domain"  # how data is split over silos: domain mixtures | iid | dirichlet
+    #                                label skew | quantity (size) skew | attribute (age-like) skew
+    domains: list | None = None  # per-silo domain mixtures, cycled over the silos: a name, a list of names or
+    #                                {name: weight}; None: the FedEFM-style default for partition domain
+    unseen_fraction: Annotated[float, Range(ge=0, le=1)] = 0.0  # share of the classes outside its own that each
+    #                                silo never sees (1: only its own classes, so no two silos share one)
+    dirichlet_alpha: Annotated[float, Range(gt=0)] = 0.5  # partition dirichlet: α of the label skew (smaller: more skewed)
+    quantity_skew: Annotated[float, Range(ge=0)] = 0.0  # s: silo size ∝ (rank + 1)^-s over a random ranking (0: equal sizes;
+    #                                partition quantity: 1 when 0)
+    label_noise: Annotated[float, Range(ge=0, le=1)] = 0.0  # share of each silo's training labels flipped at random (symmetric noise)
     attribute_skew: Annotated[float, Range(ge=0)] = 0.0  # 0 = none; s > 0: each silo's attribute centred on its own value
     test_fraction: Annotated[float, Range(ge=0, lt=1)] = 0.2  # folder data without root/test: share held out from each silo
     seed_offset: Annotated[int, Range(ge=0)] = 0  # change the data without changing the experiment seed

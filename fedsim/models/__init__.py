@@ -43,18 +43,18 @@ MODEL_NAMES = ("cnn", "resnet10", "resnet12", "resnet18", "resnet50", "r50-vit",
 
 @dataclass
 class ModelConfig:
-    """The experiment YAML ``model:`` section."""
+    """A network: the experiment YAML ``model:`` section (and the teacher's, ``fminit.teacher``)."""
 
     name: str = "cnn"         # a built-in name, or a plug-in "package.module:factory"
     args: dict = field(default_factory=dict)  # plug-in: keyword arguments of the factory
     features_layer: str | None = None  # plug-in: submodule whose output is the dense feature map
     width: Annotated[int, Range(ge=4)] = 16  # base channels for "cnn" and "r50-vit"
-    norm: Literal["group", "batch"] = "group"  # cnn, resnets, mobilenetv2, r50-vit
+    norm: Literal["group", "batch"] = "group"  # GroupNorm or BatchNorm in cnn, resnets, mobilenetv2, r50-vit
     norm_groups: Annotated[int, Range(ge=0)] = 0  # GroupNorm groups; 0 = one channel per group (fastest to train here)
     dropout: Annotated[float, Range(ge=0, lt=1)] = 0.0  # before the classifier of "cnn"
     vit_depth: Annotated[int, Range(ge=1)] = 2  # r50-vit transformer layers
     vit_dim: Annotated[int, Range(ge=4)] = 128  # r50-vit token width
-    vit_heads: Annotated[int, Range(ge=1)] = 4
+    vit_heads: Annotated[int, Range(ge=1)] = 4  # r50-vit attention heads (vit_dim a multiple of 4 · vit_heads)
     width_mult: Annotated[float, Range(gt=0)] = 0.5  # mobilenetv2 width multiplier
     decoder_width: Annotated[int, Range(ge=0)] = 0  # U-Net decoder channels per level; 0 = same as the encoder skip
     # heterogeneous models: architectures given to the silos round-robin (silo i gets

@@ -26,9 +26,10 @@ class NetConfig:
     """The ``net:`` section: constants of the simulated network clock (SPEC §5); None: derived
     from the run."""
 
-    model_bits: Annotated[float, Range(gt=0)] | None = None  # default: the trained model's size in bits
-    compute_ms: Annotated[float, Range(ge=0)] | None = None  # default: measured local compute time per round
-    access_gbps: Annotated[float, Range(gt=0)] = DEFAULT_ACCESS_GBPS
+    model_bits: Annotated[float, Range(gt=0)] | None = None  # M: bits of one model copy; default: the trained model's size in bits
+    compute_ms: Annotated[float, Range(ge=0)] | None = None  # T_c (ms); default: measured local compute time per round
+    access_gbps: Annotated[float, Range(gt=0)] = DEFAULT_ACCESS_GBPS  # each silo's access link, Gbit/s each way
+    #                                              (a silo's own access_gbps in the topology wins)
 
 
 @dataclass(frozen=True)

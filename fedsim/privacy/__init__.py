@@ -34,10 +34,10 @@ OPACUS_INCOMPATIBLE = "shufflenet (always BatchNorm), r50-vit (nn.MultiheadAtten
 
 @dataclass
 class PrivacyConfig:
-    """The ``privacy:`` section (module docstring)."""
+    """The ``privacy:`` section: DP-SGD per silo or DP-FedAvg (the module docstring)."""
 
     mode: Literal[PRIVACY_MODES] = "none"  # none | sample (DP-SGD per silo) | client (DP-FedAvg)
-    noise_multiplier: Annotated[float, Range(ge=0)] | None = None  # σ; or give target_epsilon
+    noise_multiplier: Annotated[float, Range(ge=0)] | None = None  # σ, the Gaussian noise multiplier; or give target_epsilon
     max_grad_norm: Annotated[float, Range(gt=0)] = 1.0  # sample: per-sample gradient bound C; client: update bound S
     delta: Annotated[float, Range(gt=0, lt=1)] = 1e-5  # δ of (ε, δ)-DP; must be below 1/n
     target_epsilon: Annotated[float, Range(gt=0)] | None = None  # ε to reach after the last round (sets σ)
