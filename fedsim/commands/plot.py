@@ -11,8 +11,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                                     "(--weights: FedEFM's teacher weights of one run)",
                        description="Mean silo accuracy (solid) and foundation Θ accuracy (dashed) per "
                                    "round and against simulated network time, one colour per run. "
-                                   "With --weights: one panel per silo of one FedEFM run, the EMD weight "
-                                   "w_ij (solid) and similarity s_ij (dashed) of each teacher j per round, "
+                                   "With --weights: for each silo of one FedEFM run, the weight w_ij "
+                                   "(above) and EMD similarity s_ij (below) of each teacher j per round, "
                                    "read from its metrics/silo_*.jsonl (exit 2 for a run without them).")
     p.add_argument("runs", nargs="+", metavar="RUN_DIR", help="run folders (runs/<name>)")
     p.add_argument("-o", "--out", default=None,
