@@ -1,4 +1,5 @@
-"""Plots of finished runs: accuracy per round and against simulated network time."""
+"""Plots of finished runs: accuracy per round and against simulated network time; FedEFM's
+teacher weights per silo and round."""
 
 from __future__ import annotations
 
@@ -63,6 +64,70 @@ def plot_runs(run_dirs: list[str | Path], out: str | Path, labels: list[str] | N
         ax.set_ylabel(ylabel)
         ax.grid(alpha=0.3)
     by_round.legend(fontsize=8)
+    fig.tight_layout()
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=120)
+    plt.close(fig)
+    return out
+
+
+def read_teacher_weights(run_dir: str | Path) -> dict[int, dict[str, dict[int, list[tuple[int, float]]]]]:
+    """Per silo, the ``teacher_weights`` and ``teacher_similarity`` records of a run as
+    ``{silo: {"teacher_weights": {j: [(round, value), ...]}, "teacher_similarity": {...}}}``
+    (rounds ascending; only the rounds in which the silo distilled)."""
+    from fedsim.callbacks.jsonl import metric_files, read_records
+
+    if not metric_files(run_dir):
+        raise ConfigError(f"{run_dir}: no metrics/silo_*.jsonl here; is this a fedsim run folder?")
+    out: dict[int, dict[str, dict[int, list[tuple[int, float]]]]] = {}
+    for k, recs in read_records(run_dir).items():
+        for rec in recs:
+            for key in ("teacher_weights", "teacher_similarity"):
+                for j, value in (rec.get(key) or {}).items():
+                    series = out.setdefault(rec["silo"], {"teacher_weights": {}, "teacher_similarity": {}})[key]
+                    series.setdefault(int(j), []).append((k, value))
+    if not out:
+        raise ConfigError(f"{run_dir}: the run has no teacher weights in metrics/silo_*.jsonl "
+                          "(only FedEFM's distillation rounds record them); plot it without --weights")
+    return dict(sorted(out.items()))
+
+
+def plot_teacher_weights(run_dir: str | Path, out: str | Path) -> Path:
+    """Per silo, two panels against round: the weight w_ij of each teacher j (above) and its EMD
+    similarity s_ij (below; absent under ``emd.backend: uniform``), from the run's metric records.
+    Each panel is scaled to its own values, so small departures from uniform weights show."""
+    import math
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
+
+    series = read_teacher_weights(run_dir)
+    cols = min(len(series), 4)
+    rows = math.ceil(len(series) / cols)
+    fig, axes = plt.subplots(2 * rows, cols, figsize=(4 * cols, 5 * rows), sharex=True, squeeze=False)
+    for n, (i, got) in enumerate(series.items()):
+        top, bottom = axes[2 * (n // cols), n % cols], axes[2 * (n // cols) + 1, n % cols]
+        for ax, key, what in ((top, "teacher_weights", "weight w_ij"), (bottom, "teacher_similarity", "EMD similarity s_ij")):
+            for j, points in sorted(got[key].items()):
+                rounds, values = zip(*points)
+                ax.plot(rounds, values, color=f"C{j % 10}", marker="o", ms=3, label=f"teacher {j}")
+            ax.set_ylabel(what)
+            ax.grid(alpha=0.3)
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+            if got[key]:
+                ax.legend(fontsize=7)
+            else:
+                ax.text(0.5, 0.5, "not recorded (uniform weights)", ha="center", va="center", transform=ax.transAxes)
+        top.set_title(f"silo {i}")
+        bottom.set_xlabel("round")
+    for n in range(len(series), rows * cols):
+        axes[2 * (n // cols), n % cols].set_visible(False)
+        axes[2 * (n // cols) + 1, n % cols].set_visible(False)
+    fig.suptitle(f"{Path(run_dir).name}: EMD weight and similarity of each teacher, by round")
     fig.tight_layout()
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -90,7 +90,7 @@ def run_rank(ctx, plan) -> dict[str, Any] | None:
             round_time = time.perf_counter() - t0
             exchange_s = fed.take_exchange_seconds()
             sim_times = clock.step(k, round_time, round_faults)
-            records = _round_records(fed, evaluator, k, losses, round_time,
+            records = _round_records(fed, algo, evaluator, k, losses, round_time,
                                      attempts.before + time.perf_counter() - started, sim_times, round_faults)
             split = {"train_time_s": round_time - exchange_s, "exchange_time_s": exchange_s,
                      "eval_time_s": evaluator.take_seconds()}
@@ -129,10 +129,11 @@ def run_rank(ctx, plan) -> dict[str, Any] | None:
         callbacks.close()
 
 
-def _round_records(fed, evaluator, k: int, losses: dict[int, float], round_time: float,
+def _round_records(fed, algo, evaluator, k: int, losses: dict[int, float], round_time: float,
                    wall: float, sim_times: list[float], faults=None) -> list[dict[str, Any]]:
-    """This rank's per-silo records of round ``k`` (see :mod:`fedsim.callbacks.jsonl`); with
-    ``faults`` (:class:`fedsim.faults.RoundFaults`), whether each silo took part and why not."""
+    """This rank's per-silo records of round ``k`` (see :mod:`fedsim.callbacks.jsonl`), with the
+    algorithm's own keys (``algo.round_record``); with ``faults``
+    (:class:`fedsim.faults.RoundFaults`), whether each silo took part and why not."""
     from fedsim.transport import SERVER
 
     sent = fed.transport.take_bytes()
@@ -160,6 +161,7 @@ def _round_records(fed, evaluator, k: int, losses: dict[int, float], round_time:
         if fed.val_sets is not None:
             rec["foundation_val_accuracy"] = foundation_val
         rec.update(fed.privacy.record(i))  # ε spent on silo i's data so far (privacy.mode), …
+        rec.update(algo.round_record(i))  # e.g. FedEFM's teacher weights and loss parts
         if faults is not None:
             rec["participated"] = i in faults.present
             rec["absent"] = faults.absent.get(i)

@@ -81,6 +81,11 @@ class Algorithm:
         """Run round ``k`` on this rank's silos; return each local silo's mean training loss."""
         raise NotImplementedError
 
+    def round_record(self, i: int) -> dict[str, Any]:
+        """Algorithm-specific keys for local silo ``i``'s metric record of the round just run
+        (merged into ``metrics/silo_<i>.jsonl``; JSON values). Default: none."""
+        return {}
+
     def silo_state(self, i: int) -> dict[str, Any]:
         """Algorithm state kept for local silo ``i`` beyond its model (saved in its checkpoint)."""
         return {}

@@ -15,13 +15,15 @@ Round k ≥ 1, for every silo i:
      every silo starts the next round from Θ = Σ ϑ_i θ_i / Σ ϑ_i.
 The runner forms the foundation model Θ by all-reduce at the end. ``fedefm.aggregate: end`` is
 the ablation with no aggregation until then (the silos drift apart and Θ collapses).
+Each distilling silo's metric record carries its round's mean s_ij, w_ij and KD / CE loss parts
+(:class:`DistillTally`, :meth:`FedEFM.round_record`).
 """
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -56,19 +58,57 @@ class FedEFMConfig:
     self_weight: Annotated[float, Range(ge=0, le=1)] = 0.5  # s: the silo's own share in the mix (½ in the released code)
 
 
+def distillation_terms(
+    student_logits: torch.Tensor, teacher_logits: torch.Tensor, y: torch.Tensor, *, temperature: float, beta: float,
+    per_sample: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The two parts of ℓ_ij (eq. 11): β T² KL(softmax(z_T/T) ‖ softmax(z_S/T)) and (1 − β) CE(z_S, y);
+    batch means, or one value per sample with ``per_sample``."""
+    if per_sample:
+        T = temperature
+        kd = T * T * F.kl_div(F.log_softmax(student_logits / T, dim=1), F.log_softmax(teacher_logits / T, dim=1),
+                              reduction="none", log_target=True).sum(1)
+        return beta * kd, (1.0 - beta) * F.cross_entropy(student_logits, y, reduction="none")
+    kd = softened_kl(student_logits, teacher_logits, temperature)
+    return beta * kd, (1.0 - beta) * F.cross_entropy(student_logits, y)
+
+
 def distillation_loss(
     student_logits: torch.Tensor, teacher_logits: torch.Tensor, y: torch.Tensor, *, temperature: float, beta: float,
     per_sample: bool = False,
 ) -> torch.Tensor:
     """ℓ_ij = β T² KL(softmax(z_T/T) ‖ softmax(z_S/T)) + (1 − β) CE(z_S, y)   (eq. 11); the
     batch mean, or one value per sample with ``per_sample``."""
-    if per_sample:
-        T = temperature
-        kd = T * T * F.kl_div(F.log_softmax(student_logits / T, dim=1), F.log_softmax(teacher_logits / T, dim=1),
-                              reduction="none", log_target=True).sum(1)
-        return beta * kd + (1.0 - beta) * F.cross_entropy(student_logits, y, reduction="none")
-    kd = softened_kl(student_logits, teacher_logits, temperature)
-    return beta * kd + (1.0 - beta) * F.cross_entropy(student_logits, y)
+    kd, ce = distillation_terms(student_logits, teacher_logits, y, temperature=temperature, beta=beta,
+                                per_sample=per_sample)
+    return kd + ce
+
+
+def emd_similarities(student_feats: torch.Tensor, teacher_feats: list[torch.Tensor], emd_cfg,
+                     per_sample: bool = False) -> torch.Tensor | None:
+    """s_ij for every teacher, before any clamp or normalisation: the batch-mean EMD similarity,
+    shape (teachers,), or one per sample, (teachers, B), with ``per_sample``; None under
+    ``emd.backend: uniform``, which computes no EMD."""
+    from fedsim.emd import emd_similarity
+
+    if emd_cfg.backend == "uniform":
+        return None
+    u = student_feats if emd_cfg.grad else student_feats.detach()
+    s = [emd_similarity(u, v.detach(), backend=emd_cfg.backend, grid=emd_cfg.grid) for v in teacher_feats]
+    return torch.stack([v if per_sample else v.mean() for v in s])
+
+
+def weights_from_similarities(similarities: torch.Tensor | None, shape: tuple[int, ...], emd_cfg,
+                              device: torch.device) -> torch.Tensor:
+    """w_ij from s_ij: clamped at 0 and, with ``emd.normalize``, divided by Σ_j w_ij; all ones
+    (before normalisation) when ``similarities`` is None (the uniform ablation)."""
+    if similarities is None:  # ablation: every returned expert counts the same
+        w = torch.ones(shape, device=device)
+        return w / w.sum(0) if emd_cfg.normalize else w
+    w = similarities.clamp_min(0.0)
+    if emd_cfg.normalize:
+        w = w / w.sum(0).clamp_min(1e-8)
+    return w
 
 
 def emd_weights(student_feats: torch.Tensor, teacher_feats: list[torch.Tensor], emd_cfg,
@@ -78,18 +118,48 @@ def emd_weights(student_feats: torch.Tensor, teacher_feats: list[torch.Tensor], 
 
     ``per_sample`` (DP-SGD): one weight per teacher and sample, shape (teachers, B) — a batch
     mean would let every sample's gradient depend on the others and void the per-sample bound."""
-    from fedsim.emd import emd_similarity
-
     shape = (len(teacher_feats), student_feats.shape[0]) if per_sample else (len(teacher_feats),)
-    if emd_cfg.backend == "uniform":  # ablation: every returned expert counts the same
-        w = torch.ones(shape, device=student_feats.device)
-        return w / w.sum(0) if emd_cfg.normalize else w
-    u = student_feats if emd_cfg.grad else student_feats.detach()
-    s = [emd_similarity(u, v.detach(), backend=emd_cfg.backend, grid=emd_cfg.grid) for v in teacher_feats]
-    w = torch.stack([v if per_sample else v.mean() for v in s]).clamp_min(0.0)
-    if emd_cfg.normalize:
-        w = w / w.sum(0).clamp_min(1e-8)
-    return w
+    s = emd_similarities(student_feats, teacher_feats, emd_cfg, per_sample)
+    return weights_from_similarities(s, shape, emd_cfg, student_feats.device)
+
+
+class DistillTally:
+    """What one silo's distillation did in one round, for its metric record (:meth:`record`).
+
+    Per step it adds, detached and on the device, the batch mean of the weights w_ij actually
+    used, the batch mean of the similarities s_ij (before clamp and normalisation; none under
+    ``emd.backend: uniform``) and the two parts of the step's loss, kd = Σ_j w_ij·βT²KL_j and
+    ce = Σ_j w_ij·(1−β)CE, whose sum is the loss the step minimised (under DP-SGD the batch means
+    of the per-sample terms). :meth:`record` takes the means over the steps with one transfer."""
+
+    def __init__(self, teachers: list[int]) -> None:
+        self.teachers = teachers  # silo ids, in the order of the weights
+        self.steps = 0
+        self._sum: torch.Tensor | None = None  # Σ over steps of [w_1..w_n, kd, ce, s_1..s_n]
+
+    def add(self, weights: torch.Tensor, similarities: torch.Tensor | None, kd: torch.Tensor,
+            ce: torch.Tensor) -> None:
+        n = len(self.teachers)
+        parts = [weights.reshape(n, -1).mean(1), kd.reshape(1), ce.reshape(1)]
+        if similarities is not None:
+            parts.append(similarities.reshape(n, -1).mean(1))
+        step = torch.cat([p.detach().double() for p in parts])
+        self._sum = step if self._sum is None else self._sum + step
+        self.steps += 1
+
+    def record(self) -> dict[str, Any]:
+        """``teacher_weights`` and ``teacher_similarity`` (each keyed by the teacher's silo id as
+        a string; no similarity under ``uniform``), ``kd_loss`` and ``ce_loss``: means over the
+        round's distillation steps; empty when no step distilled."""
+        if self._sum is None:
+            return {}
+        n = len(self.teachers)
+        mean = (self._sum / self.steps).tolist()
+        rec: dict[str, Any] = {"teacher_weights": dict(zip(map(str, self.teachers), mean[:n]))}
+        if len(mean) > n + 2:
+            rec["teacher_similarity"] = dict(zip(map(str, self.teachers), mean[n + 2:]))
+        rec["kd_loss"], rec["ce_loss"] = mean[n], mean[n + 1]
+        return rec
 
 
 def distill_step(
@@ -101,10 +171,12 @@ def distill_step(
     cfg,
     weights: torch.Tensor | None = None,
     per_sample: bool = False,
+    tally: DistillTally | None = None,
 ) -> tuple[float, float]:
-    """One step of eq. 2 on batch (x, y). ``weights`` forces w_ij (tests, the uniform ablation);
-    otherwise they come from the EMD. ``per_sample`` (DP-SGD): the loss is the batch mean of
-    Σ_j w_ij(x) ℓ_ij(x) with per-sample EMD weights. Returns (loss, seconds spent in the EMD)."""
+    """One step of eq. 2 on batch (x, y). ``weights`` forces w_ij (tests, timing); otherwise they
+    come from the EMD. ``per_sample`` (DP-SGD): the loss is the batch mean of Σ_j w_ij(x) ℓ_ij(x)
+    with per-sample EMD weights. ``tally`` collects the step's weights, similarities and loss
+    parts (no extra EMD). Returns (loss, seconds spent in the EMD)."""
     student.train()
     z_s, u = logits_and_features(student, x)
     with torch.no_grad():
@@ -112,17 +184,25 @@ def distill_step(
         for t in teachers:
             t.train()  # batch statistics, as the student: identical weights give identical outputs
             outputs.append(logits_and_features(t, x))
-    emd_seconds = 0.0
+    emd_seconds, similarities = 0.0, None
     if weights is None:
         started = time.perf_counter()
-        weights = emd_weights(u, [v for _, v in outputs], cfg.emd, per_sample=per_sample)
+        feats = [v for _, v in outputs]
+        shape = (len(feats), u.shape[0]) if per_sample else (len(feats),)
+        similarities = emd_similarities(u, feats, cfg.emd, per_sample=per_sample)
+        weights = weights_from_similarities(similarities, shape, cfg.emd, u.device)
         emd_seconds = time.perf_counter() - started
     fe = cfg.fedefm
-    losses = torch.stack([
-        distillation_loss(z_s, z_t, y, temperature=fe.temperature, beta=fe.beta, per_sample=per_sample)
-        for z_t, _ in outputs
-    ])
+    terms = [distillation_terms(z_s, z_t, y, temperature=fe.temperature, beta=fe.beta, per_sample=per_sample)
+             for z_t, _ in outputs]
+    losses = torch.stack([kd + ce for kd, ce in terms])
     loss = (weights * losses).sum(0).mean() if per_sample else (weights * losses).sum()
+    if tally is not None:
+        with torch.no_grad():
+            w = weights.detach()
+            kd_part = (w * torch.stack([kd for kd, _ in terms])).sum(0).mean()
+            ce_part = (w * torch.stack([ce for _, ce in terms])).sum(0).mean()
+        tally.add(w, similarities, kd_part, ce_part)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     optimizer.step()
@@ -167,6 +247,7 @@ class FedEFM(Algorithm):
         super().__init__(fed)
         self.emd_seconds = 0.0  # time spent computing EMD weights on this rank (benchmarks)
         self._spare: list[nn.Module] = []
+        self._records: dict[int, dict[str, Any]] = {}  # this round's round_record per silo
         fe = self.cfg.fedefm
         self._cfl_every_round = fed.scenario.via_server and fe.aggregate == "round"
         self._dfl_mix = fe.mix if fed.scenario.decentralized and fe.aggregate == "round" else None
@@ -182,7 +263,13 @@ class FedEFM(Algorithm):
         load_state_tensors(model, tensors)
         return model
 
+    def round_record(self, i: int) -> dict[str, Any]:
+        """Silo i's distillation this round (:class:`DistillTally`): ``teacher_weights``,
+        ``teacher_similarity``, ``kd_loss``, ``ce_loss``; empty in a round it did not distil."""
+        return self._records.get(i, {})
+
     def round(self, k: int) -> dict[int, float]:
+        self._records = {}
         if k == 0 or not self.exchanges:
             losses = self.local_training()
             if self._cfl_every_round and self.exchanges:
@@ -209,12 +296,14 @@ class FedEFM(Algorithm):
         # 3. EMD-weighted distillation at every home silo
         losses: dict[int, float] = {}
         for i, silo in sorted(silos.items()):
-            teachers = [self._model_like(returned[(j, dst)]) for (j, dst) in sorted(returned) if dst == i]
+            teacher_ids = [j for (j, dst) in sorted(returned) if dst == i]
+            teachers = [self._model_like(returned[(j, i)]) for j in teacher_ids]
             fed.charge(i, cfg.fedefm.distill_steps)
             if not teachers:  # no active in-neighbour this round (multigraph / MATCHA): train locally
                 losses[i] = fed.train(silo.model, silo.optimizer, i, cfg.fedefm.distill_steps)
                 continue
             total, counted = 0.0, 0
+            tally = DistillTally(teacher_ids)
             with fed.private_steps(silo.model, silo.optimizer, i) as optimizer:
                 for _ in range(cfg.fedefm.distill_steps):
                     x, y = silo.batches.next()
@@ -222,11 +311,12 @@ class FedEFM(Algorithm):
                         optimizer.empty_step()
                         continue
                     loss, emd_s = distill_step(silo.model, optimizer, teachers, x, y, cfg,
-                                               per_sample=fed.privacy.per_sample)
+                                               per_sample=fed.privacy.per_sample, tally=tally)
                     total += loss
                     counted += 1
                     self.emd_seconds += emd_s
             losses[i] = total / max(counted, 1)
+            self._records[i] = tally.record()
             self._spare.extend(teachers)
 
         # 4. aggregation

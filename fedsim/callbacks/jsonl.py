@@ -3,7 +3,9 @@ hosts the silo — and the one reader of those files (resume history, plots, pap
 
 A record: ``round, silo, loss, test_loss, accuracy[, val_accuracy], foundation_accuracy[,
 foundation_val_accuracy], bytes_sent, bytes_by_dst, grad_steps, round_time_s, wall_time_s,
-sim_time_ms`` (``bytes_from_server`` for CFL)."""
+sim_time_ms`` (``bytes_from_server`` for CFL), and the algorithm's own keys
+(:meth:`fedsim.algorithms.base.Algorithm.round_record`; FedEFM: ``teacher_weights``,
+``teacher_similarity``, ``kd_loss``, ``ce_loss``)."""
 
 from __future__ import annotations
 

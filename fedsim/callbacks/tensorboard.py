@@ -1,6 +1,8 @@
 """TensorBoard event files under ``RUN_DIR/tensorboard/`` (``log.tensorboard: true``).
 
-Scalars per silo (``silo_<i>/accuracy``, ``silo_<i>/loss``, ``silo_<i>/test_loss``), for Θ
+Scalars per silo (``silo_<i>/accuracy``, ``silo_<i>/loss``, ``silo_<i>/test_loss``; in FedEFM's
+distillation rounds also ``silo_<i>/kd_loss``, ``silo_<i>/ce_loss`` and, per teacher j,
+``silo_<i>/teacher_weight/<j>``, ``silo_<i>/teacher_similarity/<j>``), for Θ
 (``foundation/accuracy``, ``foundation/val_accuracy``) and their mean over silos
 (``silos/mean_accuracy``), each twice: by round (step = round) under ``round/``, and by simulated
 network time (step = the round's simulated time in whole ms) under ``sim_time_ms/`` — the same
@@ -18,9 +20,12 @@ def round_scalars(records: list[dict[str, Any]]) -> dict[str, float]:
     """The scalars of one round from every silo's JSONL records."""
     out: dict[str, float] = {}
     for rec in records:
-        for key in ("accuracy", "loss", "test_loss"):
+        for key in ("accuracy", "loss", "test_loss", "kd_loss", "ce_loss"):
             if rec.get(key) is not None:
                 out[f"silo_{rec['silo']}/{key}"] = rec[key]
+        for key, name in (("teacher_weights", "teacher_weight"), ("teacher_similarity", "teacher_similarity")):
+            for j, value in (rec.get(key) or {}).items():
+                out[f"silo_{rec['silo']}/{name}/{j}"] = value
     accs = [r["accuracy"] for r in records if r.get("accuracy") is not None]
     if accs:
         out["silos/mean_accuracy"] = sum(accs) / len(accs)

@@ -42,28 +42,45 @@ def _average(models, weights):
 
 def _distill(model, opt, stream, teachers, cfg):
     """``fedefm.distill_steps`` steps of eq. 2 at a home silo, written out: w_ij the batch-mean
-    EMD similarity of the features (clamped at 0, normalised), ℓ_ij = βT²·KL + (1 − β)·CE (eq. 11)."""
+    EMD similarity of the features (clamped at 0, normalised with ``emd.normalize``; 1 under
+    ``emd.backend: uniform``), ℓ_ij = βT²·KL + (1 − β)·CE (eq. 11). Returns, per step, the
+    similarities s_ij before the clamp (None under uniform), the weights w_ij and the loss parts
+    Σ_j w_ij·βT²·KL_j and Σ_j w_ij·(1 − β)·CE."""
     T, beta = cfg.fedefm.temperature, cfg.fedefm.beta
+    steps = []
     for _ in range(cfg.fedefm.distill_steps):
         x, y = stream.next()
         f_s = model.features(x)
         z_s = model.head(f_s)
         with torch.no_grad():
             outs = [(t.head(t.features(x)), t.features(x)) for t in teachers]
-        w = torch.stack([emd_similarity(f_s, f_t, grid=cfg.emd.grid).mean().clamp_min(0) for _, f_t in outs])
-        w = w / w.sum()
+        if cfg.emd.backend == "uniform":
+            s, w = None, torch.ones(len(teachers))
+        else:
+            s = torch.stack([emd_similarity(f_s, f_t, backend=cfg.emd.backend, grid=cfg.emd.grid).mean()
+                             for _, f_t in outs])
+            w = s.clamp_min(0)
+        if cfg.emd.normalize:
+            w = w / w.sum()
         p_t = [torch.softmax(z_t / T, 1) for z_t, _ in outs]
         kd = [(p * (p.log() - torch.log_softmax(z_s / T, 1))).sum(1).mean() for p in p_t]
         ce = F.cross_entropy(z_s, y)
         loss = sum(w[j] * (beta * T * T * kd[j] + (1 - beta) * ce) for j in range(len(teachers)))
+        steps.append({
+            "similarity": None if s is None else s.tolist(), "weights": w.tolist(), "loss": loss.item(),
+            "kd_loss": sum(w[j].item() * beta * T * T * kd[j].item() for j in range(len(teachers))),
+            "ce_loss": sum(w[j].item() * (1 - beta) * ce.item() for j in range(len(teachers))),
+        })
         opt.zero_grad()
         loss.backward()
         opt.step()
+    return steps
 
 
-def reference_fedefm(overrides: list[str], scenario: str = "dfl") -> list[torch.nn.Module]:
+def reference_fedefm(overrides: list[str], scenario: str = "dfl", trace: dict | None = None) -> list[torch.nn.Module]:
     """Eq. 1–3 and 11 in one process, written out directly, with the aggregation of
-    ``fedefm.aggregate`` / ``fedefm.mix`` (CFL: a complete graph through the server)."""
+    ``fedefm.aggregate`` / ``fedefm.mix`` (CFL: a complete graph through the server). ``trace``
+    receives, for each round k and silo i that distils, (its teachers, ``_distill``'s steps)."""
     cfg, topo, models, opts, streams = sequential_setup(overrides)
     n = topo.num_silos
     s = cfg.fedefm.self_weight
@@ -95,7 +112,9 @@ def reference_fedefm(overrides: list[str], scenario: str = "dfl") -> list[torch.
                 experts[(j, i)] = visitor
         # eq. 2, 3, 11 at each home silo
         for i in range(n):
-            _distill(models[i], opts[i], streams[i], [experts[(j, i)] for j in in_nb[i]], cfg)
+            steps = _distill(models[i], opts[i], streams[i], [experts[(j, i)] for j in in_nb[i]], cfg)
+            if trace is not None:
+                trace[(k, i)] = (in_nb[i], steps)
         if not every_round:
             continue
         if scenario == "cfl":
@@ -162,6 +181,59 @@ def test_the_mixing_rule_changes_the_result(tmp_path):
     a = reference_fedefm(EFM + ["fedefm.mix=hosted"])
     b = reference_fedefm(EFM + ["fedefm.mix=experts"])
     assert any(not torch.allclose(x, y) for x, y in zip(a[0].state_dict().values(), b[0].state_dict().values()))
+
+
+@pytest.mark.parametrize("backend,normalize,nproc", [
+    ("exact", True, 2), ("exact", False, 1), ("uniform", False, 2), ("sinkhorn", True, 1),
+])
+def test_recorded_teacher_weights_and_loss_parts_equal_the_sequential_steps(tmp_path, backend, normalize, nproc):
+    """Each distilling round's record holds the means over its steps of s_ij (before clamp), of
+    the w_ij used and of the two loss parts, as the written-out steps compute them; round 0
+    (local training) has none of these keys."""
+    from fedsim.callbacks.jsonl import read_records
+
+    overrides = EFM + ["name=w", "rounds=3", f"emd.backend={backend}", f"emd.normalize={str(normalize).lower()}"]
+    run_distributed(tmp_path, overrides, nproc=nproc)
+    trace: dict = {}
+    reference_fedefm(overrides, trace=trace)
+    by_round = read_records(tmp_path / "w")
+    keys = ("teacher_weights", "teacher_similarity", "kd_loss", "ce_loss")
+    assert all(not set(keys) & rec.keys() for rec in by_round[0])
+    assert sorted(trace) == [(k, i) for k in (1, 2) for i in range(4)]
+    for (k, i), (teachers, steps) in trace.items():
+        rec = next(r for r in by_round[k] if r["silo"] == i)
+
+        def mean(key, j=None, steps=steps):
+            return sum(st[key] if j is None else st[key][j] for st in steps) / len(steps)
+
+        assert rec["teacher_weights"].keys() == {str(j) for j in teachers}
+        for n, j in enumerate(teachers):
+            assert rec["teacher_weights"][str(j)] == pytest.approx(mean("weights", n), abs=1e-5)
+            if backend != "uniform":
+                assert rec["teacher_similarity"][str(j)] == pytest.approx(mean("similarity", n), abs=1e-5)
+        if backend == "uniform":
+            assert "teacher_similarity" not in rec
+            assert set(rec["teacher_weights"].values()) == {1.0}
+        elif normalize:
+            assert sum(rec["teacher_weights"].values()) == pytest.approx(1.0, abs=1e-6)
+        assert rec["kd_loss"] == pytest.approx(mean("kd_loss"), abs=1e-5)
+        assert rec["ce_loss"] == pytest.approx(mean("ce_loss"), abs=1e-5)
+        assert rec["loss"] == pytest.approx(mean("loss"), abs=1e-5)
+        assert rec["kd_loss"] + rec["ce_loss"] == pytest.approx(rec["loss"], abs=1e-6)
+
+
+def test_a_silo_without_teachers_records_no_teacher_weights(tmp_path):
+    """Both of silo 0's links are down in round 1: it has no teacher (it trains locally) and its
+    record has no teacher keys, while its neighbours record the teachers they did hear from."""
+    from fedsim.callbacks.jsonl import read_records
+
+    run_distributed(tmp_path, EFM + ["name=d", "faults.links=[{edge: [0, 1], start: 1, end: 1}, "
+                                                "{edge: [0, 3], start: 1, end: 1}]"])
+    got = {r["silo"]: r for r in read_records(tmp_path / "d")[1]}
+    assert not {"teacher_weights", "teacher_similarity", "kd_loss", "ce_loss"} & got[0].keys()
+    assert {i: sorted(got[i]["teacher_weights"]) for i in (1, 2, 3)} == {1: ["2"], 2: ["1", "3"], 3: ["2"]}
+    assert all(got[i]["teacher_similarity"].keys() == got[i]["teacher_weights"].keys() for i in (1, 2, 3))
+    assert got[1]["teacher_weights"]["2"] == pytest.approx(1.0)  # normalised over a single teacher
 
 
 def test_placement_does_not_change_the_foundation(tmp_path):

@@ -39,3 +39,20 @@ def test_event_files_hold_the_jsonl_numbers_by_round_and_by_simulated_time(tmp_p
 def test_no_event_files_unless_asked(tmp_path):
     run_distributed(tmp_path, ["algorithm=fedavg", "name=plain", "rounds=1"])
     assert not (tmp_path / "plain" / "tensorboard").exists()
+
+
+def test_fedefm_teacher_weights_and_loss_parts_are_scalars_per_silo(tmp_path):
+    efm = ["algorithm=fedefm", "topology=ring-4", "fedefm.overseas_steps=1", "fedefm.distill_steps=2", "emd.grid=2"]
+    run_distributed(tmp_path, efm + ["name=efm", "log.tensorboard=true"])
+    got = _scalars(tmp_path / "efm" / "tensorboard")
+    rounds = read_records(tmp_path / "efm")
+    expected: dict[str, float] = {}
+    for rec in rounds[1]:
+        i = rec["silo"]
+        expected[f"silo_{i}/kd_loss"], expected[f"silo_{i}/ce_loss"] = rec["kd_loss"], rec["ce_loss"]
+        for j in ((i - 1) % 4, (i + 1) % 4):
+            expected[f"silo_{i}/teacher_weight/{j}"] = rec["teacher_weights"][str(j)]
+            expected[f"silo_{i}/teacher_similarity/{j}"] = rec["teacher_similarity"][str(j)]
+    assert len(expected) == 4 * 6
+    for tag, value in expected.items():
+        assert got[f"round/{tag}"] == [(1, pytest.approx(value, rel=1e-6))], tag  # round 0 does not distil

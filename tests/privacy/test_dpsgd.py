@@ -181,6 +181,11 @@ def test_epsilon_per_silo_equals_opacus_accountant_for_the_steps_taken(tmp_path)
         acc.history = [(sigma, q, steps_by_round[k])]
         assert rec["dp_steps"] == steps_by_round[k]
         assert rec["epsilon"] == pytest.approx(acc.get_epsilon(delta=1e-3), rel=1e-9)
+        if k == 1:  # per-sample EMD weights: the record holds their batch means and the loss parts
+            assert rec["teacher_weights"].keys() == rec["teacher_similarity"].keys() == {str((i - 1) % 4),
+                                                                                         str((i + 1) % 4)}
+            assert sum(rec["teacher_weights"].values()) == pytest.approx(1.0, abs=1e-6)
+            assert rec["kd_loss"] + rec["ce_loss"] == pytest.approx(rec["loss"], abs=1e-6)
     last = {r["silo"]: r["epsilon"] for r in records if r["round"] == 1}
     assert summary["epsilon"] == max(last.values())
     assert {s["silo"]: s["epsilon"] for s in summary["silos"]} == last
