@@ -20,6 +20,23 @@ clock; link failures (``{edge: [a, b], start, end, directed}``) take an edge's a
 round (no message; the clock and the mixing weights follow). A silo that comes back after being
 absent rejoins from its last state or from the current Θ (``faults.rejoin``).
 
+A corrupted silo (``faults.corrupt``: ``{silo, kind, level, start, end}``) takes part as usual
+but, in its window, trains on corrupted labels or sends noised weights:
+
+* ``random_labels`` — round(level · n) of its n training labels are replaced by a uniformly drawn
+  class (which may be the true one); ``label_noise`` — as many are moved to another class (never
+  the true one). Which samples, and their new classes, are drawn once per silo from the run's
+  seed (:func:`corrupt_labels`), so they are the same in every round of the window, on any
+  placement and after ``--resume``; outside the window the silo trains on its own labels again.
+  Only the training split is touched: the silo's validation split and the test set stay clean.
+* ``weight_noise`` — Gaussian noise of standard deviation ``level`` on every floating-point
+  weight the silo *sends*: each message along an arc (``Federation.exchange``) and each upload to
+  the CFL server. Its own model stays clean. The Θ the run reads out (the all-reduce of the
+  silos' own models, scored each round and saved at the end) is not a message and adds no noise:
+  the noise reaches Θ only through what the others received (in CFL, the server's average). Each
+  message's noise comes from its own seed stream (:func:`noisy_message`: round, the round's n-th
+  send, sender, receiver), independent of the placement and of everything else the run draws.
+
 Everything is a pure function of (config, round, silos lost to crashes): the same on every rank
 and after ``--resume``; random draws come from their own seed streams.
 
@@ -39,13 +56,20 @@ import time
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal
 
+import torch
+
 from fedsim.errors import ConfigError
 from fedsim.settings import Range
 
 #: why a silo is absent from a round (the ``absent`` field of its record)
 ABSENCE_REASONS = ("dropout", "crashed", "not_sampled", "deadline")
+#: what ``faults.corrupt`` can do to a silo; the first two corrupt its training labels
+CORRUPTION_KINDS = ("random_labels", "label_noise", "weight_noise")
+LABEL_CORRUPTIONS = ("random_labels", "label_noise")
 _SAMPLING_STREAM = 0xFA17
 _STRAGGLER_STREAM = 0x51A6
+_LABEL_STREAM = 0x1AB3  # which samples of a silo are corrupted, and into what
+WEIGHT_NOISE_STREAM = 0x9015  # the noise on a corrupted silo's messages
 
 
 @dataclass
@@ -81,6 +105,19 @@ class LinkFailure:
 
 
 @dataclass
+class Corruption:
+    """Silo ``silo`` corrupted in rounds ``start``..``end`` (null: to the end): ``kind``
+    random_labels / label_noise (``level``: the fraction of its training labels, 0..1) or
+    weight_noise (``level``: the standard deviation of the noise on what it sends, >= 0)."""
+
+    silo: Annotated[int, Range(ge=0)] | None = None
+    kind: Literal[CORRUPTION_KINDS] | None = None
+    level: Annotated[float, Range(ge=0)] | None = None
+    start: Annotated[int, Range(ge=0)] = 0
+    end: Annotated[int, Range(ge=0)] | None = None
+
+
+@dataclass
 class FaultsConfig:
     """The ``faults:`` section: simulated dropouts, partial participation, stragglers and link
     failures (deterministic, seeded), and what a real crash of a rank does."""
@@ -94,6 +131,8 @@ class FaultsConfig:
     #: (the others do not wait for it); null: everyone is waited for
     deadline: Annotated[float, Range(ge=1)] | None = None
     links: list[LinkFailure] = field(default_factory=list)  # [{edge: [a, b], start, end, directed}]
+    #: [{silo, kind, level, start, end}]: a silo that trains on corrupted labels or sends noised weights
+    corrupt: list[Corruption] = field(default_factory=list)
     #: how a silo comes back after being absent: from its "last" state, from the current "theta"
     #: (the aggregate of the silos present in the round before), or "auto": theta where a server
     #: hands out Θ (CFL, as FedAvg's sampled clients get the global model), else last
@@ -104,20 +143,36 @@ class FaultsConfig:
 
     def validate(self) -> None:
         """What the types cannot say (checks against the topology and rounds: :func:`check_faults`)."""
-        for name in ("dropout", "stragglers"):
+        for name in ("dropout", "stragglers", "corrupt"):
             for n, entry in enumerate(getattr(self, name)):
                 if entry.silo is None:
                     raise ConfigError(f"config key 'faults.{name}[{n}].silo' is required: the silo id (0..N-1)")
+        for n, c in enumerate(self.corrupt):
+            key = f"config key 'faults.corrupt[{n}]"
+            if c.kind is None:
+                raise ConfigError(f"{key}.kind' is required: one of {', '.join(CORRUPTION_KINDS)}")
+            if c.level is None:
+                raise ConfigError(f"{key}.level' is required: the fraction of labels (0..1) or the noise's "
+                                  "standard deviation (weight_noise)")
+            if c.kind in LABEL_CORRUPTIONS and c.level > 1:
+                raise ConfigError(f"{key}.level' is {c.level:g}, and kind {c.kind} corrupts a fraction of the "
+                                  "silo's labels: give a level in 0..1")
         for n, link in enumerate(self.links):
             e = link.edge
             if not (isinstance(e, list) and len(e) == 2 and all(isinstance(v, int) and not isinstance(v, bool)
                                                                  for v in e)):
                 raise ConfigError(f"config key 'faults.links[{n}].edge' expects two silo ids [a, b], got {e!r}")
-        for name, entries in (("dropout", self.dropout), ("stragglers", self.stragglers), ("links", self.links)):
+        for name, entries in (("dropout", self.dropout), ("stragglers", self.stragglers), ("links", self.links),
+                              ("corrupt", self.corrupt)):
             for n, entry in enumerate(entries):
                 if entry.end is not None and entry.end < entry.start:
                     raise ConfigError(f"config key 'faults.{name}[{n}].end' is {entry.end}, before its start "
                                       f"{entry.start}; give end >= start (or null: to the end of the run)")
+        for n, a in enumerate(self.corrupt):
+            for m, b in enumerate(self.corrupt[:n]):
+                if a.silo == b.silo and _overlap(a, b):
+                    raise ConfigError(f"faults.corrupt[{m}] and faults.corrupt[{n}] both corrupt silo {a.silo} in "
+                                      f"round {max(a.start, b.start)}; give one silo's windows without overlap")
         if self.participants is not None and self.participation < 1:
             raise ConfigError(f"faults.participation {self.participation:g} and faults.participants "
                               f"{self.participants} are both set; give one of them")
@@ -133,16 +188,27 @@ def _within(entry: Any, k: int) -> bool:
     return entry.start <= k and (entry.end is None or k <= entry.end)
 
 
+def _overlap(a: Any, b: Any) -> bool:
+    """Whether two windows (start..end, end None: open) share a round."""
+    return (a.end is None or b.start <= a.end) and (b.end is None or a.start <= b.end)
+
+
 @dataclass(frozen=True)
 class RoundFaults:
     """What faults do to one round: who takes part, who does not and why, the arcs that are
-    down, and the stragglers' compute factors."""
+    down, the stragglers' compute factors, and the corrupted silos (silo → (kind, level))."""
 
     round: int
     present: frozenset[int]
     absent: dict[int, str]
     down: frozenset[tuple[int, int]] = frozenset()
     factors: dict[int, float] = field(default_factory=dict)
+    corrupted: dict[int, tuple[str, float]] = field(default_factory=dict)
+
+    @property
+    def weight_noise(self) -> dict[int, float]:
+        """Silo → the standard deviation of the noise on what it sends this round."""
+        return {i: level for i, (kind, level) in self.corrupted.items() if kind == "weight_noise"}
 
 
 class FaultSchedule:
@@ -194,13 +260,52 @@ class FaultSchedule:
                 if not link.directed:
                     down.add((b, a))
         present = frozenset(i for i in range(n) if i not in absent)
-        return RoundFaults(k, present, dict(sorted(absent.items())), frozenset(down), factors)
+        corrupted = {c.silo: (c.kind, c.level) for c in f.corrupt if _within(c, k)}
+        return RoundFaults(k, present, dict(sorted(absent.items())), frozenset(down), factors,
+                           dict(sorted(corrupted.items())))
 
 
-def _stream_seed(seed: int, stream: int, k: int) -> int:
+def _stream_seed(seed: int, stream: int, *ids: int) -> int:
     from fedsim.data import derive_seed
 
-    return derive_seed(seed, stream, k)
+    return derive_seed(seed, stream, *ids)
+
+
+def corrupt_labels(labels: torch.Tensor, kind: str, level: float, num_classes: int, seed: int,
+                   silo: int) -> torch.Tensor:
+    """Silo ``silo``'s training ``labels`` corrupted by ``kind`` (a new tensor): the first
+    round(level · n) samples of a permutation drawn from the silo's own seed stream get a class
+    drawn uniformly (``random_labels``: any class, the true one included) or the true class moved
+    by a uniform shift 1..C−1 (``label_noise``: always another class). The permutation and the
+    draws do not depend on ``level`` or ``kind``, so a silo's corrupted samples are the same
+    whatever the window and a larger level corrupts a superset."""
+    n = labels.shape[0]
+    g = torch.Generator().manual_seed(_stream_seed(seed, _LABEL_STREAM, silo))
+    order = torch.randperm(n, generator=g)
+    uniform = torch.randint(0, num_classes, (n,), generator=g)
+    shift = torch.randint(1, max(num_classes, 2), (n,), generator=g)
+    chosen = order[: round(level * n)]
+    out = labels.clone()
+    new = uniform if kind == "random_labels" else (labels + shift) % num_classes
+    out[chosen] = new[chosen].to(labels.dtype)
+    return out
+
+
+def noisy_message(tensors: list[torch.Tensor], std: float, seed: int, k: int, send: int, src: int,
+                  dst: int) -> list[torch.Tensor]:
+    """``tensors`` as a ``weight_noise`` silo sends them: N(0, std²) added to every floating-point
+    tensor (new tensors; the sender's own stay as they are), integer ones unchanged. The noise of
+    the ``send``-th send of round ``k`` from ``src`` to ``dst`` (−1: the CFL server) is drawn on the
+    CPU from its own seed stream, in float32, so it is the same on every placement and device."""
+    g = torch.Generator().manual_seed(_stream_seed(seed, WEIGHT_NOISE_STREAM, k, send, src, dst + 1))
+    out = []
+    for t in tensors:
+        if t.is_floating_point():
+            noise = torch.randn(t.shape, generator=g, dtype=torch.float32).mul_(std)
+            out.append(t.detach() + noise.to(device=t.device, dtype=t.dtype))
+        else:
+            out.append(t)
+    return out
 
 
 def rejoin_from_theta(cfg, forms_foundation: bool, via_server: bool) -> bool:
@@ -211,17 +316,20 @@ def rejoin_from_theta(cfg, forms_foundation: bool, via_server: bool) -> bool:
     return cfg.faults.rejoin == "theta"
 
 
-def check_faults(cfg, topology, forms_foundation: bool, pooled: bool, failed: dict[int, int] | None = None) -> None:
+def check_faults(cfg, topology, forms_foundation: bool, pooled: bool, failed: dict[int, int] | None = None,
+                 sends_weights: bool = True) -> None:
     """Faults against the training graph and the rounds, before any rank starts: every silo and
-    edge exists, every window lies in the run, ``rejoin: theta`` has a Θ, and every round keeps at
-    least one silo whose accumulation status is 1."""
+    edge exists, every window lies in the run, ``rejoin: theta`` has a Θ, every round keeps at
+    least one silo whose accumulation status is 1, and corruptions fit the task and the algorithm
+    (``sends_weights``: whether its silos send weights in this scenario)."""
     f: FaultsConfig = cfg.faults
     n, last = topology.num_silos, cfg.rounds - 1
-    if pooled and f.active:
+    if pooled and (f.active or f.corrupt):
         raise ConfigError("faults: scenario cll pools every silo's data into one silo; dropouts, sampling, "
-                          "stragglers and link failures need silos (use dfl, cfl or standalone)")
+                          "stragglers, link failures and corruptions need silos (use dfl, cfl or standalone)")
     silos = f"silos 0..{n - 1}"
-    for name, entries in (("dropout", f.dropout), ("stragglers", f.stragglers), ("links", f.links)):
+    for name, entries in (("dropout", f.dropout), ("stragglers", f.stragglers), ("links", f.links),
+                          ("corrupt", f.corrupt)):
         for m, entry in enumerate(entries):
             key = f"faults.{name}[{m}]"
             ids = entry.edge if name == "links" else [entry.silo]
@@ -239,6 +347,14 @@ def check_faults(cfg, topology, forms_foundation: bool, pooled: bool, failed: di
                 if (a, b) not in arcs and (entry.directed or (b, a) not in arcs):
                     raise ConfigError(f"{key}.edge [{a}, {b}] is not an edge of the training graph "
                                       f"{topology.name!r}")
+    for m, c in enumerate(f.corrupt):
+        if c.kind in LABEL_CORRUPTIONS and cfg.task != "classification":
+            raise ConfigError(f"faults.corrupt[{m}].kind {c.kind} corrupts class labels, and task: {cfg.task} "
+                              "trains on masks; use kind: weight_noise")
+        if c.kind == "weight_noise" and not sends_weights:
+            raise ConfigError(f"faults.corrupt[{m}].kind weight_noise noises the weights silo {c.silo} sends, and "
+                              f"algorithm {cfg.algorithm!r} in scenario {cfg.scenario} sends none; use a label "
+                              "corruption (random_labels, label_noise)")
     if f.participants is not None and f.participants > n:
         raise ConfigError(f"faults.participants {f.participants} is more than the {n} silos of topology "
                           f"{topology.name!r}")
@@ -258,14 +374,19 @@ def check_faults(cfg, topology, forms_foundation: bool, pooled: bool, failed: di
 
 class FaultInjector:
     """The faults of this rank's rounds: applies the schedule to the federation before each round
-    (who is present, which arcs are down, who rejoins from Θ) and runs the drills."""
+    (who is present, which arcs are down, who rejoins from Θ, whose labels are corrupted and whose
+    messages are noised) and runs the drills."""
 
     def __init__(self, plan, rank: int, spec: str | None = None) -> None:
         self.rank = rank
         self.attempt = getattr(plan, "attempt", 0)
         self.spec = spec if spec is not None else os.environ.get("FEDSIM_FAULT", "")
+        self.seed = plan.cfg.seed
         self.schedule = FaultSchedule(plan.cfg, plan.topology.num_silos, getattr(plan, "failed", None))
         self.rejoin_theta = rejoin_from_theta(plan.cfg, plan.forms_foundation, plan.scenario.via_server)
+        #: silos with a label corruption somewhere in the run → their own training labels
+        self._own_labels: dict[int, torch.Tensor] = {}
+        self._label_silos = {c.silo for c in plan.cfg.faults.corrupt if c.kind in LABEL_CORRUPTIONS}
 
     def before_round(self, k: int, fed=None) -> RoundFaults:
         """Run the drill due now, then set round ``k``'s participants on ``fed``; silos coming
@@ -278,8 +399,23 @@ class FaultInjector:
             back = sorted(now.present - before)
             if back and self.rejoin_theta:
                 fed.rejoin_from_theta(back, over=before)
-            fed.begin_round(now.present, now.down)
+            fed.begin_round(now.present, now.down, k, now.weight_noise)
+            self._set_labels(fed, now)
         return now
+
+    def _set_labels(self, fed, now: RoundFaults) -> None:
+        """Each hosted silo with a label corruption trains on its corrupted labels in the rounds of
+        its window and on its own outside them. Every batch stream (DP-SGD's Poisson one too) reads
+        ``silo.data.labels`` at each step, so swapping the tensor is all it takes; validation and
+        test sets are other tensors and never change."""
+        for i in sorted(self._label_silos & set(fed.hosted)):
+            data = fed.hosted[i].data
+            own = self._own_labels.setdefault(i, data.labels)
+            kind, level = now.corrupted.get(i, (None, 0.0))
+            if kind in LABEL_CORRUPTIONS:
+                data.labels = corrupt_labels(own, kind, level, fed.num_classes, self.seed, i)
+            else:
+                data.labels = own
 
     def final(self, rounds: int, fed) -> RoundFaults | None:
         """The last round's participants set on ``fed`` (Θ at the end is their aggregate)."""

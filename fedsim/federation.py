@@ -18,8 +18,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from fedsim.config import ExperimentConfig
+from fedsim.faults import noisy_message
 from fedsim.topology import Topology
-from fedsim.transport import Key, Transport, flatten_state, message_bytes, weighted_average
+from fedsim.transport import SERVER, Key, Transport, flatten_state, message_bytes, weighted_average
 
 
 def silo_seed(seed: int, silo: int, stream: int = 0) -> int:
@@ -254,6 +255,12 @@ class Federation:
         #: that are down in it
         self.present: frozenset[int] = frozenset(range(self.topology.num_silos))
         self.down_arcs: frozenset[tuple[int, int]] = frozenset()
+        #: the current round, the silos whose messages carry noise in it (``faults.corrupt``
+        #: weight_noise: silo → standard deviation) and the sends so far in it (each exchange or
+        #: upload is one, on every rank: the noise stream of a message)
+        self.round = 0
+        self.weight_noise: dict[int, float] = {}
+        self._sends = 0
         for i in local:
             model = self.new_model(i)
             self.hosted[i] = Silo(
@@ -301,10 +308,29 @@ class Federation:
         """Every silo this rank hosts, present or not."""
         return sorted(self.hosted)
 
-    def begin_round(self, present: frozenset[int], down_arcs: frozenset[tuple[int, int]] = frozenset()) -> None:
-        """The round's participants (over every rank) and the arcs that are down in it."""
+    def begin_round(self, present: frozenset[int], down_arcs: frozenset[tuple[int, int]] = frozenset(),
+                    k: int = 0, weight_noise: dict[int, float] | None = None) -> None:
+        """Round ``k``'s participants (over every rank), the arcs that are down in it and the
+        silos that send noised weights in it (silo → the noise's standard deviation)."""
         self.present = frozenset(present)
         self.down_arcs = frozenset(down_arcs)
+        self.round = k
+        self.weight_noise = dict(weight_noise or {})
+        self._sends = 0
+
+    def _next_send(self) -> int:
+        """The index of this send in the round (every rank counts every exchange and upload)."""
+        self._sends += 1
+        return self._sends - 1
+
+    def _as_sent(self, src: int, dst: int, tensors: list[torch.Tensor], send: int) -> list[torch.Tensor]:
+        """``tensors`` as silo ``src`` sends them to ``dst`` (``SERVER``: the CFL server) in this
+        round's ``send``-th send: with the noise of ``faults.corrupt`` weight_noise when ``src``
+        sends noised weights now (:func:`fedsim.faults.noisy_message`), else as they are."""
+        std = self.weight_noise.get(src)
+        if std is None:
+            return tensors
+        return noisy_message(tensors, std, self.cfg.seed, self.round, send, src, dst)
 
     def rejoin_from_theta(self, silos: list[int], over: frozenset[int]) -> None:
         """``silos`` (of every rank) come back with Θ of the silos in ``over`` (a collective)."""
@@ -345,11 +371,14 @@ class Federation:
     ) -> dict[Key, list[torch.Tensor]]:
         """Send ``payload(src, dst)`` along every arc (the same global list on every rank) and
         return the messages this rank's silos receive, keyed by (src, dst). ``channel`` names what
-        travels (a link's coded messages are deltas of earlier ones on the same channel)."""
+        travels (a link's coded messages are deltas of earlier ones on the same channel). A
+        ``faults.corrupt`` weight_noise sender's floating-point tensors arrive noised (its own stay
+        clean); each call is one send of the round for the noise's seed stream."""
         arcs = list(arcs)
         template = self.state_template()
         present = self.silos
-        outgoing = {(s, d): payload(s, d) for s, d in arcs if s in present}
+        send = self._next_send()
+        outgoing = {(s, d): self._as_sent(s, d, payload(s, d), send) for s, d in arcs if s in present}
         incoming = {(s, d): template for s, d in arcs if d in present}
         t0 = time.perf_counter()
         try:
@@ -385,9 +414,14 @@ class Federation:
 
     def aggregate(self, over: frozenset[int] | None = None) -> list[torch.Tensor]:
         """Θ = Σ ϑ_i n_i θ_i / Σ ϑ_i n_i over every present silo of every rank (or those in
-        ``over``); n_i = 1 unless weight_by_samples. A collective: every rank calls it."""
+        ``over``); n_i = 1 unless weight_by_samples. A collective: every rank calls it. It reads
+        the silos' own models (the Θ scored and saved), not a message: a ``weight_noise`` silo's
+        noise is on what it sends (:meth:`exchange`, :meth:`upload_to_server`), not here."""
         weights = self.silo_weights(over)
-        states = {i: state_tensors(self.hosted[i].model) for i in weights}
+        return self._average({i: state_tensors(self.hosted[i].model) for i in weights}, weights)
+
+    def _average(self, states: dict[int, list[torch.Tensor]], weights: dict[int, float]) -> list[torch.Tensor]:
+        """The weighted all-reduce of ``states`` (this rank's) over every rank, timed as exchange."""
         t0 = time.perf_counter()
         try:
             return weighted_average(states, weights, self.device, template=self.state_template())
@@ -402,13 +436,17 @@ class Federation:
         """CFL, up: every silo sends the server its model; returns the server's Θ (the same on
         every rank) and books the uploads.
 
-        Plain: Θ = Σ ϑ_i n_i θ_i / Σ ϑ_i n_i. With a codec or client-level DP each silo sends its
+        Plain: Θ = Σ ϑ_i n_i θ_i / Σ ϑ_i n_i, each θ_i as the silo sends it (noised when it is a
+        ``faults.corrupt`` weight_noise silo in the round). With a codec or client-level DP each silo sends its
         update Δ_i = θ_i − Θ̂ against the Θ̂ it started from — coded (``compression``), then clipped
         (``privacy.mode: client``) — and Θ = Θ̂ + the weighted mean of what the server decoded (plus
         the server's noise under client-level DP)."""
         client_dp = self.privacy.mode == "client"
+        send = self._next_send()
         if self.server_coder is None and not client_dp:
-            theta = self.aggregate()
+            weights = self.silo_weights()
+            states = {i: self._as_sent(i, SERVER, state_tensors(self.hosted[i].model), send) for i in weights}
+            theta = self._average(states, weights)
             size = message_bytes(theta)
             for i in self.silos:
                 self.transport.book_server(i, up=size, down=0)
@@ -416,7 +454,7 @@ class Federation:
         base = self.server_reference
         updates = {}
         for i, silo in sorted(self.silos.items()):
-            state = state_tensors(silo.model)
+            state = self._as_sent(i, SERVER, state_tensors(silo.model), send)
             update = [t.detach() - b if t.is_floating_point() else t.detach() for t, b in zip(state, base)]
             if self.server_coder is not None:
                 update, size = self.server_coder.upload(i, update)

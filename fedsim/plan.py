@@ -285,6 +285,7 @@ def check_compression(cfg: ExperimentConfig) -> None:
 
 def _graphs(cfg: ExperimentConfig, failed: dict[int, int] | None = None) -> tuple[ExperimentConfig, Topology, Topology]:
     """``cfg`` with its scenario resolved, its underlay and training graph, checked (no privacy)."""
+    from fedsim.algorithms import algorithm_class
     from fedsim.faults import check_faults
 
     cfg.scenario = scenario_for(cfg)
@@ -294,7 +295,8 @@ def _graphs(cfg: ExperimentConfig, failed: dict[int, int] | None = None) -> tupl
     check_compression(cfg)
     scenario = Scenario(cfg.scenario)
     training = scenario.training_graph(underlay)
-    check_faults(cfg, training, forms_foundation(cfg), scenario.pooled, failed)
+    check_faults(cfg, training, forms_foundation(cfg), scenario.pooled, failed,
+                 sends_weights=algorithm_class(cfg.algorithm).shares_weights and scenario.exchanges)
     return cfg, underlay, training
 
 

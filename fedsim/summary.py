@@ -26,6 +26,7 @@ def round_row(records: list[dict[str, Any]]) -> dict[str, Any]:
         # faults: who took part, who did not and why (records of older runs: everyone took part)
         "participants": sorted(r["silo"] for r in records if r.get("participated", True)),
         "absent": {r["silo"]: r["absent"] for r in sorted(records, key=lambda r: r["silo"]) if r.get("absent")},
+        "corrupted": {r["silo"]: r["corrupted"] for r in sorted(records, key=lambda r: r["silo"]) if r.get("corrupted")},
         "silos": {r["silo"]: r for r in records},
     }
 
@@ -46,6 +47,11 @@ def build_summary(plan, history: list[dict[str, Any]], final: dict[str, Any]) ->
         for i, why in r.get("absent", {}).items():
             reasons.setdefault(int(i), {}).setdefault(why, 0)
             reasons[int(i)][why] += 1
+    corrupted: dict[int, dict[str, int]] = {}
+    for r in history:
+        for i, kind in r.get("corrupted", {}).items():
+            corrupted.setdefault(int(i), {}).setdefault(kind, 0)
+            corrupted[int(i)][kind] += 1
     silos = []
     names = silo_display_names(plan)
     for i, rec in sorted(last["silos"].items()):
@@ -80,12 +86,16 @@ def build_summary(plan, history: list[dict[str, Any]], final: dict[str, Any]) ->
         "metric": "dice" if cfg.task == "segmentation" else "accuracy",
         "init": "file" if cfg.init_from else cfg.init,
         # faults: rounds each silo took part in, the rounds it sat out by reason, the silos of each
-        # round, and the silos lost for good (crashed and excluded, or dropped to the end)
+        # round, the silos lost for good (crashed and excluded, or dropped to the end), corruptions
         "participation": {
             "rounds_taken_part": {str(i): n for i, n in sorted(taken.items())},
             "absent_rounds": {str(i): why for i, why in sorted(reasons.items())},
             "participants_by_round": [r.get("participants") for r in history],
             "failed_silos": lost_silos(plan),
+            # faults.corrupt: the entries, and the rounds each silo was corrupted in, by kind
+            "corruption": [dict(silo=c.silo, kind=c.kind, level=c.level, start=c.start, end=c.end)
+                           for c in cfg.faults.corrupt],
+            "corrupted_rounds": {str(i): kinds for i, kinds in sorted(corrupted.items())},
         },
     }
     if getattr(plan, "privacy", None) is not None:

@@ -170,6 +170,8 @@ def _round_records(fed, algo, evaluator, k: int, losses: dict[int, float], round
             down = [f"{a}->{b}" for a, b in sorted(faults.down) if i in (a, b)]
             if down:
                 rec["links_down"] = down
+            if i in faults.corrupted:  # faults.corrupt: its labels or what it sends, this round
+                rec["corrupted"], rec["corruption_level"] = faults.corrupted[i]
         records.append(rec)
     return records
 

@@ -17,11 +17,13 @@ Results go to OUTPUT_DIR/NAME/: config.yaml, metrics/silo_<i>.jsonl, summary.jso
 summary.csv, foundation.pt and checkpoints/ (every round one file per rank, the last two rounds
 kept; continue with --resume). Evaluation: every silo's model on the test set every
 train.eval_every rounds (0: only the last), on all silos or a seeded sample (train.eval_silos: all |
-N | auto — all up to 50 silos, then a tenth of them, 10 to 50), Θ always. Simulated faults (silos that drop out, partial participation, stragglers, link
-failures) are the config's faults: section. A rank that dies (kill -9, OOM) or stalls past
-timeout_s is reported, never a hang; with --max-restarts N (or torchrun --max-restarts=N) the
-ranks restart and the run continues from its last checkpoint by itself, and with
-faults.on_crash: exclude the silos of a rank that crashed more than N times are left out
+N | auto — all up to 50 silos, then a tenth of them, 10 to 50), Θ always. Simulated faults (silos
+that drop out, partial participation, stragglers, link failures, a silo that trains on corrupted
+labels or sends noised weights — faults.corrupt: [{silo, kind: random_labels | label_noise |
+weight_noise, level, start, end}]) are the config's faults: section. A rank that dies (kill -9,
+OOM) or stalls past timeout_s is reported, never a hang; with --max-restarts N (or torchrun
+--max-restarts=N) the ranks restart and the run continues from its last checkpoint by itself, and
+with faults.on_crash: exclude the silos of a rank that crashed more than N times are left out
 (ϑ = 0) while the others finish the run.
 Your own data and model: data.kind folder (root/<silo>/images + labels.csv, any number of
 classes, RGB or grayscale, masks/ only for segmentation), torchvision (data.name, data.root;
@@ -501,6 +503,10 @@ def print_summary(summary: dict[str, Any], run_dir: Path) -> None:
         name = next((x["name"] for x in summary["silos"] if x["silo"] == lost["silo"]), "")
         con.print(f"silo {lost['silo']} ({name}) {how} from round {lost['round']} "
                   "on (ϑ = 0 in every later aggregate and in Θ)")
+    for c in part.get("corruption", []):  # faults.corrupt
+        name = next((x["name"] for x in summary["silos"] if x["silo"] == c["silo"]), "")
+        end = rounds - 1 if c["end"] is None else c["end"]
+        con.print(f"silo {c['silo']} ({name}) corrupted: {c['kind']} {c['level']:g} in rounds {c['start']}..{end}")
     if private:
         p = summary["privacy"]
         con.print(f"privacy: {p['mode']}-level DP, σ = {p['noise_multiplier']:.3g}, clip {p['max_grad_norm']:g}"
