@@ -267,7 +267,11 @@ def fedefm(args) -> int:
             for key, label, _ in [("random", "random init (no federation)", None), *rows_def]:
                 name = f"{_tag(u)}/{key}"
                 r = rows.get(name, {"mean": {}, "std": {}})
+                # the same Θ on the test cells some silo trains on / on those no silo holds
+                union = " / ".join(fmt(r["mean"].get(f"foundation_accuracy_{side}"),
+                                       r["std"].get(f"foundation_accuracy_{side}")) for side in ("in_union", "out_of_union"))
                 cells = [label, fmt(r["mean"].get("foundation_accuracy"), r["std"].get("foundation_accuracy")),
+                         union if r["mean"] else "",
                          fmt(r["mean"].get("grad_steps_per_round"), r["std"].get("grad_steps_per_round"), ".0f")
                          if r["mean"] else ""]
                 ds_stats = {}
@@ -287,7 +291,7 @@ def fedefm(args) -> int:
                 results.setdefault("downstream", {})[name] = {k: {"mean": m, "std": s} for k, (m, s) in ds_stats.items()}
             print_table(f"FedEFM on synthetic data — 4-silo ring, {100 * u:.0f}% unseen labels, {rounds} rounds; "
                         f"mean ± std over seeds {','.join(map(str, seeds))} (downstream fine-tuned with the same seed)",
-                        ["row", "Θ test acc", "grad steps/silo/round", "Dice", "Δ Dice vs random", "mIoU", "Jaccard", "tube acc",
+                        ["row", "Θ test acc", "Θ in-union / out-of-union", "grad steps/silo/round", "Dice", "Δ Dice vs random", "mIoU", "Jaccard", "tube acc",
                          "MB/round", "wall s", "paper Θ acc*"], table)
             print("  * the FedEFM paper on its private endovascular data: a reference, not comparable")
         focus = 0.5 if 0.5 in fractions else fractions[0]

@@ -241,6 +241,9 @@ def validate_config(cfg: ExperimentConfig) -> None:
     if cfg.init != "random" and cfg.task != "segmentation" and cfg.init_from is None:
         raise ConfigError(f"init: {cfg.init} trains a U-Net on the proxy set and needs task: segmentation "
                           f"(or give init_from: PATH)")
+    if cfg.task == "segmentation" and cfg.data.label != "route":
+        raise ConfigError(f"data.label: {cfg.data.label} sets the foundation class label, and task: segmentation "
+                          "trains on the masks; remove data.label or use task: classification")
     if cfg.init_from is not None and not Path(cfg.init_from).expanduser().is_file():
         raise ConfigError(f"init_from: {cfg.init_from}: file not found")
     if cfg.privacy.mode != "none":

@@ -10,7 +10,10 @@ import time
 
 import torch
 
+from fedsim.data import cell_counts, in_union
+from fedsim.distributed import all_reduce_sum
 from fedsim.federation import Federation, load_state_tensors, silo_seed
+from fedsim.summary import UNION_KEYS
 
 AUTO_ALL_UP_TO = 50  # eval_silos "auto": every silo up to this many, a sample above
 
@@ -34,6 +37,30 @@ def eval_sample(setting: str | int, num_silos: int, seed: int, k: int) -> list[i
     return sorted(torch.randperm(num_silos, generator=g)[:size].tolist())
 
 
+def union_split(fed: Federation) -> torch.Tensor | None:
+    """Which test samples lie in a (domain, class) cell that some silo's training data holds (a
+    collective: every rank adds its silos' cell counts), or None where the data have no such
+    split (only synthetic data carry a true domain on every sample; segmentation has no class).
+
+    Every silo counts, ϑ_i = 0 and crashed ones too: the split describes the data the federation
+    holds, not who contributes to Θ, so runs with and without faults score the same cells."""
+    if fed.cfg.data.kind != "synthetic" or fed.segmentation or fed.test_set.domain is None:
+        return None
+    held = cell_counts((s.data for s in fed.hosted.values()), fed.num_classes)
+    held = all_reduce_sum(held.to(fed.device, torch.float64)).cpu()
+    return in_union(fed.test_set, held)
+
+
+def split_accuracy(hits: torch.Tensor, inside: torch.Tensor) -> dict[str, float | None]:
+    """Accuracy on the in-union and on the out-of-union test samples (None for an empty side):
+    the two weighted by their sample counts give the accuracy over the whole test set."""
+    out: dict[str, float | None] = {}
+    for key, side in zip(UNION_KEYS, (inside, ~inside)):
+        n = int(side.sum())
+        out[key] = int(hits[side].sum()) / n if n else None
+    return out
+
+
 class Evaluator:
     def __init__(self, fed: Federation, forms_foundation: bool) -> None:
         self.fed = fed
@@ -41,6 +68,8 @@ class Evaluator:
         self.forms_foundation = forms_foundation
         #: seconds this rank spent evaluating since the last :meth:`take_seconds`
         self.seconds = 0.0
+        #: test samples in the union of the silos' (domain, class) cells (None: no such split)
+        self.in_union = union_split(fed) if forms_foundation else None
 
     def due(self, k: int) -> bool:
         """Every ``train.eval_every`` rounds and always in the last (eval_every 0: only the last)."""
@@ -74,16 +103,31 @@ class Evaluator:
         self.seconds += time.perf_counter() - t0
         return out
 
-    def foundation(self, k: int) -> tuple[float | None, float | None]:
-        """(test, validation) score of this round's Θ, the same on every rank (each evaluates the
-        same all-reduce aggregate: no extra message); validation None without a split."""
+    def foundation(self, k: int) -> tuple[float | None, float | None, dict[str, float | None]]:
+        """(test, validation, :meth:`union_scores`) of this round's Θ, the same on every rank (each
+        evaluates the same all-reduce aggregate: no extra message); validation None without a
+        split, the union scores empty where the data have none."""
         if not (self.cfg.train.eval_foundation and self.due(k) and self.forms_foundation):
-            return None, None
+            return None, None, {}
         t0 = time.perf_counter()
         model = self.theta_model()
-        out = self.fed.evaluate(model)[1], self.fed.evaluate_validation(model)
+        out = self.fed.evaluate(model)[1], self.fed.evaluate_validation(model), self.union_scores(model)
         self.seconds += time.perf_counter() - t0
         return out
+
+    def union_scores(self, model) -> dict[str, float | None]:
+        """``model``'s accuracy on the test samples inside and outside the union of the silos'
+        training cells, from the predictions of its :meth:`Federation.evaluate` pass; empty where
+        the data have no such split."""
+        if self.in_union is None:
+            return {}
+        return split_accuracy(self.fed.test_hits(model), self.in_union)
+
+    def union_counts(self) -> dict[str, int | None]:
+        """Test samples inside and outside the union (None where the data have no such split)."""
+        n_in = None if self.in_union is None else int(self.in_union.sum())
+        return {"test_samples_in_union": n_in,
+                "test_samples_out_of_union": None if n_in is None else len(self.in_union) - n_in}
 
     def take_seconds(self) -> float:
         out, self.seconds = self.seconds, 0.0

@@ -117,18 +117,25 @@ def train_steps(
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, dataset: Any, device: torch.device, batch_size: int = 256) -> tuple[float, float]:
-    """(mean cross-entropy, accuracy) of ``model`` on ``dataset``."""
+def score_samples(model: nn.Module, dataset: Any, device: torch.device,
+                  batch_size: int = 256) -> tuple[float, torch.Tensor]:
+    """(summed cross-entropy, per-sample correctness as a CPU bool tensor) of ``model`` on ``dataset``."""
     model.eval()
-    loss, correct = 0.0, 0
+    loss, hits = 0.0, []
     for start in range(0, len(dataset), batch_size):
         x = dataset.image_batch(slice(start, start + batch_size)).to(device)
         y = dataset.labels[start : start + batch_size].to(device)
         logits = model(x)
         loss += F.cross_entropy(logits, y, reduction="sum").item()
-        correct += int((logits.argmax(1) == y).sum())
+        hits.append((logits.argmax(1) == y).cpu())
+    return loss, torch.cat(hits) if hits else torch.zeros(0, dtype=torch.bool)
+
+
+def evaluate(model: nn.Module, dataset: Any, device: torch.device, batch_size: int = 256) -> tuple[float, float]:
+    """(mean cross-entropy, accuracy) of ``model`` on ``dataset``."""
+    loss, hits = score_samples(model, dataset, device, batch_size)
     n = max(len(dataset), 1)
-    return loss / n, correct / n
+    return loss / n, int(hits.sum()) / n
 
 
 @torch.no_grad()
@@ -580,12 +587,25 @@ class Federation:
         if last is not None and len(last[0]) == len(state) and all(
                 a.shape == b.shape and a.dtype == b.dtype and torch.equal(a, b) for a, b in zip(last[0], state)):
             return last[1]
+        hits = None
         if self.segmentation:
             result = evaluate_segmentation(model, self.test_set, self.device)
         else:
-            result = evaluate(model, self.test_set, self.device)
-        self._last_eval = ([t.detach().clone() for t in state], result)
+            loss, hits = score_samples(model, self.test_set, self.device)
+            n = max(len(self.test_set), 1)
+            result = (loss / n, int(hits.sum()) / n)
+        self._last_eval = ([t.detach().clone() for t in state], result, hits)
         return result
+
+    def test_hits(self, model: nn.Module) -> torch.Tensor | None:
+        """Which test samples ``model`` classifies correctly (bool, CPU), from the pass that gave
+        its :meth:`evaluate` score (a model just evaluated is not run again), so a score over a
+        subset of the test set and the score over all of it count the same predictions; None for
+        ``task: segmentation``."""
+        if self.segmentation:
+            return None
+        self.evaluate(model)
+        return self._last_eval[2]
 
     def evaluate_many(self, models: dict[int, nn.Module]) -> dict[int, tuple[float, float]]:
         """:meth:`evaluate` of several models, with the same numbers: each test batch is decoded
@@ -611,7 +631,7 @@ class Federation:
         if todo:
             test, n = self.test_set, max(len(self.test_set), 1)
             loss = dict.fromkeys(todo, 0.0)
-            correct = dict.fromkeys(todo, 0)
+            hits: dict[int, list[torch.Tensor]] = {i: [] for i in todo}
             for m in todo.values():
                 m.eval()
             with torch.no_grad():
@@ -621,11 +641,12 @@ class Federation:
                     for i, m in todo.items():
                         logits = m(x)
                         loss[i] += F.cross_entropy(logits, y, reduction="sum").item()
-                        correct[i] += int((logits.argmax(1) == y).sum())
+                        hits[i].append((logits.argmax(1) == y).cpu())
             for i in todo:
-                out[i] = (loss[i] / n, correct[i] / n)
+                hits[i] = torch.cat(hits[i]) if hits[i] else torch.zeros(0, dtype=torch.bool)
+                out[i] = (loss[i] / n, int(hits[i].sum()) / n)
             i = max(todo)
-            self._last_eval = ([t.detach().clone() for t in state_tensors(todo[i])], out[i])
+            self._last_eval = ([t.detach().clone() for t in state_tensors(todo[i])], out[i], hits[i])
         for i, j in same_as.items():
             out[i] = out[j]
         return dict(sorted(out.items()))

@@ -141,9 +141,16 @@ def check_data_against_topology(cfg: ExperimentConfig, n: int) -> None:
         from fedsim.errors import DataError
 
         try:
-            silo_mixtures(data.domains, data.partition, n)
+            mixtures = silo_mixtures(data.domains, data.partition, n)
         except DataError as exc:
             raise ConfigError(str(exc)) from None
+        if getattr(data, "label", "route") == "source":
+            from fedsim.data import domains_in_use
+
+            if len(domains_in_use(mixtures)) < 2:  # one source = one class: nothing to tell apart
+                raise ConfigError(f"data.label: source makes each domain a class, and the mixtures of data.domains "
+                                  f"for {n} silo(s) hold {len(domains_in_use(mixtures))}; give the silos at least "
+                                  "two domains between them")
     if data.kind != "folder" or not data.root or not Path(data.root).expanduser().is_dir():
         return
     root = Path(data.root).expanduser()

@@ -5,6 +5,9 @@ from __future__ import annotations
 
 from typing import Any
 
+#: Θ's test accuracy split by whether a sample's (domain, class) cell is in some silo's training data
+UNION_KEYS = ("foundation_accuracy_in_union", "foundation_accuracy_out_of_union")
+
 
 def round_row(records: list[dict[str, Any]]) -> dict[str, Any]:
     """One round over every silo's records: mean accuracy and loss, bytes, the slowest silo's
@@ -23,6 +26,8 @@ def round_row(records: list[dict[str, Any]]) -> dict[str, Any]:
         "sim_time_ms": max(r["sim_time_ms"] for r in records),
         "foundation_accuracy": records[0].get("foundation_accuracy"),
         "foundation_val_accuracy": records[0].get("foundation_val_accuracy"),
+        # Θ on the test cells some silo trains on / on those no silo holds (synthetic data)
+        **{key: records[0][key] for key in UNION_KEYS if key in records[0]},
         # faults: who took part, who did not and why (records of older runs: everyone took part)
         "participants": sorted(r["silo"] for r in records if r.get("participated", True)),
         "absent": {r["silo"]: r["absent"] for r in sorted(records, key=lambda r: r["silo"]) if r.get("absent")},
@@ -70,6 +75,9 @@ def build_summary(plan, history: list[dict[str, Any]], final: dict[str, Any]) ->
         "seed": cfg.seed,
         "foundation_accuracy": final.get("foundation_accuracy"),
         "foundation_loss": final.get("foundation_loss"),
+        # the same predictions split (fedsim.evaluation.union_split); None without Θ, for data
+        # without that split, or for an empty side; weighted by the counts they give Θ's accuracy
+        **{key: final.get(key) for key in (*UNION_KEYS, "test_samples_in_union", "test_samples_out_of_union")},
         "mean_silo_accuracy": last.get("accuracy"),
         "total_bytes": total_bytes,
         "bytes_per_round": total_bytes / max(len(history), 1),
@@ -107,6 +115,9 @@ def build_summary(plan, history: list[dict[str, Any]], final: dict[str, Any]) ->
     if cfg.compression.active:
         summary["compression"] = {"kind": cfg.compression.kind, "error_feedback": cfg.compression.error_feedback,
                                   "ratio": cfg.compression.ratio if cfg.compression.kind == "topk" else None}
+    for key in UNION_KEYS:
+        if any(r.get(key) is not None for r in history):
+            summary[f"{key}_by_round"] = [r.get(key) for r in history]
     if "foundation_val_accuracy" in final:
         summary["foundation_val_accuracy"] = final["foundation_val_accuracy"]
         summary["foundation_val_accuracy_by_round"] = [r.get("foundation_val_accuracy") for r in history]

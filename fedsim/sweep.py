@@ -29,6 +29,8 @@ from fedsim.errors import ConfigError
 #: summary fields aggregated per point (summary.json key → column title)
 SUMMARY_METRICS = {
     "foundation_accuracy": "Θ acc",
+    "foundation_accuracy_in_union": "Θ in-union acc",  # test cells some silo trains on (synthetic data)
+    "foundation_accuracy_out_of_union": "Θ out-of-union acc",  # test cells no silo holds
     "foundation_val_accuracy": "Θ val acc",
     "mean_silo_accuracy": "silo acc",
     "mean_silo_val_accuracy": "silo val acc",

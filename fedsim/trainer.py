@@ -140,7 +140,7 @@ def _round_records(fed, algo, evaluator, k: int, losses: dict[int, float], round
     steps = fed.take_grad_steps()
     scores = evaluator.silos(k)
     val_scores = evaluator.silos_validation(k)
-    foundation, foundation_val = evaluator.foundation(k)
+    foundation, foundation_val, foundation_union = evaluator.foundation(k)
     records = []
     for i in fed.local_ids:
         rec: dict[str, Any] = {"round": k, "silo": i, "loss": losses.get(i)}
@@ -158,6 +158,7 @@ def _round_records(fed, algo, evaluator, k: int, losses: dict[int, float], round
         rec["wall_time_s"] = wall
         rec["sim_time_ms"] = sim_times[i]
         rec["foundation_accuracy"] = foundation
+        rec.update(foundation_union)  # Θ in and out of the union of the silos' cells (synthetic data)
         if fed.val_sets is not None:
             rec["foundation_val_accuracy"] = foundation_val
         rec.update(fed.privacy.record(i))  # ε spent on silo i's data so far (privacy.mode), …
@@ -192,6 +193,7 @@ def _finish(plan, fed, algo, evaluator, history, rank: int) -> dict[str, Any] | 
         return None
     if theta is not None:
         final["foundation_loss"], final["foundation_accuracy"] = fed.evaluate(theta)
+        final.update(evaluator.union_scores(theta), **evaluator.union_counts())  # the same pass, split
         torch.save(saveable_state(theta), Path(plan.run_dir) / "foundation.pt")
     summary = build_summary(plan, history, final)
     summary["emd_seconds"] = emd.item()

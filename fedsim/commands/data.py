@@ -86,5 +86,5 @@ def preview(args: argparse.Namespace) -> int:
                       f"dirichlet_alpha={cfg.dirichlet_alpha} quantity_skew={cfg.quantity_skew} "
                       f"attribute_skew={cfg.attribute_skew} label_noise={cfg.label_noise}")
         con.print(fd.summary_table(title="samples per silo"))
-        con.print("classes: " + ", ".join(f"c{i} {n}" for i, n in enumerate(CLASS_NAMES)))
+        con.print("classes: " + ", ".join(f"c{i} {n}" for i, n in enumerate(fd.class_names or CLASS_NAMES)))
     return 0

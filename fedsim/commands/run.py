@@ -17,7 +17,9 @@ Results go to OUTPUT_DIR/NAME/: config.yaml, metrics/silo_<i>.jsonl, summary.jso
 summary.csv, foundation.pt and checkpoints/ (every round one file per rank, the last two rounds
 kept; continue with --resume). Evaluation: every silo's model on the test set every
 train.eval_every rounds (0: only the last), on all silos or a seeded sample (train.eval_silos: all |
-N | auto — all up to 50 silos, then a tenth of them, 10 to 50), Θ always. Simulated faults (silos
+N | auto — all up to 50 silos, then a tenth of them, 10 to 50), Θ always; on synthetic data Θ
+also on the test cells (domain, class) some silo trains on and on those no silo holds (in union /
+out of union). data.label: source makes the class the image's domain. Simulated faults (silos
 that drop out, partial participation, stragglers, link failures, a silo that trains on corrupted
 labels or sends noised weights — faults.corrupt: [{silo, kind: random_labels | label_noise |
 weight_noise, level, start, end}]) are the config's faults: section. A rank that dies (kill -9,
@@ -369,8 +371,10 @@ def print_comparison(plans, summaries, rows) -> None:
         f"downstream: mean ± std over fine-tune seeds {seeds}; Δ Dice: mean ± std of the seed-by-seed "
         "difference to random init — with 3 seeds a Δ smaller than about 2.5× its ± is within the noise "
         "(95% t-interval)") if rows else None)
-    for col in ("initialisation", "foundation acc", "Dice", "Δ Dice", "mIoU", "Jaccard", "tube acc",
-                "MB/round (mean)", "wall s"):
+    # Θ on the test cells some silo trains on and on those no silo holds, when the data split so
+    union = any(s and s.get("test_samples_in_union") is not None for s in summaries)
+    for col in ("initialisation", "foundation acc", *(("in union", "out of union") if union else ()), "Dice",
+                "Δ Dice", "mIoU", "Jaccard", "tube acc", "MB/round (mean)", "wall s"):
         table.add_column(col, justify="left" if col == "initialisation" else "right")
 
     def fmt(v, spec=".3f"):
@@ -387,7 +391,9 @@ def print_comparison(plans, summaries, rows) -> None:
         if summ is None and label not in by_init:
             continue
         r = by_init.get(label, {})
-        table.add_row(label, fmt(summ and summ["foundation_accuracy"]), pm(r, "dice"), pm(r, "dice_delta", "+"),
+        split = [fmt(summ and summ.get(f"foundation_accuracy_{side}")) for side in ("in_union", "out_of_union")]
+        table.add_row(label, fmt(summ and summ["foundation_accuracy"]), *(split if union else []), pm(r, "dice"),
+                      pm(r, "dice_delta", "+"),
                       fmt(r.get("miou")), fmt(r.get("jaccard")), pm(r, "accuracy"),
                       fmt(summ and summ["bytes_per_round"] / 1e6, ".2f"), fmt(summ and summ["wall_time_s"], ".1f"))
     console().print(table)
@@ -493,6 +499,12 @@ def print_summary(summary: dict[str, Any], run_dir: Path) -> None:
     else:  # Θ is never trained: its loss is on the test set
         table.add_row("Θ", "foundation (all-reduce)", "", num(summary["foundation_accuracy"]),
                       num(summary["foundation_loss"]), "", f"{last_round:.2f} (all)", *pad)
+        if summary.get("test_samples_in_union") is not None:  # the same predictions, split (synthetic data)
+            blank = [""] * (len(table.columns) - 4)
+            for side in ("in_union", "out_of_union"):
+                acc = summary.get(f"foundation_accuracy_{side}")
+                table.add_row("", f"  {side.replace('_', ' ')} ({summary[f'test_samples_{side}']} test samples)", "",
+                              "–" if acc is None else f"{acc:.3f}", *blank)
     con.print(table)
     rounds_run = len(summary.get("round_time_s", [])) or summary["rounds"]
     con.print(f"traffic: {summary['bytes_per_round'] / 1e6:.2f} MB per round, all silos, the mean over {rounds_run} "

@@ -27,18 +27,21 @@ from .dataset import (
     TUBE_NAMES,
     FederatedData,
     SiloDataset,
+    cell_counts,
+    in_union,
     to_channels,
 )
 from .synthetic import derive_seed, generate, make_generator
 
 __all__ = [
-    "CLASS_NAMES", "DOMAINS", "NUM_CLASSES", "SEG_NAMES", "TUBE_NAMES", "PARTITIONS", "KINDS",
+    "CLASS_NAMES", "DOMAINS", "NUM_CLASSES", "SEG_NAMES", "TUBE_NAMES", "PARTITIONS", "KINDS", "LABELS",
     "DataConfig", "FederatedData", "SiloDataset", "carve_validation", "generate", "load_federated", "load_public",
-    "derive_seed",
+    "derive_seed", "cell_counts", "in_union", "source_mixtures", "domains_in_use",
 ]
 
 PARTITIONS = ("domain", "iid", "dirichlet", "quantity", "attribute")
 KINDS = ("synthetic", "folder", "torchvision", "python")
+LABELS = ("route", "source")  # what the synthetic foundation label is (DataConfig.label)
 
 
 @dataclass
@@ -54,10 +57,15 @@ class DataConfig:
     default 1.0 when 0), "attribute" (age-like skew, ``attribute_skew``, default 1.0 when 0).
     ``unseen_fraction``, ``label_noise``, ``quantity_skew`` and ``attribute_skew`` also combine
     with any partition.
+    label (synthetic data): "route" (the vessel-route shape, 6 classes independent of the domain) or
+    "source" (the image's domain, the data source; the classes are the domains in use, see
+    :func:`source_mixtures`, which says what "unseen" then means).
     """
 
     kind: str = "synthetic"  # synthetic (generated X-rays) | folder (root/<silo>/...) | torchvision | python (a plug-in)
     root: str | None = None          # folder data / torchvision root
+    label: Literal[LABELS] = "route"  # synthetic foundation label: route (vessel shape, 6 classes) | source
+    #                                   (the image's domain; classes = the domains some silo's mixture holds)
     image_size: Annotated[int, Range(ge=16)] = 64  # synthetic and folder data (torchvision and python: their own size)
     channels: int | None = None      # 1 grayscale | 3 RGB | None: the data's own (synthetic: 1)
     classes: list | None = None      # class names (folder data; python data: their number); None: from the data
@@ -92,6 +100,10 @@ class DataConfig:
             raise DataError(f"data.kind must be one of {', '.join(KINDS)}, got {self.kind!r}")
         if self.partition not in PARTITIONS:
             raise DataError(f"data.partition must be one of {', '.join(PARTITIONS)}, got {self.partition!r}")
+        if self.label not in LABELS:
+            raise DataError(f"data.label must be one of {', '.join(LABELS)}, got {self.label!r}")
+        if self.label == "source":
+            self._check_source_label()
         for key, lo in (("image_size", 16), ("samples_per_silo", 1), ("test_samples", 1)):
             v = getattr(self, key)
             if not isinstance(v, int) or isinstance(v, bool) or v < lo:
@@ -130,6 +142,20 @@ class DataConfig:
             from fedsim.plugins import resolve
 
             resolve(self.factory, "data.factory", DataError)
+
+    def _check_source_label(self) -> None:
+        """The combinations in which "the label is the data source" has a meaning (see
+        :func:`source_mixtures`)."""
+        if self.kind != "synthetic":
+            raise DataError(f"data.label: source labels each image with its generator domain and needs "
+                            f"data.kind: synthetic (got {self.kind}); give your own data its own labels instead")
+        if self.partition == "domain" and self.unseen_fraction:
+            raise DataError(f"data.label: source with data.partition: domain: the domain mixtures already decide "
+                            f"which sources (labels) each silo holds, so data.unseen_fraction must be 0 (got "
+                            f"{self.unseen_fraction}); or use data.partition: iid to let unseen_fraction pick them")
+        if self.partition != "domain" and self.domains is not None:
+            raise DataError(f"data.label: source with data.partition: {self.partition}: the partition picks each "
+                            "silo's sources (labels), so remove data.domains or use data.partition: domain")
 
     @property
     def has_domains(self) -> bool:
@@ -228,6 +254,8 @@ def carve_validation(train: list, fraction: float, seed: int) -> tuple[list, lis
 def _load_synthetic(cfg: DataConfig, num_silos: int, seed: int, wanted: set[int],
                     compact: tuple[bool] | None = None) -> FederatedData:
     """Every wanted silo and the test set; with ``compact`` (keep_masks,) each compacted at once."""
+    if cfg.label == "source":
+        return _load_synthetic_sources(cfg, num_silos, seed, wanted, compact)
     g = make_generator(seed, 3)
     qskew, askew = _skews(cfg)
     sizes = P.quantity_sizes(num_silos, cfg.samples_per_silo, qskew, g)
@@ -255,6 +283,67 @@ def _load_synthetic(cfg: DataConfig, num_silos: int, seed: int, wanted: set[int]
             ds.images = to_channels(ds.images, 3)
         train.append(ds.compact(*compact) if compact else ds)
     return FederatedData(train, _synthetic_test(cfg, seed), NUM_CLASSES)
+
+
+def source_mixtures(cfg: DataConfig, num_silos: int, g: torch.Generator) -> list[dict[str, float]]:
+    """Each silo's domain mixture when the label is the data source (``data.label: source``).
+
+    A silo's labels are then the sources it holds, so its *seen labels* are the domains of its
+    mixture. ``partition: domain``: the mixtures of ``data.domains`` (or the FedEFM-style default)
+    say which sources each silo holds, and ``unseen_fraction`` must be 0. Any other partition: the
+    sources are dealt like classes (:func:`partition.seen_classes` over the four domains: home
+    sources plus round((1 − f)·#others) random others, so f = 1 gives every silo its own sources),
+    spread uniformly over them, or by Dirichlet(``dirichlet_alpha``) for ``partition: dirichlet``."""
+    if cfg.partition == "domain":
+        return P.silo_mixtures(cfg.domains, "domain", num_silos)
+    seen = P.seen_classes(num_silos, len(DOMAINS), float(cfg.unseen_fraction), g)
+    alpha = float(cfg.dirichlet_alpha) if cfg.partition == "dirichlet" else None
+    props = P.class_proportions(seen, len(DOMAINS), alpha, g)
+    return [{DOMAINS[d]: float(p) for d, p in enumerate(row.tolist()) if p > 0} for row in props]
+
+
+def domains_in_use(mixtures: list[dict[str, float]]) -> list[int]:
+    """Indices (into :data:`DOMAINS`, in that order) of the domains some mixture gives weight."""
+    return [d for d, name in enumerate(DOMAINS) if any(m.get(name, 0.0) > 0 for m in mixtures)]
+
+
+def _load_synthetic_sources(cfg: DataConfig, num_silos: int, seed: int, wanted: set[int],
+                            compact: tuple[bool] | None) -> FederatedData:
+    """``data.label: source``: the label of an image is the position of its domain among the
+    domains in use (with all four in use, the domain index itself); the vessel route is drawn
+    uniformly, whatever the silo. The test set is balanced over the domains in use: a domain no
+    silo holds is no class of the task."""
+    g = make_generator(seed, 3)
+    qskew, askew = _skews(cfg)
+    sizes = P.quantity_sizes(num_silos, cfg.samples_per_silo, qskew, g)
+    mixtures = source_mixtures(cfg, num_silos, g)  # every silo's, so every rank finds the same classes
+    used = domains_in_use(mixtures)
+    label_of = torch.full((len(DOMAINS),), -1, dtype=torch.long)
+    label_of[used] = torch.arange(len(used))
+    train = []
+    for i in range(num_silos):
+        if i not in wanted:
+            train.append(None)
+            continue
+        gi = make_generator(seed, 5, i)
+        n = sizes[i]
+        dom = generate_domain_ids(mixtures[i], n)
+        attr = P.attribute_values(n, i, num_silos, askew, gi)
+        ds = generate(n, domains=dom, attribute=attr, image_size=cfg.image_size, seed=derive_seed(seed, 1, i),
+                      name=f"silo{i}")
+        ds.labels = label_of[ds.domain]
+        ds.clean_labels = ds.labels.clone()
+        if cfg.label_noise > 0:
+            ds.labels = P.symmetric_label_noise(ds.labels, float(cfg.label_noise), len(used), gi)
+        if cfg.channels == 3:
+            ds.images = to_channels(ds.images, 3)
+        train.append(ds.compact(*compact) if compact else ds)
+    k = torch.arange(cfg.test_samples)
+    test = generate(cfg.test_samples, domains=torch.tensor(used)[k % len(used)], labels=(k // len(used)) % NUM_CLASSES,
+                    image_size=cfg.image_size, seed=derive_seed(seed, 2), name="test")
+    test.labels = k % len(used)
+    test.clean_labels = test.labels.clone()
+    return FederatedData(train, test, len(used), tuple(DOMAINS[d] for d in used))
 
 
 def generate_domain_ids(mixture: dict[str, float], n: int) -> torch.Tensor:

@@ -165,6 +165,24 @@ class FederatedData:
         return table
 
 
+def cell_counts(datasets, num_classes: int) -> Tensor:
+    """(len(DOMAINS), num_classes) int64: how many samples of ``datasets`` (None entries skipped)
+    fall in each (domain, class) cell. The class is the clean label: a noisy label does not make
+    an image of one class an example of another, so label noise adds no cell."""
+    counts = torch.zeros(len(DOMAINS) * num_classes, dtype=torch.long)
+    for ds in datasets:
+        if ds is not None and len(ds):
+            counts += torch.bincount(ds.domain.long() * num_classes + ds.clean_labels.long(),
+                                     minlength=len(DOMAINS) * num_classes)
+    return counts.view(len(DOMAINS), num_classes)
+
+
+def in_union(test: SiloDataset, held: Tensor) -> Tensor:
+    """Bool (len(test),): whether each test sample's (domain, clean class) cell is one that
+    ``held`` (a :func:`cell_counts` table, over every silo's training data) counts at least once."""
+    return held.bool()[test.domain.long(), test.clean_labels.long()]
+
+
 def to_channels(images: Tensor, channels: int | None) -> Tensor:
     """(N, C, H, W) images converted to ``channels`` (None: unchanged): grayscale repeated to RGB,
     RGB to luminance (ITU-R 601, as PIL's "L")."""
