@@ -110,11 +110,11 @@ class Corruption:
     random_labels / label_noise (``level``: the fraction of its training labels, 0..1) or
     weight_noise (``level``: the standard deviation of the noise on what it sends, >= 0)."""
 
-    silo: Annotated[int, Range(ge=0)] | None = None
-    kind: Literal[CORRUPTION_KINDS] | None = None
-    level: Annotated[float, Range(ge=0)] | None = None
-    start: Annotated[int, Range(ge=0)] = 0
-    end: Annotated[int, Range(ge=0)] | None = None
+    silo: Annotated[int, Range(ge=0)] | None = None  # the corrupted silo (required)
+    kind: Literal[CORRUPTION_KINDS] | None = None  # random_labels | label_noise | weight_noise (required)
+    level: Annotated[float, Range(ge=0)] | None = None  # fraction of its labels (0..1), or the noise's std (required)
+    start: Annotated[int, Range(ge=0)] = 0  # first corrupted round
+    end: Annotated[int, Range(ge=0)] | None = None  # last corrupted round (inclusive); null: to the end of the run
 
 
 @dataclass
