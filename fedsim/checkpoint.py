@@ -1,9 +1,10 @@
-"""Checkpointing, one component of the round loop: after every round each rank saves its silos'
+"""Checkpointing, one component of the round loop: after every round (every ``checkpoint.every``
+rounds, and always after the last) each rank saves its silos'
 models, optimisers, data streams and algorithm state in one file (``rank_<r>.pt``, however many
 silos it hosts: a thousand silos are two files a round, not a thousand); once every rank has
 written, rank 0 writes the round's ``manifest.json`` (each file's size, SHA-256 and silos, and the
 loop's state beside it) and marks the round complete (``checkpoints/latest.json``). The last two
-rounds are kept. A restore reads only the files holding the silos a rank hosts now, so a run
+checkpointed rounds are kept. A restore reads only the files holding the silos a rank hosts now, so a run
 restarted on fewer ranks (``faults.on_crash: exclude``) finds its silos wherever they were.
 
 A resumed or restarted run continues from the newest round whose files all match their manifest
@@ -18,16 +19,32 @@ import json
 import os
 import re
 import shutil
+import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import torch
 
 from fedsim.distributed import gather_objects
 from fedsim.errors import FedsimError
+from fedsim.settings import Range
 from fedsim.transport import saveable_state
 
-KEEP = 2  # rounds kept on disk: the last one and the one before, in case the last is damaged
+KEEP = 2  # checkpointed rounds kept on disk: the last one and the one before, in case the last is damaged
+
+
+@dataclass
+class CheckpointConfig:
+    """The ``checkpoint:`` section: how often the run's state is saved for ``--resume`` and restarts."""
+
+    # save after round k when (k + 1) % every == 0 (after 10, 20, … completed rounds for 10) and
+    # always after the last round; a crash repeats at most every − 1 rounds, with the same results
+    every: Annotated[int, Range(ge=1)] = 1
+
+    def due(self, k: int, rounds: int) -> bool:
+        """Whether the state after round ``k`` (of ``rounds``) is saved."""
+        return (k + 1) % self.every == 0 or k == rounds - 1
 
 
 def atomic_save(obj: Any, path: Path) -> None:
@@ -150,10 +167,16 @@ def load_silo_states(round_dir: str | Path, silos=None, device: str | torch.devi
 class Checkpointer:
     """Saves and restores this rank's silos (``checkpoints/round_<k>/rank_<r>.pt``)."""
 
-    def __init__(self, run_dir: Path, fed, algo) -> None:
+    def __init__(self, run_dir: Path, fed, algo, config: CheckpointConfig | None = None, rounds: int = 0) -> None:
         self.dir = Path(run_dir) / "checkpoints"
         self.fed = fed
         self.algo = algo
+        self.config = config or CheckpointConfig()
+        self.rounds = rounds
+
+    def due(self, k: int) -> bool:
+        """Whether round ``k`` is checkpointed (``checkpoint.every``; always the last round)."""
+        return self.config.due(k, self.rounds)
 
     def save(self, k: int, extra: dict[str, Any]) -> None:
         """Every hosted silo's state after round ``k`` (present or not) in this rank's file, then,
@@ -185,9 +208,8 @@ class Checkpointer:
         every = {name: meta for part in gathered for name, meta in part.items()}
         atomic_write(json.dumps({"round": k, **extra, "files": every}), round_dir / "manifest.json")
         atomic_write(json.dumps({"round": k, **extra}), self.dir / "latest.json")
-        for old in _rounds_on_disk(self.dir):
-            if old <= k - KEEP:
-                shutil.rmtree(self.dir / f"round_{old}", ignore_errors=True)
+        for old in [r for r in _rounds_on_disk(self.dir) if r < k][KEEP - 1:]:
+            shutil.rmtree(self.dir / f"round_{old}", ignore_errors=True)
 
     def restore(self, k: int) -> dict[str, Any]:
         """Load round ``k`` into this rank's silos; return what :meth:`save` stored beside it."""
@@ -211,7 +233,13 @@ class AttemptLog:
     a crash (``--max-restarts``, torchrun) or continued with ``--resume`` spans several starts of
     its ranks, and its wall time is their sum — each attempt counted to its last finished round, so
     the rounds a crash made the run repeat are counted as the time they took. Every rank reads the
-    earlier attempts (their total offsets the ``wall_time_s`` of the records); rank 0 writes."""
+    earlier attempts (their total offsets the ``wall_time_s`` of the records); rank 0 writes.
+
+    The file is rewritten after a checkpointed round and otherwise at most every
+    :attr:`FLUSH_S` seconds (a file write per round is a measurable share of a 1-step round), so a
+    crash may leave the last attempt short by up to that much."""
+
+    FLUSH_S = 5.0
 
     def __init__(self, run_dir: str | Path, resumed: bool, start_round: int, writer: bool,
                  config_changes: dict[str, list] | None = None) -> None:
@@ -229,12 +257,15 @@ class AttemptLog:
         if config_changes:
             entry["config_changes"] = config_changes  # result-neutral keys changed on --resume: [before, now]
         self.attempts = [*earlier, entry]
+        self._written = 0.0
         self._write()
 
-    def update(self, wall_s: float) -> None:
-        """This attempt has run ``wall_s`` seconds (called after each round)."""
+    def update(self, wall_s: float, flush: bool = True) -> None:
+        """This attempt has run ``wall_s`` seconds (called after each round); written to the file
+        when ``flush`` (a checkpointed round) or :attr:`FLUSH_S` seconds after the last write."""
         self.attempts[-1]["wall_s"] = wall_s
-        self._write()
+        if flush or time.monotonic() - self._written >= self.FLUSH_S:
+            self._write()
 
     def summary(self, wall_s: float) -> dict[str, Any]:
         """``wall_time_s`` over every attempt, how many there were and each one's share."""
@@ -243,6 +274,7 @@ class AttemptLog:
         return {"wall_time_s": sum(walls), "attempts": len(walls), "wall_time_s_by_attempt": walls}
 
     def _write(self) -> None:
+        self._written = time.monotonic()
         if self.writer:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             atomic_write(json.dumps(self.attempts), self.path)

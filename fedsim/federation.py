@@ -19,6 +19,7 @@ from torch import nn
 
 from fedsim.config import ExperimentConfig
 from fedsim.faults import noisy_message
+from fedsim.optim import make_optimizer
 from fedsim.topology import Topology
 from fedsim.transport import SERVER, Key, Transport, flatten_state, message_bytes, weighted_average
 
@@ -80,13 +81,6 @@ def load_state_tensors(model: nn.Module, tensors: Iterable[torch.Tensor]) -> Non
     with torch.no_grad():
         for dst, src in zip(model.state_dict().values(), tensors, strict=True):
             dst.copy_(src)
-
-
-def make_optimizer(model: nn.Module, cfg: ExperimentConfig) -> torch.optim.Optimizer:
-    t = cfg.train
-    if t.optimizer == "adam":
-        return torch.optim.Adam(model.parameters(), lr=t.lr, weight_decay=t.weight_decay)
-    return torch.optim.SGD(model.parameters(), lr=t.lr, momentum=t.momentum, weight_decay=t.weight_decay)
 
 
 def train_steps(
@@ -374,18 +368,28 @@ class Federation:
         return self.privacy.session(model, optimizer, owner)
 
     def exchange(
-        self, arcs: Iterable[Key], payload: Callable[[int, int], list[torch.Tensor]], channel: str = "model"
+        self, arcs: Iterable[Key], payload: Callable[[int, int], list[torch.Tensor]], channel: str = "model",
+        rider: Callable[[int, int], list[torch.Tensor]] | None = None, rider_template: list[torch.Tensor] | None = None,
     ) -> dict[Key, list[torch.Tensor]]:
         """Send ``payload(src, dst)`` along every arc (the same global list on every rank) and
         return the messages this rank's silos receive, keyed by (src, dst). ``channel`` names what
         travels (a link's coded messages are deltas of earlier ones on the same channel). A
         ``faults.corrupt`` weight_noise sender's floating-point tensors arrive noised (its own stay
-        clean); each call is one send of the round for the noise's seed stream."""
+        clean); each call is one send of the round for the noise's seed stream.
+
+        ``rider(src, dst)``: tensors shaped like ``rider_template`` that travel in the same message
+        after the model (a visiting model's optimiser state, :mod:`fedsim.optim`); they are counted
+        in its bytes, never noised (the corruption noises weights) and cannot be coded (compression
+        codes model-shaped messages; the config check refuses the combination). A received message
+        is then the model's tensors followed by the rider's."""
         arcs = list(arcs)
         template = self.state_template()
         present = self.silos
         send = self._next_send()
         outgoing = {(s, d): self._as_sent(s, d, payload(s, d), send) for s, d in arcs if s in present}
+        if rider is not None:
+            template = template + list(rider_template or [])
+            outgoing = {(s, d): [*msg, *rider(s, d)] for (s, d), msg in outgoing.items()}
         incoming = {(s, d): template for s, d in arcs if d in present}
         t0 = time.perf_counter()
         try:

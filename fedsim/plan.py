@@ -288,6 +288,11 @@ def check_compression(cfg: ExperimentConfig) -> None:
     if cfg.compression.active and not algorithm_class(cfg.algorithm).shares_weights:
         raise ConfigError(f"compression.kind {cfg.compression.kind} codes model messages, and algorithm "
                           f"{cfg.algorithm!r} exchanges only outputs on the public set; use compression.kind: none")
+    section = getattr(cfg, cfg.algorithm, None)
+    if cfg.compression.active and getattr(section, "expert_optimizer", None) == "travels":
+        raise ConfigError(f"{cfg.algorithm}.expert_optimizer: travels sends each model with its optimiser state, "
+                          f"which compression.kind {cfg.compression.kind} cannot code; use compression.kind: none "
+                          f"or {cfg.algorithm}.expert_optimizer: fresh")
 
 
 def _graphs(cfg: ExperimentConfig, failed: dict[int, int] | None = None) -> tuple[ExperimentConfig, Topology, Topology]:

@@ -64,7 +64,7 @@ def run_rank(ctx, plan) -> dict[str, Any] | None:
                     cfg.model.name, grid)
     algo = build_algorithm(cfg.algorithm, fed)
     evaluator = Evaluator(fed, plan.forms_foundation)
-    checkpoints = Checkpointer(plan.run_dir, fed, algo)
+    checkpoints = Checkpointer(plan.run_dir, fed, algo, cfg.checkpoint, cfg.rounds)
     faults = FaultInjector(plan, ctx.rank)
     callbacks = default_callbacks(plan, ctx.rank)
 
@@ -96,7 +96,9 @@ def run_rank(ctx, plan) -> dict[str, Any] | None:
                      "eval_time_s": evaluator.take_seconds()}
             gathered = gather_objects(records)
             t1 = time.perf_counter()
-            checkpoints.save(k, clock.state())
+            saved = checkpoints.due(k)  # checkpoint.every; a crash resumes from the last one saved
+            if saved:
+                checkpoints.save(k, clock.state())
             split["checkpoint_time_s"] = time.perf_counter() - t1
             for rec in records:  # this rank's split of the round (what benchmarks/scale.py tabulates)
                 rec.update(split)
@@ -105,7 +107,7 @@ def run_rank(ctx, plan) -> dict[str, Any] | None:
                 row = round_row([r for part in gathered for r in part])
                 history.append(row)
             callbacks.on_round_end(RoundReport(k, records, row))
-            attempts.update(time.perf_counter() - started)
+            attempts.update(time.perf_counter() - started, flush=saved)
         faults.final(cfg.rounds, fed)  # Θ at the end: the aggregate of the last round's silos
         summary = _finish(plan, fed, algo, evaluator, history, ctx.rank)
         if summary is not None:

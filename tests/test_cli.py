@@ -267,6 +267,41 @@ def test_resume_refuses_a_changed_config_and_records_what_may_change(tmp_path):
     assert walls == sorted(walls) and walls[2] > summary["wall_time_s_by_attempt"][0]  # counted on from attempt 1
 
 
+def test_checkpoint_every_resumes_bit_identically_after_10_and_after_20_rounds(tmp_path):
+    """checkpoint.every 10 saves after rounds 9, 19 and the last (24): a run that dies in round 15
+    resumes from round 9's checkpoint, dies again in round 24 and resumes from round 19's, and ends
+    with the weights and records of an uninterrupted run (the AdamW moments and the sqrt schedule's
+    step count come back too); the records a crash left after the checkpoint are run again once."""
+    import os
+
+    base = TINY + ["rounds=25", "checkpoint.every=10", "train.optimizer=adamw", "train.lr_schedule=sqrt",
+                   "net.compute_ms=1", f"output_dir={tmp_path}"]
+    whole = fedsim("run", "--nproc", "1", "--quiet", *sets(base + ["name=whole"]))
+    assert whole.returncode == 0, whole.stderr
+    assert sorted(p.name for p in (tmp_path / "whole" / "checkpoints").glob("round_*")) == ["round_19", "round_24"]
+
+    run = tmp_path / "cut"
+    for die, last in (("die:0:15", 9), ("die:0:24", 19)):
+        again = ["--resume"] if last == 19 else []  # the second crash is in the resumed run
+        cmd = [sys.executable, "-m", "fedsim", "run", "--nproc", "1", "--quiet", *again, *sets(base + ["name=cut"])]
+        cut = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600,
+                             env={**os.environ, "FEDSIM_FAULT": die})
+        assert cut.returncode != 0 and json.loads((run / "checkpoints" / "latest.json").read_text())["round"] == last
+        rounds = [json.loads(x)["round"] for x in (run / "metrics" / "silo_0.jsonl").read_text().splitlines()]
+        assert rounds == list(range(int(die.split(":")[2])))  # records past the checkpoint, to be run again
+    resumed = fedsim("run", "--nproc", "1", "--quiet", "--resume", *sets(base + ["name=cut"]))
+    assert resumed.returncode == 0, resumed.stderr
+    a, b = torch.load(tmp_path / "whole" / "foundation.pt"), torch.load(run / "foundation.pt")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    keys = ("round", "loss", "accuracy", "foundation_accuracy", "bytes_by_dst", "sim_time_ms")
+    for i in range(4):
+        want, got = ([{k: r.get(k) for k in keys} for r in map(json.loads, (d / "metrics" / f"silo_{i}.jsonl")
+                      .read_text().splitlines())] for d in (tmp_path / "whole", run))
+        assert got == want and len(got) == 25
+    attempts = json.loads((run / "checkpoints" / "attempts.json").read_text())
+    assert [x["start_round"] for x in attempts] == [0, 10, 20]
+
+
 def test_help_names_every_command():
     from fedsim.cli import build_parser
 

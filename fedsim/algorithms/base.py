@@ -37,6 +37,15 @@ class Algorithm:
         """Bits of one message on an arc, for the simulated network clock; None: one model."""
         return None
 
+    def message_factor(self) -> float:
+        """How many model copies one message on an arc weighs for the simulated clock: 1, more
+        when a model travels with its optimiser state (``expert_optimizer: travels``)."""
+        return 1.0
+
+    def request_factor(self) -> float:
+        """For a round trip, the outgoing leg's weight in model copies (default: a message's)."""
+        return self.message_factor()
+
     #: an exchange is a round trip (out to the in-neighbour and back), for the simulated clock
     round_trip = False
 

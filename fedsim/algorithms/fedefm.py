@@ -34,6 +34,13 @@ from fedsim.algorithms.gossip import gossip_row, metropolis_hastings, mix
 from fedsim.federation import BatchStream, load_state_tensors, state_tensors, train_steps
 from fedsim.losses import softened_kl
 from fedsim.models import logits_and_features
+from fedsim.optim import (
+    load_travelling_state,
+    make_optimizer,
+    travelling_bytes,
+    travelling_state,
+    travelling_template,
+)
 from fedsim.settings import Range
 
 
@@ -56,6 +63,11 @@ class FedEFMConfig:
     #: (one more message per arc). Chosen on a validation split (README, FedEFM).
     mix: Literal["hosted", "experts", "gossip"] = "hosted"
     self_weight: Annotated[float, Range(ge=0, le=1)] = 0.5  # s: the silo's own share in the mix (½ in the released code)
+    #: the optimiser a visiting copy θ_{i→j} trains with at j: "fresh" (a new one per visit) or
+    #: "travels" (θ_i's own, sent with it: moments, step count, LR schedule position, as the
+    #: released code's deep copy of a model object carries them); the expert returns as weights
+    #: only, its optimiser state after the visit dropped as the released code drops its copies'
+    expert_optimizer: Literal["fresh", "travels"] = "fresh"
 
 
 def distillation_terms(
@@ -210,15 +222,17 @@ def distill_step(
 
 
 def overseas_training(model: nn.Module, host_batches: BatchStream, steps: int, cfg, fed=None,
-                      host: int | None = None) -> None:
-    """Eq. 1: a visiting copy trains on the host's data with a fresh optimiser (through the
-    federation, on the host's privacy budget, when ``fed`` is given)."""
-    from fedsim.federation import make_optimizer
-
+                      host: int | None = None, optimizer_state: list[torch.Tensor] | None = None) -> None:
+    """Eq. 1: a visiting copy trains on the host's data with a fresh optimiser, or with the one
+    that travelled with it (``optimizer_state``, :func:`fedsim.optim.travelling_state`); through
+    the federation, on the host's privacy budget, when ``fed`` is given."""
+    optimizer = make_optimizer(model, cfg)
+    if optimizer_state is not None:
+        load_travelling_state(optimizer, optimizer_state)
     if fed is None:
-        train_steps(model, make_optimizer(model, cfg), host_batches, steps)
+        train_steps(model, optimizer, host_batches, steps)
     else:
-        fed.train(model, make_optimizer(model, cfg), host, steps)
+        fed.train(model, optimizer, host, steps)
 
 
 class FedEFM(Algorithm):
@@ -252,11 +266,22 @@ class FedEFM(Algorithm):
         self._cfl_every_round = fed.scenario.via_server and fe.aggregate == "round"
         self._dfl_mix = fe.mix if fed.scenario.decentralized and fe.aggregate == "round" else None
         self._gossip_weights = metropolis_hastings(fed.topology) if self._dfl_mix == "gossip" else None
+        #: expert_optimizer travels: the optimiser state that rides with each visiting θ_i (its shapes)
+        self._rider = travelling_template(next(iter(fed.hosted.values())).optimizer) \
+            if fe.expert_optimizer == "travels" else None
         # load the solver now, so its import (POT, cvxpy: ~1 s) is not billed to the first round
         if self.cfg.emd.backend == "exact":
             import fedsim.emd.exact  # noqa: F401
         elif self.cfg.emd.backend == "cvxpylayers":
             import fedsim.emd.cvxpy_layer  # noqa: F401
+
+    def request_factor(self) -> float:
+        # θ_i goes out with its optimiser state; the expert comes back as weights only
+        if self._rider is None:
+            return 1.0
+        silo = next(iter(self.fed.hosted.values()))
+        model = sum(t.numel() * t.element_size() for t in state_tensors(silo.model))
+        return 1.0 + travelling_bytes(silo.optimizer) / model
 
     def _model_like(self, tensors: list[torch.Tensor]) -> nn.Module:
         model = self._spare.pop() if self._spare else self.fed.new_model()
@@ -278,12 +303,17 @@ class FedEFM(Algorithm):
         fed, silos, cfg = self.fed, self.fed.silos, self.cfg
         arcs = fed.active_arcs(k)  # (j, i): j is an in-neighbour of i
 
-        # 1. overseas: θ_i travels to each in-neighbour j (against the arc j → i)
-        visits = fed.exchange([(i, j) for j, i in arcs], lambda i, j: state_tensors(silos[i].model))
+        # 1. overseas: θ_i travels to each in-neighbour j (against the arc j → i), with its
+        # optimiser state under expert_optimizer: travels
+        rider = (lambda i, j: travelling_state(silos[i].optimizer)) if self._rider is not None else None
+        visits = fed.exchange([(i, j) for j, i in arcs], lambda i, j: state_tensors(silos[i].model),
+                              rider=rider, rider_template=self._rider)
+        n_model = len(fed.state_template())
         experts: dict[tuple[int, int], list[torch.Tensor]] = {}
         for (i, j), tensors in sorted(visits.items(), key=lambda kv: (kv[0][1], kv[0][0])):
-            visitor = self._model_like(tensors)
-            overseas_training(visitor, silos[j].batches, cfg.fedefm.overseas_steps, cfg, fed, host=j)
+            visitor = self._model_like(tensors[:n_model])
+            overseas_training(visitor, silos[j].batches, cfg.fedefm.overseas_steps, cfg, fed, host=j,
+                              optimizer_state=tensors[n_model:] if rider is not None else None)
             fed.charge(j, cfg.fedefm.overseas_steps)  # the host's compute
             experts[(j, i)] = [t.clone() for t in state_tensors(visitor)]
             self._spare.append(visitor)

@@ -7,22 +7,35 @@ A round, for every silo i:
      ``fedefm_released.overseas_steps`` steps (the code: one step), giving θ̂_{j→i};
   3. θ_i ← s·θ_i + (1 − s)·Σ_j w_ij θ̂_{j→i} with s = ½ and w_ij = 1/|N(i)| (the code's ring
      edge weights, ½ each: θ_i ← ½ θ_i + ¼ θ̂_pred + ¼ θ̂_succ).
-No distillation, no EMD, no return trip. Where the code deep-copies the neighbour's Adam state
-with its model, we start each copy with a fresh optimiser (the paper sends only weights; sending
-the moments would triple every message).
+No distillation, no EMD, no return trip.
+
+The code deep-copies the neighbour's whole model object (``copy.deepcopy(self.workers_models[
+neighbor])``), so the copy trains with the neighbour's AdamW moments, step count and LR-schedule
+position. ``fedefm_released.expert_optimizer: travels`` does the same: θ_j's optimiser state rides
+in θ_j's message (counted in its bytes and in the simulated clock, about twice a model's size
+more under Adam), and after the copy's steps at i that state is dropped with the copy — the mix
+loads weights only, so silo i keeps its own optimiser, and j's is untouched, as in the code.
+``fresh`` (the default) starts each copy with a new optimiser instead (the paper sends weights).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, Literal
 
 import torch
 from torch import nn
 
 from fedsim.algorithms.base import Algorithm
 from fedsim.algorithms.gossip import mix
-from fedsim.federation import load_state_tensors, make_optimizer, state_tensors
+from fedsim.federation import load_state_tensors, state_tensors
+from fedsim.optim import (
+    load_travelling_state,
+    make_optimizer,
+    travelling_bytes,
+    travelling_state,
+    travelling_template,
+)
 from fedsim.settings import Range
 
 
@@ -34,6 +47,10 @@ class FedEFMReleasedConfig:
 
     overseas_steps: Annotated[int, Range(ge=1)] = 1  # steps a neighbour's copy trains on the host's data (the code: 1)
     self_weight: Annotated[float, Range(ge=0, le=1)] = 0.5  # the silo's own share (the code: ½)
+    #: the optimiser a neighbour's copy trains with at the host: "fresh" (a new one per copy) or
+    #: "travels" (the neighbour's own state sent with its model, as the code's deep copy; dropped
+    #: with the copy after the mix)
+    expert_optimizer: Literal["fresh", "travels"] = "fresh"
 
 
 class FedEFMReleased(Algorithm):
@@ -50,19 +67,35 @@ class FedEFMReleased(Algorithm):
     def __init__(self, fed) -> None:
         super().__init__(fed)
         self._visitor: nn.Module | None = None
+        #: expert_optimizer travels: the optimiser state that rides with each model sent (its shapes)
+        self._rider = travelling_template(next(iter(fed.hosted.values())).optimizer) \
+            if self.cfg.fedefm_released.expert_optimizer == "travels" else None
+
+    def message_factor(self) -> float:
+        if self._rider is None:
+            return 1.0
+        silo = next(iter(self.fed.hosted.values()))
+        model = sum(t.numel() * t.element_size() for t in state_tensors(silo.model))
+        return 1.0 + travelling_bytes(silo.optimizer) / model
 
     def round(self, k: int) -> dict[int, float]:
         losses = self.local_training()
         if not self.exchanges:
             return losses
         fed, silos, rel = self.fed, self.fed.silos, self.cfg.fedefm_released
-        got = fed.exchange(fed.active_arcs(k), lambda j, i: state_tensors(silos[j].model))
+        rider = (lambda j, i: travelling_state(silos[j].optimizer)) if self._rider is not None else None
+        got = fed.exchange(fed.active_arcs(k), lambda j, i: state_tensors(silos[j].model),
+                           rider=rider, rider_template=self._rider)
+        n_model = len(fed.state_template())
         trained: dict[int, dict[int, list[torch.Tensor]]] = {i: {} for i in silos}
         for (j, i), tensors in sorted(got.items(), key=lambda kv: (kv[0][1], kv[0][0])):  # host i, visitors by id
             if self._visitor is None:
                 self._visitor = fed.new_model()
-            load_state_tensors(self._visitor, tensors)
-            fed.train(self._visitor, make_optimizer(self._visitor, self.cfg), i, rel.overseas_steps)
+            load_state_tensors(self._visitor, tensors[:n_model])
+            optimizer = make_optimizer(self._visitor, self.cfg)
+            if rider is not None:  # the neighbour's moments, step count and LR position (a deep copy)
+                load_travelling_state(optimizer, tensors[n_model:])
+            fed.train(self._visitor, optimizer, i, rel.overseas_steps)
             fed.charge(i, rel.overseas_steps)
             trained[i][j] = [t.clone() for t in state_tensors(self._visitor)]
         s = rel.self_weight

@@ -143,6 +143,7 @@ class SimClock:
         round_trip: bool = False,
         delays: dict[tuple[int, int], float] | None = None,
         start_ms: float = 0.0,
+        request_model: DelayModel | None = None,
     ) -> None:
         self.topology = topology
         self.model = model or DelayModel()
@@ -153,8 +154,8 @@ class SimClock:
         self.compute, _ = _silo_vectors(topology, self.model)
         self.round_trip: np.ndarray | None = None
         self._requests: np.ndarray | None = None
-        if round_trip:
-            req = request_delays(topology, self.model)
+        if round_trip:  # the request may weigh more than the reply (``request_model``: a model with its optimiser)
+            req = request_delays(topology, request_model or self.model)
             self._requests = np.array([req[a] for a in self.arcs])
             self.round_trip = self._requests + self.delays
         self._src = np.fromiter((a for a, _ in self.arcs), dtype=int, count=len(self.arcs))

@@ -52,11 +52,17 @@ class RunClock:
         if fed.codec is not None:  # M is what travels: a coded message (net.model_bits scaled alike)
             bits *= fed.wire_ratio()
         self.compute_ms = compute_ms
-        delay = DelayModel(model_bits=bits, compute_ms=compute_ms, access_gbps=cfg.net.access_gbps)
+        # a model travelling with its optimiser state weighs more than one copy (expert_optimizer)
+        delay = DelayModel(model_bits=bits * algo.message_factor(), compute_ms=compute_ms,
+                           access_gbps=cfg.net.access_gbps)
+        request = None
+        if algo.request_factor() != algo.message_factor():
+            request = DelayModel(model_bits=bits * algo.request_factor(), compute_ms=compute_ms,
+                                 access_gbps=cfg.net.access_gbps)
         graph = self.plan.scenario.clock_graph(self.plan.topology)
         if graph is not None:
             round_trip = algo.round_trip and not self.plan.scenario.via_server
-            self.clock = SimClock(graph, delay, round_trip=round_trip)
+            self.clock = SimClock(graph, delay, round_trip=round_trip, request_model=request)
         if times is not None:
             self.times = list(times)
             if self.clock is not None:

@@ -17,6 +17,7 @@ from fedsim.config import load_config
 from fedsim.emd import emd_similarity
 from fedsim.federation import BatchStream, make_optimizer, silo_seed
 from fedsim.models import ModelConfig, build_model
+from tests.test_optim import Released
 
 from .test_equivalence import TINY, run_distributed, sequential_setup
 
@@ -77,11 +78,17 @@ def _distill(model, opt, stream, teachers, cfg):
     return steps
 
 
-def reference_fedefm(overrides: list[str], scenario: str = "dfl", trace: dict | None = None) -> list[torch.nn.Module]:
+def reference_fedefm(overrides: list[str], scenario: str = "dfl", trace: dict | None = None,
+                     travels: bool = False) -> list[torch.nn.Module]:
     """Eq. 1–3 and 11 in one process, written out directly, with the aggregation of
     ``fedefm.aggregate`` / ``fedefm.mix`` (CFL: a complete graph through the server). ``trace``
-    receives, for each round k and silo i that distils, (its teachers, ``_distill``'s steps)."""
+    receives, for each round k and silo i that distils, (its teachers, ``_distill``'s steps).
+    ``travels``: every silo is the released code's model object (AdamW + LambdaLR sqrt,
+    :class:`tests.test_optim.Released`) and a visitor is a deep copy of it, optimiser and all."""
     cfg, topo, models, opts, streams = sequential_setup(overrides)
+    if travels:
+        assert (cfg.train.optimizer, cfg.train.lr_schedule, cfg.train.weight_decay) == ("adamw", "sqrt", 0.01)
+        opts = [Released(m, lr=cfg.train.lr) for m in models]  # opts[i].net is models[i]
     n = topo.num_silos
     s = cfg.fedefm.self_weight
     every_round = cfg.fedefm.aggregate == "round"
@@ -107,8 +114,13 @@ def reference_fedefm(overrides: list[str], scenario: str = "dfl", trace: dict | 
         experts = {}
         for j in range(n):
             for i in out_nb[j]:  # i with j ∈ N_in(i)
-                visitor = copy.deepcopy(models[i])
-                _train_ce(visitor, make_optimizer(visitor, cfg), streams[j], cfg.fedefm.overseas_steps)
+                if travels:  # θ_i with its optimiser and schedule; the expert is the copy's weights
+                    twin = copy.deepcopy(opts[i])
+                    visitor, optimizer = twin.net, twin
+                else:
+                    visitor = copy.deepcopy(models[i])
+                    optimizer = make_optimizer(visitor, cfg)
+                _train_ce(visitor, optimizer, streams[j], cfg.fedefm.overseas_steps)
                 experts[(j, i)] = visitor
         # eq. 2, 3, 11 at each home silo
         for i in range(n):
@@ -174,6 +186,46 @@ def test_dfl_mixing_every_round_equals_sequential_on_a_directed_graph(tmp_path, 
 
 def test_cfl_restarts_every_silo_from_theta_every_round(tmp_path):
     _assert_equal_to_reference(tmp_path, EFM + ["name=efm", "scenario=cfl"], scenario="cfl")
+
+
+TRAVELS = ["train.optimizer=adamw", "train.lr_schedule=sqrt", "train.weight_decay=0.01",
+           "fedefm.expert_optimizer=travels", "rounds=3"]
+
+
+@pytest.mark.parametrize("nproc", [1, 2])
+def test_a_travelling_optimiser_equals_deep_copies_of_model_and_optimiser(tmp_path, nproc):
+    """expert_optimizer travels: θ_i visits with its AdamW moments, step count and sqrt-schedule
+    position, as a deep copy of the released code's model object does; the expert returns as
+    weights, the student keeps its own optimiser, the host mixes the expert's weights."""
+    overrides = EFM + TRAVELS + ["name=t"]
+    got = run_distributed(tmp_path, overrides, nproc=nproc)
+    want = reference_fedefm(overrides, travels=True)
+    for i, model in enumerate(want):
+        for a, b in zip(got[i], model.state_dict().values()):
+            torch.testing.assert_close(a, b, atol=1e-5, rtol=0)
+    # the reference is not blind to what travels: fresh optimisers at the hosts give other weights
+    fresh = reference_fedefm(EFM + TRAVELS[:3] + ["rounds=3"])
+    assert any((a - b).abs().max() > 1e-4 for a, b in zip(want[0].state_dict().values(), fresh[0].state_dict().values()))
+
+
+def test_a_travelling_optimiser_is_sent_and_counted(tmp_path):
+    """What θ_i's message carries under travels: the model plus AdamW's two moments and a step
+    count per parameter and the schedule's count; the returned expert is the model alone. The
+    simulated clock charges the heavier request leg."""
+    from fedsim.callbacks.jsonl import read_records
+
+    base = EFM + TRAVELS[:3] + ["net.compute_ms=1"]
+    run_distributed(tmp_path, base + ["name=fresh"])
+    run_distributed(tmp_path, base + ["name=travels", "fedefm.expert_optimizer=travels"])
+    model = build_model(_cfg().model, 6)
+    model_bytes = sum(t.numel() * t.element_size() for t in model.state_dict().values())
+    params = list(model.parameters())
+    rider = 2 * sum(p.numel() * 4 for p in params) + 4 * len(params) + 8  # exp_avg, exp_avg_sq, step; schedule
+    fresh, travels = read_records(tmp_path / "fresh")[1], read_records(tmp_path / "travels")[1]
+    for a, b in zip(sorted(fresh, key=lambda r: r["silo"]), sorted(travels, key=lambda r: r["silo"])):
+        assert a["bytes_by_dst"] == {d: 2 * model_bytes for d in a["bytes_by_dst"]}  # out and back
+        assert b["bytes_by_dst"] == {d: 2 * model_bytes + rider for d in a["bytes_by_dst"]}
+        assert b["sim_time_ms"] > a["sim_time_ms"]
 
 
 def test_the_mixing_rule_changes_the_result(tmp_path):
