@@ -116,6 +116,19 @@ def test_shipped_networks_match_their_gml_in_file_order(gml, yaml_name, n):
     assert gml_to_topology(NETWORKS / f"{gml}.gml", name=yaml_name).to_dict() == shipped.to_dict()
 
 
+def test_the_authors_gaia_ring_is_a_tour_of_gaia_with_its_underlay_latencies():
+    """gaia-ring.yaml (the FedEFM authors' ring.gml): every Gaia silo, in gaia.yaml's order, on one
+    cycle, each edge's latency the underlay's 0.0085 ms/km · distance + 4 ms of that silo pair."""
+    ring = load_topology(REPO / "topologies" / "gaia-ring.yaml")
+    gaia = load_topology(REPO / "topologies" / "gaia.yaml")
+    assert [s.name for s in ring.silos] == [s.name for s in gaia.silos]
+    g = nx.Graph([(e.src, e.dst) for e in ring.edges])
+    assert sorted(d for _, d in g.degree()) == [2] * 11 and nx.is_connected(g)
+    distance = {frozenset((e.src, e.dst)): e.distance_km for e in gaia.edges}
+    for e in ring.edges:
+        assert e.latency_ms == pytest.approx(0.0085 * distance[frozenset((e.src, e.dst))] + 4, abs=1e-9)
+
+
 def test_gml_with_missing_distance_fails(tmp_path):
     path = tmp_path / "net.gml"
     path.write_text('graph [\n node [ id 0 label "a" ]\n node [ id 1 label "b" ]\n edge [ source 0 target 1 ]\n]\n')
