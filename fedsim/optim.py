@@ -91,40 +91,46 @@ def travelling_state(optimizer: torch.optim.Optimizer) -> list[torch.Tensor]:
     per parameter Adam's step count and moments (SGD's momentum buffer), then the schedule's
     step count per parameter group. What a deep copy of a model with its optimiser and scheduler
     would carry (the released code's ``copy.deepcopy(self.workers_models[neighbor])``). Before
-    the first step, zeros: loading them gives the same first step as a fresh optimiser."""
-    template = travelling_template(optimizer)
-    out, n = [], 0
+    the first step, zeros: loading them gives the same first step as a fresh optimiser. The
+    optimiser's own tensors, not copies (a message is read before its sender steps again)."""
+    keys = _state_keys(optimizer)
+    out: list[torch.Tensor] = []
     for p in _params(optimizer):
-        state = optimizer.state.get(p, {})
-        for key in _state_keys(optimizer):
+        state = optimizer.state.get(p) or {}
+        for key in keys:
             value = state.get(key)
             if value is None:
-                out.append(template[n])
-            elif key == "step":  # a count kept as a CPU float tensor (float32: exact to 2^24 steps)
-                out.append(torch.as_tensor(value, dtype=torch.float32).to(p.device).reshape(()))
-            else:
-                out.append(value.detach())
-            n += 1
+                value = torch.zeros((), dtype=torch.float32, device=p.device) if key == "step" else torch.zeros_like(p)
+            elif key == "step" and (not torch.is_tensor(value) or value.dtype != torch.float32 or value.dim()):
+                value = torch.as_tensor(value, dtype=torch.float32).reshape(())  # a count: exact to 2^24 steps
+            out.append(value)
     if "schedule_steps" in optimizer.param_groups[0]:
         out.append(torch.tensor([g["schedule_steps"] for g in optimizer.param_groups], dtype=torch.int64,
-                                device=template[-1].device))
+                                device=_params(optimizer)[0].device))
     return out
 
 
 def load_travelling_state(optimizer: torch.optim.Optimizer, tensors: list[torch.Tensor]) -> None:
-    """Give ``optimizer`` (built by :func:`make_optimizer` for the receiving copy) the state of
-    :func:`travelling_state`. Every tensor is copied: a message between co-located silos is the
-    sender's own storage, which the copy's steps must not touch."""
+    """Give ``optimizer`` (built by :func:`make_optimizer` for the receiving copy, new or reused
+    from an earlier visit) the state of :func:`travelling_state`. Every tensor is copied: a
+    message between co-located silos is the sender's own storage, which the copy's steps must not
+    touch; into the tensors the optimiser already holds when it has them (no allocation)."""
     keys = _state_keys(optimizer)
     it = iter(tensors)
     scalar = torch.float64 if torch.get_default_dtype() == torch.float64 else torch.float32  # as torch's Adam
     for p in _params(optimizer):
-        state: dict[str, torch.Tensor] = {}
+        if not keys:
+            break
+        state = optimizer.state.get(p)
+        if state is None:
+            state = optimizer.state[p] = {}
         for key in keys:
-            value = next(it).detach()
-            state[key] = value.to("cpu", scalar, copy=True) if key == "step" else value.to(p.device, copy=True)
-        if state:
-            optimizer.state[p] = state
+            value = next(it)
+            held = state.get(key)
+            if held is not None and held.shape == value.shape:
+                held.copy_(value)
+            else:
+                state[key] = value.to("cpu", scalar, copy=True) if key == "step" else value.to(p.device, copy=True)
     if "schedule_steps" in optimizer.param_groups[0]:
         counts = next(it).tolist()
         for group, n in zip(optimizer.param_groups, counts, strict=True):
@@ -132,6 +138,17 @@ def load_travelling_state(optimizer: torch.optim.Optimizer, tensors: list[torch.
             group["lr"] = group["initial_lr"] * sqrt_factor(int(n))
     if next(it, None) is not None:
         raise ValueError("the optimiser state received has more tensors than this optimiser keeps")
+
+
+def reset_optimizer(optimizer: torch.optim.Optimizer, cfg: ExperimentConfig) -> None:
+    """``optimizer`` as :func:`make_optimizer` builds it: no state, the first learning rate and
+    schedule step (a visiting copy's optimiser is reused from visit to visit: the same steps as a
+    new one, without building one per visit)."""
+    optimizer.state.clear()
+    for group in optimizer.param_groups:
+        group["lr"] = cfg.train.lr
+        if "schedule_steps" in group:
+            group["schedule_steps"] = 0
 
 
 def travelling_bytes(optimizer: torch.optim.Optimizer) -> int:

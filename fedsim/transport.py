@@ -24,7 +24,7 @@ _ALIGN = 16  # pad every tensor's bytes so each unpacked view is aligned for its
 
 
 def _nbytes(t: torch.Tensor) -> int:
-    return t.numel() * t.element_size()
+    return t.nbytes
 
 
 def _padded(n: int) -> int:
@@ -39,7 +39,7 @@ def _tag(key: Key) -> int:
 
 def message_bytes(tensors: Sequence[torch.Tensor]) -> int:
     """Payload size of one message (what is counted per edge)."""
-    return sum(_nbytes(t) for t in tensors)
+    return sum(t.nbytes for t in tensors)
 
 
 def _flat_view(tensors: Sequence[torch.Tensor], total: int) -> torch.Tensor | None:

@@ -153,3 +153,29 @@ def test_the_state_of_an_optimiser_that_never_stepped_travels_as_a_fresh_one():
     _fit(a, fresh, _batches(3))
     _fit(b, loaded, _batches(3))
     assert _same(a, b)
+
+
+def test_a_reused_optimiser_reset_or_loaded_steps_as_a_new_one():
+    """A visiting copy's optimiser is reused from visit to visit: reset, it steps as a new one;
+    loaded with a travelling state, as a new one loaded with it."""
+    from fedsim.optim import reset_optimizer
+
+    cfg = _cfg()
+    home = _model()
+    home_opt = make_optimizer(home, cfg)
+    _fit(home, home_opt, _batches(3))
+    reused_net = _model(seed=3)
+    reused = make_optimizer(reused_net, cfg)
+    _fit(reused_net, reused, _batches(4, seed=4))  # an earlier visit left state and a decayed rate
+    for load in (False, True):
+        new_net = _model(seed=3)
+        new = make_optimizer(new_net, cfg)
+        for net in (new_net, reused_net):
+            net.load_state_dict(home.state_dict())
+        if load:
+            load_travelling_state(new, travelling_state(home_opt))
+            load_travelling_state(reused, travelling_state(home_opt))
+        else:
+            reset_optimizer(reused, cfg)
+        assert _fit(new_net, new, _batches(2, seed=5)) == _fit(reused_net, reused, _batches(2, seed=5))
+        assert _same(new_net, reused_net)

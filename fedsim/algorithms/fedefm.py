@@ -37,6 +37,7 @@ from fedsim.models import logits_and_features
 from fedsim.optim import (
     load_travelling_state,
     make_optimizer,
+    reset_optimizer,
     travelling_bytes,
     travelling_state,
     travelling_template,
@@ -222,11 +223,16 @@ def distill_step(
 
 
 def overseas_training(model: nn.Module, host_batches: BatchStream, steps: int, cfg, fed=None,
-                      host: int | None = None, optimizer_state: list[torch.Tensor] | None = None) -> None:
+                      host: int | None = None, optimizer_state: list[torch.Tensor] | None = None,
+                      optimizer: torch.optim.Optimizer | None = None) -> None:
     """Eq. 1: a visiting copy trains on the host's data with a fresh optimiser, or with the one
     that travelled with it (``optimizer_state``, :func:`fedsim.optim.travelling_state`); through
-    the federation, on the host's privacy budget, when ``fed`` is given."""
-    optimizer = make_optimizer(model, cfg)
+    the federation, on the host's privacy budget, when ``fed`` is given. ``optimizer``: one over
+    ``model``'s parameters to reuse (reset, or loaded with ``optimizer_state``) instead of a new one."""
+    if optimizer is None:
+        optimizer = make_optimizer(model, cfg)
+    elif optimizer_state is None:
+        reset_optimizer(optimizer, cfg)
     if optimizer_state is not None:
         load_travelling_state(optimizer, optimizer_state)
     if fed is None:
@@ -261,6 +267,7 @@ class FedEFM(Algorithm):
         super().__init__(fed)
         self.emd_seconds = 0.0  # time spent computing EMD weights on this rank (benchmarks)
         self._spare: list[nn.Module] = []
+        self._optimizers: dict[int, torch.optim.Optimizer] = {}  # a spare model's optimiser, reused per visit
         self._records: dict[int, dict[str, Any]] = {}  # this round's round_record per silo
         fe = self.cfg.fedefm
         self._cfl_every_round = fed.scenario.via_server and fe.aggregate == "round"
@@ -312,8 +319,11 @@ class FedEFM(Algorithm):
         experts: dict[tuple[int, int], list[torch.Tensor]] = {}
         for (i, j), tensors in sorted(visits.items(), key=lambda kv: (kv[0][1], kv[0][0])):
             visitor = self._model_like(tensors[:n_model])
+            if id(visitor) not in self._optimizers:
+                self._optimizers[id(visitor)] = make_optimizer(visitor, cfg)
             overseas_training(visitor, silos[j].batches, cfg.fedefm.overseas_steps, cfg, fed, host=j,
-                              optimizer_state=tensors[n_model:] if rider is not None else None)
+                              optimizer_state=tensors[n_model:] if rider is not None else None,
+                              optimizer=self._optimizers[id(visitor)])
             fed.charge(j, cfg.fedefm.overseas_steps)  # the host's compute
             experts[(j, i)] = [t.clone() for t in state_tensors(visitor)]
             self._spare.append(visitor)

@@ -32,6 +32,7 @@ from fedsim.federation import load_state_tensors, state_tensors
 from fedsim.optim import (
     load_travelling_state,
     make_optimizer,
+    reset_optimizer,
     travelling_bytes,
     travelling_state,
     travelling_template,
@@ -66,7 +67,8 @@ class FedEFMReleased(Algorithm):
 
     def __init__(self, fed) -> None:
         super().__init__(fed)
-        self._visitor: nn.Module | None = None
+        self._visitor: nn.Module | None = None  # one model and optimiser for every copy, reset or loaded per visit
+        self._visitor_optimizer: torch.optim.Optimizer | None = None
         #: expert_optimizer travels: the optimiser state that rides with each model sent (its shapes)
         self._rider = travelling_template(next(iter(fed.hosted.values())).optimizer) \
             if self.cfg.fedefm_released.expert_optimizer == "travels" else None
@@ -91,10 +93,13 @@ class FedEFMReleased(Algorithm):
         for (j, i), tensors in sorted(got.items(), key=lambda kv: (kv[0][1], kv[0][0])):  # host i, visitors by id
             if self._visitor is None:
                 self._visitor = fed.new_model()
+                self._visitor_optimizer = make_optimizer(self._visitor, self.cfg)
             load_state_tensors(self._visitor, tensors[:n_model])
-            optimizer = make_optimizer(self._visitor, self.cfg)
+            optimizer = self._visitor_optimizer
             if rider is not None:  # the neighbour's moments, step count and LR position (a deep copy)
                 load_travelling_state(optimizer, tensors[n_model:])
+            else:  # a fresh optimiser
+                reset_optimizer(optimizer, self.cfg)
             fed.train(self._visitor, optimizer, i, rel.overseas_steps)
             fed.charge(i, rel.overseas_steps)
             trained[i][j] = [t.clone() for t in state_tensors(self._visitor)]
