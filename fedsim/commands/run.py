@@ -14,8 +14,8 @@ downstream fine-tuning from each foundation and from random weights).
 On one machine this process is rank 0 and starts the others (gloo on the CPU, NCCL on GPUs); under
 `torchrun ... -m fedsim run [CONFIG]` this process is one rank of the job.
 Results go to OUTPUT_DIR/NAME/: config.yaml, metrics/silo_<i>.jsonl, summary.json,
-summary.csv, foundation.pt and checkpoints/ (every round one file per rank, the last two rounds
-kept; continue with --resume). Evaluation: every silo's model on the test set every
+summary.csv, foundation.pt and checkpoints/ (one file per rank after every round, or every
+checkpoint.every rounds and the last; the last two kept; continue with --resume). Evaluation: every silo's model on the test set every
 train.eval_every rounds (0: only the last), on all silos or a seeded sample (train.eval_silos: all |
 N | auto — all up to 50 silos, then a tenth of them, 10 to 50), Θ always; on synthetic data Θ
 also on the test cells (domain, class) some silo trains on and on those no silo holds (in union /
