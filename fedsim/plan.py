@@ -158,11 +158,6 @@ def check_data_against_topology(cfg: ExperimentConfig, n: int) -> None:
     from fedsim.errors import DataError
 
     silo_dirs = silo_folders(root)
-    for folder in [*silo_dirs, *(root / extra for extra in ("test", "public") if (root / extra).is_dir())]:
-        try:  # each labels.csv against its images, before any rank reads them
-            index_rows(folder)
-        except DataError as exc:
-            raise ConfigError(str(exc)) from None
     folders = [p.name for p in silo_dirs]
     if data.partition == "domain" and data.domains is None and folders and len(folders) != n:
         raise ConfigError(f"data.root {root} has {len(folders)} silo folders but the run has {n} silos; match them, "
@@ -170,6 +165,11 @@ def check_data_against_topology(cfg: ExperimentConfig, n: int) -> None:
     if not (root / "test").is_dir() and data.test_fraction == 0:
         raise ConfigError(f"data.test_fraction is 0 and {root}/test does not exist: nothing would be tested; give "
                           "data.test_fraction in (0, 1) (the share held out of each silo) or add a test folder")
+    for folder in [*silo_dirs, *(root / extra for extra in ("test", "public") if (root / extra).is_dir())]:
+        try:  # each labels.csv against its images, before any rank reads them
+            index_rows(folder)
+        except DataError as exc:
+            raise ConfigError(str(exc)) from None
 
 
 @dataclass

@@ -367,15 +367,20 @@ def print_comparison(plans, summaries, rows) -> None:
 
     by_init = {r["init"]: r for r in rows or []}
     seeds = ",".join(map(str, (rows or [{}])[0].get("seeds", [])))
-    table = Table(title="Foundation models compared (same data, same seed)", caption=(
-        f"downstream: mean ± std over fine-tune seeds {seeds}; Δ Dice: mean ± std of the seed-by-seed "
-        "difference to random init — with 3 seeds a Δ smaller than about 2.5× its ± is within the noise "
-        "(95% t-interval)") if rows else None)
     # Θ on the test cells some silo trains on and on those no silo holds, when the data split so
     union = any(s and s.get("test_samples_in_union") is not None for s in summaries)
-    for col in ("initialisation", "foundation acc", *(("in union", "out of union") if union else ()), "Dice",
-                "Δ Dice", "mIoU", "Jaccard", "tube acc", "MB/round (mean)", "wall s"):
-        table.add_column(col, justify="left" if col == "initialisation" else "right")
+    notes = ["MB/round: the mean over the rounds run, all silos"]
+    if union:
+        notes.append("in-union / out-of-union: Θ on the test cells (domain, class) some silo trains on / none holds")
+    if rows:
+        notes.append(f"downstream: mean ± std over fine-tune seeds {seeds}; Δ Dice: mean ± std of the seed-by-seed "
+                     "difference to random init — with 3 seeds a Δ smaller than about 2.5× its ± is within the noise "
+                     "(95% t-interval)")
+    table = Table(title="Foundation models compared (same data, same seed)", caption="; ".join(notes))
+    for col in ("initialisation", "Θ acc", *(("in-union", "out-of-union") if union else ()), "Dice",
+                "Δ Dice", "mIoU", "Jaccard", "tube acc", "MB/round", "wall s"):
+        # one line a cell: a label or "m ± s" broken in two reads as two numbers
+        table.add_column(col, justify="left" if col == "initialisation" else "right", no_wrap=True)
 
     def fmt(v, spec=".3f"):
         return "" if v is None else format(v, spec)
