@@ -23,6 +23,11 @@ class EMDError(FedsimError):
     """Bad input to the Earth Mover's Distance layer."""
 
 
+class UnsafeFileError(FedsimError):
+    """A checkpoint or model file holding something other than data (a function or a class that
+    unpickling would call): refused unread, so nothing in it runs."""
+
+
 class SiloFailure(FedsimError):
     """A silo (rank) died or stopped answering within the configured timeout."""
 
