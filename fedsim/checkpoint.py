@@ -26,13 +26,14 @@ import os
 import pickle
 import re
 import shutil
+import warnings
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from fedsim.distributed import gather_objects
-from fedsim.errors import FedsimError, UnsafeFileError
+from fedsim.errors import FedsimError, UnreadableFileError, UnsafeFileError
 from fedsim.transport import saveable_state
 
 KEEP = 2  # rounds kept on disk: the last one and the one before, in case the last is damaged
@@ -58,25 +59,34 @@ def atomic_write_bytes(data: bytes, path: Path) -> None:
 def load_data_file(path: str | Path, map_location: str | torch.device = "cpu", mmap: bool = False) -> Any:
     """What ``path`` holds, read as data only (``torch.load(weights_only=True)``: tensors, numbers,
     strings, plain containers). A file holding anything else is refused before any of it runs, in
-    one line naming the file and what it holds (:class:`UnsafeFileError`)."""
+    one line naming the file and what it holds (:class:`UnsafeFileError`); one torch cannot read
+    is one line too (:class:`UnreadableFileError`)."""
     try:
-        return torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
+        with warnings.catch_warnings():
+            # a pickle protocol other than torch's makes torch warn before it refuses: the one line below says it
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")
+            return torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
     except pickle.UnpicklingError as exc:
-        raise UnsafeFileError(
-            f"{path}: refused to load: it holds {_offender(exc)}, which is not data (fedsim reads checkpoints and "
-            "model files as tensors and plain containers only, and runs nothing from them); use a file written by "
-            "fedsim") from None
+        # torch rewraps the weights-only unpickler's error; that one (the context) is the short one
+        reason = str(exc.__context__ or exc)
+        if found := re.search(r"GLOBAL ([\w.]+)", f"{reason} {exc}"):
+            raise UnsafeFileError(
+                f"{path}: refused to load: it holds {found.group(1)}, which is not data (fedsim reads checkpoints "
+                "and model files as tensors and plain containers only, and runs nothing from them); use a file "
+                "written by fedsim") from None
+        # an instruction the data-only loader never accepts (INST, STACK_GLOBAL, …), or not a pickle at all
+        raise UnreadableFileError(f"{path}: refused to load: not data fedsim can read (the data-only loader says: "
+                                  f"{_first_line(reason)}); nothing in it was run; use a file written by fedsim") from None
+    except torch.OutOfMemoryError:
+        raise  # the device, not the file
+    except Exception as exc:  # noqa: BLE001 - a damaged or foreign file: one line, not a traceback
+        raise UnreadableFileError(f"{path}: not a readable torch file ({_first_line(str(exc)) or type(exc).__name__})") \
+            from None
 
 
-def _offender(exc: pickle.UnpicklingError) -> str:
-    """What the weights-only unpickler refused, from its message: the global it names (``posix.system``,
-    ``__main__.Payload``), else its first sentence. torch rewraps the unpickler's own error; that
-    one (the context) is the short message."""
-    for text in (str(exc.__context__ or ""), str(exc)):
-        if found := re.search(r"GLOBAL ([\w.]+)", text):
-            return found.group(1)
-    inner = str(exc.__context__ or exc).strip().splitlines()
-    return f"something else ({inner[0].split('. ')[0][:160]})" if inner else "something else"
+def _first_line(text: str) -> str:
+    lines = text.strip().splitlines()
+    return lines[0][:160] if lines else ""
 
 
 def latest_checkpoint(run_dir: str | Path) -> int | None:
@@ -147,20 +157,12 @@ def usable_checkpoint(run_dir: str | Path) -> tuple[int | None, list[str]]:
 
 def check_round(run_dir: str | Path, k: int) -> None:
     """Read every file of checkpoint round ``k`` as a restore would (memory-mapped, then dropped):
-    a file that holds anything but data raises :class:`UnsafeFileError`, and one torch cannot
-    read raises a :class:`FedsimError`, here — before any rank starts and before anything is
-    written — rather than the resume falling back to an older round or failing inside a rank."""
+    a file that holds anything but data, or that torch cannot read, is a one-line error here —
+    before any rank starts and before anything is written — rather than the resume falling back
+    to an older round or failing inside a rank."""
     round_dir = Path(run_dir) / "checkpoints" / f"round_{k}"
     for name in sorted(_file_silos(round_dir)):
-        path = round_dir / name
-        try:
-            load_data_file(path, mmap=True)
-        except FedsimError:
-            raise
-        except Exception as exc:  # noqa: BLE001 - a file that matches its manifest yet is not a checkpoint
-            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
-            raise FedsimError(f"{path}: not a readable checkpoint ({first}); start the run afresh without --resume") \
-                from None
+        load_data_file(round_dir / name, mmap=True)
 
 
 def _file_silos(round_dir: Path) -> dict[str, list[int]]:

@@ -37,7 +37,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from fedsim.checkpoint import load_data_file
-from fedsim.errors import ConfigError, UnsafeFileError
+from fedsim.errors import ConfigError, UnreadableFileError, UnsafeFileError
 from fedsim.losses import segmentation_loss
 from fedsim.settings import Range, section_from_dict
 
@@ -231,9 +231,8 @@ def load_foundation_file(path: str | Path) -> dict:
         obj = load_data_file(path)
     except UnsafeFileError:
         raise
-    except Exception as exc:  # noqa: BLE001 - any unreadable file is a user error
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ConfigError(f"{path}: not a readable torch state dict ({first})") from None
+    except UnreadableFileError as exc:  # a file given in the config or on the command line: a config error
+        raise ConfigError(str(exc)) from None
     if isinstance(obj, dict):
         for key in ("state_dict", "model", "foundation"):
             if isinstance(obj.get(key), dict):

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from fedsim.checkpoint import load_data_file, load_silo_states
-from fedsim.errors import UnsafeFileError
+from fedsim.errors import UnreadableFileError, UnsafeFileError
 
 from .test_cli import TINY, fedsim, sets
 
@@ -53,6 +53,18 @@ def test_a_file_holding_code_is_refused_without_running_it(tmp_path):
     torch.save({"w": torch.ones(1), "extra": Payload()}, other)
     with pytest.raises(UnsafeFileError, match=r"tests\.test_checkpoint\.Payload"):
         load_data_file(other)
+
+    # the same call reached through instructions torch never writes: a newer pickle protocol
+    # (STACK_GLOBAL) in a torch file, an old one (INST) in a bare pickle — refused as well
+    newer = tmp_path / "protocol4.pt"
+    torch.save({"w": torch.ones(1), "x": RunsCode(marker)}, newer, pickle_protocol=4)
+    older = tmp_path / "inst.pt"
+    older.write_bytes(f"(S'touch {marker}'\nios\nsystem\n.".encode())
+    for path in (newer, older):
+        with pytest.raises(UnreadableFileError, match="refused to load") as err:
+            load_data_file(path)
+        assert "\n" not in str(err.value) and str(path) in str(err.value)
+    assert not marker.exists()
 
 
 def test_plain_data_loads_as_it_was_saved(tmp_path):
