@@ -327,7 +327,9 @@ def build_plan(cfg: ExperimentConfig, run_dir: str | Path, world_size: int, resu
                attempt: int = 0) -> RunPlan:
     """The plan of one run on ``world_size`` ranks (an error when there are more ranks than silos).
     With ``resume`` it continues from the newest undamaged checkpoint of ``run_dir`` (a damaged
-    one is named in a warning line) and keeps the silos an earlier attempt lost to crashes."""
+    one is named in a warning line; one whose files hold anything but data is an error) and keeps
+    the silos an earlier attempt lost to crashes. Files the initial state is read from are checked
+    the same way."""
     from fedsim.faults import read_failed
 
     failed = read_failed(run_dir) if resume else {}
@@ -337,12 +339,17 @@ def build_plan(cfg: ExperimentConfig, run_dir: str | Path, world_size: int, resu
                           f"launch with at most {topology.num_silos} processes")
     plan = RunPlan(cfg, Scenario(cfg.scenario), underlay, topology, world_size, Path(run_dir), resume,
                    privacy=resolve_privacy(cfg, underlay, topology), failed=failed, attempt=attempt)
+    from fedsim.fminit import check_initial_state
+
+    check_initial_state(cfg)  # init_from / a cached initial state: data only, checked before any rank
     if resume:
-        from fedsim.checkpoint import usable_checkpoint
+        from fedsim.checkpoint import check_round, usable_checkpoint
 
         plan.resume_from, warnings = usable_checkpoint(run_dir)
         for line in warnings:
             print(f"fedsim: warning: {line}", file=sys.stderr, flush=True)
+        if plan.resume_from is not None:  # a file holding code is refused here, not passed over
+            check_round(run_dir, plan.resume_from)
     return plan
 
 
