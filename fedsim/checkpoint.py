@@ -10,16 +10,25 @@ restarted on fewer ranks (``faults.on_crash: exclude``) finds its silos wherever
 A resumed or restarted run continues from the newest round whose files all match their manifest
 (:func:`usable_checkpoint`): a file truncated or corrupted by a crash, a full disk or a hand is
 named in one warning line and the round before is used. Every file is written to a temporary
-name and renamed, so a crash never leaves half a file under a real name."""
+name and renamed, so a crash never leaves half a file under a real name.
+
+Every file fedsim reads back with ``torch.load`` — checkpoints, ``foundation.pt``, ``init_from``,
+the initial-state cache — goes through :func:`load_data_file`: data only (``weights_only``), so a
+file received from someone else cannot run code, whatever its manifest says. What fedsim writes is
+tensors, numbers, strings and plain containers, all inside torch's own ``weights_only`` allow-list;
+nothing else is allow-listed. Before any rank starts, :func:`check_round` reads the round a resume
+continues from, so a file holding anything else stops the run in one line with nothing written."""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import os
+import pickle
 import re
 import shutil
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
@@ -27,7 +36,7 @@ from typing import Annotated, Any
 import torch
 
 from fedsim.distributed import gather_objects
-from fedsim.errors import FedsimError
+from fedsim.errors import FedsimError, UnreadableFileError, UnsafeFileError
 from fedsim.settings import Range
 from fedsim.transport import saveable_state
 
@@ -62,6 +71,39 @@ def atomic_write_bytes(data: bytes, path: Path) -> None:
     tmp = path.with_suffix(path.suffix + ".tmp")
     tmp.write_bytes(data)
     os.replace(tmp, path)
+
+
+def load_data_file(path: str | Path, map_location: str | torch.device = "cpu", mmap: bool = False) -> Any:
+    """What ``path`` holds, read as data only (``torch.load(weights_only=True)``: tensors, numbers,
+    strings, plain containers). A file holding anything else is refused before any of it runs, in
+    one line naming the file and what it holds (:class:`UnsafeFileError`); one torch cannot read
+    is one line too (:class:`UnreadableFileError`)."""
+    try:
+        with warnings.catch_warnings():
+            # a pickle protocol other than torch's makes torch warn before it refuses: the one line below says it
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")
+            return torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
+    except pickle.UnpicklingError as exc:
+        # torch rewraps the weights-only unpickler's error; that one (the context) is the short one
+        reason = str(exc.__context__ or exc)
+        if found := re.search(r"GLOBAL ([\w.]+)", f"{reason} {exc}"):
+            raise UnsafeFileError(
+                f"{path}: refused to load: it holds {found.group(1)}, which is not data (fedsim reads checkpoints "
+                "and model files as tensors and plain containers only, and runs nothing from them); use a file "
+                "written by fedsim") from None
+        # an instruction the data-only loader never accepts (INST, STACK_GLOBAL, …), or not a pickle at all
+        raise UnreadableFileError(f"{path}: refused to load: not data fedsim can read (the data-only loader says: "
+                                  f"{_first_line(reason)}); nothing in it was run; use a file written by fedsim") from None
+    except torch.OutOfMemoryError:
+        raise  # the device, not the file
+    except Exception as exc:  # noqa: BLE001 - a damaged or foreign file: one line, not a traceback
+        raise UnreadableFileError(f"{path}: not a readable torch file ({_first_line(str(exc)) or type(exc).__name__})") \
+            from None
+
+
+def _first_line(text: str) -> str:
+    lines = text.strip().splitlines()
+    return lines[0][:160] if lines else ""
 
 
 def latest_checkpoint(run_dir: str | Path) -> int | None:
@@ -130,6 +172,16 @@ def usable_checkpoint(run_dir: str | Path) -> tuple[int | None, list[str]]:
     return None, warnings
 
 
+def check_round(run_dir: str | Path, k: int) -> None:
+    """Read every file of checkpoint round ``k`` as a restore would (memory-mapped, then dropped):
+    a file that holds anything but data, or that torch cannot read, is a one-line error here —
+    before any rank starts and before anything is written — rather than the resume falling back
+    to an older round or failing inside a rank."""
+    round_dir = Path(run_dir) / "checkpoints" / f"round_{k}"
+    for name in sorted(_file_silos(round_dir)):
+        load_data_file(round_dir / name, mmap=True)
+
+
 def _file_silos(round_dir: Path) -> dict[str, list[int]]:
     """Which silos each checkpoint file of a round holds (from its manifest; a round written
     before per-rank files, one ``silo_<i>.pt`` per silo, is listed from its file names)."""
@@ -144,7 +196,7 @@ def _file_silos(round_dir: Path) -> dict[str, list[int]]:
 def _read_file(path: Path, device) -> dict[int, dict[str, Any]]:
     """{silo: its state} from one checkpoint file, either layout; memory-mapped, so the silos a
     rank does not need are never read into memory."""
-    state = torch.load(path, map_location=device, weights_only=False, mmap=True)
+    state = load_data_file(path, device, mmap=True)
     if "silos" in state:
         return state["silos"]
     return {int(path.stem.split("_")[1]): state}

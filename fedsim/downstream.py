@@ -36,7 +36,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from fedsim.errors import ConfigError
+from fedsim.checkpoint import load_data_file
+from fedsim.errors import ConfigError, UnreadableFileError, UnsafeFileError
 from fedsim.losses import segmentation_loss
 from fedsim.settings import Range, section_from_dict
 
@@ -228,10 +229,11 @@ def load_foundation_file(path: str | Path) -> dict:
     if not path.is_file():
         raise ConfigError(f"{path}: foundation file not found")
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - any unreadable file is a user error
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ConfigError(f"{path}: not a readable torch state dict ({first})") from None
+        obj = load_data_file(path)
+    except UnsafeFileError:
+        raise
+    except UnreadableFileError as exc:  # a file given in the config or on the command line: a config error
+        raise ConfigError(str(exc)) from None
     if isinstance(obj, dict):
         for key in ("state_dict", "model", "foundation"):
             if isinstance(obj.get(key), dict):

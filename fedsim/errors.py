@@ -23,6 +23,15 @@ class EMDError(FedsimError):
     """Bad input to the Earth Mover's Distance layer."""
 
 
+class UnreadableFileError(FedsimError):
+    """A checkpoint or model file that cannot be read as data (damaged, or not a torch file)."""
+
+
+class UnsafeFileError(UnreadableFileError):
+    """A checkpoint or model file holding something other than data (a function or a class that
+    unpickling would call): refused unread, so nothing in it runs."""
+
+
 class SiloFailure(FedsimError):
     """A silo (rank) died or stopped answering within the configured timeout."""
 

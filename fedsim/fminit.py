@@ -31,6 +31,7 @@ from typing import Annotated, Any
 import torch
 from torch import nn
 
+from fedsim.checkpoint import load_data_file
 from fedsim.errors import ConfigError
 from fedsim.settings import Range
 from fedsim.transport import saveable_state
@@ -202,7 +203,7 @@ def _save(state: dict, meta: dict, path: Path) -> None:
 def _cached(cfg, kind: str, build, log) -> dict:
     path = cache_path(cfg, kind)
     if path.is_file():
-        return torch.load(path, map_location="cpu", weights_only=True)
+        return load_data_file(path)
     started = time.perf_counter()
     if log:
         log(f"init: training the {kind} model (cached in {path})")
@@ -238,6 +239,24 @@ def prepare_initial_state(cfg, log=None) -> None:
     """Compute and cache the run's initial state before any rank starts (no-op when cached)."""
     if needs_training(cfg):
         computed_state(cfg, cfg.init, log)
+
+
+def check_initial_state(cfg) -> None:
+    """Read the files the run's initial state would be read from (``init_from``; a cached
+    ``pretrained`` / ``fm`` state, or the teacher an ``fm`` state is still to be distilled from)
+    as the ranks will: a file that is not a model state dict, or holds anything but data, is a
+    one-line error here, before any rank starts."""
+    if cfg.init_from is not None:
+        from fedsim.downstream import load_foundation_file
+
+        load_foundation_file(Path(cfg.init_from).expanduser())
+        return
+    if not needs_training(cfg):
+        return
+    kinds = [cfg.init] + (["teacher"] if cfg.init == "fm" and not cache_path(cfg, "fm").is_file() else [])
+    for kind in kinds:
+        if cache_path(cfg, kind).is_file():
+            load_data_file(cache_path(cfg, kind))
 
 
 def initial_state(cfg, ctx=None) -> dict | None:

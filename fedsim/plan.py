@@ -158,11 +158,6 @@ def check_data_against_topology(cfg: ExperimentConfig, n: int) -> None:
     from fedsim.errors import DataError
 
     silo_dirs = silo_folders(root)
-    for folder in [*silo_dirs, *(root / extra for extra in ("test", "public") if (root / extra).is_dir())]:
-        try:  # each labels.csv against its images, before any rank reads them
-            index_rows(folder)
-        except DataError as exc:
-            raise ConfigError(str(exc)) from None
     folders = [p.name for p in silo_dirs]
     if data.partition == "domain" and data.domains is None and folders and len(folders) != n:
         raise ConfigError(f"data.root {root} has {len(folders)} silo folders but the run has {n} silos; match them, "
@@ -170,6 +165,11 @@ def check_data_against_topology(cfg: ExperimentConfig, n: int) -> None:
     if not (root / "test").is_dir() and data.test_fraction == 0:
         raise ConfigError(f"data.test_fraction is 0 and {root}/test does not exist: nothing would be tested; give "
                           "data.test_fraction in (0, 1) (the share held out of each silo) or add a test folder")
+    for folder in [*silo_dirs, *(root / extra for extra in ("test", "public") if (root / extra).is_dir())]:
+        try:  # each labels.csv against its images, before any rank reads them
+            index_rows(folder)
+        except DataError as exc:
+            raise ConfigError(str(exc)) from None
 
 
 @dataclass
@@ -332,7 +332,9 @@ def build_plan(cfg: ExperimentConfig, run_dir: str | Path, world_size: int, resu
                attempt: int = 0) -> RunPlan:
     """The plan of one run on ``world_size`` ranks (an error when there are more ranks than silos).
     With ``resume`` it continues from the newest undamaged checkpoint of ``run_dir`` (a damaged
-    one is named in a warning line) and keeps the silos an earlier attempt lost to crashes."""
+    one is named in a warning line; one whose files hold anything but data is an error) and keeps
+    the silos an earlier attempt lost to crashes. Files the initial state is read from are checked
+    the same way."""
     from fedsim.faults import read_failed
 
     failed = read_failed(run_dir) if resume else {}
@@ -342,12 +344,17 @@ def build_plan(cfg: ExperimentConfig, run_dir: str | Path, world_size: int, resu
                           f"launch with at most {topology.num_silos} processes")
     plan = RunPlan(cfg, Scenario(cfg.scenario), underlay, topology, world_size, Path(run_dir), resume,
                    privacy=resolve_privacy(cfg, underlay, topology), failed=failed, attempt=attempt)
+    from fedsim.fminit import check_initial_state
+
+    check_initial_state(cfg)  # init_from / a cached initial state: data only, checked before any rank
     if resume:
-        from fedsim.checkpoint import usable_checkpoint
+        from fedsim.checkpoint import check_round, usable_checkpoint
 
         plan.resume_from, warnings = usable_checkpoint(run_dir)
         for line in warnings:
             print(f"fedsim: warning: {line}", file=sys.stderr, flush=True)
+        if plan.resume_from is not None:  # a file holding code is refused here, not passed over
+            check_round(run_dir, plan.resume_from)
     return plan
 
 

@@ -387,3 +387,18 @@ def test_segmentation_images_have_their_own_size():
     assert rows[0]["per_seed"][0]["dice"] == finetune_segmentation(None, TINY, ds, SIZE, 0, data=own)["dice"]
     with pytest.raises(ConfigError, match="downstream.seg_image_size"):
         DownstreamConfig.from_dict({"seg_image_size": 8})
+
+
+def test_cli_does_not_import_a_plugin_named_by_a_run_folders_config(tmp_path, capsys, monkeypatch, foundation):
+    # a received run folder: foundation.pt, and a config.yaml naming a module that sits beside it
+    run = tmp_path / "received"
+    run.mkdir()
+    torch.save(foundation, run / "foundation.pt")
+    marker = tmp_path / "MARKER"
+    (run / "payload.py").write_text(f"open({str(marker)!r}, 'w').close()\ndef make(**kw): pass\n")
+    (run / "config.yaml").write_text("model: {name: 'received.payload:make'}\n")
+    monkeypatch.chdir(tmp_path)  # where a plug-in would be imported from: received/ is importable
+    assert main(["downstream", "--init", f"X={run / 'foundation.pt'}", "--steps", "1"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "received.payload:make" in err[0] and "--model-set name=" in err[0]
+    assert not marker.exists()

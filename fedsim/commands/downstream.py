@@ -24,7 +24,10 @@ README "Downstream" has the measurements behind these defaults. --split val scor
 of the training images held out (for choosing a recipe; never choose on the test split).
 
 The model settings default to the `model:` section of the config.yaml next to the first
-foundation.pt (as written by `fedsim run`), else the built-in default; override with --model-set."""
+foundation.pt (as written by `fedsim run`), else the built-in default; override with --model-set.
+A plug-in model named there (`model.name: 'pkg.mod:fn'`) is code: it is used only when given with
+--model-set too. Foundation files are read as data only (tensors); one holding anything else is
+refused."""
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -140,9 +143,18 @@ def model_config(args: argparse.Namespace, first_path: str | None):
     from fedsim.config import parse_override
     from fedsim.errors import ConfigError
     from fedsim.models import ModelConfig
+    from fedsim.plugins import is_import_path
 
     section = _run_config(first_path).get("model")
     base = dict(section) if isinstance(section, dict) else {}
+    # a plug-in is code: one named by the config.yaml of a run folder (which may come from anyone)
+    # is not imported unless the user names it here too
+    for key, names in (("name", [base.get("name")]), ("per_silo", base.get("per_silo") or [])):
+        plugin = next((n for n in names if is_import_path(n)), None)
+        if plugin is not None and not any(t.split("=", 1)[0].strip() == key for t in args.model_set):
+            raise ConfigError(f"{Path(first_path).parent / 'config.yaml'}: model.{key} names the plug-in {plugin!r}, "
+                              f"which is code; fedsim downstream imports no code a run folder names — if you trust "
+                              f"it, give it yourself: --model-set {key}={plugin if key == 'name' else names}")
     for text in args.model_set:
         keys, value = parse_override(text)
         if len(keys) != 1:

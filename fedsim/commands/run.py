@@ -32,7 +32,8 @@ classes, RGB or grayscale, masks/ only for segmentation), torchvision (data.name
 downloads only with data.download: true) or python (data.factory: 'pkg.module:load' called as
 load(num_silos=N, seed=S, **data.args)); model.name: 'pkg.module:make_net' called as
 make_net(num_classes=C, in_channels=K, **model.args). Plug-ins are imported from the working
-directory or PYTHONPATH."""
+directory or PYTHONPATH: they are code, and the only way code enters a run — checkpoints and
+init_from files are read as data only (tensors), and one holding anything else is refused."""
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -59,7 +60,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="ranks to spawn (default: one per GPU, else min(silos, CPU cores)); "
                         "silos are spread over ranks in contiguous blocks")
     p.add_argument("--resume", action="store_true",
-                   help="continue OUTPUT_DIR/NAME from its last checkpointed round")
+                   help="continue OUTPUT_DIR/NAME from its last checkpointed round (read as data only: a file "
+                        "holding anything but tensors and plain containers is refused)")
     p.add_argument("--max-restarts", type=int, default=0, metavar="N",
                    help="when a rank dies or stalls, restart the ranks and continue from the last checkpoint, "
                         "up to N times for the same silos (default 0: stop, exit 2, resumable); "
@@ -367,15 +369,20 @@ def print_comparison(plans, summaries, rows) -> None:
 
     by_init = {r["init"]: r for r in rows or []}
     seeds = ",".join(map(str, (rows or [{}])[0].get("seeds", [])))
-    table = Table(title="Foundation models compared (same data, same seed)", caption=(
-        f"downstream: mean ± std over fine-tune seeds {seeds}; Δ Dice: mean ± std of the seed-by-seed "
-        "difference to random init — with 3 seeds a Δ smaller than about 2.5× its ± is within the noise "
-        "(95% t-interval)") if rows else None)
     # Θ on the test cells some silo trains on and on those no silo holds, when the data split so
     union = any(s and s.get("test_samples_in_union") is not None for s in summaries)
-    for col in ("initialisation", "foundation acc", *(("in union", "out of union") if union else ()), "Dice",
-                "Δ Dice", "mIoU", "Jaccard", "tube acc", "MB/round (mean)", "wall s"):
-        table.add_column(col, justify="left" if col == "initialisation" else "right")
+    notes = ["MB/round: the mean over the rounds run, all silos"]
+    if union:
+        notes.append("in-union / out-of-union: Θ on the test cells (domain, class) some silo trains on / none holds")
+    if rows:
+        notes.append(f"downstream: mean ± std over fine-tune seeds {seeds}; Δ Dice: mean ± std of the seed-by-seed "
+                     "difference to random init — with 3 seeds a Δ smaller than about 2.5× its ± is within the noise "
+                     "(95% t-interval)")
+    table = Table(title="Foundation models compared (same data, same seed)", caption="; ".join(notes))
+    for col in ("initialisation", "Θ acc", *(("in-union", "out-of-union") if union else ()), "Dice",
+                "Δ Dice", "mIoU", "Jaccard", "tube acc", "MB/round", "wall s"):
+        # one line a cell: a label or "m ± s" broken in two reads as two numbers
+        table.add_column(col, justify="left" if col == "initialisation" else "right", no_wrap=True)
 
     def fmt(v, spec=".3f"):
         return "" if v is None else format(v, spec)
@@ -418,10 +425,14 @@ def torchrun_run_dir(cfg, resume: bool) -> tuple[Path, bool]:
             candidate = base.with_name(f"{cfg.name}-{n}")
         if found is not None:
             return found, latest_checkpoint(found) is not None
-    run_dir = run_dir_for(cfg, resume)
+    return run_dir_for(cfg, resume), resume
+
+
+def mark_torchrun_job(run_dir: Path) -> None:
+    """Mark ``run_dir`` as this torchrun job's, so a restarted worker group finds it again
+    (:func:`torchrun_run_dir`); written once the plan is checked, so a refused start writes nothing."""
     (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
-    (run_dir / "checkpoints" / "torchrun_job").write_text(job)
-    return run_dir, resume
+    (run_dir / "checkpoints" / "torchrun_job").write_text(os.environ.get("TORCHELASTIC_RUN_ID", ""))
 
 
 def _handle_torchrun(args: argparse.Namespace, cfg) -> int:
@@ -440,6 +451,7 @@ def _handle_torchrun(args: argparse.Namespace, cfg) -> int:
         if ctx.rank == 0:  # the plan is resolved once and handed to every rank
             run_dir, resume = torchrun_run_dir(cfg, args.resume)
             plans = experiment_plans(cfg, run_dir, ctx.world_size, resume=resume, attempt=attempt)
+            mark_torchrun_job(run_dir)
             if not attempt or args.resume:  # a torchrun restart continues the config its first attempt wrote
                 record_config(plans, run_dir, cfg, resume)
             prepare_initial_states(plans, args.quiet)
