@@ -111,7 +111,8 @@ class Evaluator:
             return None, None, {}
         t0 = time.perf_counter()
         model = self.theta_model()
-        out = self.fed.evaluate(model)[1], self.fed.evaluate_validation(model), self.union_scores(model)
+        val = self.fed.evaluate_validation(model)
+        out = self.fed.evaluate(model)[1], None if val is None else val[1], self.union_scores(model)
         self.seconds += time.perf_counter() - t0
         return out
 

@@ -564,21 +564,23 @@ class Federation:
         return (evaluate_segmentation(model, ds, self.device) if self.segmentation
                 else evaluate(model, ds, self.device))[1]
 
-    def evaluate_validation(self, model: nn.Module) -> float | None:
-        """``model``'s score on the union of every silo's validation split (each rank scores its
-        own silos' parts; one all-reduce of the counts), or None without a validation split."""
+    def evaluate_validation(self, model: nn.Module) -> tuple[float, float] | None:
+        """(loss, score) of ``model`` on the union of every silo's validation split (each rank
+        scores its own silos' parts; one all-reduce of the sums), or None without a validation
+        split. The loss ranks settings whose predictions on a small split are the same."""
         from fedsim.distributed import all_reduce_sum
 
         if self.val_sets is None:
             return None
-        totals = torch.zeros(2, dtype=torch.float64, device=self.device)
+        totals = torch.zeros(3, dtype=torch.float64, device=self.device)
         for ds in self.val_sets.values():
             if len(ds):
-                score = (evaluate_segmentation(model, ds, self.device) if self.segmentation
-                         else evaluate(model, ds, self.device))[1]
-                totals += torch.tensor([score * len(ds), len(ds)], dtype=torch.float64, device=self.device)
+                loss, score = (evaluate_segmentation(model, ds, self.device) if self.segmentation
+                               else evaluate(model, ds, self.device))
+                totals += torch.tensor([loss * len(ds), score * len(ds), len(ds)], dtype=torch.float64,
+                                       device=self.device)
         totals = all_reduce_sum(totals)
-        return float(totals[0] / totals[1]) if totals[1] > 0 else None
+        return (float(totals[0] / totals[2]), float(totals[1] / totals[2])) if totals[2] > 0 else None
 
     def evaluate(self, model: nn.Module) -> tuple[float, float]:
         """(test loss, test score): accuracy, or mean foreground Dice for ``task: segmentation``.

@@ -120,6 +120,7 @@ def build_summary(plan, history: list[dict[str, Any]], final: dict[str, Any]) ->
             summary[f"{key}_by_round"] = [r.get(key) for r in history]
     if "foundation_val_accuracy" in final:
         summary["foundation_val_accuracy"] = final["foundation_val_accuracy"]
+        summary["foundation_val_loss"] = final.get("foundation_val_loss")  # finer than a small split's accuracy
         summary["foundation_val_accuracy_by_round"] = [r.get("foundation_val_accuracy") for r in history]
     if any(r.get("val_accuracy") is not None for r in history):  # each silo on its own validation split
         summary["mean_silo_val_accuracy"] = last.get("val_accuracy")

@@ -32,6 +32,7 @@ SUMMARY_METRICS = {
     "foundation_accuracy_in_union": "Θ in-union acc",  # test cells some silo trains on (synthetic data)
     "foundation_accuracy_out_of_union": "Θ out-of-union acc",  # test cells no silo holds
     "foundation_val_accuracy": "Θ val acc",
+    "foundation_val_loss": "Θ val loss",
     "mean_silo_accuracy": "silo acc",
     "mean_silo_val_accuracy": "silo val acc",
     "grad_steps_per_round": "grad steps/round",

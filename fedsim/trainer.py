@@ -188,7 +188,9 @@ def _finish(plan, fed, algo, evaluator, history, rank: int) -> dict[str, Any] | 
     final: dict[str, Any] = {}
     theta = evaluator.theta_model() if plan.forms_foundation else None
     if theta is not None and fed.val_sets is not None:
-        final["foundation_val_accuracy"] = fed.evaluate_validation(theta)  # a collective
+        val = fed.evaluate_validation(theta)  # a collective
+        if val is not None:
+            final["foundation_val_loss"], final["foundation_val_accuracy"] = val
     # EMD share of the compute: seconds in EMD over all ranks / rank-seconds spent in rounds
     emd = all_reduce_sum(torch.tensor([getattr(algo, "emd_seconds", 0.0)], dtype=torch.float64, device=fed.device))
     if rank != 0:

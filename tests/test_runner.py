@@ -39,8 +39,8 @@ def test_validation_split_is_disjoint_complete_and_placement_free():
 
 
 def test_foundation_validation_accuracy_is_theta_on_every_silos_split(tmp_path):
-    """Each rank scores its own silos' splits; the all-reduced score equals Θ scored in one
-    process on the union of the splits."""
+    """Each rank scores its own silos' splits; the all-reduced score (and loss) equals Θ scored in
+    one process on the union of the splits."""
     import json
 
     from fedsim.config import load_config
@@ -57,8 +57,9 @@ def test_foundation_validation_accuracy_is_theta_on_every_silos_split(tmp_path):
     _, val = carve_validation(load_federated(cfg.data, 4, cfg.seed).train, 0.25, cfg.seed)
     model = build_model(cfg.model, 6)
     model.load_state_dict(torch.load(tmp_path / "val" / "foundation.pt"))
-    want = evaluate(model, SiloDataset.concat(val), torch.device("cpu"))[1]
+    want_loss, want = evaluate(model, SiloDataset.concat(val), torch.device("cpu"))
     assert summary["foundation_val_accuracy"] == pytest.approx(want, abs=1e-12)
+    assert summary["foundation_val_loss"] == pytest.approx(want_loss, rel=1e-6)
     assert summary["foundation_val_accuracy_by_round"][-1] == pytest.approx(want, abs=1e-12)
 
 
