@@ -38,7 +38,7 @@ from fedsim.optim import (
     load_travelling_state,
     make_optimizer,
     reset_optimizer,
-    travelling_bytes,
+    travelling_factor,
     travelling_state,
     travelling_template,
 )
@@ -287,8 +287,7 @@ class FedEFM(Algorithm):
         if self._rider is None:
             return 1.0
         silo = next(iter(self.fed.hosted.values()))
-        model = sum(t.numel() * t.element_size() for t in state_tensors(silo.model))
-        return 1.0 + travelling_bytes(silo.optimizer) / model
+        return travelling_factor(silo.model, silo.optimizer)
 
     def _model_like(self, tensors: list[torch.Tensor]) -> nn.Module:
         model = self._spare.pop() if self._spare else self.fed.new_model()
