@@ -17,7 +17,7 @@ overseas / distillation steps, 10 rounds). ``paper``: ``launch/configs/fedefm_pa
 (the authors' released settings: the 11-silo Gaia ring, batch 1, one step of each kind per round,
 AdamW with their sqrt decay, the copy's optimiser travels with it), run for ``--paper-rounds``
 rounds (default 300) — far fewer than their 6400 on this 2-core machine; the record says how many —
-under ``u100`` (the paper's default) and ``corrupt``.
+under ``u100`` (the paper's default) and ``corrupt``, with the arms of ``PAPER_ARMS`` by default.
 
 **Arms** (:func:`arms`): pooled training (CLL) at matched sequential depth and at matched total
 gradient steps, standalone, FedAvg / gossip / the released rule at 1 and 10 local steps (ours) or
@@ -68,6 +68,9 @@ CONDITIONS: dict[str, list[str]] = {
                 f"faults.corrupt=[{{silo: {CORRUPT_SILO}, kind: random_labels, level: 1.0}}]"],
 }
 WHOLE = "fedefm"  # the arm every other arm is compared with
+#: the paper regime's default arms: FedEFM, its parts that the released regime changes or that
+#: matter most, and the baselines at the released code's one local step
+PAPER_ARMS = ("fedefm", "no_kd", "uniform_w", "optimizer_other", "released_L1", "fedavg_L1", "gossip_L1", "cll_total")
 
 
 @dataclass(frozen=True)
@@ -439,7 +442,11 @@ def main(argv: list[str] | None = None) -> int:
                    f"{','.join(CONDITIONS)} (default all; u50,corrupt with --quick)")
     p.add_argument("--paper-conditions", default=None, help="the paper regime's conditions (default u100,corrupt: "
                    "the paper's default and the EMD's purpose; each run there is ~10x one of ours)")
-    p.add_argument("--arms", default=None, help="comma-separated arm keys (default all; fedefm is always run)")
+    p.add_argument("--arms", default=None, help="our regime's arms, comma-separated keys (default all; fedefm is "
+                   "always run)")
+    p.add_argument("--paper-arms", default=",".join(PAPER_ARMS),
+                   help=f"the paper regime's arms (default {','.join(PAPER_ARMS)}: a run there costs ~10x one of ours; "
+                   "'all' for every arm)")
     p.add_argument("--rounds", type=int, default=None, help="rounds in our regime (default 10; 3 with --quick)")
     p.add_argument("--paper-rounds", type=int, default=None,
                    help="rounds in the paper regime (default 300; 30 with --quick; the released code runs 6400)")
@@ -475,8 +482,9 @@ def main(argv: list[str] | None = None) -> int:
         hosted = max(len(topo.out_neighbours(i)) for i in range(topo.num_silos))
         budget = cfg.fedefm.overseas_steps * hosted + cfg.fedefm.distill_steps
         arm_list = arms(regime, cfg.train.local_steps, topo.num_silos, budget)
-        if args.arms:
-            wanted = set(args.arms.split(",")) | {WHOLE}
+        chosen = args.arms if regime == "ours" else (None if args.paper_arms == "all" else args.paper_arms)
+        if chosen:
+            wanted = set(chosen.split(",")) | {WHOLE}
             bad = wanted - {a.key for a in arm_list}
             if bad:
                 p.error(f"unknown arm(s) {', '.join(sorted(bad))}; choose from {', '.join(a.key for a in arm_list)}")
