@@ -13,7 +13,7 @@ Records are ``<date>-<commit>[-<variant>].md`` as ``benchmarks/common.py`` write
 is the latest date; on a date, a generated record before a transcribed one, then the later
 ``time`` in its JSON. Quick runs (a variant containing ``quick``) are shown only when a study has
 nothing else. The files sharing the chosen date and commit are shown together (e.g. one per
-algorithm).
+algorithm). A ``\\|`` in a code span of a table row (GitHub's escape) loses its backslash.
 """
 
 from __future__ import annotations
@@ -103,9 +103,20 @@ def _show(study: str, prefix: str) -> str:
     return "\n\n".join([*shown, f"All records of `{study}` (`{folder}/`), newest first: {links}"])
 
 
+def _table_code(markdown: str) -> str:
+    """``\\|`` inside a code span of a table row → ``|``: GitHub needs the escape there, while
+    Python-Markdown already keeps a code span's pipes in one cell and would show the backslash."""
+    def row(line: str) -> str:
+        if not line.startswith("|"):
+            return line
+        return re.sub(r"`[^`]*`", lambda m: m.group(0).replace("\\|", "|"), line)
+
+    return "\n".join(row(line) for line in markdown.split("\n"))
+
+
 def on_page_markdown(markdown: str, page, config, files) -> str:
     prefix = "../" * page.file.src_uri.count("/")
-    markdown = RECORDS.sub(lambda m: _show(m.group(1), prefix), markdown)
+    markdown = _table_code(RECORDS.sub(lambda m: _show(m.group(1), prefix), markdown))
 
     def link(m: re.Match) -> str:
         path = _outside(m.group(2))
