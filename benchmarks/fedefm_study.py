@@ -41,12 +41,9 @@ with the same numbers as JSON beside it.
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import math
 import os
-import platform
-import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -378,42 +375,32 @@ def plot(results: list[dict[str, Any]], path: Path) -> None:
     plt.close(fig)
 
 
-def machine() -> dict[str, Any]:
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout.strip()
-    dirty = bool(subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO,
-                                capture_output=True, text=True).stdout.strip())
-    return {"commit": commit + ("+dirty" if dirty else ""), "python": platform.python_version(),
-            "machine": f"{platform.machine()}, {os.cpu_count()} cores", "load_average": list(os.getloadavg())}
-
-
 def write_record(results: list[dict[str, Any]], meta: dict[str, Any], record_dir: Path) -> Path:
-    """``<date>-<commit>.md`` and ``.json`` (and the figure) under ``record_dir``, from the results."""
-    stamp = f"{datetime.date.today().isoformat()}-{meta['commit']}"
-    record_dir.mkdir(parents=True, exist_ok=True)
-    md = [f"# FedEFM study, {stamp}", "", f"Command: `{meta['command']}`", "",
-          f"Commit {meta['commit']} · {meta['machine']} · Python {meta['python']} · load average at the end "
-          f"{', '.join(f'{x:.1f}' for x in meta['load_average'])} · {meta['wall_s'] / 60:.0f} min",
-          "", f"Seeds {meta['seeds']}; ours: {meta['rounds']} rounds; paper regime: {meta['paper_rounds']} rounds "
+    """``<date>-<commit>.md`` and ``.json`` (and the figure) under ``record_dir``, from the results,
+    through the benchmarks' one record writer (:func:`common.write_record`)."""
+    from common import write_record as write
+
+    md = [f"Seeds {meta['seeds']}; ours: {meta['rounds']} rounds; paper regime: {meta['paper_rounds']} rounds "
           "(the released code runs 6400). Mean ± std over seeds; Δ: the arm minus FedEFM whole, paired by seed, with "
           "its 95% t interval (* = the interval excludes 0). Θ is the final round's; the best round on the test set "
           "is shown only as the labelled column.", ""]
+    tables = []
     for res in results:
         cols, rows = table_rows(res)
-        md += [f"## {res['regime']} regime · {res['condition']}", "", markdown_table(cols, rows), ""]
+        title = f"{res['regime']} regime · {res['condition']}"
+        tables.append({"title": title, "columns": cols, "rows": rows})
+        md += [f"## {title}", "", markdown_table(cols, rows), ""]
         if res["condition"] == "corrupt":
             ci = corrupted_teacher_ci(res)
             if ci:
                 md += [f"FedEFM whole: w on the corrupted teacher − w on a clean one = {ci['mean']:+.4f} "
                        f"[{ci['mean'] - ci['half_width']:+.4f}, {ci['mean'] + ci['half_width']:+.4f}] (95% CI, "
                        f"{ci['n']} seeds)", ""]
-    md += [f"![Θ accuracy against gradient steps]({stamp}.png)", ""]
-    path = record_dir / f"{stamp}.md"
-    path.write_text("\n".join(md))
-    plot(results, record_dir / f"{stamp}.png")
     slim = [{**res, "rows": {k: {kk: vv for kk, vv in r.items() if kk != "curves"} for k, r in res["rows"].items()}}
             for res in results]
-    (record_dir / f"{stamp}.json").write_text(json.dumps({"meta": meta, "results": slim}, indent=1, default=str))
-    return path
+    return write(record_dir, study="fedefm_study", title="FedEFM study", command=meta["command"], body="\n".join(md),
+                 tables=tables, data={"meta": meta, "results": slim}, load_before=meta.get("load_before"),
+                 wall_s=meta.get("wall_s"), figures={"theta.png": lambda path: plot(results, path)})
 
 
 def regime_settings(regime: str, rounds: int, paper_rounds: int, quick: bool) -> tuple[Path | None, list[str]]:
@@ -470,6 +457,7 @@ def main(argv: list[str] | None = None) -> int:
         p.error("--parallel must be >= 1")
     out = Path(args.out)
     t0 = time.perf_counter()
+    load_before = list(os.getloadavg())
 
     def log(msg: str) -> None:
         print(f"[{time.perf_counter() - t0:6.0f}s] {msg}", flush=True)
@@ -495,7 +483,8 @@ def main(argv: list[str] | None = None) -> int:
             results.append(res)
             cols, rows = table_rows(res)
             print(f"\n{regime} regime · {condition}\n" + markdown_table(cols, rows) + "\n", flush=True)
-    meta = {**machine(), "command": " ".join(["python", "benchmarks/fedefm_study.py", *(argv or sys.argv[1:])]),
+    meta = {"load_before": load_before,
+            "command": " ".join(["python", "benchmarks/fedefm_study.py", *(argv or sys.argv[1:])]),
             "seeds": seeds, "rounds": rounds, "paper_rounds": paper_rounds, "wall_s": time.perf_counter() - t0}
     path = write_record(results, meta, Path(args.record))
     log(f"record: {path}")
