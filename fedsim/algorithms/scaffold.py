@@ -113,9 +113,9 @@ class Scaffold(FedAvg):
             self._correction.clear()
         variate_updates = {}
         for i, s in sorted(fed.silos.items()):
-            scale = 1.0 / (fed.local_steps(i) * lr)
+            steps_lr = fed.local_steps(i) * lr  # K_i · η_l
             y = self.server.params(state_tensors(s.model))
-            new = [ci - c + (x - yi) * scale for ci, c, x, yi in zip(self.c_i[i], self.c, start[i], y)]
+            new = [ci - c + (x - yi) / steps_lr for ci, c, x, yi in zip(self.c_i[i], self.c, start[i], y)]
             variate_updates[i] = [a - b for a, b in zip(new, self.c_i[i])]
             self.c_i[i] = new
         mean = fed.upload_to_server(k)  # Δy_i, booked by the federation
