@@ -124,7 +124,7 @@ class Scaffold(FedAvg):
         x = self.server.advance(mean, [p + g * d for p, d in zip(self.server.params(self.server.x), delta)])
         self.c = self._update_server_variate(variate_updates)
         theta = fed.download_from_server(x)
-        for i, silo in fed.silos.items():
+        for silo in fed.silos.values():
             load_state_tensors(silo.model, theta)
         for i in fed.silos:  # the variates' traffic: Δc_i up, c down, on the star through the server
             fed.transport.book_server(i, up=message_bytes(variate_updates[i]), down=message_bytes(self.c))
