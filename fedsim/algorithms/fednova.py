@@ -12,7 +12,8 @@ norm of its step weights a_i and rescales the mean by their effective number:
 over the silos present in the round, p_i = ϑ_i n_i / Σ ϑ_j n_j. Plain SGD: ‖a_i‖₁ = τ_i (then
 τ_eff = Σ p_i τ_i). SGD with momentum ρ (``train.momentum``), the buffer restarting at zero each
 round: a_i = [1 − ρ^{τ_i}, …, 1 − ρ] / (1 − ρ), so ‖a_i‖₁ = (τ_i − ρ(1 − ρ^{τ_i})/(1 − ρ)) / (1 − ρ).
-With equal τ_i every ratio τ_eff/‖a_i‖₁ is 1 and a round is FedAvg's.
+With equal τ_i every ratio τ_eff/‖a_i‖₁ is 1 and a round is FedAvg's (each silo then sends its
+model as it is: the same bits as FedAvg's; FedNova's momentum still restarts every round).
 
 Each silo uploads x + (τ_eff/‖a_i‖₁) Δ_i in place of its model (τ_eff and every a_i are known on
 every rank: the fault schedule is; the weights take one small all-reduce), so the server's mean is
@@ -81,8 +82,10 @@ class FedNova(FedAvg):
         sent = {}
         for i, s in fed.silos.items():
             r = tau_eff / a[i]
-            sent[i] = [x + r * (t.detach() - x) if p else t.detach()
-                       for x, t, p in zip(start[i], state_tensors(s.model), self.is_param)]
+            own = state_tensors(s.model)
+            # r = 1 (every silo took as many steps): the model itself, so the round is FedAvg's to the bit
+            sent[i] = own if r == 1.0 else [x + r * (t.detach() - x) if p else t.detach()
+                                            for x, t, p in zip(start[i], own, self.is_param)]
             self._last[i] = {"fednova_a": a[i], "fednova_tau_eff": tau_eff}
         theta = fed.download_from_server(fed.upload_to_server(k, sent))
         for silo in fed.silos.values():
