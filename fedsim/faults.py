@@ -18,11 +18,12 @@ they hear. Why a silo is absent (the ``absent`` field of ``metrics/silo_<i>.json
 
 Stragglers (``{silo, factor, start, end, probability}``) slow a silo's compute in the simulated
 clock. Past ``faults.deadline`` a straggler is left out of the round (``past_deadline: drop``) or
-takes part with the local steps it finishes by the deadline (``partial``): ⌊τ · deadline / factor⌋
-of its τ = ``train.local_steps`` (the heterogeneous local work FedNova normalises; the clock
-charges factor × its share of τ). Link failures (``{edge: [a, b], start, end, directed}``) take an edge's arcs out of the
-round (no message; the clock and the mixing weights follow). A silo that comes back after being
-absent rejoins from its last state or from the current Θ (``faults.rejoin``).
+takes part with the local steps it finishes by the deadline (``partial``): ⌊τ · deadline /
+factor⌋ of its τ = ``train.local_steps`` (the heterogeneous local work FedNova normalises; the
+clock charges factor × its share of τ). Link failures (``{edge: [a, b], start, end,
+directed}``) take an edge's arcs out of the round (no message; the clock and the mixing weights
+follow). A silo that comes back after being absent rejoins from its last state or from the
+current Θ (``faults.rejoin``).
 
 A corrupted silo (``faults.corrupt``: ``{silo, kind, level, start, end}``) takes part as usual
 but, in its window, trains on corrupted labels or sends noised weights:
