@@ -13,12 +13,17 @@ they hear. Why a silo is absent (the ``absent`` field of ``metrics/silo_<i>.json
 * ``not_sampled`` — partial participation: each round a seeded random ``faults.participation``
   fraction (``sampling: fixed``: exactly ⌈p·N⌉ silos; ``bernoulli``: each silo with probability p)
   or ``faults.participants`` silos are drawn from the available ones;
-* ``deadline`` — a straggler slower than ``faults.deadline`` × the normal compute time.
+* ``deadline`` — a straggler slower than ``faults.deadline`` × the normal compute time (with
+  ``faults.past_deadline: partial``, only one too slow to finish a single local step by then).
 
 Stragglers (``{silo, factor, start, end, probability}``) slow a silo's compute in the simulated
-clock; link failures (``{edge: [a, b], start, end, directed}``) take an edge's arcs out of the
-round (no message; the clock and the mixing weights follow). A silo that comes back after being
-absent rejoins from its last state or from the current Θ (``faults.rejoin``).
+clock. Past ``faults.deadline`` a straggler is left out of the round (``past_deadline: drop``) or
+takes part with the local steps it finishes by the deadline (``partial``): ⌊τ · deadline /
+factor⌋ of its τ = ``train.local_steps`` (the heterogeneous local work FedNova normalises; the
+clock charges factor × its share of τ). Link failures (``{edge: [a, b], start, end,
+directed}``) take an edge's arcs out of the round (no message; the clock and the mixing weights
+follow). A silo that comes back after being absent rejoins from its last state or from the
+current Θ (``faults.rejoin``).
 
 A corrupted silo (``faults.corrupt``: ``{silo, kind, level, start, end}``) takes part as usual
 but, in its window, trains on corrupted labels or sends noised weights:
@@ -130,6 +135,11 @@ class FaultsConfig:
     #: a straggler slower than this many times the normal compute is left out of the round
     #: (the others do not wait for it); null: everyone is waited for
     deadline: Annotated[float, Range(ge=1)] | None = None
+    #: what a straggler past the deadline does: "drop" — it is left out of the round; "partial" —
+    #: it takes part with the local steps it finishes in time, ⌊τ · deadline / factor⌋ of τ =
+    #: train.local_steps (left out only when that is 0): silos then take different numbers of
+    #: local steps, which FedNova normalises
+    past_deadline: Literal["drop", "partial"] = "drop"
     links: list[LinkFailure] = field(default_factory=list)  # [{edge: [a, b], start, end, directed}]
     #: [{silo, kind, level, start, end}]: a silo that trains on corrupted labels or sends noised weights
     corrupt: list[Corruption] = field(default_factory=list)
@@ -173,6 +183,9 @@ class FaultsConfig:
                 if a.silo == b.silo and _overlap(a, b):
                     raise ConfigError(f"faults.corrupt[{m}] and faults.corrupt[{n}] both corrupt silo {a.silo} in "
                                       f"round {max(a.start, b.start)}; give one silo's windows without overlap")
+        if self.past_deadline == "partial" and self.deadline is None:
+            raise ConfigError("faults.past_deadline: partial cuts a straggler's local steps at faults.deadline, "
+                              "which is null; give faults.deadline (e.g. 1.0) or use past_deadline: drop")
         if self.participants is not None and self.participation < 1:
             raise ConfigError(f"faults.participation {self.participation:g} and faults.participants "
                               f"{self.participants} are both set; give one of them")
@@ -196,7 +209,8 @@ def _overlap(a: Any, b: Any) -> bool:
 @dataclass(frozen=True)
 class RoundFaults:
     """What faults do to one round: who takes part, who does not and why, the arcs that are
-    down, the stragglers' compute factors, and the corrupted silos (silo → (kind, level))."""
+    down, the stragglers' compute factors, the corrupted silos (silo → (kind, level)) and the
+    stragglers that finish only part of their local steps (silo → steps, ``past_deadline: partial``)."""
 
     round: int
     present: frozenset[int]
@@ -204,6 +218,13 @@ class RoundFaults:
     down: frozenset[tuple[int, int]] = frozenset()
     factors: dict[int, float] = field(default_factory=dict)
     corrupted: dict[int, tuple[str, float]] = field(default_factory=dict)
+    local_steps: dict[int, int] = field(default_factory=dict)
+
+    def compute_scale(self, steps: int) -> dict[int, float]:
+        """Silo → its compute time this round over the normal one, for the simulated clock: a
+        straggler's factor, times the share of the ``steps`` local steps it ran when it stopped
+        at the deadline."""
+        return {i: f * self.local_steps.get(i, steps) / steps for i, f in self.factors.items()}
 
     @property
     def weight_noise(self) -> dict[int, float]:
@@ -218,6 +239,7 @@ class FaultSchedule:
         self.f: FaultsConfig = cfg.faults
         self.seed = cfg.seed
         self.n = num_silos
+        self.local_steps = cfg.train.local_steps  # τ, what a partial straggler finishes a share of
         self.failed = dict(failed or {})  # silo -> the round it was lost in (crash, excluded)
 
     def round(self, k: int) -> RoundFaults:
@@ -248,10 +270,15 @@ class FaultSchedule:
             for s, u_s in zip(f.stragglers, draws):
                 if _within(s, k) and u_s < s.probability and s.factor > 1:
                     factors[s.silo] = max(factors.get(s.silo, 1.0), s.factor)
+        partial: dict[int, int] = {}
         if f.deadline is not None:
             for i, factor in sorted(factors.items()):
                 if factor > f.deadline and i not in absent:
-                    absent[i] = "deadline"
+                    steps = steps_by_deadline(self.local_steps, f.deadline, factor)
+                    if f.past_deadline == "partial" and steps > 0:
+                        partial[i] = steps
+                    else:
+                        absent[i] = "deadline"
         down: set[tuple[int, int]] = set()
         for link in f.links:
             if _within(link, k):
@@ -262,7 +289,13 @@ class FaultSchedule:
         present = frozenset(i for i in range(n) if i not in absent)
         corrupted = {c.silo: (c.kind, c.level) for c in f.corrupt if _within(c, k)}
         return RoundFaults(k, present, dict(sorted(absent.items())), frozenset(down), factors,
-                           dict(sorted(corrupted.items())))
+                           dict(sorted(corrupted.items())), partial)
+
+
+def steps_by_deadline(steps: int, deadline: float, factor: float) -> int:
+    """The local steps of ``steps`` a silo ``factor`` times slower finishes by ``deadline`` × the
+    normal compute time: ⌊steps · deadline / factor⌋ (the small slack keeps 4 · 1.5 / 1.5 at 4)."""
+    return min(steps, math.floor(steps * deadline / factor + 1e-9))
 
 
 def _stream_seed(seed: int, stream: int, *ids: int) -> int:
@@ -399,7 +432,7 @@ class FaultInjector:
             back = sorted(now.present - before)
             if back and self.rejoin_theta:
                 fed.rejoin_from_theta(back, over=before)
-            fed.begin_round(now.present, now.down, k, now.weight_noise)
+            fed.begin_round(now.present, now.down, k, now.weight_noise, now.local_steps)
             self._set_labels(fed, now)
         return now
 

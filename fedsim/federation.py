@@ -262,6 +262,9 @@ class Federation:
         self.round = 0
         self.weight_noise: dict[int, float] = {}
         self._sends = 0
+        #: silos (of every rank) that finish only part of their local steps this round (a
+        #: straggler cut at the deadline, ``faults.past_deadline: partial``) → those steps
+        self._cut_steps: dict[int, int] = {}
         for i in local:
             model = self.new_model(i)
             self.hosted[i] = Silo(
@@ -310,14 +313,22 @@ class Federation:
         return sorted(self.hosted)
 
     def begin_round(self, present: frozenset[int], down_arcs: frozenset[tuple[int, int]] = frozenset(),
-                    k: int = 0, weight_noise: dict[int, float] | None = None) -> None:
-        """Round ``k``'s participants (over every rank), the arcs that are down in it and the
-        silos that send noised weights in it (silo → the noise's standard deviation)."""
+                    k: int = 0, weight_noise: dict[int, float] | None = None,
+                    local_steps: dict[int, int] | None = None) -> None:
+        """Round ``k``'s participants (over every rank), the arcs that are down in it, the silos
+        that send noised weights in it (silo → the noise's standard deviation) and those that
+        finish only part of their local steps (silo → steps)."""
         self.present = frozenset(present)
         self.down_arcs = frozenset(down_arcs)
         self.round = k
         self.weight_noise = dict(weight_noise or {})
+        self._cut_steps = dict(local_steps or {})
         self._sends = 0
+
+    def local_steps(self, silo: int) -> int:
+        """τ_i, the local steps silo ``silo`` (of any rank) takes on its own data this round:
+        ``train.local_steps``, fewer for a straggler stopped at the deadline (``fedsim.faults``)."""
+        return self._cut_steps.get(silo, self.cfg.train.local_steps)
 
     def _next_send(self) -> int:
         """The index of this send in the round (every rank counts every exchange and upload)."""
@@ -443,9 +454,10 @@ class Federation:
         """Tensors shaped like one silo's state (for collectives on a rank with no silo present)."""
         return state_tensors(next(iter(self.hosted.values())).model)
 
-    def upload_to_server(self, k: int) -> list[torch.Tensor]:
-        """CFL, up: every silo sends the server its model; returns the server's Θ (the same on
-        every rank) and books the uploads.
+    def upload_to_server(self, k: int, states: dict[int, list[torch.Tensor]] | None = None) -> list[torch.Tensor]:
+        """CFL, up: every silo sends the server its model (or ``states[i]``, what the algorithm
+        has silo i send in its place, shaped like it); returns the server's Θ (the same on every
+        rank) and books the uploads.
 
         Plain: Θ = Σ ϑ_i n_i θ_i / Σ ϑ_i n_i, each θ_i as the silo sends it (noised when it is a
         ``faults.corrupt`` weight_noise silo in the round). With a codec or client-level DP each silo sends its
@@ -454,18 +466,21 @@ class Federation:
         the server's noise under client-level DP)."""
         client_dp = self.privacy.mode == "client"
         send = self._next_send()
+        def sent(i: int) -> list[torch.Tensor]:
+            own = states[i] if states is not None else state_tensors(self.hosted[i].model)
+            return self._as_sent(i, SERVER, own, send)
+
         if self.server_coder is None and not client_dp:
             weights = self.silo_weights()
-            states = {i: self._as_sent(i, SERVER, state_tensors(self.hosted[i].model), send) for i in weights}
-            theta = self._average(states, weights)
+            theta = self._average({i: sent(i) for i in weights}, weights)
             size = message_bytes(theta)
             for i in self.silos:
                 self.transport.book_server(i, up=size, down=0)
             return theta
         base = self.server_reference
         updates = {}
-        for i, silo in sorted(self.silos.items()):
-            state = self._as_sent(i, SERVER, state_tensors(silo.model), send)
+        for i in sorted(self.silos):
+            state = sent(i)
             update = [t.detach() - b if t.is_floating_point() else t.detach() for t, b in zip(state, base)]
             if self.server_coder is not None:
                 update, size = self.server_coder.upload(i, update)

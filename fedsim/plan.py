@@ -301,6 +301,7 @@ def _graphs(cfg: ExperimentConfig, failed: dict[int, int] | None = None) -> tupl
     from fedsim.faults import check_faults
 
     cfg.scenario = scenario_for(cfg)
+    algorithm_class(cfg.algorithm).check(cfg)  # settings the algorithm is not defined for
     underlay = resolve_topology(cfg.topology)
     check_config_against_topology(cfg, underlay)
     check_cross_keys(cfg)

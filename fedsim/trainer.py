@@ -170,6 +170,8 @@ def _round_records(fed, algo, evaluator, k: int, losses: dict[int, float], round
             rec["absent"] = faults.absent.get(i)
             if i in faults.factors:
                 rec["compute_factor"] = faults.factors[i]
+            if i in faults.local_steps:  # a straggler stopped at the deadline: the steps it finished
+                rec["local_steps"] = faults.local_steps[i]
             down = [f"{a}->{b}" for a, b in sorted(faults.down) if i in (a, b)]
             if down:
                 rec["links_down"] = down

@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 import json
 
+import pytest
 import torch
 
 from fedsim.checkpoint import load_silo_states
@@ -223,17 +224,38 @@ def test_the_schedule_is_a_pure_function_of_the_config_and_the_round():
 def test_a_straggler_slows_the_simulated_clock_and_a_deadline_leaves_it_out(tmp_path):
     base = ["algorithm=gossip", "topology=ring-4", "rounds=3", "net.compute_ms=100"]
     slow = "faults.stragglers=[{silo: 1, factor: 4}]"
-    run_several(tmp_path, {"p": base, "s": base + [slow], "c": base + [slow, "faults.deadline=2"]})
+    run_several(tmp_path, {"p": base, "s": base + [slow], "c": base + [slow, "faults.deadline=2"],
+                           "h": base + [slow, "faults.deadline=2", "faults.past_deadline=partial"]})
 
     def times(name):
         return json.loads((tmp_path / name / "summary.json").read_text())["sim_time_ms"]
 
-    plain, slow, cut = times("p"), times("s"), times("c")
+    plain, slow, cut, half = times("p"), times("s"), times("c"), times("h")
     assert plain[-1] < 3 * 110  # ~100 ms of compute per round, plus a few ms on the links
     assert slow[-1] >= 3 * 400  # the straggler computes 400 ms a round, and its neighbours wait for it
     sched = schedule(tmp_path / "c", rounds=3)
     assert all(sched[k][1] == "deadline" for k in range(3))
     assert cut[-1] <= plain[-1] + 1e-9  # nobody waits for a silo left out
+    # partial: it stops at the deadline with ⌊2 · 2/4⌋ = 1 of its 2 local steps, 4 × 1/2 = 200 ms a round
+    rows = [json.loads(x) for x in (tmp_path / "h" / "metrics" / "silo_1.jsonl").read_text().splitlines()]
+    assert all(r["participated"] and r["local_steps"] == 1 and r["grad_steps"] == 1 for r in rows)
+    assert 3 * 200 <= half[-1] < 3 * 210
+
+
+def test_past_the_deadline_a_partial_straggler_keeps_the_steps_that_fit():
+    from fedsim.errors import ConfigError
+    from fedsim.faults import FaultSchedule
+
+    stragglers = "faults.stragglers=[{silo: 0, factor: 1.5}, {silo: 1, factor: 3}, {silo: 2, factor: 10}]"
+    common = TINY + ["train.local_steps=8", stragglers, "faults.deadline=1.2"]
+    partial = FaultSchedule(load_config(None, common + ["faults.past_deadline=partial"]), 4).round(0)
+    # ⌊8 · 1.2 / 1.5⌋ = 6, ⌊8 · 1.2 / 3⌋ = 3, ⌊8 · 1.2 / 10⌋ = 0: that one cannot finish a step in time
+    assert partial.local_steps == {0: 6, 1: 3} and partial.absent == {2: "deadline"}
+    assert partial.compute_scale(8) == {0: 1.5 * 6 / 8, 1: 3 * 3 / 8, 2: 10.0}
+    dropped = FaultSchedule(load_config(None, common), 4).round(0)
+    assert dropped.local_steps == {} and dropped.absent == dict.fromkeys((0, 1, 2), "deadline")
+    with pytest.raises(ConfigError, match="give faults.deadline"):
+        load_config(None, TINY + [stragglers, "faults.past_deadline=partial"])
 
 
 def test_mdhfl_round_with_every_silo_of_a_rank_absent(tmp_path):

@@ -62,6 +62,11 @@ class Algorithm:
         bound where arcs may idle). Default: its local steps."""
         return cfg.train.local_steps
 
+    @classmethod
+    def check(cls, cfg) -> None:
+        """Refuse, with one line (a ``ConfigError``), settings the algorithm is not defined for —
+        called in the plan, before any rank starts. Default: none."""
+
     @property
     def exchanges(self) -> bool:
         """False when silos never talk (standalone, or CLL's single pooled silo)."""
@@ -78,12 +83,14 @@ class Algorithm:
         return self.fed.loss_fn
 
     def local_training(self, steps: int | None = None) -> dict[int, float]:
-        """Every local silo trains its own model on its own data; mean loss per silo."""
-        steps = self.cfg.train.local_steps if steps is None else steps
+        """Every local silo trains its own model on its own data — ``steps``, by default τ_i
+        (``fed.local_steps``: ``train.local_steps``, fewer for a straggler the deadline stopped);
+        mean loss per silo."""
         losses = {}
         for i, s in sorted(self.fed.silos.items()):
-            losses[i] = self.fed.train(s.model, s.optimizer, i, steps, self.local_loss(i, s))
-            self.fed.charge(i, steps)
+            n = self.fed.local_steps(i) if steps is None else steps
+            losses[i] = self.fed.train(s.model, s.optimizer, i, n, self.local_loss(i, s))
+            self.fed.charge(i, n)
         return losses
 
     def round(self, k: int) -> dict[int, float]:

@@ -45,7 +45,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     from fedsim.privacy import PRIVACY_MODES
 
     p.add_argument("config", nargs="?", help="experiment YAML (keys: algorithm, scenario, topology, data, "
-                   "model, train, fedefm, emd, net, faults, privacy, compression, rounds, seed, output_dir, ...; algorithm: "
+                   "model, train, fedefm, fedopt, scaffold, emd, net, faults, privacy, compression, rounds, seed, output_dir, "
+                   "...; algorithm: "
                    f"{' | '.join(algorithm_names())}; scenario: {' | '.join(SCENARIOS)}; task: classification | "
                    "segmentation; init: random | pretrained | fm; data.kind: synthetic | folder | torchvision | "
                    "python (data.factory: 'pkg.module:load'); model.name: a built-in or 'pkg.module:make_net'; "
@@ -53,7 +54,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "DP-FedAvg) with privacy.noise_multiplier or privacy.target_epsilon, privacy.max_grad_norm, "
                    "privacy.delta, and the ε spent in summary.json (epsilon); "
                    f"compression.kind: {' | '.join(CODEC_KINDS)} (compression.ratio for topk, "
-                   "compression.error_feedback), coded bytes counted and clocked)")
+                   "compression.error_feedback), coded bytes counted and clocked; fedopt.server_optimizer: adam | "
+                   "yogi | adagrad | sgd (FedOpt's server step on the mean update); scaffold and fednova take "
+                   "train.optimizer: sgd (scaffold: train.momentum: 0); faults.past_deadline: partial gives a "
+                   "straggler past faults.deadline the local steps it finishes in time, which fednova normalises)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config key by dotted path, e.g. --set rounds=3 --set data.root=/x")
     p.add_argument("--nproc", type=int, default=None,

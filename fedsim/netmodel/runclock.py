@@ -80,12 +80,13 @@ class RunClock:
     def step(self, k: int, round_seconds: float, faults=None) -> list[float]:
         """Advance every silo's time past round ``k``; returns them (ms). ``faults``
         (:class:`fedsim.faults.RoundFaults`): absent silos' time stays, stragglers compute
-        ``factor`` times slower, arcs that are down carry nothing (``fed.active_arcs``)."""
+        ``factor`` times slower (for the share of their local steps they ran, when the deadline
+        cut them), arcs that are down carry nothing (``fed.active_arcs``)."""
         if self.compute_ms is None:
             self._start(self._measured_compute_ms(round_seconds), None)
         active = self.fed.active_arcs(k) if self.algo.exchanges_in(k) else []
         idle = [i for i in range(self.n) if faults is not None and i not in faults.present]
-        scale = faults.factors if faults is not None else None
+        scale = faults.compute_scale(self.plan.cfg.train.local_steps) if faults is not None else None
         if self.clock is None:
             self.times = [t if i in idle else t + self.compute_ms * (scale or {}).get(i, 1.0)
                           for i, t in enumerate(self.times)]
