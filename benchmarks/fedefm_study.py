@@ -65,6 +65,9 @@ CONDITIONS: dict[str, list[str]] = {
                 f"faults.corrupt=[{{silo: {CORRUPT_SILO}, kind: random_labels, level: 1.0}}]"],
 }
 WHOLE = "fedefm"  # the arm every other arm is compared with
+#: the order the (regime, condition) pairs run in: the most telling first
+PRIORITY = [("ours", "u50"), ("ours", "corrupt"), ("paper", "u100"), ("paper", "corrupt"), ("ours", "u100"),
+            ("ours", "u0"), ("paper", "u50"), ("paper", "u0")]
 #: the paper regime's default arms: FedEFM, its parts that the released regime changes or that
 #: matter most, and the baselines at the released code's one local step
 PAPER_ARMS = ("fedefm", "no_kd", "uniform_w", "optimizer_other", "released_L1", "fedavg_L1", "gossip_L1", "cll_total")
@@ -380,7 +383,10 @@ def write_record(results: list[dict[str, Any]], meta: dict[str, Any], record_dir
     through the benchmarks' one record writer (:func:`common.write_record`)."""
     from common import write_record as write
 
-    md = [f"Seeds {meta['seeds']}; ours: {meta['rounds']} rounds; paper regime: {meta['paper_rounds']} rounds "
+    pending = [j for j in meta.get("planned", []) if j not in meta.get("done", [])]
+    md = [*([f"**Partial record**: done {', '.join(meta['done'])}; still to run {', '.join(pending)}.", ""]
+            if pending else []),
+          f"Seeds {meta['seeds']}; ours: {meta['rounds']} rounds; paper regime: {meta['paper_rounds']} rounds "
           "(the released code runs 6400). Mean ± std over seeds; Δ: the arm minus FedEFM whole, paired by seed, with "
           "its 95% t interval (* = the interval excludes 0). Θ is the final round's; the best round on the test set "
           "is shown only as the labelled column.", ""]
@@ -462,7 +468,7 @@ def main(argv: list[str] | None = None) -> int:
     def log(msg: str) -> None:
         print(f"[{time.perf_counter() - t0:6.0f}s] {msg}", flush=True)
 
-    results = []
+    plans = {}
     for regime in regimes:
         config, common = regime_settings(regime, rounds, paper_rounds, args.quick)
         cfg, _ = prepare_config(config, [*common, "algorithm=fedefm", "scenario=dfl"])
@@ -477,16 +483,29 @@ def main(argv: list[str] | None = None) -> int:
             if bad:
                 p.error(f"unknown arm(s) {', '.join(sorted(bad))}; choose from {', '.join(a.key for a in arm_list)}")
             arm_list = [a for a in arm_list if a.key in wanted]
-        for condition in conditions[regime]:
-            found = run_condition(regime, condition, arm_list, seeds, common, config, out, args.parallel, log)
-            res = analyse(regime, condition, arm_list, found)
-            results.append(res)
-            cols, rows = table_rows(res)
-            print(f"\n{regime} regime · {condition}\n" + markdown_table(cols, rows) + "\n", flush=True)
-    meta = {"load_before": load_before,
-            "command": " ".join(["python", "benchmarks/fedefm_study.py", *(argv or sys.argv[1:])]),
-            "seeds": seeds, "rounds": rounds, "paper_rounds": paper_rounds, "wall_s": time.perf_counter() - t0}
-    path = write_record(results, meta, Path(args.record))
+        plans[regime] = (config, common, arm_list)
+    # the most telling conditions first (the default data, the corrupted neighbour, the paper's own
+    # regime), so a study stopped early has them; the record is rewritten after each one
+    jobs = sorted(((r, c) for r in regimes for c in conditions[r]), key=lambda rc: PRIORITY.index(rc)
+                  if rc in PRIORITY else len(PRIORITY))
+    results: list[dict[str, Any]] = []
+    path = None
+    for regime, condition in jobs:
+        config, common, arm_list = plans[regime]
+        found = run_condition(regime, condition, arm_list, seeds, common, config, out, args.parallel, log)
+        res = analyse(regime, condition, arm_list, found)
+        results.append(res)
+        cols, rows = table_rows(res)
+        print(f"\n{regime} regime · {condition}\n" + markdown_table(cols, rows) + "\n", flush=True)
+        meta = {"load_before": load_before,
+                "command": " ".join(["python", "benchmarks/fedefm_study.py", *(argv or sys.argv[1:])]),
+                "seeds": seeds, "rounds": rounds, "paper_rounds": paper_rounds, "wall_s": time.perf_counter() - t0,
+                "done": [f"{r['regime']}/{r['condition']}" for r in results],
+                "planned": [f"{r}/{c}" for r, c in jobs]}
+        if path is not None:  # the same record, now with one more condition
+            for old in (path, path.with_suffix(".json"), path.parent / f"{path.stem}-theta.png"):
+                old.unlink(missing_ok=True)
+        path = write_record(results, meta, Path(args.record))
     log(f"record: {path}")
     return 0
 
