@@ -106,7 +106,7 @@ class _Experiment:
     #                          more than 2f + 2 inputs (checked before the run)
     krum_m: Annotated[int, Range(ge=1)] = 1  # krum: average the m best-scored inputs (multi-Krum); 1: Krum itself
     timeout_s: Annotated[float, Range(gt=0)] = 300.0  # a silo silent for this long is reported as failed
-    compare_with: list[str] = field(default_factory=list)  # baselines run after it on the same data
+    compare_with: list[str] = field(default_factory=list)  # baselines run after it on the same data (names or plug-ins 'module:Class')
     task: Literal[TASKS] = "classification"  # classification (foundation label) | segmentation (U-Net, Dice)
     init: Literal[INITS] = "random"  # random | pretrained | fm: the common initial model of every silo
     init_from: str | None = None  # a saved state dict every silo starts from instead (any task)
