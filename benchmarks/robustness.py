@@ -5,9 +5,10 @@ Settings: 1 corrupted silo of 4 (``topology: ring-4``; silo 1) and 2 of 11 (``to
 the complete Gaia graph; silos 3 and 8), each corrupted in every round by one kind of
 ``faults.corrupt`` — ``random_labels`` (every label drawn anew), ``label_noise`` (every label
 moved to another class), ``weight_noise`` (N(0, σ²) on every weight it sends, σ = ``--noise``) —
-or by none. Rules: ``mean``, ``median``, ``trimmed_mean`` (``aggregation_trim`` 0.25: one input's
-weight cut at each end of 4) and ``krum`` (``krum_f`` 0 on ring-4, where a mix has 3 inputs and
-Θ 4; 2 on Gaia: as many as corrupted). Each cell is mean ± std of Θ's final test accuracy over
+or by none. Rules: ``mean``, ``median``, ``trimmed_mean`` (``aggregation_trim`` 1/3 on ring-4:
+a gossip mix's 3 inputs lose one whole input's weight at each end; 0.2 on Gaia: 2.2 of 11 inputs'
+weight at each end) and ``krum`` (``krum_f`` 0 on ring-4, where a mix has 3 inputs and Θ 4; 2 on
+Gaia: as many as corrupted). Each cell is mean ± std of Θ's final test accuracy over
 the seeds; the ratio column divides by the same rule without corruption, measured in this run.
 
 Small on purpose (the whole table in ~20 minutes on 2 CPU cores): IID synthetic data
@@ -45,8 +46,10 @@ RESULTS = REPO / "benchmarks" / "results" / "robustness"
 SMALL = ["data.partition=iid", "data.samples_per_silo=64", "data.test_samples=256", "data.image_size=32",
          "model.width=16", "train.local_steps=5", "train.batch_size=16", "train.lr=0.005", "train.eval_every=0",
          "downstream.enabled=false", "compare_with=[]", "checkpoint.every=1000"]
-#: (label, topology, corrupted silos, krum_f)
-NETWORKS = [("ring-4", "ring-4", [1], 0), ("gaia", "gaia", [3, 8], 2)]
+#: (label, topology, corrupted silos, aggregation_trim, krum_f): β cuts at least the corrupted share
+#: of a combine's weight at each end (ring-4: a gossip mix has 3 equal inputs, so β = 1/3), Krum's f
+#: is as large as the smallest combine allows (ring-4: 3 inputs, f = 0) or the corrupted count
+NETWORKS = [("ring-4", "ring-4", [1], 1 / 3, 0), ("gaia", "gaia", [3, 8], 0.2, 2)]
 ALGORITHMS = [("FedAvg (CFL)", "fedavg"), ("gossip (DFL)", "gossip")]
 RULES = ["mean", "median", "trimmed_mean", "krum"]
 CORRUPTIONS = ["none", "random_labels", "label_noise", "weight_noise"]
@@ -101,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     rows: list[dict[str, Any]] = []
     networks = [n for n in NETWORKS if args.only in (None, n[0])]
-    for net, topology, silos, krum_f in networks:
+    for net, topology, silos, trim, krum_f in networks:
         for title, algorithm in ALGORITHMS:
             for rule in RULES:
                 row = {"network": net, "corrupted": len(silos), "algorithm": title, "rule": rule, "cells": {}}
@@ -110,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
                     for seed in args.seeds:
                         accs.append(theta_accuracy([
                             *SMALL, f"rounds={args.rounds}", f"seed={seed}", f"algorithm={algorithm}",
-                            f"topology={topology}", f"aggregation={rule}", "aggregation_trim=0.25", f"krum_f={krum_f}",
+                            f"topology={topology}", f"aggregation={rule}", f"aggregation_trim={trim}", f"krum_f={krum_f}",
                             *corruption(kind, silos, args.noise)]))
                     m, sd = mean_std(accs)
                     row["cells"][kind] = {"mean": m, "std": sd, "values": accs}
@@ -146,8 +149,8 @@ def main(argv: list[str] | None = None) -> int:
     record = {"command": command.strip(), "commit": commit, "date": today, "machine": machine,
               "load_average": {"before": load_before, "after": load_after}, "seconds": total,
               "seeds": args.seeds, "rounds": args.rounds, "noise": args.noise, "common": SMALL,
-              "networks": [{"label": n, "topology": t, "corrupted": s, "krum_f": f} for n, t, s, f in networks],
-              "aggregation_trim": 0.25, "rows": rows}
+              "networks": [{"label": n, "topology": t, "corrupted": s, "aggregation_trim": b, "krum_f": f}
+                           for n, t, s, b, f in networks], "rows": rows}
     RESULTS.mkdir(parents=True, exist_ok=True)
     stem = RESULTS / f"{today}-{commit}"
     stem.with_suffix(".json").write_text(json.dumps(record, indent=2) + "\n")
@@ -156,9 +159,10 @@ def main(argv: list[str] | None = None) -> int:
         f"`{record['command']}` on {machine['cpus']} CPUs ({machine['processor']}), torch {machine['torch']}; "
         f"load average {load_before[0]:.2f} before, {load_after[0]:.2f} after; {total:.0f} s.\n\n"
         f"{args.rounds} rounds; {' '.join(SMALL)}; corrupted silos: "
-        + "; ".join(f"{n}: {s}" for n, _, s, _ in networks)
-        + f" (label kinds at level 1.0, weight_noise σ = {args.noise:g}); aggregation_trim 0.25; krum_f "
-        + ", ".join(f"{f} on {n}" for n, _, _, f in networks)
+        + "; ".join(f"{n}: {s}" for n, _, s, _, _ in networks)
+        + f" (label kinds at level 1.0, weight_noise σ = {args.noise:g}); aggregation_trim "
+        + ", ".join(f"{b:.3g} on {n}" for n, _, _, b, _ in networks) + "; krum_f "
+        + ", ".join(f"{f} on {n}" for n, _, _, _, f in networks)
         + f". Θ test accuracy in %, mean ± std over seeds {', '.join(map(str, args.seeds))}; "
           "'worst / none' divides the worst corrupted cell by the uncorrupted one of the same row.\n\n"
         f"{table}\n")

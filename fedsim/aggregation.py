@@ -69,7 +69,9 @@ class Aggregation:
         keep = w > 0
         if not bool(keep.any()):
             raise ValueError("no silo contributes to the aggregate (every weight is 0)")
-        x, w = x[keep], w[keep].to(x.dtype)
+        if not bool(keep.all()):  # (indexing copies the stack: only when someone is left out)
+            x, w = x[keep], w[keep]
+        w = w.to(x.dtype)
         if self.kind == "mean":
             return (w[:, None] * x).sum(0) / w.sum()
         if self.kind == "median":
