@@ -15,6 +15,8 @@ import importlib
 from typing import Any
 
 from fedsim.errors import ConfigError
+from fedsim.plugins import is_import_path, resolve
+from fedsim.settings import section_from_dict
 
 #: name → (module, class, settings dataclass or None; its config section is the name)
 REGISTRY: dict[str, tuple[str, str, str | None]] = {
@@ -36,8 +38,6 @@ def algorithm_names() -> tuple[str, ...]:
 
 def is_plugin(name: str) -> bool:
     """Whether ``algorithm:`` names your own class (``"module:Class"``) rather than a built-in."""
-    from fedsim.plugins import is_import_path
-
     return is_import_path(name)
 
 
@@ -53,8 +53,7 @@ def algorithm_class(name: str, key: str = "algorithm"):
                               "or name your own class as 'module:Class'")
         module, cls, _ = REGISTRY[name]
         return getattr(importlib.import_module(module), cls)
-    from fedsim.algorithms.base import Algorithm
-    from fedsim.plugins import resolve
+    from fedsim.algorithms.base import Algorithm  # torch: only when a plug-in is named
 
     found = resolve(name, key)
     if not (isinstance(found, type) and issubclass(found, Algorithm)):
@@ -88,8 +87,6 @@ def algorithm_settings(cfg, name: str | None = None) -> Any:
         return None
     if not dataclasses.is_dataclass(settings):
         raise ConfigError(f"algorithm {name!r}: its Settings attribute must be a dataclass, got {settings!r}")
-    from fedsim.settings import section_from_dict
-
     return section_from_dict(settings, cfg.algorithm_args, "algorithm_args")
 
 
