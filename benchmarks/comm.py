@@ -127,12 +127,15 @@ def main() -> None:
 
     from rich.table import Table
 
+    from benchmarks.common import Record, add_record_args
     from fedsim.ui import console
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--rounds", type=int, default=4)
+    add_record_args(ap, "comm")
     args = ap.parse_args()
+    rec = Record.from_args(args, "comm", __file__)
 
     ring, nbytes, ntensors = spawn(_ring_worker, 4, args.repeats, threads=1)[0]
     local = spawn(_handoff_worker, 1, args.repeats, threads=1)[0]
@@ -163,6 +166,9 @@ def main() -> None:
     table.add_row("gossip ring-4, 4 silos on 2 ranks, per round", f"{g2 * 1e3:.0f}", "",
                   f"{g1 / g2:.2f}× speed-up", "≥ 1.6×")
     console().print(table)
+    rec.table(table)
+    rec.write({"ring_s": ring, "state_bytes": nbytes, "tensors": ntensors, "handoff_local_s": local,
+               "handoff_remote_s": remote, "gossip_s_per_round": {"1 rank": g1, "2 ranks": g2}})
 
 
 if __name__ == "__main__":

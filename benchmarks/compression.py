@@ -1,15 +1,15 @@
-"""Compression benchmark (issue 13): what each codec saves on the wire and in simulated network
+"""Compression benchmark: what each codec saves on the wire and in simulated network
 time, and what it costs in accuracy — gossip on Gaia's RING and STAR overlays (11 silos).
 
 For every compression kind (none, fp16, bf16, int8, top-k at 10 % and 1 %, error feedback on)
 and both overlays, over the seeds: bytes per round (the coded bytes, as ``metrics/*.jsonl``
 counts them), the simulated network time per round and to ``--target`` mean silo test accuracy
-(SPEC §5 delay model, compute fixed at 4.6 ms, message size M = MultigraphFL's FEMNIST model,
+(MultigraphFL's delay model, compute fixed at 4.6 ms, message size M = MultigraphFL's FEMNIST model,
 4,843,243 bits, times the codec's coded/raw size ratio for our model — so the network sees a
 FEMNIST-size model compressed as ours is), the speed-up over the uncoded run on the same overlay,
 and the final mean silo and Θ accuracy (mean ± std). On Gaia with 10 Gb/s access links a round is
 mostly latency and compute, so the clock barely sees the codec; the last columns give each
-overlay's cycle time λ (SPEC §5, max cycle mean) with the same coded message over 100 Mb/s access
+overlay's cycle time λ (max cycle mean of the delay model) with the same coded message over 100 Mb/s access
 links (``--slow-gbps``), where transmission dominates, and its ratio to the uncoded λ. One table,
 ``compression.csv`` and ``compression.png`` (accuracy against simulated time, one panel per overlay).
 
@@ -34,7 +34,7 @@ from statistics import mean, stdev
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.common import time_to_target  # noqa: E402
+from benchmarks.common import Record, add_record_args, time_to_target  # noqa: E402
 
 #: the topology benchmark's small experiment (benchmarks/topologies.py; the default domain cycle,
 #: not fedsim/default.yaml's four silos)
@@ -65,6 +65,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--quick", action="store_true", help="6 rounds, one seed, target 0.4 (a smoke test)")
     p.add_argument("--out", default="runs/bench_compression")
+    add_record_args(p, "compression")
     args = p.parse_args(argv)
     if args.quick:
         args.rounds, args.seeds, args.target = 6, "0", 0.4
@@ -105,6 +106,7 @@ def plot(curves: dict, target: float, path: Path, title: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    rec = Record.from_args(args, "compression", __file__, argv, variant="quick" if args.quick else "")
     from rich.console import Console
     from rich.table import Table
 
@@ -179,6 +181,7 @@ def main(argv: list[str] | None = None) -> int:
                            "slow_cycle_time_ms": lam, "slow_cycle_time_vs_none": lam / base_lam})
         table.add_section()
     console.print(table)
+    rec.table(table)
     with open(out / "compression.csv", "w", newline="") as fh:
         w = csv.writer(fh)
         w.writerow(["overlay", "compression", "kb_per_round_mean", "coded_over_raw", "sim_ms_per_round_mean",
@@ -200,6 +203,9 @@ def main(argv: list[str] | None = None) -> int:
     missed = [f"{r['overlay']} {r['compression']}" for r in report if None in r["time_to_target_s"]]
     if missed:
         console.print(f"[yellow]target {args.target:g} not reached by every seed: {', '.join(missed)}")
+        rec.note(f"target {args.target:g} not reached by every seed: {', '.join(missed)}")
+    rec.write(report, figures={"compression.png": lambda path: plot(
+        curves, args.target, path, f"gossip on {underlay.name}: accuracy vs simulated time per compression kind")})
     console.print(f"total {time.perf_counter() - started:.0f} s · {out}/compression.csv, compression.png, sweep/")
     return 0
 

@@ -102,6 +102,7 @@ def _epoch(mode: str, n: int, batch: int, size: int, seed: int) -> float:
 def main(argv: list[str] | None = None) -> int:
     from rich.table import Table
 
+    from benchmarks.common import Record, add_record_args
     from fedsim.ui import console
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -109,7 +110,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--repeat", type=int, default=3)
     p.add_argument("--skip-worker", action="store_true", help="skip the DataLoader-worker mode")
+    add_record_args(p, "data")
     args = p.parse_args(argv)
+    rec = Record.from_args(args, "data", __file__, argv)
     torch.set_num_threads(1)
     con = console()
 
@@ -120,6 +123,7 @@ def main(argv: list[str] | None = None) -> int:
         wall, cpu = _gen_rate(size, n, args.repeat)
         t1.add_row(f"{size}x{size}", str(n), f"{wall:,.0f}", f"{cpu:,.0f}", f"{1000 / wall:.2f}")
     con.print(t1)
+    rec.table(t1)
 
     modes = ["materialized", "on-the-fly", "gen+epoch"] + ([] if args.skip_worker else ["worker"])
     times = {m: min(_epoch(m, args.samples, args.batch, 64, seed=r) for r in range(args.repeat)) for m in modes}
@@ -130,6 +134,8 @@ def main(argv: list[str] | None = None) -> int:
     for m in modes:
         t2.add_row(m, f"{times[m]:.2f}", f"{times[m] / base:.2f}")
     con.print(t2)
+    rec.table(t2)
+    rec.write({"epoch_s": times})
     return 0
 
 

@@ -14,7 +14,7 @@ The foundation is trained once with ``fedsim run --set algorithm=fedavg --set sc
 OUT/cll-foundation-r30 (OUT: runs/bench-downstream; ``--rounds N``: OUT/cll-foundation-rN).
 ``--split val`` scores on a quarter of the
 downstream training images held out (the only split a recipe may be chosen on); ``test`` is the
-report. The check printed at the end (issue 10): Θ's mean Dice exceeds random init's by more than
+report. The check printed at the end: Θ's mean Dice exceeds random init's by more than
 the seed-to-seed standard deviation — the largest of the two rows' and of their seed-by-seed
 difference — with the paired t statistic beside it.
 """
@@ -35,12 +35,12 @@ REPO = Path(__file__).resolve().parent.parent
 FOUNDATION_SIZE = 64  # the foundation's (the default run's) image size; the tube-position set's too
 FOUNDATION_RUN = ["algorithm=fedavg", "scenario=cll", "compare_with=[]", "downstream.enabled=false"]
 
-# Recipes measured on the validation split (README "Downstream"); each is a set of downstream
+# Recipes measured on the validation split (docs/downstream.md and its records); each is a set of downstream
 # overrides on top of the defaults. "chosen" is the default recipe.
 OLD = {"seg_raw_branch": True, "seg_train_samples": 192, "seg_batch_size": 16, "seg_warmup_steps": 0,
        "seg_steps": 60, "seg_lr": 2e-3, "seg_encoder_lr": 2e-3}
 GRID: list[tuple[str, dict]] = [
-    ("before issue 10: 192 images, raw branch, 60 steps, one lr 2e-3", OLD),
+    ("before the selection: 192 images, raw branch, 60 steps, one lr 2e-3", OLD),
     ("… 200 steps at lr 1e-2 (converged)", {**OLD, "seg_steps": 200, "seg_lr": 1e-2, "seg_encoder_lr": 1e-2}),
     ("… 16 images, 300 steps at lr 1e-2", {**OLD, "seg_train_samples": 16, "seg_batch_size": 8, "seg_steps": 300,
                                            "seg_lr": 1e-2, "seg_encoder_lr": 1e-2}),
@@ -54,7 +54,7 @@ GRID: list[tuple[str, dict]] = [
     ("chosen, 64 images", {"seg_train_samples": 64}),
 ]
 
-# The second selection (issue 10, item 6), fixed before it ran: the LP-FT recipe chosen first had
+# The second selection, fixed before it ran: the LP-FT recipe chosen first had
 # passed the check on validation narrowly (+4.4 vs 4.2 with 5 seeds on 64 images) and failed it on
 # the test split (+3.0 vs 4.4). These candidates are compared on a validation split twice as large
 # (SELECT_DS: 512 generated training images -> 128 held out) with 8 fine-tune seeds; the rule is
@@ -212,6 +212,7 @@ def main() -> int:
     from rich.console import Console
     from rich.table import Table
 
+    from benchmarks.common import Record, add_record_args
     from fedsim.downstream import downstream_table
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -222,7 +223,7 @@ def main() -> int:
     p.add_argument("--data-seed", type=int, default=0, help="the downstream images (default 0)")
     p.add_argument("--image-size", type=int, default=None,
                    help="segmentation image size (default: downstream.seg_image_size, 96)")
-    p.add_argument("--grid", action="store_true", help="every recipe of README 'Downstream' (use with --split val)")
+    p.add_argument("--grid", action="store_true", help="every recipe of the first selection (docs/downstream.md; use with --split val)")
     p.add_argument("--only", action="append", type=int,
                    help="with --grid or --select: only recipe number N (repeatable)")
     p.add_argument("--select", action="store_true",
@@ -234,8 +235,11 @@ def main() -> int:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="a downstream setting, e.g. seg_steps=100")
     p.add_argument("--out", default=str(REPO / "runs" / "bench-downstream"))
     p.add_argument("--json", help="write the results here (default OUT/downstream-<split>.json)")
+    add_record_args(p, "downstream")
     args = p.parse_args()
-    torch.set_num_threads(1)  # the numbers in README were measured on one thread per process
+    variant = "select" if args.select else "probe" if args.probe else "grid" if args.grid else args.split
+    rec = Record.from_args(args, "downstream", __file__, variant=variant)
+    torch.set_num_threads(1)  # the recorded numbers were measured on one thread per process
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -250,6 +254,7 @@ def main() -> int:
     if args.probe:
         result = probe(path, base["seeds"], base["seg_image_size"])
         (out / "probe.json").write_text(json.dumps(result, indent=2))
+        rec.write(result, body="```json\n" + json.dumps(result, indent=2) + "\n```")
         return 0
     recipes = GRID if args.grid else [("downstream defaults" + (f" + {' '.join(args.set)}" if args.set else ""), {})]
     if args.grid and args.only:
@@ -299,22 +304,27 @@ def main() -> int:
                       pm(r["gap"], r["paired_std"]), f"{r['gap_in_std']:.1f}",
                       f"{'yes' if r['gap'] > noise_of(r) else 'no'} ({100 * noise_of(r):.1f})", f"{r['seconds']:.0f}")
     con.print(table)
+    rec.table(table)
     if args.select:
         # the rule over every candidate measured under these settings, --only or not
         measured = [(done[name], finetunes) for name, _, finetunes in CANDIDATES if name in done]
         chosen = select([r for r, _ in measured], [f for _, f in measured])
-        print("  choice by the rule: " + (f"{measured[chosen][0]['recipe']}" if chosen is not None
-                                          else "none passes; the first choice stays"))
+        line = "choice by the rule: " + (f"{measured[chosen][0]['recipe']}" if chosen is not None
+                                         else "none passes; the first choice stays")
+        print("  " + line)
+        rec.note(line)
     if not args.grid and not args.select:
         r = results[0]
         n = len(base["seeds"])
         noise = noise_of(r)
         ok = r["gap"] > noise
         t = r["gap"] / (r["paired_std"] / math.sqrt(n)) if r["paired_std"] > 0 else math.nan
-        print(f"  [{'holds' if ok else 'DOES NOT HOLD'}] centralized Θ beats random init on downstream Dice by more than "
-              f"the seed-to-seed noise: gap {100 * r['gap']:+.1f} points vs std {100 * noise:.1f} (the largest of "
-              f"random's {100 * r['random'][1]:.1f}, Θ's {100 * r['foundation'][1]:.1f} and the paired difference's "
-              f"{100 * r['paired_std']:.1f}); paired t = {t:.1f} over {n} seeds")
+        line = (f"[{'holds' if ok else 'DOES NOT HOLD'}] centralized Θ beats random init on downstream Dice by more "
+                f"than the seed-to-seed noise: gap {100 * r['gap']:+.1f} points vs std {100 * noise:.1f} (the largest "
+                f"of random's {100 * r['random'][1]:.1f}, Θ's {100 * r['foundation'][1]:.1f} and the paired "
+                f"difference's {100 * r['paired_std']:.1f}); paired t = {t:.1f} over {n} seeds")
+        print("  " + line)
+        rec.note(line)
     from fedsim.downstream import rows_to_json
 
     saved = [{**{k: v for k, v in r.items() if k != "rows"}, "rows": rows_to_json(r["rows"])} for r in results]
@@ -322,6 +332,7 @@ def main() -> int:
     saved = [r for r in previous if key(r) not in ours] + saved
     dest.write_text(json.dumps(saved, indent=2, default=str))
     print(f"wrote {dest}")
+    rec.write(saved)
     return 0
 
 

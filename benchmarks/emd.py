@@ -26,6 +26,7 @@ from scipy.optimize import linprog
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
 
+from benchmarks.common import Record, add_record_args  # noqa: E402
 from fedsim.emd import cost_matrix, emd_similarity, node_weights  # noqa: E402
 
 CHANNELS = 64
@@ -89,7 +90,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="reduced grid")
     parser.add_argument("--budget", type=float, default=1.0, help="seconds per measurement")
+    add_record_args(parser, "emd")
     args = parser.parse_args()
+    rec = Record.from_args(args, "emd", __file__, variant="quick" if args.quick else "")
     torch.set_num_threads(1)
     ns = (25, 49) if args.quick else (25, 49, 64)
     Bs = (1, 64) if args.quick else (1, 16, 64)
@@ -123,7 +126,11 @@ def main() -> None:
                 )
             table.add_section()
     Console(width=140).print(table)
-    print("speed-up column: (that method's fwd+bwd time) / (exact's), same inputs, same run")
+    note = "speed-up column: (that method's fwd+bwd time) / (exact's), same inputs, same run"
+    print(note)
+    rec.table(table)
+    rec.note(note)
+    rec.write()
 
 
 if __name__ == "__main__":

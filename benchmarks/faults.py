@@ -34,7 +34,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.common import time_to_target  # noqa: E402
+from benchmarks.common import Record, add_record_args, time_to_target  # noqa: E402
 from fedsim.sweep import fmt, mean_std  # noqa: E402
 
 POINTS = [
@@ -60,6 +60,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="extra override for every run")
     p.add_argument("--out", default="runs/bench_faults", help="output folder (default runs/bench_faults)")
+    add_record_args(p, "faults")
     return p.parse_args(argv)
 
 
@@ -67,6 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     from fedsim.sweep import Point, collect, execute, parse_seeds, plan, slug
 
     args = parse_args(argv)
+    rec = Record.from_args(args, "faults", __file__, argv, variant="quick" if args.quick else "")
     out = Path(args.out)
     seeds = parse_seeds(args.seeds)
     common = ["downstream.enabled=false", f"rounds={args.rounds}", f"net.compute_ms={args.compute_ms}",
@@ -114,8 +116,11 @@ def main(argv: list[str] | None = None) -> int:
                   "–" if ratio is None else f"{ratio:.2f}×", fmt(*total, ".2f"))
         csv_rows.append([r["point"], r["model"], *theta, *taken, *tt, reached, len(s), ratio, *total])
     console().print(t)
-    print("time to target: mean over the seeds that reached it; 'vs none' divides it by the same algorithm's "
-          "fault-free time measured in this run")
+    note = ("time to target: mean over the seeds that reached it; 'vs none' divides it by the same algorithm's "
+            "fault-free time measured in this run")
+    print(note)
+    rec.table(t)
+    rec.note(note)
 
     import csv
 
@@ -127,6 +132,8 @@ def main(argv: list[str] | None = None) -> int:
         w.writerows(csv_rows)
     (out / "faults.json").write_text(json.dumps({"args": vars(args), "rows": table}, indent=2))
     plot(table, out / "accuracy_vs_sim_time.png", args.target)
+    rec.write({"args": vars(args), "rows": table},
+              figures={"accuracy_vs_sim_time.png": lambda path: plot(table, path, args.target)})
     print(f"total {time.perf_counter() - started:.0f} s; {out}/faults.csv, faults.json, accuracy_vs_sim_time.png")
     return 0
 

@@ -16,7 +16,8 @@ w_ij is meant to notice it.
 overseas / distillation steps, 10 rounds). ``paper``: ``launch/configs/fedefm_paper_regime.yaml``
 (the authors' released settings: the 11-silo Gaia ring, batch 1, one step of each kind per round,
 AdamW with their sqrt decay, the copy's optimiser travels with it), run for ``--paper-rounds``
-rounds — far fewer than their 6400 on this 2-core machine; the record says how many.
+rounds (default 300) — far fewer than their 6400 on this 2-core machine; the record says how many —
+under ``u100`` (the paper's default) and ``corrupt``, with the arms of ``PAPER_ARMS`` by default.
 
 **Arms** (:func:`arms`): pooled training (CLL) at matched sequential depth and at matched total
 gradient steps, standalone, FedAvg / gossip / the released rule at 1 and 10 local steps (ours) or
@@ -40,12 +41,9 @@ with the same numbers as JSON beside it.
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import math
 import os
-import platform
-import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -67,6 +65,9 @@ CONDITIONS: dict[str, list[str]] = {
                 f"faults.corrupt=[{{silo: {CORRUPT_SILO}, kind: random_labels, level: 1.0}}]"],
 }
 WHOLE = "fedefm"  # the arm every other arm is compared with
+#: the paper regime's default arms: FedEFM, its parts that the released regime changes or that
+#: matter most, and the baselines at the released code's one local step
+PAPER_ARMS = ("fedefm", "no_kd", "uniform_w", "optimizer_other", "released_L1", "fedavg_L1", "gossip_L1", "cll_total")
 
 
 @dataclass(frozen=True)
@@ -114,6 +115,17 @@ def arms(regime: str, local_steps: int, silos: int, budget: int) -> list[Arm]:
             (*efm, f"fedefm.expert_optimizer={other_optimizer}")),
     ]
     return out
+
+
+def steps_per_round_of_a_lineage(cfg) -> int:
+    """Sequential optimiser steps one model lineage takes in a round after round 0, whether or not
+    it mixes afterwards: the x-axis unit of the figure's sequential-steps panels."""
+    depth = sequential_depth(cfg)
+    if depth is not None:
+        return depth
+    if cfg.algorithm == "fedefm":  # Θ only at the end: θ_i's own distillation steps
+        return cfg.fedefm.distill_steps
+    return cfg.train.local_steps
 
 
 def sequential_depth(cfg) -> int | None:
@@ -257,7 +269,7 @@ def analyse(regime: str, condition: str, arm_list: Sequence[Arm], found: dict[st
         cfg = next(iter(found[arm.key].values()))["cfg"]
         keys = dict.fromkeys(k for v in per_seed.values() for k in v)
         rows[arm.key] = {"label": arm.label, "overrides": list(arm.overrides), "per_seed": per_seed,
-                         "depth": sequential_depth(cfg),
+                         "depth": sequential_depth(cfg), "lineage_steps": steps_per_round_of_a_lineage(cfg),
                          "stats": {k: dict(zip(("mean", "std"), mean_std([v[k] for v in per_seed.values()])))
                                    for k in keys},
                          "curves": curves}
@@ -326,71 +338,69 @@ def corrupted_teacher_ci(result: dict[str, Any]) -> dict[str, Any] | None:
 
 
 def plot(results: list[dict[str, Any]], path: Path) -> None:
-    """Θ accuracy (mean over seeds) against cumulative gradient steps per silo, one panel per
-    (regime, condition)."""
+    """Θ accuracy (mean over seeds) per round, one column per (regime, condition): against the
+    cumulative gradient steps per silo (top) and against the cumulative sequential steps of a model
+    lineage (bottom: rounds × steps per round of a lineage, :func:`steps_per_round_of_a_lineage`)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, len(results), figsize=(5 * len(results), 4), squeeze=False)
-    for ax, res in zip(axes[0], results):
-        for key, r in res["rows"].items():
+    fig, axes = plt.subplots(2, len(results), figsize=(5 * len(results), 8), squeeze=False)
+    colours = plt.get_cmap("tab20").colors
+    for col, res in enumerate(results):
+        for n_arm, (key, r) in enumerate(res["rows"].items()):
             if key == "standalone" or not r["curves"]:
                 continue
             seeds = list(r["curves"].values())
             n = min(len(c[0]) for c in seeds)
-            xs = [sum(c[0][i] for c in seeds) / len(seeds) for i in range(n)]
+            steps = [sum(c[0][i] for c in seeds) / len(seeds) for i in range(n)]
             ys = [[c[1][i] for c in seeds if c[1][i] is not None] for i in range(n)]
-            ys = [sum(v) / len(v) if v else float("nan") for v in ys]
-            ax.plot(xs, ys, label=r["label"], lw=2.2 if key == WHOLE else 1.0)
-        ax.set_title(f"{res['regime']} · {res['condition']}")
-        ax.set_xlabel("gradient steps per silo (cumulative)")
-        ax.set_ylabel("Θ test accuracy")
-        ax.set_xscale("symlog")
+            acc = [sum(v) / len(v) if v else float("nan") for v in ys]
+            style = {"lw": 2.4, "color": "black"} if key == WHOLE else {"lw": 1.0, "color": colours[n_arm % 20],
+                                                                          "ls": "--" if n_arm >= 10 else "-"}
+            axes[0][col].plot(steps, acc, label=r["label"], marker=".", **style)
+            axes[1][col].plot([(i + 1) * r["lineage_steps"] for i in range(n)], acc, label=r["label"], marker=".",
+                              **style)
+        for row, xlabel in enumerate(("gradient steps per silo (cumulative)", "sequential steps of a lineage")):
+            ax = axes[row][col]
+            ax.set_title(f"{res['regime']} · {res['condition']}")
+            ax.set_xlabel(xlabel)
+            ax.set_ylabel("Θ test accuracy")
+            ax.set_xscale("symlog")
     axes[0][-1].legend(fontsize=6, loc="lower right")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=100)
     plt.close(fig)
 
 
-def machine() -> dict[str, Any]:
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout.strip()
-    dirty = bool(subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO,
-                                capture_output=True, text=True).stdout.strip())
-    return {"commit": commit + ("+dirty" if dirty else ""), "python": platform.python_version(),
-            "machine": f"{platform.machine()}, {os.cpu_count()} cores", "load_average": list(os.getloadavg())}
-
-
 def write_record(results: list[dict[str, Any]], meta: dict[str, Any], record_dir: Path) -> Path:
-    """``<date>-<commit>.md`` and ``.json`` (and the figure) under ``record_dir``, from the results."""
-    stamp = f"{datetime.date.today().isoformat()}-{meta['commit']}"
-    record_dir.mkdir(parents=True, exist_ok=True)
-    md = [f"# FedEFM study, {stamp}", "", f"Command: `{meta['command']}`", "",
-          f"Commit {meta['commit']} · {meta['machine']} · Python {meta['python']} · load average at the end "
-          f"{', '.join(f'{x:.1f}' for x in meta['load_average'])} · {meta['wall_s'] / 60:.0f} min",
-          "", f"Seeds {meta['seeds']}; ours: {meta['rounds']} rounds; paper regime: {meta['paper_rounds']} rounds "
+    """``<date>-<commit>.md`` and ``.json`` (and the figure) under ``record_dir``, from the results,
+    through the benchmarks' one record writer (:func:`common.write_record`)."""
+    from common import write_record as write
+
+    md = [f"Seeds {meta['seeds']}; ours: {meta['rounds']} rounds; paper regime: {meta['paper_rounds']} rounds "
           "(the released code runs 6400). Mean ± std over seeds; Δ: the arm minus FedEFM whole, paired by seed, with "
           "its 95% t interval (* = the interval excludes 0). Θ is the final round's; the best round on the test set "
           "is shown only as the labelled column.", ""]
+    tables = []
     for res in results:
         cols, rows = table_rows(res)
-        md += [f"## {res['regime']} regime · {res['condition']}", "", markdown_table(cols, rows), ""]
+        title = f"{res['regime']} regime · {res['condition']}"
+        tables.append({"title": title, "columns": cols, "rows": rows})
+        md += [f"## {title}", "", markdown_table(cols, rows), ""]
         if res["condition"] == "corrupt":
             ci = corrupted_teacher_ci(res)
             if ci:
                 md += [f"FedEFM whole: w on the corrupted teacher − w on a clean one = {ci['mean']:+.4f} "
                        f"[{ci['mean'] - ci['half_width']:+.4f}, {ci['mean'] + ci['half_width']:+.4f}] (95% CI, "
                        f"{ci['n']} seeds)", ""]
-    md += [f"![Θ accuracy against gradient steps]({stamp}.png)", ""]
-    path = record_dir / f"{stamp}.md"
-    path.write_text("\n".join(md))
-    plot(results, record_dir / f"{stamp}.png")
     slim = [{**res, "rows": {k: {kk: vv for kk, vv in r.items() if kk != "curves"} for k, r in res["rows"].items()}}
             for res in results]
-    (record_dir / f"{stamp}.json").write_text(json.dumps({"meta": meta, "results": slim}, indent=1, default=str))
-    return path
+    return write(record_dir, study="fedefm_study", title="FedEFM study", command=meta["command"], body="\n".join(md),
+                 tables=tables, data={"meta": meta, "results": slim}, load_before=meta.get("load_before"),
+                 wall_s=meta.get("wall_s"), figures={"theta.png": lambda path: plot(results, path)})
 
 
 def regime_settings(regime: str, rounds: int, paper_rounds: int, quick: bool) -> tuple[Path | None, list[str]]:
@@ -398,7 +408,7 @@ def regime_settings(regime: str, rounds: int, paper_rounds: int, quick: bool) ->
     common = ["compare_with=[]", "downstream.enabled=false"]
     if regime == "ours":
         return None, [*common, f"rounds={rounds}", *(["data.test_samples=256"] if quick else [])]
-    every = max(1, paper_rounds // 10)
+    every = max(1, paper_rounds // 5)  # 11 silos scored each time: evaluation would outweigh 1-step rounds
     return PAPER_CONFIG, [*common, f"rounds={paper_rounds}", f"train.eval_every={every}", f"checkpoint.every={every}",
                           *(["data.test_samples=256"] if quick else [])]
 
@@ -415,11 +425,18 @@ def main(argv: list[str] | None = None) -> int:
                    "corrupt: a smoke test of the whole pipeline")
     p.add_argument("--seeds", type=seeds_arg, default=None, help="experiment seeds (default 0-4; 0,1 with --quick)")
     p.add_argument("--regime", action="append", choices=["ours", "paper"], help="regimes (default both)")
-    p.add_argument("--conditions", default=None, help=f"comma-separated, of {','.join(CONDITIONS)} (default all)")
-    p.add_argument("--arms", default=None, help="comma-separated arm keys (default all; fedefm is always run)")
+    p.add_argument("--conditions", default=None, help=f"our regime's conditions, comma-separated, of "
+                   f"{','.join(CONDITIONS)} (default all; u50,corrupt with --quick)")
+    p.add_argument("--paper-conditions", default=None, help="the paper regime's conditions (default u100,corrupt: "
+                   "the paper's default and the EMD's purpose; each run there is ~10x one of ours)")
+    p.add_argument("--arms", default=None, help="our regime's arms, comma-separated keys (default all; fedefm is "
+                   "always run)")
+    p.add_argument("--paper-arms", default=",".join(PAPER_ARMS),
+                   help=f"the paper regime's arms (default {','.join(PAPER_ARMS)}: a run there costs ~10x one of ours; "
+                   "'all' for every arm)")
     p.add_argument("--rounds", type=int, default=None, help="rounds in our regime (default 10; 3 with --quick)")
     p.add_argument("--paper-rounds", type=int, default=None,
-                   help="rounds in the paper regime (default 400; 30 with --quick; the released code runs 6400)")
+                   help="rounds in the paper regime (default 300; 30 with --quick; the released code runs 6400)")
     p.add_argument("--parallel", type=int, default=2, help="runs at once, one rank each (default 2)")
     p.add_argument("--out", default="runs/fedefm_study", help="run folders (reused when the config matches)")
     p.add_argument("--record", default=str(RESULTS), help="where the dated result record goes")
@@ -427,17 +444,20 @@ def main(argv: list[str] | None = None) -> int:
 
     seeds = args.seeds or ([0, 1] if args.quick else [0, 1, 2, 3, 4])
     rounds = args.rounds or (3 if args.quick else 10)
-    paper_rounds = args.paper_rounds or (30 if args.quick else 400)
+    paper_rounds = args.paper_rounds or (30 if args.quick else 300)
     regimes = args.regime or ["ours", "paper"]
-    conditions = (args.conditions.split(",") if args.conditions else
-                  ["u50", "corrupt"] if args.quick else list(CONDITIONS))
-    unknown = [c for c in conditions if c not in CONDITIONS]
+    conditions = {
+        "ours": args.conditions.split(",") if args.conditions else ["u50", "corrupt"] if args.quick else list(CONDITIONS),
+        "paper": args.paper_conditions.split(",") if args.paper_conditions else ["u100", "corrupt"],
+    }
+    unknown = [c for cs in conditions.values() for c in cs if c not in CONDITIONS]
     if unknown:
         p.error(f"unknown condition(s) {', '.join(unknown)}; choose from {', '.join(CONDITIONS)}")
     if args.parallel < 1:
         p.error("--parallel must be >= 1")
     out = Path(args.out)
     t0 = time.perf_counter()
+    load_before = list(os.getloadavg())
 
     def log(msg: str) -> None:
         print(f"[{time.perf_counter() - t0:6.0f}s] {msg}", flush=True)
@@ -450,19 +470,21 @@ def main(argv: list[str] | None = None) -> int:
         hosted = max(len(topo.out_neighbours(i)) for i in range(topo.num_silos))
         budget = cfg.fedefm.overseas_steps * hosted + cfg.fedefm.distill_steps
         arm_list = arms(regime, cfg.train.local_steps, topo.num_silos, budget)
-        if args.arms:
-            wanted = set(args.arms.split(",")) | {WHOLE}
+        chosen = args.arms if regime == "ours" else (None if args.paper_arms == "all" else args.paper_arms)
+        if chosen:
+            wanted = set(chosen.split(",")) | {WHOLE}
             bad = wanted - {a.key for a in arm_list}
             if bad:
                 p.error(f"unknown arm(s) {', '.join(sorted(bad))}; choose from {', '.join(a.key for a in arm_list)}")
             arm_list = [a for a in arm_list if a.key in wanted]
-        for condition in conditions:
+        for condition in conditions[regime]:
             found = run_condition(regime, condition, arm_list, seeds, common, config, out, args.parallel, log)
             res = analyse(regime, condition, arm_list, found)
             results.append(res)
             cols, rows = table_rows(res)
             print(f"\n{regime} regime · {condition}\n" + markdown_table(cols, rows) + "\n", flush=True)
-    meta = {**machine(), "command": " ".join(["python", "benchmarks/fedefm_study.py", *(argv or sys.argv[1:])]),
+    meta = {"load_before": load_before,
+            "command": " ".join(["python", "benchmarks/fedefm_study.py", *(argv or sys.argv[1:])]),
             "seeds": seeds, "rounds": rounds, "paper_rounds": paper_rounds, "wall_s": time.perf_counter() - t0}
     path = write_record(results, meta, Path(args.record))
     log(f"record: {path}")

@@ -1,4 +1,4 @@
-"""FedEFM's paper table on our synthetic data, with seeds and matched compute (issue 10).
+"""FedEFM's paper table on our synthetic data, with seeds and matched compute.
 
 Run through ``python benchmarks/paper_tables.py fedefm [--quick] [--only PART]``. Parts:
 
@@ -26,6 +26,7 @@ OUT/downstream (keyed by the files' contents and the downstream settings).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import time
@@ -88,6 +89,8 @@ def _sweep(points, seeds, out: Path, common: list[str], nproc: int, log):
 def select(args, common: list[str], seeds: list[int], out: Path, log) -> dict[str, Any]:
     """Coordinate-wise choice on Θ's validation accuracy; returns the chosen overrides."""
     from paper_tables import print_table
+
+    print_table = functools.partial(print_table, rec=getattr(args, "rec", None))  # the tables go into the record
 
     from fedsim.sweep import fmt
 
@@ -200,6 +203,8 @@ def downstream_for(foundations: dict[str, Path], cfg, seed: int, cache: Path, lo
 
 def fedefm(args) -> int:
     from paper_tables import distill_step_timing, emd_round_share, make_config, print_table
+
+    print_table = functools.partial(print_table, rec=getattr(args, "rec", None))  # the tables go into the record
 
     from fedsim.sweep import fmt, plot_rows
     from fedsim.topology import resolve_topology

@@ -113,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
     from rich.table import Table
 
-    from benchmarks.common import cell_stats, pm, seeds_arg, sweep_runs
+    from benchmarks.common import Record, add_record_args, cell_stats, pm, seeds_arg, sweep_runs
     from fedsim.config import load_config
     from fedsim.fminit import cache_path
     from fedsim.sweep import mean_std
@@ -130,7 +130,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="override a key of launch/configs/fminit_age_skew.yaml")
     ap.add_argument("--random-only-baselines", action="store_true",
                     help="centralized and standalone only from random initialization (the paper's table)")
+    add_record_args(ap, "fminit")
     args = ap.parse_args(argv)
+    rec = Record.from_args(args, "fminit", __file__, argv, variant="quick" if args.quick else "")
     out = Path(args.output or REPO / "runs" / ("fminit-quick" if args.quick else "fminit"))
     base = (QUICK if args.quick else []) + args.overrides + [f"output_dir={out}"]
     if any(o.split("=", 1)[0].strip() == "seed" for o in args.overrides):
@@ -153,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
     last = cfg.rounds
     show = list(dict.fromkeys(r for r in (1, 3, last) if r <= last))
     seeds = ",".join(map(str, args.seeds))
-    title = (f"Table 1 (seed 004): Dice (%) of FedAvg from each initialization, age skew, "
+    title = (f"Table 1 (Li and Yang): Dice (%) of FedAvg from each initialization, age skew, "
              f"{resolve_topology(cfg.topology).num_silos} silos, {cfg.rounds} rounds × {cfg.train.local_steps} steps, "
              f"{cfg.data.image_size}px; mean ± std over seeds {seeds}" + (" [quick]" if args.quick else ""))
     table = Table(title=title)
@@ -167,6 +169,7 @@ def main(argv: list[str] | None = None) -> int:
                                                "initial_dice")],
                       f"{seconds:.0f}")
     con.print(table)
+    rec.table(table)
     init_seconds: dict[str, list[float]] = {}
     for seed in args.seeds:
         seeded = load_config(CONFIG, base + [f"seed={seed}"])
@@ -174,10 +177,12 @@ def main(argv: list[str] | None = None) -> int:
             meta = cache_path(seeded, kind).with_suffix(".json")
             if meta.is_file():
                 init_seconds.setdefault(kind, []).append(json.loads(meta.read_text())["seconds"])
-    con.print(f"teacher ({cfg.fminit.teacher.name} U-Net, {cfg.fminit.teacher_samples} images, "
-              f"{cfg.fminit.teacher_steps} steps) Dice {pm(values['teacher', 'dice'])} · init training s per seed: "
-              + ", ".join(f"{k} {sum(v) / len(v):.0f}" for k, v in init_seconds.items())
-              + f" (cached in {cache_path(cfg, 'fm').parent}) · total {time.perf_counter() - started:.0f} s")
+    line = (f"teacher ({cfg.fminit.teacher.name} U-Net, {cfg.fminit.teacher_samples} images, "
+            f"{cfg.fminit.teacher_steps} steps) Dice {pm(values['teacher', 'dice'])} · init training s per seed: "
+            + ", ".join(f"{k} {sum(v) / len(v):.0f}" for k, v in init_seconds.items())
+            + f" (cached in {cache_path(cfg, 'fm').parent}) · total {time.perf_counter() - started:.0f} s")
+    con.print(line, markup=False)
+    rec.note(line)
     payload = {"quick": args.quick, "seeds": args.seeds, "overrides": base,
                "cells": {f"{a}/{b}": cell_stats(v) for (a, b), v in values.items()}, "init_seconds": init_seconds}
     (out / "table.json").write_text(json.dumps(payload, indent=2))
@@ -193,6 +198,7 @@ def main(argv: list[str] | None = None) -> int:
     plot_runs([out / f"{init}-cfl" / f"seed{args.seeds[0]}" for init in INITS], out / "convergence.png",
               [f"FedAvg from {INITS[init]} (seed {args.seeds[0]})" for init in INITS])
     con.print(f"cells in {out / 'table.json'} and {out / 'table.csv'}; Dice per round in {out / 'convergence.png'}")
+    rec.write(payload)
     return 0
 
 

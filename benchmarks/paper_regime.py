@@ -28,10 +28,7 @@ from __future__ import annotations
 
 import argparse
 import copy
-import datetime
 import json
-import os
-import platform
 import shutil
 import subprocess
 import sys
@@ -265,14 +262,6 @@ def fedsim_run(config: Path, rounds: int, nproc: int, out: Path) -> tuple[float,
     return summary["wall_time_s"] / rounds, theta, summary["foundation_accuracy"]
 
 
-def _commit() -> str:
-    try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True,
-                              check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     sys.path.insert(0, str(REPO))
@@ -281,9 +270,12 @@ def main(argv: list[str] | None = None) -> int:
     config = args.config or CONFIGS[args.algorithm]
     cfg = load_config(config, [f"rounds={args.rounds}"])
     nprocs = [int(x) for x in args.nproc.split(",") if x]
-    load_before = os.getloadavg()
+    from benchmarks.common import Record, markdown_table
+
+    rec = Record("paper_regime", __file__, argv, directory=None if args.no_record else RESULTS,
+                 variant=cfg.algorithm)
     print(f"{cfg.algorithm} on {cfg.topology}, {args.rounds} rounds, evaluation every {cfg.train.eval_every}, "
-          f"checkpoint every {cfg.checkpoint.every}; load average {load_before[0]:.2f}", flush=True)
+          f"checkpoint every {cfg.checkpoint.every}; load average {rec.load_before[0]:.2f}", flush=True)
     loop_s, loop_theta, loop_acc = plain_loop(cfg, args.rounds)
     print(f"  plain loop: {loop_s:.4f} s/round", flush=True)
     rows = [{"runner": "plain loop", "ranks": 1, "s_per_round": loop_s, "ratio": 1.0, "theta_max_abs_diff": 0.0,
@@ -295,29 +287,21 @@ def main(argv: list[str] | None = None) -> int:
             rows.append({"runner": "fedsim", "ranks": nproc, "s_per_round": s, "ratio": s / loop_s,
                          "theta_max_abs_diff": diff, "theta_accuracy": acc})
             print(f"  fedsim on {nproc} rank(s): {s:.4f} s/round", flush=True)
-    load_after = os.getloadavg()
-    head = "| runner | ranks | s / round | ratio to the loop | max abs Θ difference | Θ accuracy |\n|---|---|---|---|---|---|"
-    table = "\n".join([head] + [f"| {r['runner']} | {r['ranks']} | {r['s_per_round']:.4f} | {r['ratio']:.2f}× | "
-                                f"{r['theta_max_abs_diff']:.2e} | {r['theta_accuracy']:.4f} |" for r in rows])
-    print(table)
-    if args.no_record:
-        return 0
-    commit, today = _commit(), datetime.date.today().isoformat()
-    command = "python benchmarks/paper_regime.py " + " ".join(argv if argv is not None else sys.argv[1:])
-    machine = {"cpus": os.cpu_count(), "processor": platform.processor() or platform.machine(),
-               "python": platform.python_version(), "torch": torch.__version__}
-    record = {"command": command.strip(), "commit": commit, "date": today, "machine": machine,
-              "load_average": {"before": load_before, "after": load_after}, "algorithm": cfg.algorithm,
-              "config": str(Path(config).resolve().relative_to(REPO)) if Path(config).resolve().is_relative_to(REPO)
-              else str(config), "rounds": args.rounds, "rows": rows}
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    stem = RESULTS / f"{today}-{commit}-{cfg.algorithm}"
-    stem.with_suffix(".json").write_text(json.dumps(record, indent=2) + "\n")
-    stem.with_suffix(".md").write_text(
-        f"# Paper regime: {cfg.algorithm}, {args.rounds} rounds ({today}, {commit})\n\n"
-        f"`{record['command']}` on {machine['cpus']} CPUs ({machine['processor']}), torch {machine['torch']}; "
-        f"load average {load_before[0]:.2f} before, {load_after[0]:.2f} after.\n\n{table}\n")
-    print(f"wrote {stem.with_suffix('.md').relative_to(REPO)} and .json")
+    columns = ["runner", "ranks", "s / round", "ratio to the loop", "max abs Θ difference", "Θ accuracy"]
+
+    def cells(r: dict) -> list[str]:
+        return [r["runner"], str(r["ranks"]), f"{r['s_per_round']:.4f}", f"{r['ratio']:.2f}×",
+                f"{r['theta_max_abs_diff']:.2e}", f"{r['theta_accuracy']:.4f}"]
+
+    print(markdown_table(columns, [cells(r) for r in rows]))
+    rec.table(title=f"{cfg.algorithm} on {cfg.topology}, {args.rounds} rounds", columns=columns,
+              rows=[cells(r) for r in rows])
+    config_path = Path(config).resolve()
+    path = rec.write({"algorithm": cfg.algorithm, "rounds": args.rounds, "rows": rows,
+                      "config": str(config_path.relative_to(REPO)) if config_path.is_relative_to(REPO) else str(config)},
+                     title=f"Paper regime: {cfg.algorithm}, {args.rounds} rounds")
+    if path is not None:
+        print(f"wrote {path.relative_to(REPO)} and .json")
     return 0
 
 

@@ -9,7 +9,7 @@ released rule / FedEFM DFL and CFL / uniform-EMD and Θ-at-the-end ablations / C
     python benchmarks/paper_tables.py fedefm --quick    # 2 seeds, 4 rounds, 50 % unseen only
     python benchmarks/paper_tables.py fedefm --only select --only main --seeds 0,1,2,3
 
-``mdhfl`` — MDH-FL (seed 003): the four client models (ShuffleNet, ResNet-10, MobileNetV2,
+``mdhfl`` — MDH-FL (Madni et al., arXiv:2308.00155): the four client models (ShuffleNet, ResNet-10, MobileNetV2,
 ResNet-12) on four silos, batch 16 (the paper's), symmetric label noise μ ∈ {0.1, 0.2, 0.3}: mean
 silo test accuracy of standalone training (SCE, no exchange), FedMD, MDH-FL with plain CE and
 MDH-FL (SCE + KL alignment on the public set) after 6, 20 and 40 rounds (those ≤ --rounds; the
@@ -38,9 +38,12 @@ import math
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
+
+if TYPE_CHECKING:
+    from benchmarks.common import Record
 
 # ---- running ------------------------------------------------------------------------------------
 
@@ -124,7 +127,8 @@ def escape(text: str) -> str:
     return rich_escape(text)
 
 
-def print_table(title: str, columns: list[str], rows: list[list[str]]) -> None:
+def print_table(title: str, columns: list[str], rows: list[list[str]], rec: Record | None = None) -> None:
+    """A rich table on the console, and into ``rec`` (the run's result record) when given."""
     from rich.console import Console
     from rich.table import Table
 
@@ -134,9 +138,11 @@ def print_table(title: str, columns: list[str], rows: list[list[str]]) -> None:
     for r in rows:
         table.add_row(*r)
     Console(width=160).print(table)
+    if rec is not None:
+        rec.table(table)
 
 
-# ---- mdhfl: heterogeneous models and noisy labels (seed 003) ------------------------------------
+# ---- mdhfl: heterogeneous models and noisy labels (Madni et al., arXiv:2308.00155) --------------
 
 HETEROGENEOUS = "[shufflenet,resnet10,mobilenetv2,resnet12]"  # MDH-FL's four client models
 NOISE = (0.1, 0.2, 0.3)
@@ -260,10 +266,10 @@ def mdhfl(args: argparse.Namespace) -> int:
     table.append(["paper: MDH-FL (hematology data, 40 rounds)",
                   *[_pct(PAPER_MDHFL.get(mu)) if r == shown[-1] else "" for mu in noise for r in shown], "", ""])
     seed_text = ",".join(map(str, seeds))
-    print_table(f"MDH-FL (seed 003): models {escape(args.models)}, 4 silos, {args.partition} data, "
+    print_table(f"MDH-FL: models {escape(args.models)}, 4 silos, {args.partition} data, "
                 f"{100 * args.unseen:.0f}% unseen labels, batch 16 — mean silo test accuracy (%) after r rounds "
                 f"at label noise μ, mean ± std over seeds {seed_text}",
-                ["row", *columns, "wall s (per seed, all μ)", "MB/round"], table)
+                ["row", *columns, "wall s (per seed, all μ)", "MB/round"], table, args.rec)
     first = summaries[key(rows_run[0][0], noise[0]), seeds[0]]
     silos = [(x["silo"], x["model"]) for x in first["silos"]]
     mid = noise[len(noise) // 2]
@@ -273,7 +279,8 @@ def mdhfl(args: argparse.Namespace) -> int:
 
     print_table(f"each silo after {rounds} rounds at μ = {mid} (mean ± std over seeds {seed_text})",
                 ["row", *[f"silo {i}: {m}" for i, m in silos]],
-                [[label, *[pm(values(row, mid, silo_acc(i))) for i, _ in silos]] for row, label, _ in rows_run])
+                [[label, *[pm(values(row, mid, silo_acc(i))) for i, _ in silos]] for row, label, _ in rows_run],
+                args.rec)
     payload = {"meta": {"rounds": rounds, "shown_rounds": shown, "seeds": seeds, "partition": args.partition,
                         "common": common},
                "cells": cells,
@@ -314,7 +321,8 @@ def mdhfl_val(args: argparse.Namespace) -> int:
                 f"scored on its own part; {args.partition} data, μ = {args.noise}): mean silo accuracy (%), "
                 f"mean ± std over seeds {','.join(map(str, args.seeds))}",
                 ["variant", *[f"r{r}" for r in shown]],
-                [[escape(f"{n} {' '.join(variants[n][2:])}"), *[pm(vals(n, r)) for r in shown]] for n in variants])
+                [[escape(f"{n} {' '.join(variants[n][2:])}"), *[pm(vals(n, r)) for r in shown]] for n in variants],
+                args.rec)
     (Path(args.out) / "mdhfl_val.json").write_text(json.dumps(
         {"variants": variants, "cells": {f"{n}/r{r}": cell_stats(vals(n, r)) for n in variants for r in shown}},
         indent=2))
@@ -322,7 +330,7 @@ def mdhfl_val(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from benchmarks.common import seeds_arg
+    from benchmarks.common import Record, add_record_args, seeds_arg
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="table", required=True)
@@ -376,8 +384,15 @@ def main(argv: list[str] | None = None) -> int:
     v.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override for every run")
     v.add_argument("--out", default="runs/paper_tables/mdhfl-val", help="fedsim sweep folders and mdhfl_val.json")
     v.set_defaults(handler=mdhfl_val)
+    for sp, study in ((p, "fedefm_tables"), (m, "mdhfl"), (v, "mdhfl_val")):
+        add_record_args(sp, study)
+        sp.set_defaults(study=study)
     args = parser.parse_args(argv)
-    return args.handler(args)
+    args.rec = Record.from_args(args, args.study, __file__, argv, variant="quick" if getattr(args, "quick", False) else "")
+    status = args.handler(args)
+    if status == 0:
+        args.rec.write(title=f"paper_tables.py {args.table}")
+    return status
 
 
 if __name__ == "__main__":

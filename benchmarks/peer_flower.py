@@ -46,6 +46,8 @@ sys.path.insert(0, str(REPO))
 
 from peer_job import JOB  # noqa: E402
 
+from benchmarks.common import Record, add_record_args  # noqa: E402
+
 DEFAULT_FLOWER = Path("/work/venvs/flower/bin/python")
 RUNNERS = ("plain", "fedsim1", "fedsim2", "flower")
 
@@ -198,13 +200,16 @@ def main() -> int:
     p.add_argument("--repeats", type=int, default=1,
                    help="run every runner this many times, interleaved; times are the best of them, memory the "
                         "median (a machine shared with others is noisy)")
+    add_record_args(p, "peer_flower")
     args = p.parse_args()
+    rec = Record.from_args(args, "peer_flower", __file__)
     only = [r for r in RUNNERS if r in args.only.split(",")]
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     env["PYTHONPATH"] = f"{HERE}{os.pathsep}{REPO}"
     env["OMP_NUM_THREADS"] = "1"
     flower_python = ensure_flower(args.flower_python) if "flower" in only else None
     load_before = os.getloadavg()
+    rec.load_before = list(load_before)  # the runs, not the Flower venv's set-up
     runs: dict[str, list[dict]] = {w: [] for w in only}
     with tempfile.TemporaryDirectory(prefix="peer-flower-") as tmp:
         work = args.keep or Path(tmp)
@@ -219,7 +224,9 @@ def main() -> int:
                 else:
                     python = flower_python if which == "flower" else sys.executable
                     runs[which].append(run_peer(which, python, sub, env))
-        report({w: combine(r) for w, r in runs.items()}, load_before, os.getloadavg(), args.repeats)
+        results = {w: combine(r) for w, r in runs.items()}
+        report(results, load_before, os.getloadavg(), args.repeats, rec)
+    rec.write({"repeats": args.repeats, "results": results})
     return 0
 
 
@@ -239,7 +246,8 @@ def combine(runs: list[dict]) -> dict:
     return out
 
 
-def report(results: dict[str, dict], load_before, load_after, repeats: int = 1) -> None:
+def report(results: dict[str, dict], load_before, load_after, repeats: int = 1, rec: Record | None = None) -> None:
+    """The table and the ratios against their targets, on the console and into ``rec``."""
     import torch
     from rich.table import Table
 
@@ -257,11 +265,18 @@ def report(results: dict[str, dict], load_before, load_after, repeats: int = 1) 
                       f"{r['pss_mb']:.0f}", str(r["procs"]), f"{r['accuracy']:.4f}")
     con = console()
     con.print(table)
+    if rec is not None:
+        rec.table(table)
+
+    def say(line: str) -> None:
+        con.print("  " + line, markup=False)
+        if rec is not None:
+            rec.note(line)
 
     def ratio(a, b, key, target):
         if a in results and b in results:
             v = results[a][key] / results[b][key]
-            con.print(f"  {labels[a]} / {labels[b]}, {key}: {v:.2f}×  (target ≤ {target})")
+            say(f"{labels[a]} / {labels[b]}, {key}: {v:.2f}×  (target ≤ {target})")
 
     ratio("fedsim2", "flower", "wall_s", 0.5)
     ratio("fedsim2", "flower", "rss_mb", 0.4)
@@ -274,12 +289,12 @@ def report(results: dict[str, dict], load_before, load_after, repeats: int = 1) 
         for k, s in states.items():
             if k != ref_name:
                 diff = max(float((s[n].double() - ref[n].double()).abs().max()) for n in ref)
-                con.print(f"  final weights, {labels[k]} vs {labels[ref_name]}: max |Δ| = {diff:.2e}")
+                say(f"final weights, {labels[k]} vs {labels[ref_name]}: max |Δ| = {diff:.2e}")
     accs = {round(r["accuracy"], 12) for r in results.values()}
-    con.print(f"  final accuracies {'agree' if len(accs) == 1 else 'DIFFER'}: "
-              + ", ".join(f"{labels[k]} {r['accuracy']:.4f}" for k, r in results.items()))
+    say(f"final accuracies {'agree' if len(accs) == 1 else 'DIFFER'}: "
+        + ", ".join(f"{labels[k]} {r['accuracy']:.4f}" for k, r in results.items()))
     if "flower" in results:
-        con.print(f"  Flower's process tree: {', '.join(results['flower']['names'])}")
+        say(f"Flower's process tree: {', '.join(results['flower']['names'])}")
     con.print(f"  load average before {load_before[0]:.2f}, after {load_after[0]:.2f} "
               f"({os.cpu_count()} CPUs, shared with other users)")
 

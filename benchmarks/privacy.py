@@ -1,4 +1,4 @@
-"""Privacy benchmark (issue 13): what DP-SGD costs FedAvg and FedEFM in accuracy and in time.
+"""Privacy benchmark: what DP-SGD costs FedAvg and FedEFM in accuracy and in time.
 
 Θ test accuracy of FedEFM (DFL) and FedAvg (CFL) trained with sample-level DP-SGD per silo
 (``privacy.mode: sample``, Opacus, Poisson sampling, clip C = ``--clip``) at ε ∈ {∞, 8, 4, 1},
@@ -31,6 +31,8 @@ from statistics import mean, stdev
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from benchmarks.common import Record, add_record_args  # noqa: E402
+
 #: the reduced size: the default run's data (4 silos, domain mixtures, half the other silos' classes
 #: unseen) with 2,048 images per silo at 32 px, a width-8 CNN, 6 rounds of the default steps, SGD
 #: (momentum 0.9) lr 0.05 at batch 64 for every run, private or not. DP-SGD needs many samples per
@@ -58,6 +60,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     size.add_argument("--quick", action="store_true", help="a smoke-test size (minutes)")
     size.add_argument("--full", action="store_true", help="the embedded default's size (hours on 2 cores)")
     p.add_argument("--out", default="runs/bench_privacy")
+    add_record_args(p, "privacy")
     return p.parse_args(argv)
 
 
@@ -88,6 +91,8 @@ def _fmt(values: list[float], spec: str = ".3f") -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    rec = Record.from_args(args, "privacy", __file__, argv,
+                           variant="quick" if args.quick else "full" if args.full else "")
     from rich.console import Console
     from rich.table import Table
 
@@ -130,6 +135,8 @@ def main(argv: list[str] | None = None) -> int:
                            "dp_time_ratio": ratio})
     console.print(table)
     (out / "privacy.json").write_text(json.dumps(report, indent=2, default=str))
+    rec.table(table)
+    rec.write(report)
     console.print(f"total {time.perf_counter() - started:.0f} s · {out}/privacy.json, sweep/ (sweep.csv, sweep.png)")
     return 0
 

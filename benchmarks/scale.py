@@ -33,11 +33,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from benchmarks.common import Record, add_record_args  # noqa: E402
+
 SMALL = [
     "data.image_size=16", "data.samples_per_silo=32", "data.test_samples=64",
     "model.width=4", "train.local_steps=1", "train.batch_size=16", "train.eval_every=0",
 ]
-#: the default model and data (issue 14's "default job"), evaluated only in the last round as SMALL
+#: the default model and data (the "default job" of the scale targets), evaluated only in the last round as SMALL
 DEFAULT = [
     "data.image_size=64", "data.samples_per_silo=256", "data.test_samples=512", "model.width=16",
     "train.local_steps=10", "train.batch_size=32", "train.eval_every=0",
@@ -62,6 +64,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="extra config override, e.g. --set model.width=8")
     p.add_argument("--out", default="runs/bench_scale", help="output folder (default runs/bench_scale)")
+    add_record_args(p, "scale")
     return p.parse_args(argv)
 
 
@@ -189,7 +192,7 @@ def run_one(args, network: str, console) -> dict:
     }
 
 
-def print_table(rows: list[dict], title: str, console) -> None:
+def print_table(rows: list[dict], title: str, console, rec: Record | None = None) -> None:
     from rich.table import Table
 
     table = Table(title=title)
@@ -208,9 +211,14 @@ def print_table(rows: list[dict], title: str, console) -> None:
             f"{r['mb_per_round']:.1f}",
         )
     console.print(table)
+    if rec is not None:
+        rec.table(table)
     for r in rows:
-        console.print(f"{r['silos']} silos: run_rank {' / '.join(f'{v:.1f}' for v in r['run_s'])} s per rank "
-                      f"(data, rounds, Θ), spawn total {r['spawn_s']:.1f} s, Θ accuracy {r['theta_accuracy']:.3f}")
+        line = (f"{r['silos']} silos: run_rank {' / '.join(f'{v:.1f}' for v in r['run_s'])} s per rank "
+                f"(data, rounds, Θ), spawn total {r['spawn_s']:.1f} s, Θ accuracy {r['theta_accuracy']:.3f}")
+        console.print(line)
+        if rec is not None:
+            rec.note(line)
 
 
 def plot_sweep(rows: list[dict], path: Path) -> Path:
@@ -242,6 +250,7 @@ def main(argv: list[str] | None = None) -> int:
     from rich.console import Console
 
     console = Console(width=200)
+    rec = Record.from_args(args, "scale", __file__, argv, variant="sweep" if args.sweep else "")
     if args.sweep:
         sizes = [int(x) for x in args.sweep.split(",") if x.strip()]
         rows = []
@@ -249,13 +258,15 @@ def main(argv: list[str] | None = None) -> int:
             rows.append(run_one(args, f"random-regular:{n}", console))
             (Path(args.out) / "scale_sweep.json").write_text(json.dumps(rows, indent=1))
         print_table(rows, f"gossip on random-regular:N ({args.graph}), {args.nproc} ranks, {args.rounds} rounds, "
-                          f"preset {args.preset}", console)
+                          f"preset {args.preset}", console, rec)
         console.print(f"wrote {plot_sweep(rows, Path(args.out) / 'scale_sweep.png')}")
+        rec.write(rows, figures={"scale_sweep.png": lambda path: plot_sweep(rows, path)})
         return 0
     row = run_one(args, args.network, console)
     (Path(args.out) / f"scale_{row['silos']}.json").write_text(json.dumps(row, indent=1))
     print_table([row], f"gossip on {args.network} ({args.graph}): {row['silos']} silos, {args.nproc} ranks, "
-                       f"{args.rounds} rounds, preset {args.preset}", console)
+                       f"{args.rounds} rounds, preset {args.preset}", console, rec)
+    rec.write(row)
     return 0
 
 

@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))  # run as a script from anywhere: benchmarks.common and fedsim
 JOB = ["algorithm=fedavg", "rounds=5", "compare_with=[]", "downstream.enabled=false"]
 
 
@@ -32,6 +33,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--repeat", type=int, default=2, help="runs per checkout (default 2; the median is shown)")
     p.add_argument("--compare", default=None, metavar="DIR", help="another fedsim checkout to run the same job with")
     p.add_argument("--out", default="runs/bench_startup", help="output folder (default runs/bench_startup)")
+    from benchmarks.common import add_record_args
+
+    add_record_args(p, "startup")
     return p.parse_args(argv)
 
 
@@ -62,6 +66,10 @@ def main(argv: list[str] | None = None) -> int:
     from rich.console import Console
     from rich.table import Table
 
+    from benchmarks.common import Record
+
+    rec = Record.from_args(args, "startup", __file__, argv)
+
     out = Path(args.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
     checkouts = {"this": REPO}
@@ -88,14 +96,17 @@ def main(argv: list[str] | None = None) -> int:
     table.add_row("import torch, torch._dynamo alone", f"{floor:.1f}", "", f"{floor:.1f}",
                   f"{floor / rows['this']['wall']:.0%} of this")
     Console(width=150).print(table)
+    rec.table(table)
     if "compare" in rows:
-        print(f"outside the rounds: this / compare = {rows['this']['outside'] / rows['compare']['outside']:.2f}")
+        line = f"outside the rounds: this / compare = {rows['this']['outside'] / rows['compare']['outside']:.2f}"
+        print(line)
+        rec.note(line)
     (out / "startup.json").write_text(json.dumps({"runs": runs, "import_floor_s": floors}, indent=1))
+    rec.write({"runs": runs, "import_floor_s": floors})
     return 0
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, str(REPO))
     from fedsim.cli import run_script
 
     run_script(main)

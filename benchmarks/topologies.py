@@ -11,7 +11,7 @@ For one network underlay (default Gaia, 11 silos):
     it is deterministic) beside the mean silo test accuracy; a PNG plots accuracy against
     simulated time, one curve per overlay;
 (c) the table of simulated time to reach ``--target`` accuracy and the speed-up over STAR (the
-    form of Marfoq et al.'s README table), all ratios measured in this run.
+    form of Marfoq et al.'s results), all ratios measured in this run.
 
 STAR for gossip is the star overlay *graph* (gossip between the hub and its leaves); its
 simulated round is the max-plus round of that graph, not the server-based
@@ -38,6 +38,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from benchmarks.common import Record, add_record_args  # noqa: E402
 from fedsim.netmodel import OVERLAY_KINDS  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -72,6 +73,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="extra config override for every run, e.g. --set train.lr=0.1")
     p.add_argument("--quick", action="store_true", help="3 overlays, 10 rounds (about a minute on 2 idle cores)")
     p.add_argument("--out", default="runs/bench_topologies", help="output folder (default runs/bench_topologies)")
+    add_record_args(p, "topologies")
     args = p.parse_args(argv)
     preset = QUICK if args.quick else DEFAULTS
     args.overlays = args.overlays or preset.get("overlays", DEFAULT_OVERLAYS)
@@ -156,6 +158,7 @@ def plot(curves: dict[str, dict[str, list]], target: float, title: str, path: Pa
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    rec = Record.from_args(args, "topologies", __file__, argv, variant="quick" if args.quick else "")
     from rich.console import Console
     from rich.table import Table
 
@@ -199,6 +202,7 @@ def main(argv: list[str] | None = None) -> int:
             w.writerow([k, "" if f is None else f"{f:.6f}", f"{ours[k]:.6f}"])
             t.add_row(k, "" if f is None else f"{f:.1f}", f"{ours[k]:.1f}", "✓" if k in args.kinds else "")
     console.print(t)
+    rec.table(t)
 
     # (b) train on each overlay, all in one spawned process group.
     jobs = []
@@ -260,14 +264,21 @@ def main(argv: list[str] | None = None) -> int:
                   fmt(r["round_time_ratio_vs_star"], ".2f") + ("×" if r["round_time_ratio_vs_star"] else ""),
                   f"{r['final_accuracy']:.3f}", f"{r['wall_s']:.1f}")
     console.print(t)
+    rec.table(t)
     with open(out / "time_to_target.csv", "w", newline="") as fh:
         w = csv.DictWriter(fh, fieldnames=list(rows[0]))
         w.writeheader()
         w.writerows(rows)
     missed = [r["overlay"] for r in rows if r["rounds_to_target"] is None]
     if missed:
-        console.print(f"[yellow]target {args.target:g} not reached in {args.rounds} rounds by: {', '.join(missed)} "
-                      "(lower --target or raise --rounds)")
+        line = (f"target {args.target:g} not reached in {args.rounds} rounds by: {', '.join(missed)} "
+                "(lower --target or raise --rounds)")
+        console.print(f"[yellow]{line}")
+        rec.note(line)
+    rec.write({"cycle_time_ms": {"femnist": femnist, "experiment": ours}, "rows": rows},
+              figures={"accuracy_vs_sim_time.png": lambda path: plot(
+                  curves, args.target, f"{args.algorithm} on {underlay.name} overlays ({underlay.num_silos} silos, "
+                  f"{args.rounds} rounds, target {args.target:g})", path)})
     console.print(f"training {train_s:.1f} s, total {time.perf_counter() - started:.1f} s · "
                   f"{png}, cycle_times.csv, curves.csv, time_to_target.csv in {out}/")
     return 0

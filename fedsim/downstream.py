@@ -1,4 +1,4 @@
-"""Downstream fine-tuning from a foundation model Θ (SPEC §4 "Downstream", issue 5 part 3, issue 10).
+"""Downstream fine-tuning from a foundation model Θ.
 
 Two tasks on a generated downstream set (one domain, "human" by default):
 
@@ -8,8 +8,8 @@ Two tasks on a generated downstream set (one domain, "human" by default):
   initialised. Few-shot (``seg_train_samples`` images): the decoder first trains alone on the
   frozen encoder (``seg_warmup_steps``), then the whole U-Net (``seg_steps``, the encoder at the
   smaller ``seg_encoder_lr``). Scored on catheter / guidewire Dice, mIoU and per-image Jaccard with
-  background excluded (:mod:`fedsim.metrics`). README "Downstream" has the measurements behind
-  this recipe.
+  background excluded (:mod:`fedsim.metrics`). docs/downstream.md and its records have the
+  measurements behind this recipe.
 * **classification**: a :func:`fedsim.models.build_model` classifier with 3 classes on the
   tube-position label (normal / borderline / abnormal), every backbone tensor copied from the
   foundation, the head (``head_prefixes``) freshly initialised, the whole network fine-tuned;
@@ -58,7 +58,7 @@ class DownstreamConfig:
     ``seed`` draws the downstream images; ``seeds`` are the fine-tune seeds (decoder/head
     initialisation and batch order), every row is their mean ± std.
 
-    Segmentation recipe (chosen on the validation split, README "Downstream"): 16 training images,
+    Segmentation recipe (chosen on the validation split, docs/downstream.md): 16 training images,
     decoder warm-up on the frozen encoder, then the whole U-Net with the encoder at a tenth of the
     decoder's learning rate, no raw-pixel branch in the decoder, segmentation images at 96x96.
     Cost with the default model on one CPU thread: ~24 s per segmentation fine-tune at 96x96 (~11 s
@@ -93,7 +93,7 @@ class DownstreamConfig:
     # classification task always uses). 96, not the default run's 64: at 64x64 the guidewire is a
     # 1-pixel line of ~12 pixels an image, where a foundation gains 3 Dice points against a
     # seed-to-seed spread of 5-7; at 96x96 it is 3 pixels wide and Θ gains 12 (validation split,
-    # README "Downstream")
+    # docs/downstream.md)
     seg_image_size: Annotated[int, Range(ge=16)] | None = 96
     # fine-tunes run in this many processes, one CPU thread each (0 = one per usable core, at most
     # one per fine-tune); the scores are the same for any number (every fine-tune is single-threaded)

@@ -1,4 +1,4 @@
-"""Where federated training begins (seed 004, "Where to begin? From random to foundation model
+"""Where federated training begins (M. Li, G. Yang, "Where to begin? From random to foundation model
 instructed initialization in FL for medical image segmentation").
 
 ``init: random``: every silo starts from the seeded random U-Net (as any run).
@@ -51,7 +51,7 @@ def _teacher_model_config():
 
 @dataclass
 class FMInitConfig:
-    """Where federated training begins (seed 004, ``init: pretrained | fm``). ``pretrained``: the
+    """Where federated training begins (Li and Yang's ``init: pretrained | fm``). ``pretrained``: the
     student U-Net (``model``) trained on the proxy set D^P with the segmentation loss; ``fm``: a
     larger teacher U-Net (``teacher``, trained on its own larger public set: our stand-in for
     SAM-Med2D) distilled into the student on D^P with L = α·KL(σ(z_T) ‖ σ(z_S)) per pixel +

@@ -52,7 +52,7 @@ def pixel_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor, tempera
 
 def fm_distillation_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, target: torch.Tensor,
                          alpha: float = 0.6, temperature: float = 1.0) -> torch.Tensor:
-    """FM-instructed initialization (seed 004, eq. 5): L = α · L_KL(teacher ‖ student) per pixel
+    """FM-instructed initialization (Li and Yang, "Where to begin?", eq. 5): L = α · L_KL(teacher ‖ student) per pixel
     + (1 − α) · L_dice(y, σ(student)); the teacher's logits carry no gradient."""
     return (alpha * pixel_kl(student_logits, teacher_logits.detach(), temperature)
             + (1.0 - alpha) * soft_dice_loss(student_logits, target))

@@ -154,3 +154,10 @@ def reset_optimizer(optimizer: torch.optim.Optimizer, cfg: ExperimentConfig) -> 
 def travelling_bytes(optimizer: torch.optim.Optimizer) -> int:
     """Bytes :func:`travelling_state` adds to a message."""
     return sum(t.numel() * t.element_size() for t in travelling_template(optimizer))
+
+
+def travelling_factor(model: nn.Module, optimizer: torch.optim.Optimizer) -> float:
+    """How many times a model's bytes a message is when the optimiser's state travels with it
+    (what the simulated clock scales the message size by)."""
+    weights = sum(t.numel() * t.element_size() for t in model.state_dict().values())
+    return 1.0 + travelling_bytes(optimizer) / weights

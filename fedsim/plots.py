@@ -65,11 +65,7 @@ def plot_runs(run_dirs: list[str | Path], out: str | Path, labels: list[str] | N
         ax.grid(alpha=0.3)
     by_round.legend(fontsize=8)
     fig.tight_layout()
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=120)
-    plt.close(fig)
-    return out
+    return _save(fig, out)
 
 
 def read_teacher_weights(run_dir: str | Path) -> dict[int, dict[str, dict[int, list[tuple[int, float]]]]]:
@@ -129,6 +125,13 @@ def plot_teacher_weights(run_dir: str | Path, out: str | Path) -> Path:
         axes[2 * (n // cols) + 1, n % cols].set_visible(False)
     fig.suptitle(f"{Path(run_dir).name}: EMD weight and similarity of each teacher, by round")
     fig.tight_layout()
+    return _save(fig, out)
+
+
+def _save(fig, out: str | Path) -> Path:
+    """Write ``fig`` to ``out`` (its folder made) and free it."""
+    import matplotlib.pyplot as plt
+
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=120)

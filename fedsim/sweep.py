@@ -165,7 +165,7 @@ def _finished(run: Run) -> bool:
 
 def _current_downstream(path: Path, cfg) -> bool:
     """Whether ``downstream.json`` comes from today's downstream recipe: rows fine-tuned once per
-    fine-tune seed (``per_seed``, issue 10) on images of the configured sizes (segmentation at 96
+    fine-tune seed (``per_seed``) on images of the configured sizes (segmentation at 96
     since the guidewire finding; older rows do not record them). Older files used another recipe, so
     unlike a config key that grew a default they cannot be reused."""
     try:

@@ -1,4 +1,4 @@
-"""Topologies: which silo sends its model to which, read from YAML (SPEC §1) or GML underlays.
+"""Topologies: which silo sends its model to which, read from YAML or GML underlays.
 
 A topology file names silos 0…N−1 and lists edges ``[j, i]`` meaning *j is an in-neighbour of
 i*. ``directed: false`` makes every edge two-way. Validation collects every problem in the file

@@ -1,4 +1,4 @@
-"""FM-instructed initialization (seed 004): the distillation loss on a hand-worked example, every
+"""FM-instructed initialization (Li and Yang, "Where to begin?"): the distillation loss on a hand-worked example, every
 silo of a spawned run starting from the distilled student (recomputed here from the loss written
 out), ``init_from`` loading a file, and the cache."""
 

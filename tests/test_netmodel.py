@@ -29,7 +29,7 @@ from fedsim.topology import load_topology, make_topology, parse_topology
 ROOT = Path(__file__).resolve().parents[1]
 TOPOLOGIES = ROOT / "topologies"
 
-# MultigraphFL Table 3 (FEMNIST constants), ms; CYCLETIME.md.
+# MultigraphFL Table 3 (FEMNIST constants), ms (Marfoq et al., NeurIPS 2020).
 TABLE3 = {
     "gaia": {"star": 289.8, "matcha": 166.4, "matcha+": 166.4, "mst": 77.2, "delta-mbst": 77.2,
              "ring": 57.2, "multigraph": 15.7},

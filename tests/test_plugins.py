@@ -186,7 +186,7 @@ def test_plugin_run_through_the_cli_from_the_working_directory(tmp_path, monkeyp
 
 
 def test_the_launch_example_runs_as_documented(tmp_path):
-    """launch/plugin_example/run.sh: the README's plug-in example, 10 RGB classes."""
+    """launch/plugin_example/run.sh: the plug-in example of docs/data-and-models.md, 10 RGB classes."""
     import subprocess
     from pathlib import Path
 

@@ -1,4 +1,4 @@
-"""Issue 14 (many silos per rank): compact data, sampled evaluation and per-rank checkpoints, each
+"""Many silos per rank: compact data, sampled evaluation and per-rank checkpoints, each
 checked against an independent reference (float storage, the full evaluation, a run that was never
 interrupted) on real spawned gloo ranks."""
 

@@ -1,4 +1,5 @@
-"""FedEFM — Multishot Foundation Federated Distillation (Do et al., ICRA 2025; SPEC §2).
+"""FedEFM — Multishot Foundation Federated Distillation (Do et al., "FedEFM: Federated Endovascular
+Foundation Model with Unseen Data", ICRA 2025).
 
 Round 0: every silo trains θ_i on its own data ξ_i.
 Round k ≥ 1, for every silo i:
@@ -38,7 +39,7 @@ from fedsim.optim import (
     load_travelling_state,
     make_optimizer,
     reset_optimizer,
-    travelling_bytes,
+    travelling_factor,
     travelling_state,
     travelling_template,
 )
@@ -47,7 +48,7 @@ from fedsim.settings import Range
 
 @dataclass
 class FedEFMConfig:
-    """FedEFM's Multishot Foundation Distillation (SPEC §2); symbols from the paper in comments."""
+    """FedEFM's Multishot Foundation Distillation; symbols from the paper in comments."""
 
     overseas_steps: Annotated[int, Range(ge=1)] = 10  # steps a visiting copy θ_{i→j} trains on ξ_j (eq. 1)
     distill_steps: Annotated[int, Range(ge=1)] = 10  # steps of eq. 2 at the home silo per round
@@ -61,7 +62,7 @@ class FedEFMConfig:
     #: "hosted" — the neighbours' models that visited silo i this round, trained on ξ_i (the
     #: authors' released rule; no extra message); "experts" — silo i's own experts returned
     #: from its neighbours; "gossip" — Metropolis–Hastings with the neighbours' distilled models
-    #: (one more message per arc). Chosen on a validation split (README, FedEFM).
+    #: (one more message per arc). Chosen on a validation split (docs/fedefm.md).
     mix: Literal["hosted", "experts", "gossip"] = "hosted"
     self_weight: Annotated[float, Range(ge=0, le=1)] = 0.5  # s: the silo's own share in the mix (½ in the released code)
     #: the optimiser a visiting copy θ_{i→j} trains with at j: "fresh" (a new one per visit) or
@@ -294,8 +295,7 @@ class FedEFM(Algorithm):
         if self._rider is None:
             return 1.0
         silo = next(iter(self.fed.hosted.values()))
-        model = sum(t.numel() * t.element_size() for t in state_tensors(silo.model))
-        return 1.0 + travelling_bytes(silo.optimizer) / model
+        return travelling_factor(silo.model, silo.optimizer)
 
     def _model_like(self, tensors: list[torch.Tensor]) -> nn.Module:
         model = self._spare.pop() if self._spare else self.fed.new_model()

@@ -33,7 +33,7 @@ from fedsim.optim import (
     load_travelling_state,
     make_optimizer,
     reset_optimizer,
-    travelling_bytes,
+    travelling_factor,
     travelling_state,
     travelling_template,
 )
@@ -81,8 +81,7 @@ class FedEFMReleased(Algorithm):
         if self._rider is None:
             return 1.0
         silo = next(iter(self.fed.hosted.values()))
-        model = sum(t.numel() * t.element_size() for t in state_tensors(silo.model))
-        return 1.0 + travelling_bytes(silo.optimizer) / model
+        return travelling_factor(silo.model, silo.optimizer)
 
     def round(self, k: int) -> dict[int, float]:
         losses = self.local_training()

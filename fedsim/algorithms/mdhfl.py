@@ -1,5 +1,5 @@
-"""MDH-FL — federated learning for data and model heterogeneity (Madni, Umer & Foresti, 2023;
-SPEC §3, seed 003).
+"""MDH-FL — federated learning for data and model heterogeneity (Madni, Umer & Foresti,
+"Federated Learning for Data and Model Heterogeneity in Medical Imaging", arXiv:2308.00155, 2023).
 
 Silos may run different architectures (``model.per_silo``, e.g. shufflenet, resnet10,
 mobilenetv2, resnet12) and hold noisy labels (``data.label_noise`` μ). Clients "first train
@@ -42,7 +42,7 @@ from fedsim.transport import message_bytes, weighted_sum
 
 @dataclass
 class MDHFLConfig:
-    """MDH-FL (seed 003): symmetric cross-entropy locally, then KL alignment of softened class
+    """MDH-FL (Madni et al., 2023): symmetric cross-entropy locally, then KL alignment of softened class
     distributions on a public set; heterogeneous models via ``model.per_silo``."""
 
     align_steps: Annotated[int, Range(ge=0)] = 10  # alignment steps (public batches) per round (0: no exchange)

@@ -20,7 +20,7 @@ std of the seed-by-seed difference to random initialization (with 3 seeds, a Δ 
 
 Segmentation is few-shot (--seg-train-samples images): the decoder first trains on the frozen
 encoder (--seg-warmup-steps), then the whole U-Net (--seg-steps, encoder at --seg-encoder-lr);
-README "Downstream" has the measurements behind these defaults. --split val scores on a quarter
+docs/downstream.md and its records have the measurements behind these defaults. --split val scores on a quarter
 of the training images held out (for choosing a recipe; never choose on the test split).
 
 The model settings default to the `model:` section of the config.yaml next to the first

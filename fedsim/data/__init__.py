@@ -130,7 +130,7 @@ class DataConfig:
         if self.kind == "folder" and not self.root:
             raise DataError("data.kind is 'folder' but data.root is not set")
         if self.kind == "folder" and not Path(self.root).expanduser().is_dir():
-            raise DataError(f"data.root {self.root} is not a folder; see README 'Your own data' for the layout")
+            raise DataError(f"data.root {self.root} is not a folder; see 'Your own data' in docs/data-and-models.md for the layout")
         if self.kind == "torchvision":
             from .vision import check_config
 

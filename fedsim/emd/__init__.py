@@ -1,4 +1,4 @@
-"""Differentiable Earth Mover's Distance similarity (SPEC §2): exact, cvxpylayers, Sinkhorn."""
+"""Differentiable Earth Mover's Distance similarity (eq. 3 of the FedEFM paper): exact, cvxpylayers, Sinkhorn."""
 
 from fedsim.emd.core import (
     BACKENDS,

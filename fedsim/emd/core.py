@@ -1,4 +1,4 @@
-"""DeepEMD-style similarity between two sets of dense features (SPEC §2, "EMD weight").
+"""DeepEMD-style similarity between two sets of dense features (the FedEFM paper's EMD weight, after DeepEMD: Zhang et al., CVPR 2020).
 
 Pipeline: feature maps (B, C, H, W) -> optional adaptive average pooling to grid x grid ->
 node sets (B, n, C); cost c_pq = 1 - cos(u_p, v_q); cross-reference node weights
@@ -278,7 +278,7 @@ def emd_similarity(
     sinkhorn_iters: int = DEFAULT_SINKHORN_ITERS,
     solver_args: dict | None = None,
 ) -> torch.Tensor:
-    """EMD similarity s (B,) between dense features U and V (SPEC §2, eq. 3).
+    """EMD similarity s (B,) between dense features U and V (eq. 3 of the FedEFM paper: Do et al., ICRA 2025).
 
     U, V: feature maps (B, C, H, W) — pooled to grid x grid when ``grid`` is given — or node
     sets (B, n, C) and (B, m, C) (n != m allowed). ``eps`` is added to every node weight.

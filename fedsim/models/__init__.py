@@ -183,7 +183,7 @@ class UNet(nn.Module):
     ``raw_branch=False`` drops that conv, so every feature the decoder sees has passed through the
     encoder: the downstream benchmark uses it to measure what a foundation encoder is worth (with
     the branch, random initialization segments the devices nearly as well as a trained encoder
-    and the gap sinks into the seed noise — README Downstream)."""
+    and the gap sinks into the seed noise — docs/downstream.md)."""
 
     def __init__(self, encoder: nn.Module, num_seg_classes: int = 3, in_channels: int = 1,
                  norm: str = "group", decoder_width: int = 0, raw_branch: bool = True):

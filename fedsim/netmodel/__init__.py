@@ -1,4 +1,4 @@
-"""Network delay model, overlays and cycle times (MultigraphFL / Marfoq et al.; CYCLETIME.md).
+"""Network delay model, overlays and cycle times (MultigraphFL: Marfoq et al., "Throughput-Optimal Topology Design for Cross-Silo Federated Learning", NeurIPS 2020).
 
 Public API::
 

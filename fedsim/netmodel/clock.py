@@ -1,6 +1,6 @@
 """Arc delays of a trained topology and the simulated network clock (max-plus recursion).
 
-Arc delays for a :class:`~fedsim.topology.Topology` (``arc_delays``) follow CYCLETIME §2 with the
+Arc delays for a :class:`~fedsim.topology.Topology` (``arc_delays``) follow MultigraphFL's delay model with the
 topology's own degrees:
 
     d(j→i) = T_c(j) + ℓ(j,i) + max(δ⁺(j)·u_j, δ⁻(i)·u_i, τ(j,i)),   τ = M / bandwidth

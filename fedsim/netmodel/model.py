@@ -1,4 +1,4 @@
-"""MultigraphFL's network delay model (see CYCLETIME.md): constants, connectivity graph, arc delays
+"""MultigraphFL's network delay model (Marfoq et al., NeurIPS 2020): constants, connectivity graph, arc delays
 and the maximum cycle mean (Karp).
 
 Units: times in ms, sizes in bits. ``Gbit/s = 10⁶ bit/ms``.
@@ -23,7 +23,7 @@ DEFAULT_ACCESS_GBPS = 10.0  # each silo's access link (MultigraphFL)
 
 @dataclass
 class NetConfig:
-    """The ``net:`` section: constants of the simulated network clock (SPEC §5); None: derived
+    """The ``net:`` section: constants of the simulated network clock; None: derived
     from the run."""
 
     model_bits: Annotated[float, Range(gt=0)] | None = None  # M: bits of one model copy; default: the trained model's size in bits
@@ -80,7 +80,7 @@ class DelayModel:
 
 @dataclass
 class Connectivity:
-    """The complete connectivity graph K_N over an underlay (CYCLETIME §1).
+    """The complete connectivity graph K_N over an underlay (MultigraphFL's connectivity graph).
 
     Matrices are N×N, indexed by silo id (file order). ``edge_order`` lists every pair (u, v),
     u < v in file order, in the order of u's own Dijkstra discovery of v; ``underlay_edges`` lists
@@ -226,7 +226,7 @@ def degrees(n: int, arcs: Iterable[tuple[int, int]]) -> tuple[np.ndarray, np.nda
 
 def overlay_arc_weights(conn: Connectivity, arcs: Sequence[tuple[int, int]]) -> dict[tuple[int, int], float]:
     """w(i→j) = T_c + ℓ(i,j) + max(δ⁺(i)·u, δ⁻(j)·u, τ(i,j)) with degrees of the overlay ``arcs``
-    (CYCLETIME §2). T_c is the sender's compute time; u the sender's upload / receiver's download."""
+    (MultigraphFL's arc delay). T_c is the sender's compute time; u the sender's upload / receiver's download."""
     out, inn = degrees(conn.n, arcs)
     return {
         (i, j): float(conn.compute[i] + conn.latency[i, j]

@@ -1,4 +1,4 @@
-"""Overlay generators and their cycle times, exactly as CYCLETIME.md §4 (MultigraphFL's Table 3).
+"""Overlay generators and their cycle times, exactly as MultigraphFL builds them (Marfoq et al., NeurIPS 2020; their Table 3).
 
 Every generator takes a :class:`~fedsim.netmodel.model.Connectivity` and returns an
 :class:`Overlay`; ``Overlay.to_topology()`` gives a trainable :class:`~fedsim.topology.Topology`
@@ -90,7 +90,7 @@ def _bidirected(edges: list[tuple[int, int]]) -> list[tuple[int, int]]:
 
 
 def star_server(conn: Connectivity) -> int:
-    """Highest load centrality weighted by ℓ, first node on ties (CYCLETIME §4 STAR)."""
+    """Highest load centrality weighted by ℓ, first node on ties (MultigraphFL's STAR)."""
     lat = conn.latency
     n = conn.n
     # When every direct edge is the unique shortest path all loads are 0: skip networkx.
@@ -269,7 +269,7 @@ def ring_weights(conn: Connectivity) -> np.ndarray:
 
 
 def christofides_tour(w: np.ndarray) -> list[int]:
-    """CYCLETIME §4 RING steps 1–3: Prim from 0, min-weight perfect matching of odd vertices
+    """MultigraphFL's RING, steps 1–3: Prim from 0, min-weight perfect matching of odd vertices
     (networkx), Euler tour by Hierholzer with the specified neighbour order, shortcut."""
     import networkx as nx
 
@@ -347,7 +347,7 @@ def multigraph_parallel_edges(weights: list[float], t_max: int = T_MAX) -> list[
 
 def multigraph_cycle_time(weights: list[float], parallel: list[int], compute_ms: float,
                           rounds: int = MULTIGRAPH_ROUNDS) -> float:
-    """The multigraph state recursion on a ring (CYCLETIME §4 MULTIGRAPH): mean of λ_k over rounds,
+    """The multigraph state recursion on a ring (MultigraphFL's MULTIGRAPH): mean of λ_k over rounds,
     λ_k = Σ_strong τ_e / N (the ring's only cycle, weak arcs set to 0)."""
     w = np.asarray(weights, dtype=float)
     ne = np.asarray(parallel)
@@ -401,7 +401,7 @@ def multigraph_active_arcs(topology: Topology, round: int) -> set[tuple[int, int
 
 
 def misra_gries(n: int, edges: list[tuple[int, int]]) -> dict[tuple[int, int], int]:
-    """Edge colouring with colours 0…Δ, the Misra–Gries variant of CYCLETIME §4 MATCHA.
+    """Edge colouring with colours 0…Δ, the Misra–Gries variant MultigraphFL's MATCHA uses.
     ``edges`` in edge order; returns colour per edge keyed (min, max)."""
     nbrs: list[list[int]] = [[] for _ in range(n)]
     for u, v in edges:  # smaller-index neighbours come first (node-major edge order)
@@ -492,7 +492,7 @@ def misra_gries(n: int, edges: list[tuple[int, int]]) -> dict[tuple[int, int], i
 def matcha_probabilities(n: int, matchings: list[list[tuple[int, int]]], budget: float = MATCHA_BUDGET) -> np.ndarray:
     """argmax_p λ₂(Σ p_j L_j) s.t. 0 ≤ p ≤ 1, Σp ≤ budget·(number of matchings), as the SDP
     γI − β11ᵀ ≼ Σ p_j L_j; clipped to [0, 1] and rounded to 1e-6 (removes solver noise around ½,
-    which otherwise changes numpy's binomial draws, see CYCLETIME §4)."""
+    which otherwise changes numpy's binomial draws)."""
     import cvxpy as cp
 
     m = len(matchings)

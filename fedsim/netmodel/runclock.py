@@ -1,4 +1,4 @@
-"""The simulated network clock of a training run, one component of the round loop (SPEC §5).
+"""The simulated network clock of a training run, one component of the round loop (MultigraphFL's delay model).
 
 Each silo keeps a simulated time; after every round the delay model advances it on the graph
 the scenario charges (:meth:`fedsim.plan.Scenario.clock_graph`): DFL the graph trained on (a round

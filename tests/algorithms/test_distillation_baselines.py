@@ -1,4 +1,4 @@
-"""FedDF and FedMD (SPEC §3 "FedMD / FedDF style distillation"): a distributed run (real gloo
+"""FedDF and FedMD (FedMD / FedDF-style distillation): a distributed run (real gloo
 ranks, 4 silos on 2 ranks) equals a single-process sequential re-computation written here
 independently — explicit loops over silos, an explicit mean of the logits, explicit KL / L1."""
 

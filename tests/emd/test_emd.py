@@ -32,7 +32,7 @@ def highs_ot(C: np.ndarray, a: np.ndarray, b: np.ndarray) -> tuple[float, np.nda
 
 
 def reference_similarity(U: torch.Tensor, V: torch.Tensor, grid=None, eps=1e-6) -> np.ndarray:
-    """SPEC §2 written out independently in numpy (pooling by explicit block means), then HiGHS."""
+    """The FedEFM paper's EMD similarity (eq. 3) written out independently in numpy (pooling by explicit block means), then HiGHS."""
     U = U.detach().double().numpy()
     V = V.detach().double().numpy()
 
@@ -143,7 +143,7 @@ def test_gradcheck_exact_features():
 
 
 def autograd_problem(u, v, eps=1e-6):
-    """SPEC §2's cost and node weights composed from torch ops, differentiated by autograd."""
+    """The EMD's cost and node weights composed from torch ops, differentiated by autograd."""
     import torch.nn.functional as F
 
     C = 1.0 - F.normalize(u, dim=-1, eps=1e-12) @ F.normalize(v, dim=-1, eps=1e-12).transpose(1, 2)
