@@ -17,20 +17,15 @@ at width 16, 5 rounds of 5 local Adam steps (lr 0.005, batch 16); each run in th
 one rank. Without corruption FedAvg's Θ reaches ~80% in these 5 rounds.
 
     python benchmarks/robustness.py [--seeds 0,1,2] [--rounds 5] [--noise 1.0] [--only ring-4]
-        [--no-record]
+        [--no-record | --record DIR]
 
-Writes the dated record benchmarks/results/robustness/<date>-<commit>.md and .json (command,
-commit, machine, load average, table).
+Writes the dated record benchmarks/results/robustness/<date>-<commit>.md and .json
+(``benchmarks.common.Record``: command, commit, machine, load average, wall time, the table).
 """
 
 from __future__ import annotations
 
 import argparse
-import datetime
-import json
-import os
-import platform
-import subprocess
 import sys
 import tempfile
 import time
@@ -40,9 +35,8 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from benchmarks.common import seeds_arg  # noqa: E402
+from benchmarks.common import add_record_args, seeds_arg  # noqa: E402
 
-RESULTS = REPO / "benchmarks" / "results" / "robustness"
 SMALL = ["data.partition=iid", "data.samples_per_silo=64", "data.test_samples=256", "data.image_size=32",
          "model.width=16", "train.local_steps=5", "train.batch_size=16", "train.lr=0.005", "train.eval_every=0",
          "downstream.enabled=false", "compare_with=[]", "checkpoint.every=1000"]
@@ -62,7 +56,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--rounds", type=int, default=5, help="rounds per run (default 5)")
     p.add_argument("--noise", type=float, default=1.0, help="σ of weight_noise (default 1.0)")
     p.add_argument("--only", choices=[n for n, *_ in NETWORKS], help="one network only")
-    p.add_argument("--no-record", action="store_true", help="print the table, write no record")
+    add_record_args(p, "robustness")
     return p.parse_args(argv)
 
 
@@ -88,19 +82,12 @@ def theta_accuracy(overrides: list[str]) -> float:
     return summary["foundation_accuracy"]
 
 
-def _commit() -> str:
-    try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True,
-                              check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-
-
 def main(argv: list[str] | None = None) -> int:
+    from benchmarks.common import Record, markdown_table
     from fedsim.sweep import mean_std
 
     args = parse_args(argv)
-    load_before = os.getloadavg()
+    rec = Record.from_args(args, "robustness", __file__, argv)
     started = time.perf_counter()
     rows: list[dict[str, Any]] = []
     networks = [n for n in NETWORKS if args.only in (None, n[0])]
@@ -120,53 +107,33 @@ def main(argv: list[str] | None = None) -> int:
                     print(f"{net} {title} {rule} {kind}: {100 * m:.1f} ± {100 * sd:.1f}  "
                           f"({time.perf_counter() - started:.0f} s)", flush=True)
                 rows.append(row)
-    load_after = os.getloadavg()
 
     def cell(c: dict[str, Any]) -> str:
         return f"{100 * c['mean']:.1f} ± {100 * c['std']:.1f}"
 
-    head = ("| network (corrupted) | algorithm | rule | " + " | ".join(CORRUPTIONS) + " | worst / none |\n|"
-            + "---|" * (len(CORRUPTIONS) + 4))
-    lines = [head]
+    columns = ["network (corrupted)", "algorithm", "rule", *CORRUPTIONS, "worst / none"]
+    cells = []
     for r in rows:
         c = r["cells"]
         worst = min(c[k]["mean"] for k in CORRUPTIONS[1:])
         ratio = worst / c["none"]["mean"] if c["none"]["mean"] else float("nan")
-        lines.append(f"| {r['network']} ({r['corrupted']}) | {r['algorithm']} | {r['rule']} | "
-                     + " | ".join(cell(c[k]) for k in CORRUPTIONS) + f" | {ratio:.2f} |")
-    table = "\n".join(lines)
-    total = time.perf_counter() - started
-    print(table)
-    print(f"Θ test accuracy in %, mean ± std over seeds {args.seeds}; total {total:.0f} s")
-    if args.no_record:
-        return 0
-    import torch
-
-    commit, today = _commit(), datetime.date.today().isoformat()
-    command = "python benchmarks/robustness.py " + " ".join(argv if argv is not None else sys.argv[1:])
-    machine = {"cpus": os.cpu_count(), "processor": platform.processor() or platform.machine(),
-               "python": platform.python_version(), "torch": torch.__version__}
-    record = {"command": command.strip(), "commit": commit, "date": today, "machine": machine,
-              "load_average": {"before": load_before, "after": load_after}, "seconds": total,
-              "seeds": args.seeds, "rounds": args.rounds, "noise": args.noise, "common": SMALL,
-              "networks": [{"label": n, "topology": t, "corrupted": s, "aggregation_trim": b, "krum_f": f}
-                           for n, t, s, b, f in networks], "rows": rows}
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    stem = RESULTS / f"{today}-{commit}"
-    stem.with_suffix(".json").write_text(json.dumps(record, indent=2) + "\n")
-    stem.with_suffix(".md").write_text(
-        f"# Robust aggregation: Θ accuracy with corrupted silos ({today}, {commit})\n\n"
-        f"`{record['command']}` on {machine['cpus']} CPUs ({machine['processor']}), torch {machine['torch']}; "
-        f"load average {load_before[0]:.2f} before, {load_after[0]:.2f} after; {total:.0f} s.\n\n"
-        f"{args.rounds} rounds; {' '.join(SMALL)}; corrupted silos: "
-        + "; ".join(f"{n}: {s}" for n, _, s, _, _ in networks)
-        + f" (label kinds at level 1.0, weight_noise σ = {args.noise:g}); aggregation_trim "
-        + ", ".join(f"{b:.3g} on {n}" for n, _, _, b, _ in networks) + "; krum_f "
-        + ", ".join(f"{f} on {n}" for n, _, _, _, f in networks)
-        + f". Θ test accuracy in %, mean ± std over seeds {', '.join(map(str, args.seeds))}; "
-          "'worst / none' divides the worst corrupted cell by the uncorrupted one of the same row.\n\n"
-        f"{table}\n")
-    print(f"wrote {stem.with_suffix('.md').relative_to(REPO)} and .json")
+        cells.append([f"{r['network']} ({r['corrupted']})", r["algorithm"], r["rule"],
+                      *(cell(c[k]) for k in CORRUPTIONS), f"{ratio:.2f}"])
+    title = f"Θ test accuracy (%) with corrupted silos, mean ± std over seeds {', '.join(map(str, args.seeds))}"
+    print(markdown_table(columns, cells))
+    rec.table(title=title, columns=columns, rows=cells)
+    rec.note(f"{args.rounds} rounds; {' '.join(SMALL)}. Corrupted silos: "
+             + "; ".join(f"{n}: {', '.join(map(str, s))}" for n, _, s, _, _ in networks)
+             + f" (label kinds at level 1.0, weight_noise σ = {args.noise:g}); aggregation_trim "
+             + ", ".join(f"{b:.3g} on {n}" for n, _, _, b, _ in networks) + "; krum_f "
+             + ", ".join(f"{f} on {n}" for n, _, _, _, f in networks)
+             + ". 'worst / none' divides the worst corrupted cell by the uncorrupted one of the same row.")
+    path = rec.write({"seeds": args.seeds, "rounds": args.rounds, "noise": args.noise, "common": SMALL,
+                      "networks": [{"label": n, "topology": t, "corrupted": s, "aggregation_trim": b, "krum_f": f}
+                                   for n, t, s, b, f in networks], "rows": rows},
+                     title="Robust aggregation: Θ accuracy with corrupted silos")
+    if path is not None:
+        print(f"wrote {path} and .json")
     return 0
 
 

@@ -87,7 +87,7 @@ class _Experiment:
     ``fedsim.algorithms.REGISTRY``."""
 
     name: str = "default"  # the run's folder: OUTPUT_DIR/NAME (NAME-2, NAME-3, … when it already holds a run)
-    algorithm: str = "fedefm"  # a name from fedsim.algorithms.REGISTRY, or your own class as 'module:Class' (README "Write an algorithm")
+    algorithm: str = "fedefm"  # a name from fedsim.algorithms.REGISTRY, or your own class as 'module:Class' (docs/extending.md, "Write an algorithm")
     algorithm_args: dict = field(default_factory=dict)  # settings of a plug-in algorithm, checked against its class's Settings dataclass
     scenario: Literal[SCENARIOS] | None = None  # dfl | cfl | cll | standalone; None: the algorithm's own
     topology: str = "ring-4"  # a YAML/GML path, a shipped name (fedsim/topologies/NAME.yaml) or KIND:N
@@ -99,7 +99,7 @@ class _Experiment:
     weight_by_samples: bool = False  # Θ weighted by each silo's sample count as well as ϑ
     aggregation: Literal[AGGREGATIONS] = "mean"  # how weights combine — the CFL server, DFL mixes and Θ: mean |
     #                          median | trimmed_mean | krum, coordinate-wise and weighted by ϑ or the mixing
-    #                          weights (README "Robust aggregation"); mean: Σ w_i θ_i / Σ w_i
+    #                          weights (docs/algorithms.md, "Robust aggregation"); mean: Σ w_i θ_i / Σ w_i
     aggregation_trim: Annotated[float, Range(ge=0, lt=0.5)] = 0.1  # trimmed_mean: the share β of the weight cut
     #                          at each end, per coordinate (equal weights, βn whole: βn inputs dropped at each end)
     krum_f: Annotated[int, Range(ge=0)] = 1  # krum: the Byzantine inputs f it tolerates; every combine needs

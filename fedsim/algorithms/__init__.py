@@ -59,7 +59,7 @@ def algorithm_class(name: str, key: str = "algorithm"):
     if not (isinstance(found, type) and issubclass(found, Algorithm)):
         what = f"class {found.__name__}" if isinstance(found, type) else f"{type(found).__name__} {name!r}"
         raise ConfigError(f"{key}: {name!r} is a {what}, not a subclass of fedsim.algorithms.base.Algorithm "
-                          "(README \"Write an algorithm\")")
+                          "(docs/extending.md, \"Write an algorithm\")")
     return found
 
 
@@ -83,7 +83,7 @@ def algorithm_settings(cfg, name: str | None = None) -> Any:
     if settings is None:
         if cfg.algorithm_args:
             raise ConfigError(f"algorithm_args: {name!r} has no Settings dataclass, so it takes no settings; remove "
-                              "algorithm_args or give the class a Settings attribute (README \"Write an algorithm\")")
+                              "algorithm_args or give the class a Settings attribute (docs/extending.md, \"Write an algorithm\")")
         return None
     if not dataclasses.is_dataclass(settings):
         raise ConfigError(f"algorithm {name!r}: its Settings attribute must be a dataclass, got {settings!r}")

@@ -93,8 +93,8 @@ def _overlays() -> Entries:
 
 CATALOGUES: tuple[Catalogue, ...] = (
     Catalogue("algorithms", "Algorithms", "`algorithm`, `compare_with` (or your own class as `module:Class`, its "
-              "settings in `algorithm_args`: README \"Write an algorithm\")", _algorithms),
-    Catalogue("aggregations", "Aggregation rules", "`aggregation` (the CFL server, DFL mixes and Θ; README "
+              "settings in `algorithm_args`: docs/extending.md, \"Write an algorithm\")", _algorithms),
+    Catalogue("aggregations", "Aggregation rules", "`aggregation` (the CFL server, DFL mixes and Θ; docs/algorithms.md, "
               "\"Robust aggregation\")", lambda: _key_choices("fedsim.config", "ExperimentConfig", "aggregation")),
     Catalogue("scenarios", "Scenarios", "`scenario` (null: the algorithm's default)",
               lambda: _key_choices("fedsim.config", "ExperimentConfig", "scenario")),

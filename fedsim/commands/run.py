@@ -34,11 +34,12 @@ load(num_silos=N, seed=S, **data.args)); model.name: 'pkg.module:make_net' calle
 make_net(num_classes=C, in_channels=K, **model.args). Plug-ins are imported from the working
 directory or PYTHONPATH: they are code, and the only way code enters a run — checkpoints and
 init_from files are read as data only (tensors), and one holding anything else is refused.
-Your own algorithm: algorithm: 'my_module:MyAlgorithm', a subclass of fedsim.algorithms.base.Algorithm
-(its settings: a Settings dataclass attribute, filled from algorithm_args:; also in compare_with);
-example: launch/plugin_example/run.sh --set algorithm=my_algorithm:ServerMomentum (README "Write an
-algorithm"). aggregation: mean | median | trimmed_mean | krum sets how the CFL server, the DFL mixes
-and Θ combine weights (aggregation_trim, krum_f, krum_m; README "Robust aggregation")."""
+Your own algorithm: algorithm: 'my_module:MyAlgorithm', a subclass of
+fedsim.algorithms.base.Algorithm (its settings: a Settings dataclass attribute, filled from
+algorithm_args:; also in compare_with); example: launch/plugin_example/run.sh --set
+algorithm=my_algorithm:ServerMomentum (docs/extending.md, "Write an algorithm").
+aggregation: mean | median | trimmed_mean | krum sets how the CFL server, the DFL mixes and Θ
+combine weights (aggregation_trim, krum_f, krum_m; docs/algorithms.md, "Robust aggregation")."""
 
 
 def register(sub: argparse._SubParsersAction) -> None:
