@@ -8,6 +8,7 @@ Every component owns a small dataclass beside its code (``fedsim.algorithms.fede
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import importlib.resources
 from dataclasses import dataclass, field
@@ -24,6 +25,7 @@ DEFAULT_CONFIG = Path(str(importlib.resources.files("fedsim") / "default.yaml"))
 SCENARIOS = ("dfl", "cfl", "cll", "standalone")
 TASKS = ("classification", "segmentation")
 INITS = ("random", "pretrained", "fm")
+AGGREGATIONS = ("mean", "median", "trimmed_mean", "krum")  # fedsim.aggregation: how silos' weights combine
 
 
 @dataclass
@@ -85,7 +87,8 @@ class _Experiment:
     ``fedsim.algorithms.REGISTRY``."""
 
     name: str = "default"  # the run's folder: OUTPUT_DIR/NAME (NAME-2, NAME-3, … when it already holds a run)
-    algorithm: str = "fedefm"  # a name from fedsim.algorithms.REGISTRY
+    algorithm: str = "fedefm"  # a name from fedsim.algorithms.REGISTRY, or your own class as 'module:Class' (docs/extending.md, "Write an algorithm")
+    algorithm_args: dict = field(default_factory=dict)  # settings of a plug-in algorithm, checked against its class's Settings dataclass
     scenario: Literal[SCENARIOS] | None = None  # dfl | cfl | cll | standalone; None: the algorithm's own
     topology: str = "ring-4"  # a YAML/GML path, a shipped name (fedsim/topologies/NAME.yaml) or KIND:N
     rounds: Annotated[int, Range(ge=1)] = 5  # communication rounds, numbered 0 … rounds − 1
@@ -94,8 +97,16 @@ class _Experiment:
     device: Literal["auto", "cpu", "cuda"] = "auto"  # auto: a GPU per rank with NCCL when CUDA is visible, else the CPU with gloo
     accumulation_status: list[int] | None = None  # ϑ_i per silo (1 = contributes to Θ)
     weight_by_samples: bool = False  # Θ weighted by each silo's sample count as well as ϑ
+    aggregation: Literal[AGGREGATIONS] = "mean"  # how weights combine — the CFL server, DFL mixes and Θ: mean |
+    #                          median | trimmed_mean | krum, coordinate-wise and weighted by ϑ or the mixing
+    #                          weights (docs/algorithms.md, "Robust aggregation"); mean: Σ w_i θ_i / Σ w_i
+    aggregation_trim: Annotated[float, Range(ge=0, lt=0.5)] = 0.1  # trimmed_mean: the share β of the weight cut
+    #                          at each end, per coordinate (equal weights, βn whole: βn inputs dropped at each end)
+    krum_f: Annotated[int, Range(ge=0)] = 1  # krum: the Byzantine inputs f it tolerates; every combine needs
+    #                          more than 2f + 2 inputs (checked before the run)
+    krum_m: Annotated[int, Range(ge=1)] = 1  # krum: average the m best-scored inputs (multi-Krum); 1: Krum itself
     timeout_s: Annotated[float, Range(gt=0)] = 300.0  # a silo silent for this long is reported as failed
-    compare_with: list[str] = field(default_factory=list)  # baselines run after it on the same data
+    compare_with: list[str] = field(default_factory=list)  # baselines run after it on the same data (names or plug-ins 'module:Class')
     task: Literal[TASKS] = "classification"  # classification (foundation label) | segmentation (U-Net, Dice)
     init: Literal[INITS] = "random"  # random | pretrained | fm: the common initial model of every silo
     init_from: str | None = None  # a saved state dict every silo starts from instead (any task)
@@ -212,13 +223,35 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         if "topology" in data:
             cfg.topology = _relative_to(cfg.topology, path.parent)
     for text in overrides or []:
-        keys, value = parse_override(text)
+        keys, value = _into_mapping(cfg, *parse_override(text))
         nested: Any = value
         for k in reversed(keys):
             nested = {k: nested}
         apply(cfg, nested, "", retired=RETIRED)
     validate_config(cfg)
     return cfg
+
+
+def _into_mapping(cfg: Any, keys: list[str], value: Any) -> tuple[list[str], Any]:
+    """A dotted key that reaches into a free-form mapping (``model.args``, ``algorithm_args``) sets
+    one entry of it, keeping the others: ``--set algorithm_args.a=1 --set algorithm_args.b=2``
+    gives both (``--set algorithm_args={...}`` still replaces the whole mapping)."""
+    obj = cfg
+    for n, key in enumerate(keys[:-1]):
+        current = getattr(obj, key, None)
+        if isinstance(current, dict):
+            merged = copy.deepcopy(current)
+            entry = merged
+            for inner in keys[n + 1 : -1]:
+                if not isinstance(entry.get(inner), dict):
+                    entry[inner] = {}
+                entry = entry[inner]
+            entry[keys[-1]] = value
+            return keys[: n + 1], merged
+        if not dataclasses.is_dataclass(current):
+            break
+        obj = current
+    return keys, value
 
 
 def _relative_to(topology: str, base: Path) -> str:
@@ -230,14 +263,17 @@ def _relative_to(topology: str, base: Path) -> str:
 def validate_config(cfg: ExperimentConfig) -> None:
     """What types and ranges cannot say: names from the registries, per-silo lists, cross-key
     constraints. Each section's own ``validate()`` runs too."""
-    from fedsim.algorithms import algorithm_names
+    from fedsim.algorithms import algorithm_class, algorithm_settings, is_plugin
 
-    names = algorithm_names()
-    if cfg.algorithm not in names:
-        raise ConfigError(f"unknown algorithm {cfg.algorithm!r}; choose one of {', '.join(names)}")
+    algorithm_class(cfg.algorithm)  # a built-in's name, or a plug-in class that imports and is an Algorithm
     for name in cfg.compare_with:
-        if name not in names:
-            raise ConfigError(f"compare_with: unknown algorithm {name!r}; choose from {', '.join(names)}")
+        algorithm_class(name, key="compare_with")
+    plugins = [n for n in (cfg.algorithm, *cfg.compare_with) if is_plugin(n)]
+    if cfg.algorithm_args and not plugins:
+        raise ConfigError(f"algorithm_args sets a plug-in algorithm's settings ('module:Class'); algorithm "
+                          f"{cfg.algorithm!r} takes its settings from its own section ({cfg.algorithm}:) if it has any")
+    for name in plugins:  # each plug-in the run names reads algorithm_args with its own Settings
+        algorithm_settings(cfg, name)
     if cfg.accumulation_status is not None and any(v not in (0, 1) for v in cfg.accumulation_status):
         raise ConfigError("accumulation_status must be a list of 0/1 values, one per silo")
     for f in dataclasses.fields(cfg):

@@ -17,11 +17,20 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from fedsim.aggregation import Aggregation, unflatten
 from fedsim.config import ExperimentConfig
 from fedsim.faults import noisy_message
 from fedsim.optim import make_optimizer
 from fedsim.topology import Topology
-from fedsim.transport import SERVER, Key, Transport, flatten_state, message_bytes, weighted_average
+from fedsim.transport import (
+    SERVER,
+    Key,
+    Transport,
+    flatten_state,
+    gather_states,
+    message_bytes,
+    weighted_average,
+)
 
 
 def silo_seed(seed: int, silo: int, stream: int = 0) -> int:
@@ -243,6 +252,8 @@ class Federation:
         #: seconds spent in messages and collectives (exchange, aggregate, the server's broadcast)
         #: since the last :meth:`take_exchange_seconds`: the round's "exchange" share
         self.exchange_seconds = 0.0
+        #: how the server, Θ and DFL mixes combine weights (``aggregation:``, :mod:`fedsim.aggregation`)
+        self.aggregation = Aggregation.of(cfg)
         self._build_codec()
         from fedsim.privacy import build_privacy
 
@@ -438,17 +449,29 @@ class Federation:
         """Θ = Σ ϑ_i n_i θ_i / Σ ϑ_i n_i over every present silo of every rank (or those in
         ``over``); n_i = 1 unless weight_by_samples. A collective: every rank calls it. It reads
         the silos' own models (the Θ scored and saved), not a message: a ``weight_noise`` silo's
-        noise is on what it sends (:meth:`exchange`, :meth:`upload_to_server`), not here."""
+        noise is on what it sends (:meth:`exchange`, :meth:`upload_to_server`), not here. Under a
+        robust ``aggregation:`` the rule over the same silos and weights (:mod:`fedsim.aggregation`)."""
         weights = self.silo_weights(over)
         return self._average({i: state_tensors(self.hosted[i].model) for i in weights}, weights)
 
     def _average(self, states: dict[int, list[torch.Tensor]], weights: dict[int, float]) -> list[torch.Tensor]:
-        """The weighted all-reduce of ``states`` (this rank's) over every rank, timed as exchange."""
+        """The weighted all-reduce of ``states`` (this rank's) over every rank — or, under a robust
+        ``aggregation:``, that rule over every rank's states — timed as exchange."""
         t0 = time.perf_counter()
         try:
+            if not self.aggregation.is_mean:
+                return self._robust(states, weights)
             return weighted_average(states, weights, self.device, template=self.state_template())
         finally:
             self.exchange_seconds += time.perf_counter() - t0
+
+    def _robust(self, states: dict[int, list[torch.Tensor]], weights: dict[int, float]) -> list[torch.Tensor]:
+        """The ``aggregation:`` rule over every rank's ``states``: each rank gathers them all (one
+        all-gather) and computes the same rule on the same rows, in silo order."""
+        template = self.state_template()
+        slots = max(len(self.placement.silos_on(r)) for r in range(self.world_size))
+        _ids, w, rows = gather_states(states, weights, self.device, template, slots)
+        return unflatten(self.aggregation.combine_rows(rows, w), template)
 
     def state_template(self) -> list[torch.Tensor]:
         """Tensors shaped like one silo's state (for collectives on a rank with no silo present)."""
@@ -463,7 +486,8 @@ class Federation:
         ``faults.corrupt`` weight_noise silo in the round). With a codec or client-level DP each silo sends its
         update Δ_i = θ_i − Θ̂ against the Θ̂ it started from — coded (``compression``), then clipped
         (``privacy.mode: client``) — and Θ = Θ̂ + the weighted mean of what the server decoded (plus
-        the server's noise under client-level DP)."""
+        the server's noise under client-level DP). Under a robust ``aggregation:`` the server combines
+        the same states (or updates) with that rule instead of the mean."""
         client_dp = self.privacy.mode == "client"
         send = self._next_send()
         def sent(i: int) -> list[torch.Tensor]:
@@ -491,7 +515,10 @@ class Federation:
             updates[i] = update
             self.transport.book_server(i, up=size, down=0)
         # a rank with no silo present in the round still joins the collective with a template
-        mean = weighted_average(updates, self.silo_weights(), self.device, template=self.state_template())
+        if self.aggregation.is_mean:
+            mean = weighted_average(updates, self.silo_weights(), self.device, template=self.state_template())
+        else:  # the rule over the updates: the same as over the states (every rule commutes with a shift)
+            mean = self._robust(updates, self.silo_weights())
         if client_dp:  # noise calibrated to the silos that took part in this round
             mean = self.privacy.noise(mean, k, self.present)
         return [b + m if b.is_floating_point() else m for b, m in zip(base, mean)]

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from fedsim.aggregation import check_aggregation
 from fedsim.config import ExperimentConfig
 from fedsim.distributed import Placement
 from fedsim.errors import ConfigError, FedsimError, TopologyError
@@ -205,9 +206,21 @@ class RunPlan:
     @property
     def label(self) -> str:
         """How tables and plots name the run, e.g. ``FedEFM (DFL)``."""
-        from fedsim.algorithms import algorithm_class
+        return f"{algorithm_title(self.cfg.algorithm)} ({self.scenario.name.upper()})"
 
-        return f"{algorithm_class(self.cfg.algorithm).title} ({self.scenario.name.upper()})"
+
+def algorithm_title(name: str) -> str:
+    """How tables name an algorithm: its ``title`` (a plug-in without one: its class name)."""
+    from fedsim.algorithms import algorithm_class
+
+    algo = algorithm_class(name)
+    return algo.title or algo.__name__
+
+
+def baseline_folder(name: str) -> str:
+    """The folder name of a ``compare_with`` baseline: the algorithm's name (a plug-in's
+    ``module:Class`` as ``module.Class``, a name any file system accepts)."""
+    return name.replace(":", ".")
 
 
 def feature_map_side(cfg: ExperimentConfig) -> int:
@@ -310,6 +323,7 @@ def _graphs(cfg: ExperimentConfig, failed: dict[int, int] | None = None) -> tupl
     training = scenario.training_graph(underlay)
     check_faults(cfg, training, forms_foundation(cfg), scenario.pooled, failed,
                  sends_weights=algorithm_class(cfg.algorithm).shares_weights and scenario.exchanges)
+    check_aggregation(cfg, scenario, training, algorithm_class(cfg.algorithm), forms_foundation(cfg))
     return cfg, underlay, training
 
 
@@ -363,7 +377,7 @@ def baseline_config(cfg: ExperimentConfig, algorithm: str) -> ExperimentConfig:
     """The same experiment with another algorithm (its own natural scenario), for comparison."""
     other = copy.deepcopy(cfg)
     other.algorithm, other.scenario, other.compare_with = algorithm, None, []
-    other.name = f"{cfg.name}/{algorithm}"
+    other.name = f"{cfg.name}/{baseline_folder(algorithm)}"
     other.scenario = scenario_for(other)
     return other
 
@@ -374,7 +388,7 @@ def experiment_plans(cfg: ExperimentConfig, run_dir: Path, world_size: int, resu
     run_dir/baselines/<algorithm>, all on the same ranks."""
     plans = [build_plan(cfg, run_dir, world_size, resume, attempt)]
     for algorithm in cfg.compare_with:
-        plans.append(build_plan(baseline_config(cfg, algorithm), Path(run_dir) / "baselines" / algorithm,
+        plans.append(build_plan(baseline_config(cfg, algorithm), Path(run_dir) / "baselines" / baseline_folder(algorithm),
                                 world_size, resume, attempt))
     return plans
 

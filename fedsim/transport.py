@@ -309,3 +309,30 @@ def weighted_average(
             chunk = chunk.round()
         out.append(chunk.to(t.dtype))
     return out
+
+
+def gather_states(
+    states: Mapping[int, Sequence[torch.Tensor]],
+    weights: Mapping[int, float],
+    device: torch.device,
+    template: Sequence[torch.Tensor],
+    slots: int,
+) -> tuple[list[int], torch.Tensor, torch.Tensor]:
+    """Every silo's (id, weight, state flattened in float64) of every rank, on every rank, in
+    silo order, by one ``all_gather``: what a rule other than the mean needs (a median is not a
+    sum). ``states`` holds this rank's silos (a rank whose silos all sit out passes none);
+    ``slots`` is the most silos any rank hosts. Returns (ids, weights (n), states (n × p))."""
+    width = sum(t.numel() for t in template) + 2
+    block = torch.zeros(slots, width, dtype=torch.float64, device=device)
+    block[:, 0] = -1  # an empty slot
+    for row, silo in enumerate(sorted(states)):
+        block[row, 0] = silo
+        block[row, 1] = float(weights[silo])
+        block[row, 2:] = torch.cat([t.detach().reshape(-1).to(torch.float64) for t in states[silo]])
+    if dist.is_initialized() and dist.get_world_size() > 1:
+        parts = [torch.empty_like(block) for _ in range(dist.get_world_size())]
+        dist.all_gather(parts, block)
+        block = torch.cat(parts)
+    block = block[block[:, 0] >= 0]
+    block = block[block[:, 0].argsort()]
+    return [int(i) for i in block[:, 0].tolist()], block[:, 1], block[:, 2:]

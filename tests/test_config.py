@@ -20,6 +20,14 @@ def test_overrides_keep_types_and_reach_nested_keys(tmp_path):
     assert load_config(None, ["train.lr=3e-4"]).train.lr == 3e-4  # YAML 1.1 reads this as a string
 
 
+def test_a_dotted_override_sets_one_entry_of_a_free_form_mapping(tmp_path):
+    path = tmp_path / "exp.yaml"
+    path.write_text("model: {name: 'tests.plugin_fixtures:make_net', args: {width: 4, depth: 2}}\n")
+    cfg = load_config(path, ["model.args.width=8", "model.args.extra.k=1", "model.args.extra.j=2"])
+    assert cfg.model.args == {"width": 8, "depth": 2, "extra": {"k": 1, "j": 2}}
+    assert load_config(path, ["model.args={width: 3}"]).model.args == {"width": 3}  # a mapping replaces it
+
+
 @pytest.mark.parametrize("overrides,needle", [
     (["roundz=3"], "unknown config key 'roundz'"),
     (["train.lrr=0.1"], "unknown config key 'train.lrr'"),

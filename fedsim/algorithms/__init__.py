@@ -2,14 +2,21 @@
 
 Adding an algorithm: write ``fedsim/algorithms/NAME.py`` (a subclass of
 :class:`fedsim.algorithms.base.Algorithm`, with its settings dataclass beside it when it has
-settings) and add one line here. This module imports nothing heavy, so the config can read the
-names without importing any algorithm.
+settings) and add one line here. Your own algorithm outside the package is the same class in your
+module, named in the config as ``algorithm: "module:Class"``, its settings a ``Settings`` class
+attribute filled from ``algorithm_args:``. This module imports nothing heavy, so the config can
+read the names without importing any algorithm.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 from typing import Any
+
+from fedsim.errors import ConfigError
+from fedsim.plugins import is_import_path, resolve
+from fedsim.settings import section_from_dict
 
 #: name → (module, class, settings dataclass or None; its config section is the name)
 REGISTRY: dict[str, tuple[str, str, str | None]] = {
@@ -32,16 +39,58 @@ def algorithm_names() -> tuple[str, ...]:
     return tuple(REGISTRY)
 
 
-def algorithm_class(name: str):
-    """The class of a registered algorithm (imported on first use)."""
-    module, cls, _ = REGISTRY[name]
-    return getattr(importlib.import_module(module), cls)
+def is_plugin(name: str) -> bool:
+    """Whether ``algorithm:`` names your own class (``"module:Class"``) rather than a built-in."""
+    return is_import_path(name)
+
+
+def algorithm_class(name: str, key: str = "algorithm"):
+    """The class of a registered algorithm (imported on first use), or of a plug-in
+    ``"module:Class"``: imported from the working directory or PYTHONPATH and checked to be a
+    subclass of :class:`fedsim.algorithms.base.Algorithm` (a one-line ConfigError naming ``key``
+    otherwise)."""
+    if not is_plugin(name):
+        if name not in REGISTRY:
+            where = "" if key == "algorithm" else f"{key}: "
+            raise ConfigError(f"{where}unknown algorithm {name!r}; choose one of {', '.join(REGISTRY)} "
+                              "or name your own class as 'module:Class'")
+        module, cls, _ = REGISTRY[name]
+        return getattr(importlib.import_module(module), cls)
+    from fedsim.algorithms.base import Algorithm  # torch: only when a plug-in is named
+
+    found = resolve(name, key)
+    if not (isinstance(found, type) and issubclass(found, Algorithm)):
+        what = f"class {found.__name__}" if isinstance(found, type) else f"{type(found).__name__} {name!r}"
+        raise ConfigError(f"{key}: {name!r} is a {what}, not a subclass of fedsim.algorithms.base.Algorithm "
+                          "(docs/extending.md, \"Write an algorithm\")")
+    return found
 
 
 def settings_class(name: str) -> type | None:
-    """The settings dataclass of an algorithm (its ``NAME:`` config section), or None."""
+    """The settings dataclass of an algorithm: a built-in's ``NAME:`` config section, a plug-in's
+    ``Settings`` class attribute (filled from ``algorithm_args:``), or None."""
+    if is_plugin(name):
+        return getattr(algorithm_class(name), "Settings", None)
     module, _, settings = REGISTRY[name]
     return getattr(importlib.import_module(module), settings) if settings else None
+
+
+def algorithm_settings(cfg, name: str | None = None) -> Any:
+    """The filled settings of algorithm ``name`` (default: the run's): a built-in's section of
+    ``cfg``, a plug-in's ``Settings`` from ``cfg.algorithm_args`` (checked as any config key:
+    one line naming ``algorithm_args.KEY``), or None when it has none."""
+    name = cfg.algorithm if name is None else name
+    if not is_plugin(name):
+        return getattr(cfg, name, None)
+    settings = settings_class(name)
+    if settings is None:
+        if cfg.algorithm_args:
+            raise ConfigError(f"algorithm_args: {name!r} has no Settings dataclass, so it takes no settings; remove "
+                              "algorithm_args or give the class a Settings attribute (docs/extending.md, \"Write an algorithm\")")
+        return None
+    if not dataclasses.is_dataclass(settings):
+        raise ConfigError(f"algorithm {name!r}: its Settings attribute must be a dataclass, got {settings!r}")
+    return section_from_dict(settings, cfg.algorithm_args, "algorithm_args")
 
 
 def build_algorithm(name: str, fed) -> Any:
@@ -56,4 +105,5 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(name)
 
 
-__all__ = ["REGISTRY", "algorithm_class", "algorithm_names", "build_algorithm", "settings_class"]
+__all__ = ["REGISTRY", "algorithm_class", "algorithm_names", "algorithm_settings", "build_algorithm", "is_plugin",
+           "settings_class"]

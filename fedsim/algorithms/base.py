@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from fedsim.algorithms import algorithm_settings
 from fedsim.federation import Federation, Silo
 
 
@@ -18,9 +19,16 @@ class Algorithm:
     #: scenarios it can run in besides the natural one
     scenarios: tuple[str, ...] = ("dfl", "cll", "standalone")
 
+    #: a plug-in's settings dataclass, filled from the config's ``algorithm_args:`` and checked as
+    #: any config key (built-ins name theirs in ``fedsim.algorithms.REGISTRY``: a ``NAME:`` section)
+    Settings: type | None = None
+
     def __init__(self, fed: Federation) -> None:
         self.fed = fed
         self.cfg = fed.cfg
+        #: the run's settings of this algorithm (a plug-in's ``Settings`` filled from algorithm_args,
+        #: a built-in's config section), or None
+        self.settings = algorithm_settings(fed.cfg)
 
     #: whether the algorithm sends or averages model weights (then every silo needs the same
     #: architecture); algorithms that exchange only outputs on a public set set this False
@@ -66,6 +74,13 @@ class Algorithm:
     def check(cls, cfg) -> None:
         """Refuse, with one line (a ``ConfigError``), settings the algorithm is not defined for —
         called in the plan, before any rank starts. Default: none."""
+
+    @classmethod
+    def mix_inputs(cls, cfg, scenario, graph, silo: int) -> int | None:
+        """How many models silo ``silo``'s DFL mix combines when every arc is up (itself and the
+        neighbours it mixes with), for the check of ``aggregation: krum`` before the run; None:
+        the algorithm does not mix models along the topology in this scenario."""
+        return None
 
     @property
     def exchanges(self) -> bool:

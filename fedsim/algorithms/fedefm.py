@@ -259,6 +259,13 @@ class FedEFM(Algorithm):
             return cfg.train.local_steps
         return cfg.fedefm.distill_steps + cfg.fedefm.overseas_steps * graph.out_degree(silo)
 
+    @classmethod
+    def mix_inputs(cls, cfg, scenario, graph, silo: int) -> int | None:
+        # hosted: the visitors silo hosts came from its out-neighbours (θ_i visits each j ∈ N_in(i))
+        if not scenario.decentralized or cfg.fedefm.aggregate != "round":
+            return None
+        return 1 + (graph.out_degree(silo) if cfg.fedefm.mix == "hosted" else graph.in_degree(silo))
+
     def exchanges_in(self, k: int) -> bool:
         # round 0 is local training only; in CFL with per-round aggregation it already ends
         # with the upload to the server and the download of Θ
@@ -373,8 +380,9 @@ class FedEFM(Algorithm):
 
     def _mix(self, others: dict[int, dict[int, list[torch.Tensor]]], gossip: bool = False) -> None:
         """θ_i ← s·θ_i + (1 − s)·mean of ``others[i]`` (or, ``gossip``, the Metropolis–Hastings
-        row of i over the neighbours heard this round); every mix is computed before any model
-        changes, since a co-located message may be the sender's own storage."""
+        row of i over the neighbours heard this round), or a robust ``aggregation:`` rule over the same
+        models and weights; every mix is computed before any model changes, since a co-located
+        message may be the sender's own storage."""
         s = self.cfg.fedefm.self_weight
         mixed = {}
         for i, silo in self.fed.silos.items():
@@ -385,7 +393,7 @@ class FedEFM(Algorithm):
                 weights = {i: s, **{j: (1.0 - s) / len(got) for j in got}}
             else:  # nobody to mix with this round
                 continue
-            mixed[i] = mix(state_tensors(silo.model), weights, i, got)
+            mixed[i] = mix(state_tensors(silo.model), weights, i, got, self.fed.aggregation)
         for i, tensors in mixed.items():
             load_state_tensors(self.fed.silos[i].model, tensors)
 

@@ -65,6 +65,10 @@ class FedEFMReleased(Algorithm):
             return cfg.train.local_steps
         return cfg.train.local_steps + cfg.fedefm_released.overseas_steps * graph.in_degree(silo)
 
+    @classmethod
+    def mix_inputs(cls, cfg, scenario, graph, silo: int) -> int | None:
+        return 1 + graph.in_degree(silo) if scenario.exchanges else None
+
     def __init__(self, fed) -> None:
         super().__init__(fed)
         self._visitor: nn.Module | None = None  # one model and optimiser for every copy, reset or loaded per visit
@@ -106,5 +110,5 @@ class FedEFMReleased(Algorithm):
         for i, silo in silos.items():
             if trained[i]:
                 weights = {i: s, **{j: (1.0 - s) / len(trained[i]) for j in trained[i]}}
-                load_state_tensors(silo.model, mix(state_tensors(silo.model), weights, i, trained[i]))
+                load_state_tensors(silo.model, mix(state_tensors(silo.model), weights, i, trained[i], fed.aggregation))
         return losses

@@ -1,10 +1,12 @@
 """Decentralized gossip / D-PSGD: local SGD steps, then Metropolis–Hastings mixing with the
-in-neighbours of the topology (θ_i ← Σ_j W_ij θ_j)."""
+in-neighbours of the topology (θ_i ← Σ_j W_ij θ_j; under a robust ``aggregation:`` the rule over
+the same models with the W_ij as weights)."""
 
 from __future__ import annotations
 
 import torch
 
+from fedsim.aggregation import Aggregation, combine_local
 from fedsim.algorithms.base import Algorithm
 from fedsim.federation import load_state_tensors, state_tensors
 from fedsim.topology import Topology
@@ -27,10 +29,13 @@ def metropolis_hastings(topology: Topology) -> dict[int, dict[int, float]]:
 
 
 def mix(own: list[torch.Tensor], weights: dict[int, float], self_id: int,
-        received: dict[int, list[torch.Tensor]]) -> list[torch.Tensor]:
+        received: dict[int, list[torch.Tensor]], rule: Aggregation | None = None) -> list[torch.Tensor]:
     """Σ_j W_ij θ_j over floating tensors, accumulated in float64 in a fixed order (self, then j
     ascending) so the result does not depend on placement; integer buffers keep the silo's own
-    value."""
+    value. Under a robust ``rule`` (``aggregation:``) the same inputs and weights go through it
+    instead (e.g. the weighted median with the W_ij as weights: :mod:`fedsim.aggregation`)."""
+    if rule is not None and not rule.is_mean:
+        return combine_local(rule, own, weights, self_id, received)
     out = []
     for k, t in enumerate(own):
         if not t.is_floating_point():
@@ -58,6 +63,10 @@ class Gossip(Algorithm):
     title = "Gossip"
     tasks = ("classification", "segmentation")
 
+    @classmethod
+    def mix_inputs(cls, cfg, scenario, graph, silo: int) -> int | None:
+        return 1 + graph.in_degree(silo) if scenario.decentralized else None
+
     def __init__(self, fed) -> None:
         super().__init__(fed)
         self.W = metropolis_hastings(fed.topology)
@@ -74,7 +83,7 @@ class Gossip(Algorithm):
         mixed = {}  # every update is computed before any model changes (messages may alias models)
         for i, silo in silos.items():
             received = {j: t for (j, dst), t in got.items() if dst == i}
-            mixed[i] = mix(state_tensors(silo.model), self.row(i, received), i, received)
+            mixed[i] = mix(state_tensors(silo.model), self.row(i, received), i, received, self.fed.aggregation)
         for i, silo in silos.items():
             load_state_tensors(silo.model, mixed[i])
         return losses

@@ -3,7 +3,8 @@
 Each catalogue comes from its registry or constant (``fedsim.algorithms.REGISTRY``,
 ``fedsim.models.MODEL_NAMES``, the shipped topology files, ``fedsim.topology.MAKE_KINDS``, …) or,
 where the allowed values live only in a config key's type, from that type's ``Literal`` choices
-(``emd.backend``, ``compression.kind``, ``privacy.mode``, ``data.partition``, ``scenario``). Each
+(``emd.backend``, ``compression.kind``, ``privacy.mode``, ``data.partition``, ``scenario``,
+``aggregation``). Each
 catalogue's source is imported only when it is listed: several pull in torchvision or the LP
 solvers, which ``fedsim --help`` should not wait for.
 """
@@ -91,7 +92,10 @@ def _overlays() -> Entries:
 
 
 CATALOGUES: tuple[Catalogue, ...] = (
-    Catalogue("algorithms", "Algorithms", "`algorithm`, `compare_with`", _algorithms),
+    Catalogue("algorithms", "Algorithms", "`algorithm`, `compare_with` (or your own class as `module:Class`, its "
+              "settings in `algorithm_args`: docs/extending.md, \"Write an algorithm\")", _algorithms),
+    Catalogue("aggregations", "Aggregation rules", "`aggregation` (the CFL server, DFL mixes and Θ; docs/algorithms.md, "
+              "\"Robust aggregation\")", lambda: _key_choices("fedsim.config", "ExperimentConfig", "aggregation")),
     Catalogue("scenarios", "Scenarios", "`scenario` (null: the algorithm's default)",
               lambda: _key_choices("fedsim.config", "ExperimentConfig", "scenario")),
     Catalogue("models", "Built-in models", "`model.name`, `model.per_silo`, `fminit.teacher.name` (or a plug-in "

@@ -33,7 +33,13 @@ downloads only with data.download: true) or python (data.factory: 'pkg.module:lo
 load(num_silos=N, seed=S, **data.args)); model.name: 'pkg.module:make_net' called as
 make_net(num_classes=C, in_channels=K, **model.args). Plug-ins are imported from the working
 directory or PYTHONPATH: they are code, and the only way code enters a run — checkpoints and
-init_from files are read as data only (tensors), and one holding anything else is refused."""
+init_from files are read as data only (tensors), and one holding anything else is refused.
+Your own algorithm: algorithm: 'my_module:MyAlgorithm', a subclass of
+fedsim.algorithms.base.Algorithm (its settings: a Settings dataclass attribute, filled from
+algorithm_args:; also in compare_with); example: launch/plugin_example/run.sh --set
+algorithm=my_algorithm:ServerMomentum (docs/extending.md, "Write an algorithm").
+aggregation: mean | median | trimmed_mean | krum sets how the CFL server, the DFL mixes and Θ
+combine weights (aggregation_trim, krum_f, krum_m; docs/algorithms.md, "Robust aggregation")."""
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -41,13 +47,14 @@ def register(sub: argparse._SubParsersAction) -> None:
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     from fedsim.algorithms import algorithm_names
     from fedsim.compression import CODEC_KINDS
-    from fedsim.config import SCENARIOS
+    from fedsim.config import AGGREGATIONS, SCENARIOS
     from fedsim.privacy import PRIVACY_MODES
 
     p.add_argument("config", nargs="?", help="experiment YAML (keys: algorithm, scenario, topology, data, "
-                   "model, train, fedefm, fedopt, scaffold, emd, net, faults, privacy, compression, rounds, seed, output_dir, "
-                   "...; algorithm: "
-                   f"{' | '.join(algorithm_names())}; scenario: {' | '.join(SCENARIOS)}; task: classification | "
+                   "model, train, fedefm, fedopt, scaffold, emd, net, faults, privacy, compression, rounds, seed, "
+                   "output_dir, ...; algorithm: "
+                   f"{' | '.join(algorithm_names())} | 'module:Class' (algorithm_args: its settings); "
+                   f"aggregation: {' | '.join(AGGREGATIONS)}; scenario: {' | '.join(SCENARIOS)}; task: classification | "
                    "segmentation; init: random | pretrained | fm; data.kind: synthetic | folder | torchvision | "
                    "python (data.factory: 'pkg.module:load'); model.name: a built-in or 'pkg.module:make_net'; "
                    f"privacy.mode: {' | '.join(PRIVACY_MODES)} (sample: DP-SGD per silo with Opacus; client: "

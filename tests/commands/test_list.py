@@ -27,7 +27,7 @@ def _catalogues(text: str) -> dict[str, list[tuple[str, str]]]:
 def test_each_catalogue_is_its_source(capsys):
     from fedsim.algorithms import REGISTRY
     from fedsim.compression import CODEC_KINDS
-    from fedsim.config import SCENARIOS
+    from fedsim.config import AGGREGATIONS, SCENARIOS
     from fedsim.data import DOMAINS, KINDS, PARTITIONS
     from fedsim.emd import WEIGHTINGS
     from fedsim.models import MODEL_NAMES
@@ -39,6 +39,7 @@ def test_each_catalogue_is_its_source(capsys):
     got = {kind: [name for name, _ in entries] for kind, entries in _catalogues(capsys.readouterr().out).items()}
     assert got == {
         "algorithms": list(REGISTRY),
+        "aggregations": list(AGGREGATIONS),
         "scenarios": list(SCENARIOS),
         "models": list(MODEL_NAMES),
         "topologies": sorted(p.stem for p in (REPO / "fedsim" / "topologies").glob("*.yaml")),
