@@ -36,7 +36,9 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.common import Record, add_record_args, seeds_arg, sweep_runs  # noqa: E402
-from fedsim.sweep import fmt, mean_std  # noqa: E402
+from fedsim.report import console_table  # noqa: E402
+from fedsim.report import pm as fmt  # noqa: E402
+from fedsim.stats import mean_std  # noqa: E402
 
 STRAGGLERS = "faults.stragglers=[{silo: 0, factor: 5}, {silo: 1, factor: 2}]"
 FAULTS = [
@@ -84,16 +86,11 @@ def main(argv: list[str] | None = None) -> int:
         folder = f"{algo}__{fault.replace(' ', '_')}"
         return [summaries[(folder, s)][key] for s in args.seeds]
 
-    from rich.table import Table
 
     from fedsim.ui import console
 
-    t = Table(title=f"FedNova vs FedAvg with stragglers: CFL, 4 silos (domains), {args.rounds} rounds, τ = "
-                    f"{args.local_steps}, SGD {args.lr:g} (momentum {args.momentum:g}), seeds {','.join(map(str, args.seeds))}"
-                    f"{' (--quick)' if args.quick else ''}")
-    for col in ("faults", "algorithm", "Θ acc", "FedNova − FedAvg", "grad steps / silo / round", "sim s"):
-        t.add_column(col, justify="left" if col in ("faults", "algorithm") else "right")
     rows: list[dict[str, Any]] = []
+    cells = []
     for fault, _ in FAULTS:
         base = values("fedavg", fault, "foundation_accuracy")
         for algo in ALGORITHMS:
@@ -103,8 +100,13 @@ def main(argv: list[str] | None = None) -> int:
             row = {"faults": fault, "algorithm": algo, "theta": mean_std(acc), "gain": mean_std(gain) if gain else None,
                    "grad_steps": mean_std(values(algo, fault, "grad_steps_per_round")), "sim_s": mean_std(sim), "per_seed": acc}
             rows.append(row)
-            t.add_row(fault, algo, fmt(*row["theta"]), f"{row['gain'][0]:+.3f} ± {row['gain'][1]:.3f}" if gain else "–",
-                      fmt(*row["grad_steps"], ".2f"), fmt(*row["sim_s"], ".2f"))
+            cells.append([fault, algo, fmt(*row["theta"]), fmt(*row["gain"], sign="+") if gain else "–",
+                          fmt(*row["grad_steps"], ".2f"), fmt(*row["sim_s"], ".2f")])
+    t = console_table(["faults", "algorithm", "Θ acc", "FedNova − FedAvg", "grad steps / silo / round", "sim s"], cells,
+                      justify=["left", "left", *["right"] * 4],
+                      title=f"FedNova vs FedAvg with stragglers: CFL, 4 silos (domains), {args.rounds} rounds, τ = "
+                            f"{args.local_steps}, SGD {args.lr:g} (momentum {args.momentum:g}), seeds "
+                            f"{','.join(map(str, args.seeds))}{' (--quick)' if args.quick else ''}")
     console().print(t)
     note = ("Θ acc: final foundation test accuracy, mean ± std over the seeds; FedNova − FedAvg: the same seed's "
             "difference under the same faults")

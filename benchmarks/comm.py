@@ -7,6 +7,9 @@
    Target: the co-located hand-off ≥ 10× faster.
 3. Gossip with 4 silos on 2 ranks vs on 1 rank (wall time per round). Target: ≥ 1.6× speed-up.
 
+1 and 2 start their ranks themselves (``fedsim.launch.spawn``): they time collectives inside the
+ranks, where no run exists. 3 is an experiment like any other (``fedsim.experiment.run``).
+
     python benchmarks/comm.py [--repeats 5] [--rounds 4]
 """
 
@@ -23,6 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import torch  # noqa: E402
 import torch.distributed as dist  # noqa: E402
 
+from fedsim import experiment  # noqa: E402
 from fedsim.distributed import Placement  # noqa: E402
 from fedsim.launch import spawn  # noqa: E402
 from fedsim.topology import make_topology  # noqa: E402
@@ -106,18 +110,11 @@ def _handoff_worker(ctx, repeats: int):
 
 
 def gossip_seconds(nproc: int, rounds: int, tmp: str) -> float:
-    from fedsim.config import load_config
-    from fedsim.plan import build_plan
-    from fedsim.trainer import run_rank
-
-    cfg = load_config(None, [
-        "algorithm=gossip", "topology=ring-4", f"rounds={rounds}", f"output_dir={tmp}", f"name=g{nproc}",
+    summary = experiment.run(None, [
+        "algorithm=gossip", "scenario=dfl", "topology=ring-4", f"rounds={rounds}", f"output_dir={tmp}",
+        f"name=g{nproc}", "device=cpu", "compare_with=[]", "downstream.enabled=false",
         "train.eval_every=0", "train.local_steps=20", "data.samples_per_silo=256", "data.test_samples=64",
-    ])
-    cfg.scenario = "dfl"
-    run_dir = Path(tmp) / cfg.name
-    run_dir.mkdir(parents=True, exist_ok=True)
-    summary = spawn(run_rank, nproc, build_plan(cfg, run_dir, nproc), threads=1)[0]
+    ], nproc=nproc).summary
     times = summary["round_time_s"][1:] or summary["round_time_s"]  # round 0 warms caches
     return sum(times) / len(times)
 
@@ -125,9 +122,8 @@ def gossip_seconds(nproc: int, rounds: int, tmp: str) -> float:
 def main() -> None:
     import tempfile
 
-    from rich.table import Table
-
     from benchmarks.common import Record, add_record_args
+    from fedsim.report import SECTION, console_table
     from fedsim.ui import console
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -146,25 +142,24 @@ def main() -> None:
 
     mb = nbytes / 1e6
     per_rank = 2 * nbytes  # each rank sends to two ring neighbours
-    table = Table(title=f"fedsim transport on this machine ({os.cpu_count()} cores, gloo, CPU)")
-    for col in ("measurement", "time (ms)", "GB/s", "ratio", "target"):
-        table.add_column(col, justify="left" if col in ("measurement", "target") else "right")
     gbps = lambda s: f"{per_rank / s / 1e9:.2f}"  # noqa: E731
-    table.add_row(f"ring-4 exchange, ours (1 buffer/message, {mb:.1f} MB state)", f"{ring['ours'] * 1e3:.1f}",
-                  gbps(ring["ours"]), f"{ring['ours'] / ring['raw']:.2f}× raw", "≤ 1.15× raw")
-    table.add_row(f"ring-4 exchange, one message per tensor ({ntensors} tensors)",
-                  f"{ring['per_tensor'] * 1e3:.1f}", gbps(ring["per_tensor"]),
-                  f"{ring['per_tensor'] / ring['raw']:.2f}× raw", "")
-    table.add_row("ring-4 exchange, raw gloo send of the same bytes", f"{ring['raw'] * 1e3:.1f}",
-                  gbps(ring["raw"]), "1.00", "")
-    table.add_section()
-    table.add_row("hand-off silo 0 ⇄ 1, co-located (1 rank)", f"{local * 1e3:.2f}", "", "", "")
-    table.add_row("hand-off silo 0 ⇄ 1, through gloo (2 ranks)", f"{remote * 1e3:.2f}", "",
-                  f"{remote / local:.1f}× slower", "co-located ≥ 10× faster")
-    table.add_section()
-    table.add_row("gossip ring-4, 4 silos on 1 rank, per round", f"{g1 * 1e3:.0f}", "", "1.00", "")
-    table.add_row("gossip ring-4, 4 silos on 2 ranks, per round", f"{g2 * 1e3:.0f}", "",
-                  f"{g1 / g2:.2f}× speed-up", "≥ 1.6×")
+    rows = [
+        [f"ring-4 exchange, ours (1 buffer/message, {mb:.1f} MB state)", f"{ring['ours'] * 1e3:.1f}",
+         gbps(ring["ours"]), f"{ring['ours'] / ring['raw']:.2f}× raw", "≤ 1.15× raw"],
+        [f"ring-4 exchange, one message per tensor ({ntensors} tensors)", f"{ring['per_tensor'] * 1e3:.1f}",
+         gbps(ring["per_tensor"]), f"{ring['per_tensor'] / ring['raw']:.2f}× raw", ""],
+        ["ring-4 exchange, raw gloo send of the same bytes", f"{ring['raw'] * 1e3:.1f}", gbps(ring["raw"]), "1.00", ""],
+        SECTION,
+        ["hand-off silo 0 ⇄ 1, co-located (1 rank)", f"{local * 1e3:.2f}", "", "", ""],
+        ["hand-off silo 0 ⇄ 1, through gloo (2 ranks)", f"{remote * 1e3:.2f}", "", f"{remote / local:.1f}× slower",
+         "co-located ≥ 10× faster"],
+        SECTION,
+        ["gossip ring-4, 4 silos on 1 rank, per round", f"{g1 * 1e3:.0f}", "", "1.00", ""],
+        ["gossip ring-4, 4 silos on 2 ranks, per round", f"{g2 * 1e3:.0f}", "", f"{g1 / g2:.2f}× speed-up", "≥ 1.6×"],
+    ]
+    table = console_table(["measurement", "time (ms)", "GB/s", "ratio", "target"], rows,
+                          title=f"fedsim transport on this machine ({os.cpu_count()} cores, gloo, CPU)",
+                          justify=["left", "right", "right", "right", "left"])
     console().print(table)
     rec.table(table)
     rec.write({"ring_s": ring, "state_bytes": nbytes, "tensors": ntensors, "handoff_local_s": local,

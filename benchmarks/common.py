@@ -1,7 +1,9 @@
 """What the benchmark tables share beyond :mod:`fedsim.sweep` (which plans, runs and reuses the
-runs and gives mean ± std): ``--seeds`` for argparse, a cell shown as "m ± s" in %, a cell's
-values for JSON, the summaries of a sweep keyed by (point, seed), the simulated time to a
-target accuracy, and the dated result record every benchmark writes (:class:`Record`).
+runs and gives mean ± std), :mod:`fedsim.stats` (mean ± std, paired intervals) and
+:mod:`fedsim.report` (cells, console and Markdown tables): ``--seeds`` for argparse, a cell shown
+as "m ± s" in %, a cell's values for JSON, the summaries of a sweep keyed by (point, seed), the
+simulated time to a target accuracy, and the dated result record every benchmark writes
+(:class:`Record`).
 
 **Records.** A benchmark's measurements are never copied into prose by hand: each run writes
 ``benchmarks/results/<study>/<date>-<commit>[-<variant>].md`` and ``.json`` — the command, the
@@ -24,6 +26,10 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+from fedsim.report import markdown_table
+from fedsim.report import pm as pm_cell
+from fedsim.stats import mean_std
+
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "benchmarks" / "results"
 
@@ -40,17 +46,12 @@ def seeds_arg(text: str) -> list[int]:
 
 
 def pm(values: Iterable[float | None]) -> str:
-    """``"m ± s"`` in % of the values (sample std over seeds), "–" when there are none."""
-    from fedsim.sweep import mean_std
-
-    m, sd = mean_std(list(values))
-    return "–" if m is None else f"{100 * m:.1f} ± {100 * sd:.1f}"
+    """``"m ± s"`` in % of the values (sample std over seeds; "m" for one seed), "–" when there are none."""
+    return pm_cell(*mean_std(list(values)), ".1f", scale=100.0)
 
 
 def cell_stats(values: Iterable[float | None]) -> dict[str, Any]:
-    """A cell for JSON: mean, sample std and every seed's value."""
-    from fedsim.sweep import mean_std
-
+    """A cell for JSON: mean, sample std (None for one seed) and every seed's value."""
     m, sd = mean_std(list(values))
     return {"mean": m, "std": sd, "values": list(values)}
 
@@ -118,16 +119,6 @@ def _plain(cell: Any) -> str:
         return Text.from_markup(str(cell)).plain
     except Exception:  # noqa: BLE001 - a string that is not valid markup is shown as it is
         return str(cell)
-
-
-def markdown_table(columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
-    """A GitHub-flavoured Markdown table; ``|`` inside a cell is escaped, a missing cell is empty."""
-    def cell(v: Any) -> str:
-        return "" if v is None else str(v).replace("|", "\\|").replace("\n", " ")
-
-    lines = ["| " + " | ".join(cell(c) for c in columns) + " |", "|" + "---|" * len(columns)]
-    lines += ["| " + " | ".join(cell(c) for c in row) + " |" for row in rows]
-    return "\n".join(lines)
 
 
 def table_data(table: Any) -> dict[str, Any]:

@@ -30,11 +30,13 @@ import json
 import sys
 import time
 from pathlib import Path
-from statistics import mean, stdev
+from statistics import mean
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.common import Record, add_record_args, time_to_target  # noqa: E402
+from fedsim.report import SECTION, console_table, pm  # noqa: E402
+from fedsim.stats import mean_std  # noqa: E402
 
 #: the topology benchmark's small experiment (benchmarks/topologies.py; the default domain cycle,
 #: not fedsim/default.yaml's four silos)
@@ -73,9 +75,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def _ms(values: list[float], spec: str) -> str:
-    if not values:
-        return "–"
-    return f"{mean(values):{spec}} ± {(stdev(values) if len(values) > 1 else 0.0):{spec}}"
+    return pm(*mean_std(values), spec)
 
 
 def plot(curves: dict, target: float, path: Path, title: str) -> None:
@@ -108,7 +108,6 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     rec = Record.from_args(args, "compression", __file__, argv, variant="quick" if args.quick else "")
     from rich.console import Console
-    from rich.table import Table
 
     from fedsim.netmodel import (
         FEMNIST_COMPUTE_MS,
@@ -139,14 +138,10 @@ def main(argv: list[str] | None = None) -> int:
     execute(runs, args.parallel, log=console.print)
     rows = {r["point"]: r for r in collect(runs)}
 
-    table = Table(title=f"gossip on {underlay.name} ({underlay.num_silos} silos), {args.rounds} rounds: coded bytes, "
-                        f"simulated time to {args.target:.0%} mean silo accuracy (M = FEMNIST × coded/raw), "
-                        f"accuracy — mean ± std over {len(seeds)} seeds")
     slow = f"λ ms at {args.slow_gbps * 1e3:g} Mb/s"
-    for col in ("overlay", "compression", "KB/round", "coded/raw", "sim ms/round", "time to target s",
-                "reached", "speed-up vs none", "final silo acc", "final Θ acc", slow, "λ vs none"):
-        table.add_column(col, justify="left" if col in ("overlay", "compression") else "right")
-    report, curves = [], {}
+    columns = ["overlay", "compression", "KB/round", "coded/raw", "sim ms/round", "time to target s",
+               "reached", "speed-up vs none", "final silo acc", "final Θ acc", slow, "λ vs none"]
+    report, curves, cells = [], {}, []
     for ov in OVERLAYS:
         base_tt = None
         for kind, _ in KINDS:
@@ -171,15 +166,19 @@ def main(argv: list[str] | None = None) -> int:
             speed = base_tt / tt if (base_tt and tt) else None
             curves[(ov, kind)] = {"sim_ms": sums[0]["sim_time_ms"],
                                   "acc": [mean(a) for a in zip(*[s["accuracy_by_round"] for s in sums])]}
-            table.add_row(ov.upper(), kind, _ms(kb, ".1f"), f"{ratio:.3f}", _ms(per_round, ".1f"),
+            cells.append([ov.upper(), kind, _ms(kb, ".1f"), f"{ratio:.3f}", _ms(per_round, ".1f"),
                           _ms(reached, ".3f") if len(reached) == len(sums) else "—", f"{len(reached)}/{len(sums)}",
                           "—" if speed is None else f"{speed:.2f}×", _ms(final, ".3f"), _ms(theta, ".3f"),
-                          f"{lam:.1f}", f"{lam / base_lam:.3f}")
+                          f"{lam:.1f}", f"{lam / base_lam:.3f}"])
             report.append({"overlay": ov, "compression": kind, "kb_per_round": kb, "coded_over_raw": ratio,
                            "sim_ms_per_round": per_round, "time_to_target_s": tts, "speedup_vs_none": speed,
                            "final_silo_accuracy": final, "final_theta_accuracy": theta,
                            "slow_cycle_time_ms": lam, "slow_cycle_time_vs_none": lam / base_lam})
-        table.add_section()
+        cells.append(SECTION)
+    table = console_table(columns, cells, justify=["left", "left", *["right"] * (len(columns) - 2)],
+                          title=f"gossip on {underlay.name} ({underlay.num_silos} silos), {args.rounds} rounds: coded "
+                                f"bytes, simulated time to {args.target:.0%} mean silo accuracy (M = FEMNIST × "
+                                f"coded/raw), accuracy — mean ± std over {len(seeds)} seeds")
     console.print(table)
     rec.table(table)
     with open(out / "compression.csv", "w", newline="") as fh:
@@ -194,8 +193,7 @@ def main(argv: list[str] | None = None) -> int:
             w.writerow([r["overlay"], r["compression"], mean(r["kb_per_round"]), r["coded_over_raw"],
                         mean(r["sim_ms_per_round"]),
                         mean(reached) if len(reached) == len(r["time_to_target_s"]) else "",
-                        len(reached), r["speedup_vs_none"] or "", mean(fs), stdev(fs) if len(fs) > 1 else 0.0,
-                        mean(ft), stdev(ft) if len(ft) > 1 else 0.0, r["slow_cycle_time_ms"],
+                        len(reached), r["speedup_vs_none"] or "", *mean_std(fs), *mean_std(ft), r["slow_cycle_time_ms"],
                         r["slow_cycle_time_vs_none"]])
     (out / "compression.json").write_text(json.dumps(report, indent=2, default=str))
     plot(curves, args.target, out / "compression.png",

@@ -100,9 +100,8 @@ def _epoch(mode: str, n: int, batch: int, size: int, seed: int) -> float:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from rich.table import Table
-
     from benchmarks.common import Record, add_record_args
+    from fedsim.report import console_table
     from fedsim.ui import console
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -116,23 +115,21 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(1)
     con = console()
 
-    t1 = Table(title=f"generation rate, 1 thread (best of {args.repeat})")
-    for col in ("size", "images", "img/s (wall)", "img/s (cpu)", "ms/image"):
-        t1.add_column(col, justify="right")
+    rows = []
     for size, n in ((64, 1024), (256, 64)):
         wall, cpu = _gen_rate(size, n, args.repeat)
-        t1.add_row(f"{size}x{size}", str(n), f"{wall:,.0f}", f"{cpu:,.0f}", f"{1000 / wall:.2f}")
+        rows.append([f"{size}x{size}", str(n), f"{wall:,.0f}", f"{cpu:,.0f}", f"{1000 / wall:.2f}"])
+    t1 = console_table(["size", "images", "img/s (wall)", "img/s (cpu)", "ms/image"], rows, justify=["right"] * 5,
+                       title=f"generation rate, 1 thread (best of {args.repeat})")
     con.print(t1)
     rec.table(t1)
 
     modes = ["materialized", "on-the-fly", "gen+epoch"] + ([] if args.skip_worker else ["worker"])
     times = {m: min(_epoch(m, args.samples, args.batch, 64, seed=r) for r in range(args.repeat)) for m in modes}
     base = times["materialized"]
-    t2 = Table(title=f"one epoch, cnn, {args.samples} images 64x64, batch {args.batch}, 1 training thread")
-    for col in ("data", "epoch s", "ratio"):
-        t2.add_column(col, justify="right")
-    for m in modes:
-        t2.add_row(m, f"{times[m]:.2f}", f"{times[m] / base:.2f}")
+    t2 = console_table(["data", "epoch s", "ratio"], [[m, f"{times[m]:.2f}", f"{times[m] / base:.2f}"] for m in modes],
+                       justify=["right"] * 3,
+                       title=f"one epoch, cnn, {args.samples} images 64x64, batch {args.batch}, 1 training thread")
     con.print(t2)
     rec.table(t2)
     rec.write({"epoch_s": times})

@@ -169,7 +169,7 @@ def linear_probe(path: Path | None, seed: int, image_size: int, steps: int = 300
 
 
 def probe(path: Path, seeds: list[int], image_size: int) -> dict:
-    from fedsim.downstream import mean_std
+    from fedsim.stats import mean_std
 
     looks = what_theta_looks_at(path, FOUNDATION_SIZE)
     print("Θ foundation accuracy (test scenes, every domain and class) with … left out of the pixels: "
@@ -190,7 +190,8 @@ def parse_value(text: str):
 
 
 def compare(path: Path, ds: dict, split: str, image_size: int) -> dict:
-    from fedsim.downstream import DownstreamConfig, compare_initializations, mean_std
+    from fedsim.downstream import DownstreamConfig, compare_initializations
+    from fedsim.stats import mean_std
 
     cfg = DownstreamConfig.from_dict({**ds, "tasks": ["segmentation"]})
     rows = compare_initializations({"random": None, "centralized Θ": str(path)}, None, cfg, image_size, split=split)
@@ -203,17 +204,20 @@ def compare(path: Path, ds: dict, split: str, image_size: int) -> dict:
             "seconds": rnd["seconds"] + fnd["seconds"]}
 
 
-def pm(m: float, s: float) -> str:
-    return f"{100 * m:.1f} ± {100 * s:.1f}" if not math.isnan(s) else f"{100 * m:.1f}"
+def pm(m: float | None, s: float | None) -> str:
+    """``m ± s`` in % (just ``m`` without a std)."""
+    from fedsim.report import pm as cell
+
+    return cell(m, s, ".1f", scale=100.0)
 
 
 def main() -> int:
     import torch
     from rich.console import Console
-    from rich.table import Table
 
     from benchmarks.common import Record, add_record_args
     from fedsim.downstream import downstream_table
+    from fedsim.report import console_table
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--foundation", help="a foundation.pt to use instead of training the CLL one")
@@ -295,14 +299,14 @@ def main() -> int:
         if not args.grid:
             con.print(downstream_table(r["rows"]))
 
-    table = Table(title=f"Downstream segmentation Dice (%), {args.split.upper()} split, fine-tune seeds {args.seeds}: "
-                        f"random init vs centralized Θ ({path})")
-    for col in ("#", "recipe", "random", "centralized Θ", "gap", "paired gap", "gap / std", "gap > noise", "s"):
-        table.add_column(col, justify="left" if col == "recipe" else "right")
-    for i, r in enumerate(results, 1):
-        table.add_row(str(i), r["recipe"], pm(*r["random"]), pm(*r["foundation"]), f"{100 * r['gap']:+.1f}",
-                      pm(r["gap"], r["paired_std"]), f"{r['gap_in_std']:.1f}",
-                      f"{'yes' if r['gap'] > noise_of(r) else 'no'} ({100 * noise_of(r):.1f})", f"{r['seconds']:.0f}")
+    columns = ["#", "recipe", "random", "centralized Θ", "gap", "paired gap", "gap / std", "gap > noise", "s"]
+    table = console_table(columns, [
+        [str(i), r["recipe"], pm(*r["random"]), pm(*r["foundation"]), f"{100 * r['gap']:+.1f}",
+         pm(r["gap"], r["paired_std"]), f"{r['gap_in_std']:.1f}",
+         f"{'yes' if r['gap'] > noise_of(r) else 'no'} ({100 * noise_of(r):.1f})", f"{r['seconds']:.0f}"]
+        for i, r in enumerate(results, 1)], justify=["right", "left", *["right"] * 7],
+        title=f"Downstream segmentation Dice (%), {args.split.upper()} split, fine-tune seeds {args.seeds}: "
+              f"random init vs centralized Θ ({path})")
     con.print(table)
     rec.table(table)
     if args.select:

@@ -21,13 +21,13 @@ import numpy as np
 import ot
 import torch
 from rich.console import Console
-from rich.table import Table
 from scipy.optimize import linprog
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
 
 from benchmarks.common import Record, add_record_args  # noqa: E402
 from fedsim.emd import cost_matrix, emd_similarity, node_weights  # noqa: E402
+from fedsim.report import SECTION, console_table  # noqa: E402
 
 CHANNELS = 64
 
@@ -97,9 +97,8 @@ def main() -> None:
     ns = (25, 49) if args.quick else (25, 49, 64)
     Bs = (1, 64) if args.quick else (1, 16, 64)
 
-    table = Table(title="fedsim.emd: ms per problem (1 thread), value error vs HiGHS")
-    for col in ("n", "B", "method", "fwd ms", "fwd+bwd ms", "max |Δs| vs HiGHS", "exact speed-up (fwd+bwd)"):
-        table.add_column(col, justify="right" if col != "method" else "left")
+    columns = ["n", "B", "method", "fwd ms", "fwd+bwd ms", "max |Δs| vs HiGHS", "exact speed-up (fwd+bwd)"]
+    cells = []
     g = torch.Generator().manual_seed(0)
     for n in ns:
         for B in Bs:
@@ -115,7 +114,7 @@ def main() -> None:
                 rows[name] = (fwd, fb, err)
             exact_fb = rows["exact"][1]
             for name, (fwd, fb, err) in rows.items():
-                table.add_row(
+                cells.append([
                     str(n),
                     str(B),
                     name,
@@ -123,8 +122,10 @@ def main() -> None:
                     f"{fb:.3f}",
                     f"{err:.1e}",
                     f"{fb / exact_fb:.0f}x" if name != "exact" else "1x",
-                )
-            table.add_section()
+                ])
+            cells.append(SECTION)
+    table = console_table(columns, cells, justify=["right", "right", "left", *["right"] * 4],
+                          title="fedsim.emd: ms per problem (1 thread), value error vs HiGHS")
     Console(width=140).print(table)
     note = "speed-up column: (that method's fwd+bwd time) / (exact's), same inputs, same run"
     print(note)

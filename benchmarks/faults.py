@@ -35,7 +35,9 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.common import Record, add_record_args, time_to_target  # noqa: E402
-from fedsim.sweep import fmt, mean_std  # noqa: E402
+from fedsim.report import console_table  # noqa: E402
+from fedsim.report import pm as fmt  # noqa: E402
+from fedsim.stats import mean_std  # noqa: E402
 
 POINTS = [
     ("none", []),
@@ -96,25 +98,22 @@ def main(argv: list[str] | None = None) -> int:
         table.append({"point": row["point"], "model": row["label"], "seeds": per_seed})
     base = {r["model"]: mean_std([s["t_target"] for s in r["seeds"]])[0] for r in table if r["point"] == "none"}
 
-    from rich.table import Table
-
     from fedsim.ui import console
 
-    t = Table(title=f"Faults on the default jobs: {args.rounds} rounds, ring-4, seeds {args.seeds}, "
-                    f"{args.compute_ms:g} ms simulated compute per round{' (--quick)' if args.quick else ''}")
-    for col in ("faults", "model", "Θ acc", "silo-rounds in", f"sim s to Θ ≥ {args.target:g}", "reached",
-                "vs none", "sim s total"):
-        t.add_column(col, justify="left" if col in ("faults", "model") else "right")
-    csv_rows = []
+    cells, csv_rows = [], []
     for r in table:
         s = r["seeds"]
         theta, taken = mean_std([x["theta"] for x in s]), mean_std([x["taken"] for x in s])
         tt, total = mean_std([x["t_target"] for x in s]), mean_std([x["sim_s"] for x in s])
         reached = sum(x["t_target"] is not None for x in s)
         ratio = tt[0] / base[r["model"]] if tt[0] is not None and base.get(r["model"]) else None
-        t.add_row(r["point"], r["model"], fmt(*theta), fmt(*taken, ".2f"), fmt(*tt, ".2f"), f"{reached}/{len(s)}",
-                  "–" if ratio is None else f"{ratio:.2f}×", fmt(*total, ".2f"))
+        cells.append([r["point"], r["model"], fmt(*theta), fmt(*taken, ".2f"), fmt(*tt, ".2f"), f"{reached}/{len(s)}",
+                      "–" if ratio is None else f"{ratio:.2f}×", fmt(*total, ".2f")])
         csv_rows.append([r["point"], r["model"], *theta, *taken, *tt, reached, len(s), ratio, *total])
+    t = console_table(["faults", "model", "Θ acc", "silo-rounds in", f"sim s to Θ ≥ {args.target:g}", "reached",
+                       "vs none", "sim s total"], cells, justify=["left", "left", *["right"] * 6],
+                      title=f"Faults on the default jobs: {args.rounds} rounds, ring-4, seeds {args.seeds}, "
+                            f"{args.compute_ms:g} ms simulated compute per round{' (--quick)' if args.quick else ''}")
     console().print(t)
     note = ("time to target: mean over the seeds that reached it; 'vs none' divides it by the same algorithm's "
             "fault-free time measured in this run")
@@ -154,7 +153,7 @@ def plot(table: list[dict[str, Any]], path: Path, target: float) -> None:
             mean = [mean_std(list(a)) for a in accs]
             t = [mean_std(list(x))[0] / 1e3 for x in times]
             m = [v[0] for v in mean]
-            sd = [v[1] for v in mean]
+            sd = [v[1] or 0.0 for v in mean]  # one seed: no band
             ax.plot(t, m, marker="o", ms=3, color=f"C{n}", label=f"{r['point']} (n={len(r['seeds'])})")
             ax.fill_between(t, [a - b for a, b in zip(m, sd)], [a + b for a, b in zip(m, sd)], color=f"C{n}", alpha=0.15)
         ax.axhline(target, color="grey", ls=":", lw=1)

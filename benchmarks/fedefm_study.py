@@ -42,7 +42,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import sys
 import time
@@ -52,6 +51,9 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
+
+from fedsim.report import markdown_table, pm, print_table  # noqa: E402
+from fedsim.stats import mean_std, paired_ci  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 PAPER_CONFIG = REPO / "launch" / "configs" / "fedefm_paper_regime.yaml"
@@ -148,26 +150,7 @@ def sequential_depth(cfg) -> int | None:
     return L
 
 
-# ---- statistics --------------------------------------------------------------------------------
-
-def t_quantile(n: int) -> float:
-    """The 0.975 quantile of Student's t with n − 1 degrees of freedom."""
-    from scipy.stats import t
-
-    return float(t.ppf(0.975, n - 1))
-
-
-def paired_ci(arm: dict[int, float | None], whole: dict[int, float | None]) -> dict[str, Any] | None:
-    """Mean of the seed-by-seed difference arm − whole and its 95% t half-width (None with fewer
-    than two seeds having both)."""
-    diffs = [arm[s] - whole[s] for s in sorted(arm) if s in whole and arm[s] is not None and whole[s] is not None]
-    if len(diffs) < 2:
-        return None
-    mean = sum(diffs) / len(diffs)
-    sd = math.sqrt(sum((d - mean) ** 2 for d in diffs) / (len(diffs) - 1))
-    half = t_quantile(len(diffs)) * sd / math.sqrt(len(diffs))
-    return {"mean": mean, "half_width": half, "n": len(diffs), "values": diffs}
-
+# ---- statistics (mean ± std and the paired t interval: fedsim.stats) -------------------------------
 
 def weight_stats(records: dict[int, list[dict[str, Any]]], corrupted: int | None) -> dict[str, float | None]:
     """From a run's metric records ({silo: [record per round]}): the mean w_ij and s_ij over every
@@ -245,8 +228,6 @@ def applicable(arm_list: Sequence[Arm], condition: str) -> list[Arm]:
 
 def analyse(regime: str, condition: str, arm_list: Sequence[Arm], found: dict[str, Any]) -> dict[str, Any]:
     """Per arm: every measured value per seed, mean ± std, paired differences to FedEFM whole."""
-    from fedsim.sweep import mean_std
-
     corrupted = CORRUPT_SILO if condition == "corrupt" else None
     rows: dict[str, Any] = {}
     for arm in applicable(arm_list, condition):
@@ -287,9 +268,7 @@ def analyse(regime: str, condition: str, arm_list: Sequence[Arm], found: dict[st
 # ---- reporting ---------------------------------------------------------------------------------
 
 def fmt(stat: dict[str, Any] | None, scale: float = 100.0, spec: str = ".1f") -> str:
-    if not stat or stat.get("mean") is None:
-        return "–"
-    return f"{format(scale * stat['mean'], spec)} ± {format(scale * (stat.get('std') or 0.0), spec)}"
+    return pm((stat or {}).get("mean"), (stat or {}).get("std"), spec, scale=scale)
 
 
 def fmt_ci(ci: dict[str, Any] | None) -> str:
@@ -324,12 +303,6 @@ def table_rows(result: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
                              f"{bad['mean']:.3f} / {clean['mean']:.3f}")
         out.append(cells)
     return cols, out
-
-
-def markdown_table(cols: list[str], rows: list[list[str]]) -> str:
-    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    lines += ["| " + " | ".join(c.replace("|", "\\|") for c in r) + " |" for r in rows]
-    return "\n".join(lines)
 
 
 def corrupted_teacher_ci(result: dict[str, Any]) -> dict[str, Any] | None:
@@ -422,7 +395,7 @@ def regime_settings(regime: str, rounds: int, paper_rounds: int, quick: bool) ->
 def main(argv: list[str] | None = None) -> int:
     from common import seeds_arg
 
-    from fedsim.commands.run import prepare_config
+    from fedsim.experiment import resolve_config
     from fedsim.topology import resolve_topology
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
@@ -471,7 +444,7 @@ def main(argv: list[str] | None = None) -> int:
     plans = {}
     for regime in regimes:
         config, common = regime_settings(regime, rounds, paper_rounds, args.quick)
-        cfg, _ = prepare_config(config, [*common, "algorithm=fedefm", "scenario=dfl"])
+        cfg, _ = resolve_config(config, [*common, "algorithm=fedefm", "scenario=dfl"])
         topo = resolve_topology(cfg.topology)
         hosted = max(len(topo.out_neighbours(i)) for i in range(topo.num_silos))
         budget = cfg.fedefm.overseas_steps * hosted + cfg.fedefm.distill_steps
@@ -496,7 +469,7 @@ def main(argv: list[str] | None = None) -> int:
         res = analyse(regime, condition, arm_list, found)
         results.append(res)
         cols, rows = table_rows(res)
-        print(f"\n{regime} regime · {condition}\n" + markdown_table(cols, rows) + "\n", flush=True)
+        print_table(cols, rows, title=f"{regime} regime · {condition}")
         meta = {"load_before": load_before,
                 "command": " ".join(["python", "benchmarks/fedefm_study.py", *(argv or sys.argv[1:])]),
                 "seeds": seeds, "rounds": rounds, "paper_rounds": paper_rounds, "wall_s": time.perf_counter() - t0,

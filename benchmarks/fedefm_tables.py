@@ -92,7 +92,7 @@ def select(args, common: list[str], seeds: list[int], out: Path, log) -> dict[st
 
     print_table = functools.partial(print_table, rec=getattr(args, "rec", None))  # the tables go into the record
 
-    from fedsim.sweep import fmt
+    from fedsim.report import pm as fmt
 
     chosen: list[str] = []
     report = []
@@ -206,7 +206,8 @@ def fedefm(args) -> int:
 
     print_table = functools.partial(print_table, rec=getattr(args, "rec", None))  # the tables go into the record
 
-    from fedsim.sweep import fmt, plot_rows
+    from fedsim.report import pm as fmt
+    from fedsim.sweep import plot_rows
     from fedsim.topology import resolve_topology
 
     t_start = time.perf_counter()
@@ -268,7 +269,7 @@ def fedefm(args) -> int:
                                         out / "downstream", log)
                     for key, row in ds.items():
                         downstream[(f"{_tag(u)}/{key}", seed)] = row
-        from fedsim.sweep import mean_std
+        from fedsim.stats import mean_std
 
         for u in fractions:
             table = []

@@ -111,12 +111,12 @@ def seed_cells(summaries: dict[str, dict], cfg_for) -> dict[tuple[str, str], flo
 
 def main(argv: list[str] | None = None) -> int:
     import torch
-    from rich.table import Table
 
     from benchmarks.common import Record, add_record_args, cell_stats, pm, seeds_arg, sweep_runs
     from fedsim.config import load_config
     from fedsim.fminit import cache_path
-    from fedsim.sweep import mean_std
+    from fedsim.report import console_table
+    from fedsim.stats import mean_std
     from fedsim.topology import resolve_topology
     from fedsim.ui import console
 
@@ -158,16 +158,15 @@ def main(argv: list[str] | None = None) -> int:
     title = (f"Table 1 (Li and Yang): Dice (%) of FedAvg from each initialization, age skew, "
              f"{resolve_topology(cfg.topology).num_silos} silos, {cfg.rounds} rounds × {cfg.train.local_steps} steps, "
              f"{cfg.data.image_size}px; mean ± std over seeds {seeds}" + (" [quick]" if args.quick else ""))
-    table = Table(title=title)
-    for col in ("Initialization", "Federated", "Centralized", "Standalone", *[f"Θ r{r}" for r in show],
-                "before FL", "time s"):
-        table.add_column(col, justify="left" if col == "Initialization" else "right")
+    cells = []
     for init in INITS:
         seconds = sum(s["wall_time_s"] for (label, _), s in summaries.items() if label.startswith(f"{init}-"))
-        table.add_row(INITS[init], *[pm(values[init, c]) if (init, c) in values else "–"
+        cells.append([INITS[init], *[pm(values[init, c]) if (init, c) in values else "–"
                                      for c in ("federated", "centralized", "standalone", *[f"r{r}" for r in show],
                                                "initial_dice")],
-                      f"{seconds:.0f}")
+                      f"{seconds:.0f}"])
+    table = console_table(["Initialization", "Federated", "Centralized", "Standalone", *[f"Θ r{r}" for r in show],
+                           "before FL", "time s"], cells, title=title)
     con.print(table)
     rec.table(table)
     init_seconds: dict[str, list[float]] = {}

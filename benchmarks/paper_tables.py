@@ -42,6 +42,9 @@ from typing import TYPE_CHECKING, Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
 
+from fedsim.report import num  # noqa: E402
+from fedsim.report import print_table as show_table  # noqa: E402
+
 if TYPE_CHECKING:
     from benchmarks.common import Record
 
@@ -113,11 +116,11 @@ def distill_step_timing(cfg, steps: int, cvx_steps: int) -> dict[str, float]:
 # ---- printing -----------------------------------------------------------------------------------
 
 def _pct(v) -> str:
-    return "–" if v is None or v != v else f"{100 * v:.1f}"
+    return num(v, ".1f", scale=100.0)
 
 
 def _num(v, spec=".1f") -> str:
-    return "–" if v is None or v != v else format(v, spec)
+    return num(v, spec)
 
 
 def escape(text: str) -> str:
@@ -128,16 +131,11 @@ def escape(text: str) -> str:
 
 
 def print_table(title: str, columns: list[str], rows: list[list[str]], rec: Record | None = None) -> None:
-    """A rich table on the console, and into ``rec`` (the run's result record) when given."""
+    """A table on the console (:func:`fedsim.report.print_table`), and into ``rec`` (the run's
+    result record) when given."""
     from rich.console import Console
-    from rich.table import Table
 
-    table = Table(title=title)
-    for i, c in enumerate(columns):
-        table.add_column(c, justify="left" if i == 0 else "right")
-    for r in rows:
-        table.add_row(*r)
-    Console(width=160).print(table)
+    table = show_table(columns, rows, title=title, console=Console(width=160))
     if rec is not None:
         rec.table(table)
 

@@ -249,20 +249,19 @@ def combine(runs: list[dict]) -> dict:
 def report(results: dict[str, dict], load_before, load_after, repeats: int = 1, rec: Record | None = None) -> None:
     """The table and the ratios against their targets, on the console and into ``rec``."""
     import torch
-    from rich.table import Table
 
+    from fedsim.report import console_table
     from fedsim.ui import console
 
     labels = {"plain": "plain loop (1 process)", "fedsim1": "fedsim, 1 rank", "fedsim2": "fedsim, 2 ranks",
               "flower": "Flower + Ray (2 CPUs)"}
     best = f"; times: best of {repeats}, memory: median" if repeats > 1 else ""
-    table = Table(title=f"FedAvg, {JOB['silos']} clients × {JOB['samples']} images {JOB['size']}², small CNN, "
-                        f"{JOB['rounds']} rounds × {JOB['local_steps']} steps{best}")
-    for col in ("runner", "wall s", "s / round", "peak Σ RSS MB", "peak Σ PSS MB", "processes", "final accuracy"):
-        table.add_column(col, justify="left" if col == "runner" else "right")
-    for which, r in results.items():
-        table.add_row(labels[which], f"{r['wall_s']:.1f}", f"{r['per_round_s']:.2f}", f"{r['rss_mb']:.0f}",
-                      f"{r['pss_mb']:.0f}", str(r["procs"]), f"{r['accuracy']:.4f}")
+    table = console_table(
+        ["runner", "wall s", "s / round", "peak Σ RSS MB", "peak Σ PSS MB", "processes", "final accuracy"],
+        [[labels[which], f"{r['wall_s']:.1f}", f"{r['per_round_s']:.2f}", f"{r['rss_mb']:.0f}", f"{r['pss_mb']:.0f}",
+          str(r["procs"]), f"{r['accuracy']:.4f}"] for which, r in results.items()],
+        title=f"FedAvg, {JOB['silos']} clients × {JOB['samples']} images {JOB['size']}², small CNN, "
+              f"{JOB['rounds']} rounds × {JOB['local_steps']} steps{best}")
     con = console()
     con.print(table)
     if rec is not None:

@@ -27,11 +27,13 @@ import math
 import sys
 import time
 from pathlib import Path
-from statistics import mean, stdev
+from statistics import mean
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.common import Record, add_record_args  # noqa: E402
+from fedsim.report import pm  # noqa: E402
+from fedsim.stats import mean_std  # noqa: E402
 
 #: the reduced size: the default run's data (4 silos, domain mixtures, half the other silos' classes
 #: unseen) with 2,048 images per silo at 32 px, a width-8 CNN, 6 rounds of the default steps, SGD
@@ -83,10 +85,7 @@ def _summary(run_dir: str) -> dict:
 
 
 def _fmt(values: list[float], spec: str = ".3f") -> str:
-    vals = [v for v in values if v is not None and not math.isnan(v)]
-    if not vals:
-        return "–"
-    return f"{mean(vals):{spec}} ± {(stdev(vals) if len(vals) > 1 else 0.0):{spec}}"
+    return pm(*mean_std(values), spec)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -94,8 +93,8 @@ def main(argv: list[str] | None = None) -> int:
     rec = Record.from_args(args, "privacy", __file__, argv,
                            variant="quick" if args.quick else "full" if args.full else "")
     from rich.console import Console
-    from rich.table import Table
 
+    from fedsim.report import console_table
     from fedsim.sweep import collect, execute, parse_seeds, plan, write_outputs
 
     console = Console(width=160)
@@ -113,11 +112,7 @@ def main(argv: list[str] | None = None) -> int:
 
     # per (algorithm, ε): every seed's summary; the overhead is per seed against ε = ∞
     by = {(r["label"], r["point"]): {s: _summary(v["run_dir"]) for s, v in r["seeds"].items()} for r in rows}
-    table = Table(title=f"DP-SGD per silo (Opacus, Poisson sampling, C = {args.clip:g}, δ = {DELTA:g}): "
-                        f"Θ test accuracy, mean ± std over {len(seeds)} seeds")
-    for col in ("model", "target ε", "σ", "ε spent (max silo)", "Θ test acc", "s/round", "DP-SGD time ×"):
-        table.add_column(col, justify="left" if col == "model" else "right")
-    report = []
+    cells, report = [], []
     for label in dict.fromkeys(r["label"] for r in rows):
         plain = by.get((label, "ε=∞"), {})
         for pt in points(epsilons, args.clip):
@@ -127,12 +122,15 @@ def main(argv: list[str] | None = None) -> int:
             ratio = [per_round[seed] / mean(plain[seed]["round_time_s"]) for seed in per_round if seed in plain]
             sigma = [s["privacy"]["noise_multiplier"] for s in runs_.values() if "privacy" in s]
             spent = [s["epsilon"] for s in runs_.values() if "epsilon" in s]
-            table.add_row(label, pt.label.split("=")[1], _fmt(sigma, ".2f") if sigma else "–",
+            cells.append([label, pt.label.split("=")[1], _fmt(sigma, ".2f") if sigma else "–",
                           _fmt(spent, ".2f") if spent else "–", _fmt(acc), _fmt(list(per_round.values()), ".2f"),
-                          "1 (reference)" if pt.label == "ε=∞" else _fmt(ratio, ".2f"))
+                          "1 (reference)" if pt.label == "ε=∞" else _fmt(ratio, ".2f")])
             report.append({"model": label, "epsilon_target": pt.label, "noise_multiplier": sigma,
                            "epsilon_spent": spent, "foundation_accuracy": acc, "round_time_s": per_round,
                            "dp_time_ratio": ratio})
+    table = console_table(["model", "target ε", "σ", "ε spent (max silo)", "Θ test acc", "s/round", "DP-SGD time ×"],
+                          cells, title=f"DP-SGD per silo (Opacus, Poisson sampling, C = {args.clip:g}, δ = {DELTA:g}): "
+                                       f"Θ test accuracy, mean ± std over {len(seeds)} seeds")
     console.print(table)
     (out / "privacy.json").write_text(json.dumps(report, indent=2, default=str))
     rec.table(table)

@@ -13,8 +13,8 @@ the seeds; the ratio column divides by the same rule without corruption, measure
 
 Small on purpose (the whole table in ~20 minutes on 2 CPU cores): IID synthetic data
 (``data.partition: iid``, 64 training images of 32×32 per silo, 256 test images), the CPU model
-at width 16, 5 rounds of 5 local Adam steps (lr 0.005, batch 16); each run in this process on
-one rank. Without corruption FedAvg's Θ reaches ~80% in these 5 rounds.
+at width 16, 5 rounds of 5 local Adam steps (lr 0.005, batch 16); each run an experiment of
+:mod:`fedsim.experiment` on one rank, in this process. Without corruption FedAvg's Θ reaches ~80% in these 5 rounds.
 
     python benchmarks/robustness.py [--seeds 0,1,2] [--rounds 5] [--noise 1.0] [--only ring-4]
         [--no-record | --record DIR]
@@ -35,7 +35,10 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from benchmarks.common import add_record_args, seeds_arg  # noqa: E402
+from benchmarks.common import Record, add_record_args, seeds_arg  # noqa: E402
+from fedsim import experiment  # noqa: E402
+from fedsim.report import pm, print_table  # noqa: E402
+from fedsim.stats import mean_std  # noqa: E402
 
 SMALL = ["data.partition=iid", "data.samples_per_silo=64", "data.test_samples=256", "data.image_size=32",
          "model.width=16", "train.local_steps=5", "train.batch_size=16", "train.lr=0.005", "train.eval_every=0",
@@ -70,22 +73,13 @@ def corruption(kind: str, silos: list[int], noise: float) -> list[str]:
 
 def theta_accuracy(overrides: list[str]) -> float:
     """Θ's final test accuracy of one run, on one rank in this process."""
-    from fedsim.config import load_config
-    from fedsim.launch import spawn_here
-    from fedsim.plan import experiment_plans
-    from fedsim.trainer import run_jobs
-
     with tempfile.TemporaryDirectory(prefix="robustness-") as tmp:
-        cfg = load_config(None, [*overrides, f"output_dir={tmp}"])
-        plans = experiment_plans(cfg, Path(tmp) / "run", 1)
-        (summary,) = spawn_here(run_jobs, 1, plans, False, device="cpu", timeout_s=cfg.timeout_s)
-    return summary["foundation_accuracy"]
+        result = experiment.run(None, [*overrides, "device=cpu", f"output_dir={tmp}"], nproc=1,
+                                run_dir=Path(tmp) / "run")
+    return result.summary["foundation_accuracy"]
 
 
 def main(argv: list[str] | None = None) -> int:
-    from benchmarks.common import Record, markdown_table
-    from fedsim.sweep import mean_std
-
     args = parse_args(argv)
     rec = Record.from_args(args, "robustness", __file__, argv)
     started = time.perf_counter()
@@ -104,12 +98,12 @@ def main(argv: list[str] | None = None) -> int:
                             *corruption(kind, silos, args.noise)]))
                     m, sd = mean_std(accs)
                     row["cells"][kind] = {"mean": m, "std": sd, "values": accs}
-                    print(f"{net} {title} {rule} {kind}: {100 * m:.1f} ± {100 * sd:.1f}  "
+                    print(f"{net} {title} {rule} {kind}: {pm(m, sd, '.1f', scale=100.0)}  "
                           f"({time.perf_counter() - started:.0f} s)", flush=True)
                 rows.append(row)
 
     def cell(c: dict[str, Any]) -> str:
-        return f"{100 * c['mean']:.1f} ± {100 * c['std']:.1f}"
+        return pm(c["mean"], c["std"], ".1f", scale=100.0)
 
     columns = ["network (corrupted)", "algorithm", "rule", *CORRUPTIONS, "worst / none"]
     cells = []
@@ -120,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
         cells.append([f"{r['network']} ({r['corrupted']})", r["algorithm"], r["rule"],
                       *(cell(c[k]) for k in CORRUPTIONS), f"{ratio:.2f}"])
     title = f"Θ test accuracy (%) with corrupted silos, mean ± std over seeds {', '.join(map(str, args.seeds))}"
-    print(markdown_table(columns, cells))
+    print_table(columns, cells, title=title)
     rec.table(title=title, columns=columns, rows=cells)
     rec.note(f"{args.rounds} rounds; {' '.join(SMALL)}. Corrupted silos: "
              + "; ".join(f"{n}: {', '.join(map(str, s))}" for n, _, s, _, _ in networks)

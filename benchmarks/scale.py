@@ -137,7 +137,10 @@ def round_split(run_dir: Path) -> dict[str, float]:
 
 
 def run_one(args, network: str, console) -> dict:
-    """One job on ``network``; returns its row of the table."""
+    """One job on ``network``; returns its row of the table. The ranks are started here, not
+    through :mod:`fedsim.experiment`: what is measured is each rank's memory (its RSS before any
+    silo exists and its peak after the run, :func:`measured_rank` around ``run_rank``), which only
+    a function of our own running in every rank can read."""
     from fedsim.config import load_config
     from fedsim.launch import spawn
     from fedsim.plan import build_plan
@@ -193,23 +196,20 @@ def run_one(args, network: str, console) -> dict:
 
 
 def print_table(rows: list[dict], title: str, console, rec: Record | None = None) -> None:
-    from rich.table import Table
+    from fedsim.report import console_table
 
-    table = Table(title=title)
     cols = ["silos", "ranks", "arcs", "rounds/s", "s/round", "train s", "exchange s", "eval s", "ckpt s",
             "eval share", "ms per SGD step", "peak RSS per rank MB", "tree peak MB", "MB per silo", "weights", "optimiser", "data",
             "other", "MB sent per round"]
-    for col in cols:
-        table.add_column(col, justify="right")
-    for r in rows:
-        table.add_row(
-            str(r["silos"]), str(r["ranks"]), str(r["arcs"]), f"{r['rounds_per_s']:.3f}", f"{r['s_per_round']:.1f}",
-            f"{r['train_time_s']:.1f}", f"{r['exchange_time_s']:.2f}", f"{r['eval_time_s']:.2f}",
-            f"{r['checkpoint_time_s']:.2f}", f"{r['eval_share']:.1%}", f"{r.get('ms_per_step', float('nan')):.0f}",
-            " / ".join(f"{v:.0f}" for v in r["peak_rank_mb"]), f"{r['tree_mb']:.0f}", f"{r['mb_per_silo']:.2f}",
-            f"{r['weights_mb']:.2f}", f"{r['optimizer_mb']:.2f}", f"{r['data_mb']:.2f}", f"{r['other_mb']:.2f}",
-            f"{r['mb_per_round']:.1f}",
-        )
+    cells = [[
+        str(r["silos"]), str(r["ranks"]), str(r["arcs"]), f"{r['rounds_per_s']:.3f}", f"{r['s_per_round']:.1f}",
+        f"{r['train_time_s']:.1f}", f"{r['exchange_time_s']:.2f}", f"{r['eval_time_s']:.2f}",
+        f"{r['checkpoint_time_s']:.2f}", f"{r['eval_share']:.1%}", f"{r.get('ms_per_step', float('nan')):.0f}",
+        " / ".join(f"{v:.0f}" for v in r["peak_rank_mb"]), f"{r['tree_mb']:.0f}", f"{r['mb_per_silo']:.2f}",
+        f"{r['weights_mb']:.2f}", f"{r['optimizer_mb']:.2f}", f"{r['data_mb']:.2f}", f"{r['other_mb']:.2f}",
+        f"{r['mb_per_round']:.1f}",
+    ] for r in rows]
+    table = console_table(cols, cells, title=title, justify=["right"] * len(cols))
     console.print(table)
     if rec is not None:
         rec.table(table)

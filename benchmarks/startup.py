@@ -64,9 +64,9 @@ def import_floor() -> float:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     from rich.console import Console
-    from rich.table import Table
 
     from benchmarks.common import Record
+    from fedsim.report import console_table
 
     rec = Record.from_args(args, "startup", __file__, argv)
 
@@ -81,20 +81,21 @@ def main(argv: list[str] | None = None) -> int:
         for key, path in checkouts.items():
             runs[key].append(run_job(path, out, f"{key}-{r}"))
         floors.append(import_floor())
-    table = Table(title=f"4 silos, 5 rounds of FedAvg on 2 ranks (median of {args.repeat})")
-    for col in ("checkout", "wall s", "rounds s", "outside rounds s", "outside share", "of which data + silos s"):
-        table.add_column(col, justify="right")
+    cells = []
     rows = {}
     for key, path in checkouts.items():
         wall = statistics.median(r["wall"] for r in runs[key])
         rounds = statistics.median(r["rounds"] for r in runs[key])
         setup = statistics.median(r["setup"] for r in runs[key])
         rows[key] = {"wall": wall, "rounds": rounds, "outside": wall - rounds}
-        table.add_row(f"{key} ({path})", f"{wall:.1f}", f"{rounds:.1f}", f"{wall - rounds:.1f}",
-                      f"{(wall - rounds) / wall:.0%}", "-" if setup != setup else f"{setup:.1f}")
+        cells.append([f"{key} ({path})", f"{wall:.1f}", f"{rounds:.1f}", f"{wall - rounds:.1f}",
+                      f"{(wall - rounds) / wall:.0%}", "-" if setup != setup else f"{setup:.1f}"])
     floor = statistics.median(floors)
-    table.add_row("import torch, torch._dynamo alone", f"{floor:.1f}", "", f"{floor:.1f}",
-                  f"{floor / rows['this']['wall']:.0%} of this")
+    cells.append(["import torch, torch._dynamo alone", f"{floor:.1f}", "", f"{floor:.1f}",
+                  f"{floor / rows['this']['wall']:.0%} of this"])
+    table = console_table(["checkout", "wall s", "rounds s", "outside rounds s", "outside share",
+                           "of which data + silos s"], cells, justify=["right"] * 6,
+                          title=f"4 silos, 5 rounds of FedAvg on 2 ranks (median of {args.repeat})")
     Console(width=150).print(table)
     rec.table(table)
     if "compare" in rows:

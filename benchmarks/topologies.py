@@ -34,7 +34,6 @@ import shutil
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -96,24 +95,11 @@ def experiment_config(args, topology: str, name: str, out: Path):
         f"algorithm={args.algorithm}", f"topology={topology}", f"rounds={args.rounds}", f"seed={args.seed}",
         f"output_dir={out}", f"name={name}", "device=cpu",
         f"net.compute_ms={args.compute_ms}", f"net.access_gbps={args.access_gbps}",
+        "compare_with=[]", "downstream.enabled=false",  # the overlay's own run only
         *args.base_overrides,
     ])
     cfg.scenario = "dfl"
     return cfg
-
-
-def train_all(ctx, plans: list[Any]) -> list[dict[str, Any]] | None:
-    """One process group for every overlay (no re-spawn between runs): run_rank per plan."""
-    from fedsim.trainer import run_rank
-
-    out = []
-    for plan in plans:
-        t0 = time.perf_counter()
-        summary = run_rank(ctx, plan)
-        if summary is not None:
-            summary["bench_wall_s"] = time.perf_counter() - t0
-        out.append(summary)
-    return out if ctx.rank == 0 else None
 
 
 def time_to_target(acc: list[float | None], sim_ms: list[float], target: float) -> tuple[int | None, float | None]:
@@ -160,9 +146,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     rec = Record.from_args(args, "topologies", __file__, argv, variant="quick" if args.quick else "")
     from rich.console import Console
-    from rich.table import Table
 
-    from fedsim.launch import spawn
+    from fedsim.experiment import finish, launch_together, prepare
     from fedsim.netmodel import (
         FEMNIST_COMPUTE_MS,
         FEMNIST_MODEL_BITS,
@@ -172,6 +157,7 @@ def main(argv: list[str] | None = None) -> int:
         cycle_times,
     )
     from fedsim.netmodel.runclock import config_model_bits
+    from fedsim.report import console_table
     from fedsim.topology import resolve_topology
 
     console = Console(width=150)
@@ -189,38 +175,34 @@ def main(argv: list[str] | None = None) -> int:
     table_kinds = list(dict.fromkeys([*OVERLAY_KINDS, *args.kinds]))
     overlays = build_overlays(connectivity_graph(underlay, model), table_kinds)
     ours = {k: o.cycle_time_ms for k, o in overlays.items()}
-    t = Table(title=f"(a) cycle time on {underlay.name} ({underlay.num_silos} silos)")
-    t.add_column("overlay")
-    t.add_column(f"FEMNIST (M={FEMNIST_MODEL_BITS:,}, T_c={FEMNIST_COMPUTE_MS:g}) ms", justify="right")
-    t.add_column(f"this model (M={bits:,.0f}, T_c={args.compute_ms:g}) ms", justify="right")
-    t.add_column("trained", justify="center")
+    cells = []
     with open(out / "cycle_times.csv", "w", newline="") as fh:
         w = csv.writer(fh)
         w.writerow(["overlay", "cycle_time_ms_femnist", "cycle_time_ms_experiment"])
         for k in table_kinds:
             f = femnist.get(k)
             w.writerow([k, "" if f is None else f"{f:.6f}", f"{ours[k]:.6f}"])
-            t.add_row(k, "" if f is None else f"{f:.1f}", f"{ours[k]:.1f}", "✓" if k in args.kinds else "")
+            cells.append([k, "" if f is None else f"{f:.1f}", f"{ours[k]:.1f}", "✓" if k in args.kinds else ""])
+    t = console_table(["overlay", f"FEMNIST (M={FEMNIST_MODEL_BITS:,}, T_c={FEMNIST_COMPUTE_MS:g}) ms",
+                       f"this model (M={bits:,.0f}, T_c={args.compute_ms:g}) ms", "trained"], cells,
+                      title=f"(a) cycle time on {underlay.name} ({underlay.num_silos} silos)",
+                      justify=["left", "right", "right", "center"])
     console.print(t)
     rec.table(t)
 
-    # (b) train on each overlay, all in one spawned process group.
+    # (b) train on each overlay, all in one process group (one start of the ranks for them all).
     jobs = []
     for kind in args.kinds:
         path = overlays[kind].to_topology().save(out / "overlays" / f"{kind}.yaml")
         cfg = experiment_config(args, str(path), kind, out / "runs")
         run_dir = out / "runs" / kind
         shutil.rmtree(run_dir, ignore_errors=True)  # this benchmark's own previous run of the overlay
-        run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "config.yaml").write_text(cfg.to_yaml())
-        jobs.append((cfg, str(run_dir)))
+        jobs.append(prepare(cfg, nproc=args.nproc, run_dir=run_dir))
     console.print(f"training {args.algorithm} on {', '.join(args.kinds)}: {args.rounds} rounds, "
                   f"{underlay.num_silos} silos on {args.nproc} ranks, model {bits / 8e6:.2f} MB, "
                   f"compute {args.compute_ms:g} ms")
     t_train = time.perf_counter()
-    from fedsim.plan import build_plan
-
-    summaries = spawn(train_all, args.nproc, [build_plan(c, d, args.nproc) for c, d in jobs], device="cpu")[0]
+    summaries = [finish(result).summary for result in launch_together(jobs)]
     train_s = time.perf_counter() - t_train
 
     curves = {}
@@ -242,27 +224,25 @@ def main(argv: list[str] | None = None) -> int:
         k, tm = time_to_target(s["accuracy_by_round"], s["sim_time_ms"], args.target)
         rows.append({"overlay": kind, "cycle_time_ms": ours[kind], "sim_ms_per_round": per_round_ms(s["sim_time_ms"]),
                      "rounds_to_target": None if k is None else k + 1, "time_to_target_s": None if tm is None else tm / 1e3,
-                     "final_accuracy": s["accuracy_by_round"][-1], "wall_s": s["bench_wall_s"]})
+                     # the run in its rank: start-up (data, silos) and the rounds
+                     "final_accuracy": s["accuracy_by_round"][-1], "wall_s": s["setup_s"] + s["wall_time_s"]})
     base = next((r for r in rows if r["overlay"] == "star"), None)
     for r in rows:
         ok = base is not None and base["time_to_target_s"] and r["time_to_target_s"]
         r["speedup_vs_star"] = base["time_to_target_s"] / r["time_to_target_s"] if ok else None
         r["round_time_ratio_vs_star"] = (base["sim_ms_per_round"] / r["sim_ms_per_round"]) if base else None
-    t = Table(title=f"(c) {args.algorithm} on {underlay.name}: simulated time to {args.target:.0%} mean silo accuracy")
-    for col, just in (("overlay", "left"), ("cycle time ms", "right"), ("sim ms/round", "right"),
-                      ("rounds to target", "right"), ("time to target s", "right"), ("speed-up vs STAR", "right"),
-                      ("sim round vs STAR", "right"), ("final acc", "right"), ("wall s", "right")):
-        t.add_column(col, justify=just)
-
     def fmt(v, spec):
         return "—" if v is None else format(v, spec)
 
-    for r in rows:
-        t.add_row(r["overlay"], f"{r['cycle_time_ms']:.1f}", f"{r['sim_ms_per_round']:.1f}",
-                  fmt(r["rounds_to_target"], "d"), fmt(r["time_to_target_s"], ".3f"),
-                  fmt(r["speedup_vs_star"], ".2f") + ("×" if r["speedup_vs_star"] else ""),
-                  fmt(r["round_time_ratio_vs_star"], ".2f") + ("×" if r["round_time_ratio_vs_star"] else ""),
-                  f"{r['final_accuracy']:.3f}", f"{r['wall_s']:.1f}")
+    t = console_table(["overlay", "cycle time ms", "sim ms/round", "rounds to target", "time to target s",
+                       "speed-up vs STAR", "sim round vs STAR", "final acc", "wall s"],
+                      [[r["overlay"], f"{r['cycle_time_ms']:.1f}", f"{r['sim_ms_per_round']:.1f}",
+                        fmt(r["rounds_to_target"], "d"), fmt(r["time_to_target_s"], ".3f"),
+                        fmt(r["speedup_vs_star"], ".2f") + ("×" if r["speedup_vs_star"] else ""),
+                        fmt(r["round_time_ratio_vs_star"], ".2f") + ("×" if r["round_time_ratio_vs_star"] else ""),
+                        f"{r['final_accuracy']:.3f}", f"{r['wall_s']:.1f}"] for r in rows],
+                      title=f"(c) {args.algorithm} on {underlay.name}: simulated time to {args.target:.0%} mean silo "
+                            "accuracy")
     console.print(t)
     rec.table(t)
     with open(out / "time_to_target.csv", "w", newline="") as fh:

@@ -39,12 +39,14 @@ import torch.nn.functional as F
 from fedsim.checkpoint import load_data_file
 from fedsim.errors import ConfigError, UnreadableFileError, UnsafeFileError
 from fedsim.losses import segmentation_loss
+from fedsim.report import num, pm
 from fedsim.settings import Range, section_from_dict
+from fedsim.stats import mean_std
 
 __all__ = [
     "DownstreamConfig", "DownstreamData", "SPLITS", "TASKS", "compare_initializations", "downstream_table",
     "finetune_classification", "finetune_segmentation", "init_classifier", "init_segmenter",
-    "fit", "fit_segmenter", "load_classifier_backbone", "load_foundation_file", "make_downstream_data", "mean_std",
+    "fit", "fit_segmenter", "load_classifier_backbone", "load_foundation_file", "make_downstream_data",
     "image_sizes", "rows_to_json", "usable_cpus",
 ]
 
@@ -586,17 +588,9 @@ def compare_initializations(inits: dict[str, str | Path | dict | None], model_cf
     return rows
 
 
-def _finite(values) -> list[float]:
-    return [float(v) for v in values if isinstance(v, (int, float)) and not isinstance(v, bool) and not math.isnan(v)]
-
-
-def mean_std(values) -> tuple[float, float]:
-    """Mean and sample standard deviation of the finite values (NaN when there are none / one)."""
-    v = _finite(values)
-    if not v:
-        return math.nan, math.nan
-    m = sum(v) / len(v)
-    return m, (math.sqrt(sum((x - m) ** 2 for x in v) / (len(v) - 1)) if len(v) > 1 else math.nan)
+def _nan_for_none(stat: tuple[float | None, float | None]) -> tuple[float, float]:
+    """A row's scores are floats, NaN where there is none (no value; a std of one seed)."""
+    return tuple(math.nan if v is None else v for v in stat)  # type: ignore[return-value]
 
 
 def _mean_std(per_seed: list[dict]) -> dict[str, float]:
@@ -604,7 +598,7 @@ def _mean_std(per_seed: list[dict]) -> dict[str, float]:
     for key in per_seed[0]:
         if key == "seed":
             continue
-        m, s = mean_std([r.get(key) for r in per_seed])
+        m, s = _nan_for_none(mean_std([r.get(key) for r in per_seed]))
         out[key] = m
         out[f"{key}_std"] = s
     return out
@@ -622,7 +616,7 @@ def _paired_deltas(rows: list[dict]) -> None:
             if key not in row:
                 continue
             diffs = [a.get(key, math.nan) - b.get(key, math.nan) for a, b in zip(row["per_seed"], ref["per_seed"])]
-            row[f"{key}_delta"], row[f"{key}_delta_std"] = mean_std(diffs)
+            row[f"{key}_delta"], row[f"{key}_delta_std"] = _nan_for_none(mean_std(diffs))
 
 
 def _check_fit(resolved: dict, mcfg) -> None:
@@ -642,19 +636,12 @@ def _check_fit(resolved: dict, mcfg) -> None:
 
 
 def _fmt(v, pct: bool = True) -> str:
-    if v is None or (isinstance(v, float) and math.isnan(v)):
-        return "–"
-    return f"{100 * v:.1f}" if pct else f"{v:.1f}"
+    return num(v, ".1f", scale=100.0 if pct else 1.0)
 
 
 def _pm(mean, std, signed: bool = False) -> str:
     """``mean ± std`` in %; the ``±`` part only where there is a std."""
-    if mean is None or (isinstance(mean, float) and math.isnan(mean)):
-        return "–"
-    text = f"{100 * mean:+.1f}" if signed else f"{100 * mean:.1f}"
-    if std is None or (isinstance(std, float) and math.isnan(std)):
-        return text
-    return f"{text} ± {100 * std:.1f}"
+    return pm(mean, std, ".1f", scale=100.0, sign="+" if signed else "")
 
 
 def downstream_table(rows: list[dict], title: str | None = None):

@@ -3,7 +3,10 @@
 ``fedsim sweep CONFIG --set-grid key=v1,v2 … --seeds 0,1,2`` and the paper-table scripts share
 this module: :func:`plan` resolves and checks every run before any starts, :func:`execute`
 trains the runs not already finished (a run folder whose config matches is reused, an
-interrupted one resumed), :func:`collect` reads their summaries into rows of mean ± std.
+interrupted one resumed), :func:`collect` reads their summaries into rows of mean ± std
+(:func:`fedsim.stats.mean_std`: one seed has no std). Every run is an experiment of
+:mod:`fedsim.experiment` (prepared in its own folder, launched with the others of its group in
+one process group, finished).
 
 Layout: ``OUT/<point>/seed<s>/`` is an ordinary run folder (``fedsim run`` writes the same), with
 its ``compare_with`` baselines under ``baselines/`` and ``downstream.json`` when the downstream
@@ -13,18 +16,31 @@ stage is enabled; ``OUT/sweep.json`` holds every value, ``sweep.csv`` the means 
 
 from __future__ import annotations
 
+import csv
 import itertools
 import json
-import math
 import re
 import threading
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from fedsim.downstream import image_sizes
 from fedsim.errors import ConfigError
+from fedsim.experiment import (
+    check_run_dir,
+    default_nproc,
+    finish,
+    launch_together,
+    prepare,
+    resolve_config,
+    same_config,
+)
+from fedsim.plan import experiment_plans
+from fedsim.stats import mean_std
 
 #: summary fields aggregated per point (summary.json key → column title)
 SUMMARY_METRICS = {
@@ -123,38 +139,19 @@ def plan(config: str | Path | None, overrides: Sequence[str], points: Sequence[P
          out: Path, nproc: int | None = None) -> list[Run]:
     """Every run of the sweep, each config loaded and checked against its topology now, so a bad
     value is one line before anything trains."""
-    from fedsim.commands.run import default_nproc, prepare_config
-
     runs: list[Run] = []
     labels = [p.label for p in points]
     if len(set(labels)) != len(labels):
         raise ConfigError(f"sweep points must have distinct labels: {labels}")
     for point in points:
         for seed in seeds:
-            cfg, topology = prepare_config(config, [*overrides, *point.overrides, f"seed={seed}"])
+            cfg, topology = resolve_config(config, [*overrides, *point.overrides, f"seed={seed}"])
             folder = point.folder or slug(point.label)
             run_dir = out / folder / f"seed{seed}"
             cfg.name, cfg.output_dir = f"{folder}/seed{seed}", str(out)
             n = min(nproc or default_nproc(cfg, topology.num_silos), topology.num_silos)
             runs.append(Run(point, seed, cfg, run_dir, n))
     return runs
-
-
-def same_config(saved_yaml: str, cfg) -> bool:
-    """Whether a saved ``config.yaml`` describes the run ``cfg`` would make: every saved key has
-    the same value, and a key the saved file lacks (added to fedsim since) holds its default —
-    new keys default to the old behaviour, so such a run need not be repeated. Where the run
-    lives (``output_dir``, ``name``) is not compared: the folder already says it, and a sweep
-    started from another working directory (an absolute ``--out``) is the same run."""
-    import yaml
-
-    from fedsim.config import config_differences
-
-    try:
-        saved = yaml.safe_load(saved_yaml)
-    except yaml.YAMLError:
-        return False
-    return isinstance(saved, dict) and not config_differences(saved, cfg, ignore=("output_dir", "name"))
 
 
 def _finished(run: Run) -> bool:
@@ -172,30 +169,22 @@ def _current_downstream(path: Path, cfg) -> bool:
         rows = json.loads(path.read_text())
     except (OSError, ValueError):
         return False
-    from fedsim.downstream import image_sizes
-
     sizes = image_sizes(cfg.downstream, cfg.data.image_size)
     return isinstance(rows, list) and bool(rows) and all(
         isinstance(r, dict) and "per_seed" in r and r.get("image_sizes") == sizes for r in rows)
 
 
 def check_folders(runs: Sequence[Run]) -> None:
-    """A run folder that already holds another config is never overwritten."""
+    """A run folder that already holds another config is never overwritten (every folder is
+    checked before any run starts)."""
     for run in runs:
-        saved = run.run_dir / "config.yaml"
-        if saved.is_file() and not same_config(saved.read_text(), run.cfg):
-            raise ConfigError(f"{run.run_dir} holds a run of another config; choose another --out "
-                              "(nothing there is overwritten)")
+        check_run_dir(run.run_dir, run.cfg)
 
 
 def execute(runs: Sequence[Run], parallel: int = 1, log: Callable[[str], None] = print) -> None:
     """Train every run not finished yet (interrupted ones continue from their checkpoint), up to
-    ``parallel`` process groups at a time; runs of one group share one spawn of ranks."""
-    from fedsim.commands.run import finish, prepare_initial_states
-    from fedsim.launch import spawn
-    from fedsim.plan import experiment_plans
-    from fedsim.trainer import run_jobs
-
+    ``parallel`` process groups at a time; runs of one group share one process group
+    (:func:`fedsim.experiment.launch_together`)."""
     check_folders(runs)
     todo = [r for r in runs if not _finished(r)]
     for run in runs:
@@ -203,13 +192,8 @@ def execute(runs: Sequence[Run], parallel: int = 1, log: Callable[[str], None] =
             log(f"  reuse {run.run_dir} (finished, same config)")
     if not todo:
         return
-    plans = {}
-    for run in todo:
-        # resume: an interrupted run continues from its newest undamaged checkpoint
-        plans[id(run)] = experiment_plans(run.cfg, run.run_dir, run.nproc, resume=True)
-        run.run_dir.mkdir(parents=True, exist_ok=True)
-        (run.run_dir / "config.yaml").write_text(run.cfg.to_yaml())
-        prepare_initial_states(plans[id(run)], quiet=True)
+    # each in its own folder, continuing what an interrupted attempt left there
+    prepared = {id(run): prepare(run.cfg, nproc=run.nproc, run_dir=run.run_dir) for run in todo}
     groups: list[list[Run]] = []
     for n in sorted({r.nproc for r in todo}):
         same = [r for r in todo if r.nproc == n]
@@ -220,40 +204,21 @@ def execute(runs: Sequence[Run], parallel: int = 1, log: Callable[[str], None] =
 
     def work(group: list[Run]) -> None:
         try:
-            jobs = [p for r in group for p in plans[id(r)]]
             started = time.perf_counter()
             with lock:
                 log(f"spawning {group[0].nproc} rank(s) for {len(group)} run(s): "
                     f"{', '.join(str(r.run_dir.relative_to(r.run_dir.parents[1])) for r in group)}")
-            summaries = spawn(run_jobs, group[0].nproc, jobs, True, device=group[0].cfg.device,
-                              timeout_s=max(r.cfg.timeout_s for r in group))[0]
-            at = 0
-            for r in group:
-                own = plans[id(r)]
-                finish(own, summaries[at:at + len(own)], r.run_dir, quiet=True)
-                at += len(own)
+            for result in launch_together([prepared[id(r)] for r in group]):
+                finish(result)
             with lock:
                 log(f"  done in {time.perf_counter() - started:.0f} s")
         except BaseException as exc:  # noqa: BLE001 - re-raised in the calling thread
             errors.append(exc)
 
-    from concurrent.futures import ThreadPoolExecutor
-
     with ThreadPoolExecutor(max_workers=max(1, parallel)) as pool:  # at most `parallel` groups at once
         list(pool.map(work, groups))
     if errors:
         raise errors[0]
-
-
-def mean_std(values: list[float | None]) -> tuple[float | None, float | None]:
-    """(mean, sample standard deviation (n − 1)) of the values that are not None or NaN; std 0
-    for one value, (None, None) for none."""
-    vals = [v for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))]
-    if not vals:
-        return None, None
-    mean = sum(vals) / len(vals)
-    std = math.sqrt(sum((v - mean) ** 2 for v in vals) / (len(vals) - 1)) if len(vals) > 1 else 0.0
-    return mean, std
 
 
 def _job_values(summary: dict[str, Any]) -> dict[str, Any]:
@@ -265,9 +230,7 @@ def _job_values(summary: dict[str, Any]) -> dict[str, Any]:
 def collect(runs: Sequence[Run]) -> list[dict[str, Any]]:
     """One row per (point, trained model) — the main run, each ``compare_with`` baseline and,
     with the downstream stage, random initialisation — holding every seed's values and their
-    mean and sample standard deviation (n − 1)."""
-    from fedsim.plan import experiment_plans
-
+    mean and sample standard deviation (n − 1; None for one seed)."""
     rows: dict[tuple[str, str], dict[str, Any]] = {}
     for run in runs:
         downstream = {}
@@ -298,43 +261,14 @@ def collect(runs: Sequence[Run]) -> list[dict[str, Any]]:
     return out
 
 
-def fmt(mean: float | None, std: float | None, spec: str = ".3f") -> str:
-    """``m ± s`` (or "–")."""
-    if mean is None:
-        return "–"
-    return f"{format(mean, spec)} ± {format(std or 0.0, spec)}"
-
-
 def columns(rows: Sequence[dict[str, Any]]) -> list[str]:
+    """The metrics some row has a value of, in the order of SUMMARY_METRICS, DOWNSTREAM_METRICS."""
     present = {k for r in rows for k, v in r["mean"].items() if v is not None}
     return [k for k in (*SUMMARY_METRICS, *DOWNSTREAM_METRICS) if k in present]
 
 
-def print_table(rows: Sequence[dict[str, Any]], title: str) -> None:
-    from rich.table import Table
-
-    from fedsim.ui import console
-
-    cols = columns(rows)
-    table = Table(title=title)
-    table.add_column("point")
-    table.add_column("model")
-    table.add_column("seeds", justify="right")
-    for key in cols:
-        table.add_column({**SUMMARY_METRICS, **DOWNSTREAM_METRICS}[key], justify="right")
-    for row in rows:
-        cells = []
-        for key in cols:
-            spec = ".1f" if key in ("wall_time_s", "grad_steps_per_round") else ".2f" if key == "mb_per_round" else ".3f"
-            cells.append(fmt(row["mean"].get(key), row["std"].get(key), spec))
-        table.add_row(row["point"], row["label"], str(len(row["seeds"])), *cells)
-    console().print(table)
-
-
 def write_outputs(rows: Sequence[dict[str, Any]], out: Path, title: str = "") -> None:
     """sweep.json (every value), sweep.csv (mean and std per column), sweep.png."""
-    import csv
-
     out.mkdir(parents=True, exist_ok=True)
     (out / "sweep.json").write_text(json.dumps(list(rows), indent=2, default=str))
     cols = columns(rows)
@@ -367,7 +301,7 @@ def plot_rows(rows: Sequence[dict[str, Any]], path: Path, title: str = "") -> Pa
         rounds = [k for k, vals in enumerate(pts) if all(v is not None for v in vals)]
         stats = [mean_std(pts[k]) for k in rounds]
         mean = [m for m, _ in stats]
-        std = [s for _, s in stats]
+        std = [s or 0.0 for _, s in stats]  # one seed: no band
         color = f"C{n % 10}"
         ax.plot(rounds, mean, marker="o", ms=3, color=color, label=f"{label} (n={len(series)})")
         ax.fill_between(rounds, [m - s for m, s in zip(mean, std)], [m + s for m, s in zip(mean, std)],

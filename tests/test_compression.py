@@ -202,11 +202,11 @@ def test_fedavg_topk_matches_a_sequential_recomputation(tmp_path):
 
 
 def test_compression_is_refused_where_nothing_model_shaped_travels():
-    from fedsim.commands.run import prepare_config
     from fedsim.errors import ConfigError
+    from fedsim.experiment import resolve_config
 
     with pytest.raises(ConfigError, match="exchanges only outputs"):
-        prepare_config(None, TINY + ["algorithm=fedmd", "compare_with=[]", "downstream.enabled=false",
+        resolve_config(None, TINY + ["algorithm=fedmd", "compare_with=[]", "downstream.enabled=false",
                                      "compression.kind=fp16"])
 
 

@@ -80,7 +80,7 @@ def test_a_saved_config_from_before_a_new_key_still_matches():
     import yaml
 
     from fedsim.config import load_config
-    from fedsim.sweep import same_config
+    from fedsim.experiment import same_config
 
     cfg = load_config(None, ["rounds=3"])
     saved = cfg.to_dict()
@@ -100,10 +100,10 @@ def test_a_run_whose_downstream_predates_the_seeded_recipe_is_not_reused(tmp_pat
     """A finished run of the same config is reused only if its downstream.json holds rows from
     today's recipe (one fine-tune per seed, at the configured image size): an older file was
     measured another way."""
-    from fedsim.commands.run import prepare_config
+    from fedsim.experiment import resolve_config
     from fedsim.sweep import Point, Run, _finished
 
-    cfg, _ = prepare_config(None, [*TINY, "compare_with=[]", "algorithm=fedavg"])
+    cfg, _ = resolve_config(None, [*TINY, "compare_with=[]", "algorithm=fedavg"])
     run = Run(Point("p"), 0, cfg, tmp_path, 1)
     (tmp_path / "config.yaml").write_text(cfg.to_yaml())
     (tmp_path / "summary.json").write_text("{}")

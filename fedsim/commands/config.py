@@ -57,9 +57,9 @@ def main(args: argparse.Namespace) -> int:
             raise ConfigError("--reference describes every key with its default; give it no CONFIG or --set")
         text = reference_markdown()
     else:
-        from fedsim.commands.run import prepare_config
+        from fedsim.experiment import resolve_config
 
-        cfg, _topology = prepare_config(args.config, args.overrides)
+        cfg, _topology = resolve_config(args.config, args.overrides)
         text = cfg.to_yaml()
     if args.out:
         out = Path(args.out)

@@ -36,9 +36,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def handle(args: argparse.Namespace) -> int:
-    from fedsim.commands.run import check_output_dir, prepare_config
     from fedsim.errors import ConfigError
-    from fedsim.sweep import collect, execute, grid_points, parse_seeds, plan, print_table, write_outputs
+    from fedsim.experiment import check_output_dir, resolve_config
+    from fedsim.sweep import collect, execute, grid_points, parse_seeds, plan, write_outputs
 
     if args.parallel < 1:
         raise ConfigError(f"--parallel must be >= 1, got {args.parallel}")
@@ -46,7 +46,7 @@ def handle(args: argparse.Namespace) -> int:
         raise ConfigError(f"--nproc must be >= 1, got {args.nproc}")
     seeds = parse_seeds(args.seeds)
     points = grid_points(args.grid)
-    base, _ = prepare_config(args.config, args.overrides)
+    base, _ = resolve_config(args.config, args.overrides)
     out = Path(args.out) if args.out else Path(base.output_dir) / f"sweep-{base.name}"
     check_output_dir(str(out))
     runs = plan(args.config, args.overrides, points, seeds, out, args.nproc)
@@ -54,6 +54,24 @@ def handle(args: argparse.Namespace) -> int:
     rows = collect(runs)
     title = f"{base.name}: {len(points)} point(s) × {len(seeds)} seed(s), mean ± std"
     write_outputs(rows, out, title)
-    print_table(rows, title)
+    print_rows(rows, title)
     print(f"results in {out}/ (sweep.json, sweep.csv, sweep.png)")
     return 0
+
+
+def print_rows(rows, title: str) -> None:
+    """The sweep's table: one row per (point, model), each metric as mean ± std over the seeds."""
+    from fedsim.report import pm, print_table
+    from fedsim.sweep import DOWNSTREAM_METRICS, SUMMARY_METRICS, columns
+
+    cols = columns(rows)
+    titles = {**SUMMARY_METRICS, **DOWNSTREAM_METRICS}
+    table = []
+    for row in rows:
+        cells = []
+        for key in cols:
+            spec = ".1f" if key in ("wall_time_s", "grad_steps_per_round") else ".2f" if key == "mb_per_round" else ".3f"
+            cells.append(pm(row["mean"].get(key), row["std"].get(key), spec))
+        table.append([row["point"], row["label"], str(len(row["seeds"])), *cells])
+    print_table(["point", "model", "seeds", *(titles[k] for k in cols)], table, title=title,
+                justify=["left", "left", "right", *("right" for _ in cols)])

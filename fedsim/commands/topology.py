@@ -49,20 +49,16 @@ def validate(args: argparse.Namespace) -> int:
 
 
 def show(args: argparse.Namespace) -> int:
-    from rich.table import Table
-
+    from fedsim.report import print_table
     from fedsim.topology import load_topology
-    from fedsim.ui import console
 
     topo = load_topology(args.file)
-    table = Table(title=f"{topo.name} ({topo.num_silos} silos, {len(topo.arcs)} arcs, "
-                        f"{'directed' if topo.directed else 'undirected'})")
-    for col in ("silo", "name", "in-neighbours", "out-neighbours", "in", "out"):
-        table.add_column(col, justify="right" if col in ("silo", "in", "out") else "left")
-    for s in topo.silos:
-        table.add_row(str(s.id), s.name, _ids(topo.in_neighbours(s.id)), _ids(topo.out_neighbours(s.id)),
-                      str(topo.in_degree(s.id)), str(topo.out_degree(s.id)))
-    console().print(table)
+    print_table(["silo", "name", "in-neighbours", "out-neighbours", "in", "out"],
+                [[str(s.id), s.name, _ids(topo.in_neighbours(s.id)), _ids(topo.out_neighbours(s.id)),
+                  str(topo.in_degree(s.id)), str(topo.out_degree(s.id))] for s in topo.silos],
+                justify=["right", "left", "left", "left", "right", "right"],
+                title=f"{topo.name} ({topo.num_silos} silos, {len(topo.arcs)} arcs, "
+                      f"{'directed' if topo.directed else 'undirected'})")
     if args.png:
         draw(topo, args.png)
         print(f"drawn to {args.png}")

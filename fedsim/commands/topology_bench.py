@@ -93,9 +93,8 @@ def _kinds(text: str) -> list[str]:
 
 
 def cmd_cycle_time(args) -> int:
-    from rich.table import Table
-
     from fedsim.netmodel import build_overlays
+    from fedsim.report import print_table
 
     kinds = _kinds(args.overlays)
     t0 = time.perf_counter()
@@ -107,22 +106,17 @@ def cmd_cycle_time(args) -> int:
     from fedsim.ui import console
 
     m = conn.model
-    table = Table(title=(f"Cycle time on {conn.name} ({conn.n} silos; M = {m.model_bits:,.0f} bits, "
-                         f"T_c = {m.compute_ms:g} ms, access {m.access_gbps:g} Gbit/s)"))
-    table.add_column("overlay")
-    table.add_column("cycle time (ms)", justify="right")
-    table.add_column("edges", justify="right")
-    table.add_column("max degree", justify="right")
-    table.add_column("built in (s)", justify="right")
+    rows = []
     for kind, o in overlays.items():
         deg: dict[int, int] = {}
         for u, v in o.edges:
             deg[u] = deg.get(u, 0) + 1
             deg[v] = deg.get(v, 0) + 1
-        table.add_row(kind, f"{o.cycle_time_ms:.1f}", str(len(o.edges)), str(max(deg.values())),
-                      f"{timings[kind]:.2f}")
+        rows.append([kind, f"{o.cycle_time_ms:.1f}", str(len(o.edges)), str(max(deg.values())), f"{timings[kind]:.2f}"])
     con = console()
-    con.print(table)
+    print_table(["overlay", "cycle time (ms)", "edges", "max degree", "built in (s)"], rows, console=con,
+                title=(f"Cycle time on {conn.name} ({conn.n} silos; M = {m.model_bits:,.0f} bits, "
+                       f"T_c = {m.compute_ms:g} ms, access {m.access_gbps:g} Gbit/s)"))
     con.print(f"total {total:.1f} s")
     if args.csv:
         try:

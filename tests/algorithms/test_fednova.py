@@ -140,9 +140,9 @@ def test_fednova_with_int8_codes_the_rescaled_update(tmp_path):
     (["train.optimizer=sgd", "train.lr_schedule=sqrt"], "set train.lr_schedule: constant"),
 ])
 def test_what_fednova_is_not_defined_for_is_one_line(extra, match):
-    from fedsim.commands.run import prepare_config
     from fedsim.errors import ConfigError
+    from fedsim.experiment import resolve_config
 
     with pytest.raises(ConfigError, match=match) as err:
-        prepare_config(None, TINY + ["algorithm=fednova", "compare_with=[]", "downstream.enabled=false", *extra])
+        resolve_config(None, TINY + ["algorithm=fednova", "compare_with=[]", "downstream.enabled=false", *extra])
     assert "\n" not in str(err.value)

@@ -113,9 +113,9 @@ def test_scaffold_under_dp_sgd_corrects_the_private_gradient(tmp_path):
       "privacy.delta=0.1"], "privacy.mode client is not available for algorithm 'scaffold'"),
 ])
 def test_what_scaffold_is_not_defined_for_is_one_line(extra, match):
-    from fedsim.commands.run import prepare_config
     from fedsim.errors import ConfigError
+    from fedsim.experiment import resolve_config
 
     with pytest.raises(ConfigError, match=match) as err:
-        prepare_config(None, TINY + ["algorithm=scaffold", "compare_with=[]", "downstream.enabled=false", *extra])
+        resolve_config(None, TINY + ["algorithm=scaffold", "compare_with=[]", "downstream.enabled=false", *extra])
     assert "\n" not in str(err.value)

@@ -7,8 +7,8 @@ import sys
 
 import pytest
 
-from fedsim.commands.run import prepare_config
 from fedsim.errors import ConfigError
+from fedsim.experiment import resolve_config
 
 TINY = ["rounds=2", "train.local_steps=2", "train.batch_size=8", "data.samples_per_silo=32",
         "data.test_samples=16", "data.image_size=16", "model.width=4", "compare_with=[]",
@@ -39,13 +39,13 @@ SAMPLE = ["privacy.mode=sample", "privacy.noise_multiplier=1", "privacy.delta=1e
 ])
 def test_bad_privacy_settings_are_one_line(overrides, needle):
     with pytest.raises(ConfigError) as err:
-        prepare_config(None, TINY + overrides)
+        resolve_config(None, TINY + overrides)
     assert needle in str(err.value) and "\n" not in str(err.value)
 
 
 def test_a_baseline_that_cannot_be_private_fails_before_training():
     with pytest.raises(ConfigError, match="compare_with: privacy.mode sample is not available for algorithm 'fedprox'"):
-        prepare_config(None, TINY + SAMPLE + ["compare_with=[fedprox]"])
+        resolve_config(None, TINY + SAMPLE + ["compare_with=[fedprox]"])
 
 
 def test_cli_exits_2_with_one_line(tmp_path):
