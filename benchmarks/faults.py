@@ -129,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
         w.writerow(["faults", "model", "theta_mean", "theta_std", "taken_mean", "taken_std", "t_target_s_mean",
                     "t_target_s_std", "reached", "seeds", "t_target_vs_none", "sim_s_mean", "sim_s_std"])
         w.writerows(csv_rows)
-    (out / "faults.json").write_text(json.dumps({"args": vars(args), "rows": table}, indent=2))
+    (out / "faults.json").write_text(json.dumps({"args": vars(args), "rows": table}, indent=2, default=str))
     plot(table, out / "accuracy_vs_sim_time.png", args.target)
     rec.write({"args": vars(args), "rows": table},
               figures={"accuracy_vs_sim_time.png": lambda path: plot(table, path, args.target)})

@@ -52,6 +52,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
 
+from rich.console import Console  # noqa: E402
+
 from fedsim.report import markdown_table, pm, print_table  # noqa: E402
 from fedsim.stats import mean_std, paired_ci  # noqa: E402
 
@@ -469,7 +471,7 @@ def main(argv: list[str] | None = None) -> int:
         res = analyse(regime, condition, arm_list, found)
         results.append(res)
         cols, rows = table_rows(res)
-        print_table(cols, rows, title=f"{regime} regime · {condition}")
+        print_table(cols, rows, title=f"{regime} regime · {condition}", console=Console(width=220))  # 13 columns
         meta = {"load_before": load_before,
                 "command": " ".join(["python", "benchmarks/fedefm_study.py", *(argv or sys.argv[1:])]),
                 "seeds": seeds, "rounds": rounds, "paper_rounds": paper_rounds, "wall_s": time.perf_counter() - t0,

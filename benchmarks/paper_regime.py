@@ -270,7 +270,8 @@ def main(argv: list[str] | None = None) -> int:
     config = args.config or CONFIGS[args.algorithm]
     cfg = load_config(config, [f"rounds={args.rounds}"])
     nprocs = [int(x) for x in args.nproc.split(",") if x]
-    from benchmarks.common import Record, markdown_table
+    from benchmarks.common import Record
+    from fedsim.report import print_table
 
     rec = Record("paper_regime", __file__, argv, directory=None if args.no_record else RESULTS,
                  variant=cfg.algorithm)
@@ -293,9 +294,8 @@ def main(argv: list[str] | None = None) -> int:
         return [r["runner"], str(r["ranks"]), f"{r['s_per_round']:.4f}", f"{r['ratio']:.2f}×",
                 f"{r['theta_max_abs_diff']:.2e}", f"{r['theta_accuracy']:.4f}"]
 
-    print(markdown_table(columns, [cells(r) for r in rows]))
-    rec.table(title=f"{cfg.algorithm} on {cfg.topology}, {args.rounds} rounds", columns=columns,
-              rows=[cells(r) for r in rows])
+    title = f"{cfg.algorithm} on {cfg.topology}, {args.rounds} rounds"
+    rec.table(print_table(columns, [cells(r) for r in rows], title=title))
     config_path = Path(config).resolve()
     path = rec.write({"algorithm": cfg.algorithm, "rounds": args.rounds, "rows": rows,
                       "config": str(config_path.relative_to(REPO)) if config_path.is_relative_to(REPO) else str(config)},

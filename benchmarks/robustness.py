@@ -114,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
         cells.append([f"{r['network']} ({r['corrupted']})", r["algorithm"], r["rule"],
                       *(cell(c[k]) for k in CORRUPTIONS), f"{ratio:.2f}"])
     title = f"Θ test accuracy (%) with corrupted silos, mean ± std over seeds {', '.join(map(str, args.seeds))}"
-    print_table(columns, cells, title=title)
+    print_table(columns, cells, title=title, justify=["left"] * 3 + ["right"] * (len(columns) - 3))
     rec.table(title=title, columns=columns, rows=cells)
     rec.note(f"{args.rounds} rounds; {' '.join(SMALL)}. Corrupted silos: "
              + "; ".join(f"{n}: {', '.join(map(str, s))}" for n, _, s, _, _ in networks)

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
 import yaml
 
 from fedsim.checkpoint import latest_checkpoint, usable_checkpoint
@@ -118,8 +119,6 @@ def check_output_dir(output_dir: str | Path) -> None:
 def default_nproc(cfg: ExperimentConfig, num_silos: int) -> int:
     """One rank per GPU, else one per CPU core, never more than the silos to place (``num_silos``
     of the training graph: 1 when the data are pooled)."""
-    import torch
-
     if cfg.device != "cpu" and torch.cuda.is_available():
         return min(num_silos, torch.cuda.device_count())
     return max(1, min(num_silos, os.cpu_count() or 1))
