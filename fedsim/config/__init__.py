@@ -81,8 +81,8 @@ class LogConfig:
 class _Experiment:
     """One run: an algorithm on a topology over partitioned data. The embedded default is a
     4-silo ring on synthetic data, small enough for a laptop. Each algorithm with settings adds
-    its own section (``fedefm:``, ``fedprox:``, …), declared beside it and listed in
-    ``fedsim.algorithms.REGISTRY``."""
+    its own section (``fedefm:``, ``fedprox:``, …), declared in :mod:`fedsim.algorithms.settings`
+    and listed in ``fedsim.algorithms.REGISTRY``."""
 
     name: str = "default"  # the run's folder: OUTPUT_DIR/NAME (NAME-2, NAME-3, … when it already holds a run)
     algorithm: str = "fedefm"  # a name from fedsim.algorithms.REGISTRY, or your own class as 'module:Class' (docs/extending.md, "Write an algorithm")
