@@ -48,7 +48,7 @@ def initial_dice(cfg) -> float:
     import torch
 
     from fedsim.data import load_federated
-    from fedsim.federation import evaluate_segmentation
+    from fedsim.evaluation import evaluate_segmentation
     from fedsim.fminit import initial_state, student_model
 
     model = student_model(cfg)
@@ -63,7 +63,7 @@ def teacher_dice(cfg) -> float:
     import torch
 
     from fedsim.data import load_federated
-    from fedsim.federation import evaluate_segmentation
+    from fedsim.evaluation import evaluate_segmentation
     from fedsim.fminit import teacher_model, teacher_state
 
     model = teacher_model(cfg)

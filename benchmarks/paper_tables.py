@@ -107,7 +107,7 @@ def distill_step_timing(cfg, steps: int, cvx_steps: int) -> dict[str, float]:
                 loss.backward()
                 opt.step()
             else:
-                distill_step(student, opt, teachers, x, y, cfg, weights=w)
+                distill_step(student, opt, teachers, x, y, cfg.fedefm, cfg.emd, weights=w)
         out[mode] = (time.process_time() - started) / n
     cfg.emd.grad = grad
     return out

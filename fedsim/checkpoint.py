@@ -29,31 +29,17 @@ import re
 import shutil
 import time
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 
 import torch
 
+from fedsim.config.checkpoint import CheckpointConfig
 from fedsim.distributed import gather_objects
 from fedsim.errors import FedsimError, UnreadableFileError, UnsafeFileError
-from fedsim.settings import Range
 from fedsim.transport import saveable_state
 
 KEEP = 2  # checkpointed rounds kept on disk: the last one and the one before, in case the last is damaged
-
-
-@dataclass
-class CheckpointConfig:
-    """The ``checkpoint:`` section: how often the run's state is saved for ``--resume`` and restarts."""
-
-    # save after round k when (k + 1) % every == 0 (after 10, 20, … completed rounds for 10) and
-    # always after the last round; a crash repeats at most every − 1 rounds, with the same results
-    every: Annotated[int, Range(ge=1)] = 1
-
-    def due(self, k: int, rounds: int) -> bool:
-        """Whether the state after round ``k`` (of ``rounds``) is saved."""
-        return (k + 1) % self.every == 0 or k == rounds - 1
 
 
 def atomic_save(obj: Any, path: Path) -> None:

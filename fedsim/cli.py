@@ -6,21 +6,21 @@ Every error a user can cause is printed as one line and exits with status 2.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
+from fedsim.commands import config as config_cmd
+from fedsim.commands import data as data_cmd
+from fedsim.commands import downstream as downstream_cmd
+from fedsim.commands import list as list_cmd
+from fedsim.commands import plot as plot_cmd
+from fedsim.commands import run as run_cmd
+from fedsim.commands import sweep as sweep_cmd
+from fedsim.commands import topology as topology_cmd
 from fedsim.errors import FedsimError
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from fedsim.commands import config as config_cmd
-    from fedsim.commands import data as data_cmd
-    from fedsim.commands import downstream as downstream_cmd
-    from fedsim.commands import list as list_cmd
-    from fedsim.commands import plot as plot_cmd
-    from fedsim.commands import run as run_cmd
-    from fedsim.commands import sweep as sweep_cmd
-    from fedsim.commands import topology as topology_cmd
-
     parser = argparse.ArgumentParser(
         prog="fedsim",
         description="Decentralized cross-silo federated learning simulator on torch.distributed.",
@@ -68,8 +68,6 @@ def entry() -> None:
     thousands of objects) took 6-12 s of a 75 s job on a busy 2-core machine, more than the
     whole final evaluation and writing. Everything a run writes is closed by then (callbacks,
     summary, plots; the ranks have exited), so only the standard streams need flushing."""
-    import os
-
     code = main()
     for stream in (sys.stdout, sys.stderr):
         try:

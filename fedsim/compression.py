@@ -36,27 +36,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Annotated, Any, Literal
+from typing import Any
 
 import torch
 
-from fedsim.settings import Range
-
-CODEC_KINDS = ("none", "fp16", "bf16", "int8", "topk")
-
-
-@dataclass
-class CompressionConfig:
-    """The ``compression:`` section: how model messages are coded on every link (module docstring)."""
-
-    kind: Literal[CODEC_KINDS] = "none"  # none | fp16 | bf16 | int8 | topk
-    ratio: Annotated[float, Range(gt=0, le=1)] = 0.01  # topk: share of each tensor's values sent (k = ⌈ratio·n⌉)
-    error_feedback: bool = True  # what a message drops is sent again later (see the module docstring)
-
-    @property
-    def active(self) -> bool:
-        return self.kind != "none"
+from fedsim.config.compression import CODEC_KINDS as CODEC_KINDS  # what fedsim list names
+from fedsim.config.compression import CompressionConfig
+from fedsim.transport import message_bytes
 
 
 class Codec:
@@ -189,8 +175,6 @@ def wire_template(codec: Codec, template: Sequence[torch.Tensor]) -> list[torch.
 
 def wire_bytes(codec: Codec | None, template: Sequence[torch.Tensor]) -> int:
     """Bytes of one coded message shaped like ``template`` (uncoded without a codec)."""
-    from fedsim.transport import message_bytes
-
     return message_bytes(template if codec is None else wire_template(codec, template))
 
 
@@ -268,8 +252,6 @@ class ServerCoder:
 
     def _code(self, update: Sequence[torch.Tensor], residual: list[torch.Tensor] | None
               ) -> tuple[list[torch.Tensor], int, list[torch.Tensor] | None]:
-        from fedsim.transport import message_bytes
-
         sent = [u + r if u.is_floating_point() else u for u, r in zip(update, residual)] if residual else list(update)
         wire = encode_message(self.codec, sent)
         decoded = decode_message(self.codec, wire, sent)

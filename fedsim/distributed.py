@@ -15,13 +15,13 @@ from datetime import timedelta
 import torch
 import torch.distributed as dist
 
+from fedsim.errors import ConfigError
+
 
 def pick_device(requested: str = "auto", local_rank: int = 0) -> torch.device:
     """cuda:LOCAL_RANK when a GPU is asked for or available, else the CPU."""
     if requested == "cuda" or (requested == "auto" and torch.cuda.is_available()):
         if not torch.cuda.is_available():
-            from fedsim.errors import ConfigError
-
             raise ConfigError("device: cuda was requested but no CUDA GPU is visible; use device: cpu")
         return torch.device("cuda", local_rank % torch.cuda.device_count())
     return torch.device("cpu")

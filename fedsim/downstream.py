@@ -27,20 +27,27 @@ Everything is single-process and deterministic for fixed seeds.
 from __future__ import annotations
 
 import math
+import multiprocessing as mp
+import os
 import time
-from dataclasses import dataclass, field
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from rich.table import Table
 
 from fedsim.checkpoint import load_data_file
+from fedsim.config.downstream import TASKS, DownstreamConfig
+from fedsim.data import DOMAINS, derive_seed, generate
 from fedsim.errors import ConfigError, UnreadableFileError, UnsafeFileError
 from fedsim.losses import segmentation_loss
+from fedsim.metrics import accuracy, segmentation_scores
+from fedsim.models import ModelConfig, build_model, build_segmenter
 from fedsim.report import num, pm
-from fedsim.settings import Range, section_from_dict
 from fedsim.stats import mean_std
 
 __all__ = [
@@ -50,100 +57,7 @@ __all__ = [
     "image_sizes", "rows_to_json", "usable_cpus",
 ]
 
-TASKS = ("segmentation", "classification")
 SPLITS = ("test", "val")
-
-
-@dataclass
-class DownstreamConfig:
-    """The ``downstream:`` settings: fine-tuning from Θ (or random weights) on a generated set.
-    ``seed`` draws the downstream images; ``seeds`` are the fine-tune seeds (decoder/head
-    initialisation and batch order), every row is their mean ± std.
-
-    Segmentation recipe (chosen on the validation split, docs/downstream.md): 16 training images,
-    decoder warm-up on the frozen encoder, then the whole U-Net with the encoder at a tenth of the
-    decoder's learning rate, no raw-pixel branch in the decoder, segmentation images at 96x96.
-    Cost with the default model on one CPU thread: ~24 s per segmentation fine-tune at 96x96 (~11 s
-    at 64x64; the decoder's full-resolution convolutions are most of a step), ~1.5-3 s per
-    classification fine-tune, so ~80 s of CPU per initialization for 3 seeds and both tasks,
-    spread over ``workers`` processes."""
-
-    enabled: bool = True  # fedsim run: fine-tune from random weights and from each run's Θ after training
-    domain: str | None = "human"   # downstream domain; None = all four domains, cycled
-    train_samples: Annotated[int, Range(ge=1)] = 256  # generated training images (classification uses all)
-    test_samples: Annotated[int, Range(ge=1)] = 256  # generated test images, scored for both tasks
-    seed: Annotated[int, Range(ge=0)] = 0   # the downstream images (fedsim run: the experiment seed)
-    seeds: list = field(default_factory=lambda: [0, 1, 2])  # fine-tune seeds: rows are mean ± std over them
-    tasks: list = field(default_factory=lambda: list(TASKS))  # which of segmentation, classification to run
-    # tube-position classification: the whole network from the start
-    steps: Annotated[int, Range(ge=0)] = 60   # classification: optimizer steps (when epochs == 0)
-    epochs: Annotated[int, Range(ge=0)] = 0   # classification: > 0: this many passes over train_samples instead of `steps`
-    batch_size: Annotated[int, Range(ge=1)] = 16  # classification: images per step
-    lr: Annotated[float, Range(gt=0)] = 2e-3  # classification: learning rate (Adam)
-    # segmentation: few-shot U-Net, decoder warm-up on the frozen encoder, then everything
-    seg_train_samples: Annotated[int, Range(ge=1)] = 16  # segmentation trains on the first N training images
-    seg_batch_size: Annotated[int, Range(ge=1)] = 8  # images per segmentation step
-    seg_warmup_steps: Annotated[int, Range(ge=0)] = 150  # warm-up steps: decoder only, encoder frozen
-    seg_steps: Annotated[int, Range(ge=0)] = 150         # steps after the warm-up: then the whole U-Net
-    seg_lr: Annotated[float, Range(gt=0)] = 1e-2         # learning rate of the decoder (Adam)
-    seg_encoder_lr: Annotated[float, Range(ge=0)] = 1e-3  # encoder after the warm-up; 0 = frozen throughout
-    seg_raw_branch: bool = False   # the decoder's full-resolution conv on the input pixels (UNet)
-    # learning-rate schedule over the whole segmentation fine-tune (warm-up + steps): constant, or
-    # cosine from each group's rate to 0 at the last step (the encoder's group joins on that curve)
-    seg_schedule: Literal["constant", "cosine"] = "constant"
-    # the segmentation images' size; null = the run's data.image_size (the foundation's, which the
-    # classification task always uses). 96, not the default run's 64: at 64x64 the guidewire is a
-    # 1-pixel line of ~12 pixels an image, where a foundation gains 3 Dice points against a
-    # seed-to-seed spread of 5-7; at 96x96 it is 3 pixels wide and Θ gains 12 (validation split,
-    # docs/downstream.md)
-    seg_image_size: Annotated[int, Range(ge=16)] | None = 96
-    # fine-tunes run in this many processes, one CPU thread each (0 = one per usable core, at most
-    # one per fine-tune); the scores are the same for any number (every fine-tune is single-threaded)
-    workers: Annotated[int, Range(ge=0)] = 0
-
-    @classmethod
-    def from_dict(cls, d: dict | None) -> DownstreamConfig:
-        return section_from_dict(cls, d, "downstream", ConfigError)
-
-    def validate(self) -> None:
-        from fedsim.data import DOMAINS
-
-        if self.domain is not None and self.domain not in DOMAINS:
-            raise ConfigError(f"downstream.domain must be one of {', '.join(DOMAINS)} (or null for all), "
-                              f"got {self.domain!r}")
-        for key, lo in (("train_samples", 1), ("test_samples", 1), ("batch_size", 1), ("steps", 0),
-                        ("epochs", 0), ("seg_train_samples", 1), ("seg_batch_size", 1), ("seg_warmup_steps", 0),
-                        ("seg_steps", 0), ("seed", 0), ("workers", 0)):
-            v = getattr(self, key)
-            if not isinstance(v, int) or isinstance(v, bool) or v < lo:
-                raise ConfigError(f"downstream.{key} must be an integer >= {lo}, got {v!r}")
-        for key in ("lr", "seg_lr"):
-            if not isinstance(getattr(self, key), (int, float)) or not getattr(self, key) > 0:
-                raise ConfigError(f"downstream.{key} must be > 0, got {getattr(self, key)!r}")
-        if not isinstance(self.seg_encoder_lr, (int, float)) or self.seg_encoder_lr < 0:
-            raise ConfigError(f"downstream.seg_encoder_lr must be >= 0 (0 = frozen encoder), got {self.seg_encoder_lr!r}")
-        if self.seg_train_samples > self.train_samples:
-            raise ConfigError(f"downstream.seg_train_samples ({self.seg_train_samples}) must not exceed "
-                              f"downstream.train_samples ({self.train_samples}): they are its first images")
-        seeds = self.seeds if isinstance(self.seeds, list) else None
-        if (not seeds or any(not isinstance(s, int) or isinstance(s, bool) or s < 0 for s in seeds)
-                or len(set(seeds)) != len(seeds)):
-            raise ConfigError(f"downstream.seeds must be a non-empty list of distinct integers >= 0, got {self.seeds!r}")
-        size = self.seg_image_size
-        if size is not None and (not isinstance(size, int) or isinstance(size, bool) or size < 16):
-            raise ConfigError(f"downstream.seg_image_size must be an integer >= 16 (or null: the run's), got {size!r}")
-        if self.seg_schedule not in ("constant", "cosine"):
-            raise ConfigError(f"downstream.seg_schedule must be constant or cosine, got {self.seg_schedule!r}")
-        tasks = list(self.tasks or [])
-        bad = [t for t in tasks if t not in TASKS]
-        if bad or not tasks:
-            raise ConfigError(f"downstream.tasks must be a non-empty list from {', '.join(TASKS)}, got {self.tasks!r}")
-
-    def num_steps(self) -> int:
-        """Classification steps."""
-        if self.epochs > 0:
-            return self.epochs * math.ceil(self.train_samples / self.batch_size)
-        return self.steps
 
 
 @dataclass
@@ -173,8 +87,6 @@ def _ds_cfg(ds_cfg) -> DownstreamConfig:
 
 
 def _model_cfg(model_cfg):
-    from fedsim.models import ModelConfig
-
     if model_cfg is None:
         return ModelConfig()
     if isinstance(model_cfg, dict):
@@ -199,8 +111,6 @@ def make_downstream_data(ds_cfg: DownstreamConfig, image_size: int, seed: int, s
     fine-tuning recipe without looking at the test set. ``task="segmentation"`` renders the
     scenes at ``ds_cfg.seg_image_size`` when set (the same scenes: sizes share the seed), else at
     ``image_size`` (the run's)."""
-    from fedsim.data import DOMAINS, derive_seed, generate
-
     if task == "segmentation":
         image_size = int(ds_cfg.seg_image_size or image_size)
     if split not in SPLITS:
@@ -301,8 +211,6 @@ def init_segmenter(init_state: dict | None, model_cfg=None, seed: int = 0, in_ch
     is the same for every initialization), its encoder's backbone tensors then overwritten from
     ``init_state`` (all of them or a :class:`ConfigError` naming ``source``). ``raw_branch``: the
     decoder's full-resolution conv on the input (:class:`fedsim.models.UNet`)."""
-    from fedsim.models import build_segmenter
-
     torch.manual_seed(seed)
     model = build_segmenter(_model_cfg(model_cfg), num_seg_classes=3, in_channels=in_channels,
                             raw_branch=raw_branch)
@@ -315,8 +223,6 @@ def init_classifier(init_state: dict | None, model_cfg=None, seed: int = 0, in_c
     """``(classifier, tensors_loaded)``: a 3-class tube-position classifier built under
     ``torch.manual_seed(seed + 1)``, every backbone tensor copied from ``init_state``, the head
     (``head_prefixes``) left at its fresh initialisation."""
-    from fedsim.models import build_model
-
     torch.manual_seed(seed + 1)
     model = build_model(_model_cfg(model_cfg), num_classes=3, in_channels=in_channels)
     loaded = load_classifier_backbone(model, init_state, source) if init_state is not None else 0
@@ -428,8 +334,6 @@ def finetune_segmentation(init_state: dict | None, model_cfg=None, ds_cfg: Downs
     the scores on ``data.test``: ``dice`` / ``miou`` / ``jaccard`` (catheter+guidewire mean),
     ``dice_catheter``, ``dice_guidewire``, ``iou_catheter``, ``iou_guidewire``, ``pixel_accuracy``,
     ``seg_loss`` (last 10 steps), ``seg_seconds``, ``encoder_tensors_loaded``."""
-    from fedsim.metrics import segmentation_scores
-
     ds_cfg, mcfg = _ds_cfg(ds_cfg), _model_cfg(model_cfg)
     data = data or make_downstream_data(ds_cfg, _image_size(data_cfg_or_image_size), ds_cfg.seed)
     started = time.perf_counter()
@@ -457,8 +361,6 @@ def finetune_classification(init_state: dict | None, model_cfg=None, ds_cfg: Dow
     tensor copied from ``init_state`` (None = random), the head fresh; ``seed`` is the fine-tune
     seed (head initialisation and batch order). Returns ``accuracy`` (on ``data.test``),
     ``train_accuracy``, ``cls_loss`` (last 10 steps), ``cls_seconds``, ``backbone_tensors_loaded``."""
-    from fedsim.metrics import accuracy
-
     ds_cfg, mcfg = _ds_cfg(ds_cfg), _model_cfg(model_cfg)
     data = data or make_downstream_data(ds_cfg, _image_size(data_cfg_or_image_size), ds_cfg.seed,
                                         task="classification")
@@ -518,8 +420,6 @@ def _worker_job(args: tuple) -> dict:
 
 
 def usable_cpus() -> int:
-    import os
-
     try:
         return max(1, len(os.sched_getaffinity(0)))
     except AttributeError:  # not on Linux
@@ -532,8 +432,6 @@ def _run_jobs(jobs: list[tuple], data: dict[str, DownstreamData], workers: int) 
     caller may hold threads or a process group). The downstream data travel once per worker."""
     if workers <= 1 or len(jobs) <= 1:
         return [_finetune_all(*job, data=data) for job in jobs]
-    import multiprocessing as mp
-    from concurrent.futures import ProcessPoolExecutor
 
     with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn"),
                              initializer=_worker_init, initargs=(data,)) as pool:
@@ -620,8 +518,6 @@ def _paired_deltas(rows: list[dict]) -> None:
 
 
 def _check_fit(resolved: dict, mcfg) -> None:
-    from fedsim.models import build_model
-
     probe = build_model(mcfg, num_classes=3)
     for _name, (state, source) in resolved.items():
         if state is None:
@@ -647,8 +543,6 @@ def _pm(mean, std, signed: bool = False) -> str:
 def downstream_table(rows: list[dict], title: str | None = None):
     """A rich table of :func:`compare_initializations` rows (scores in %, mean ± std over the
     fine-tune seeds; Δ = paired difference to random init, seed by seed)."""
-    from rich.table import Table
-
     if rows:
         r0 = rows[0]
         seeds = ",".join(map(str, r0.get("seeds", [])))

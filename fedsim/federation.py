@@ -1,5 +1,7 @@
 """What one rank holds during a run: its silos (model, optimiser, data stream) and the helpers
-algorithms use — local training, silo-to-silo exchange, evaluation, aggregation, the server.
+algorithms use — membership of the round, local training, silo-to-silo exchange, aggregation, the
+server. The data come from :mod:`fedsim.data.rank`, the models from
+:func:`fedsim.models.initial_model_factory`; scoring them is :mod:`fedsim.evaluation`'s job.
 
 Nothing here depends on how silos are spread over ranks: each silo draws its mini-batches from
 its own seeded generator, so the same config gives the same numbers on 1, 2 or N ranks.
@@ -18,9 +20,15 @@ import torch.nn.functional as F
 from torch import nn
 
 from fedsim.aggregation import Aggregation, unflatten
+from fedsim.compression import LinkCoder, ServerCoder, build_codec, wire_bytes
 from fedsim.config import ExperimentConfig
+from fedsim.data.rank import BatchStream, RankData, silo_seed
 from fedsim.faults import noisy_message
+from fedsim.losses import segmentation_loss
+from fedsim.netmodel import multigraph_active_arcs
+from fedsim.netmodel.overlays import matcha_active_arcs
 from fedsim.optim import make_optimizer
+from fedsim.privacy import build_privacy
 from fedsim.topology import Topology
 from fedsim.transport import (
     SERVER,
@@ -31,42 +39,6 @@ from fedsim.transport import (
     message_bytes,
     weighted_average,
 )
-
-
-def silo_seed(seed: int, silo: int, stream: int = 0) -> int:
-    """A per-silo seed that does not depend on placement."""
-    return (seed * 1_000_003 + silo * 7919 + stream * 104_729) % (2**62)
-
-
-class BatchStream:
-    """Endless shuffled mini-batches ξ of one silo's data, from the silo's own generator:
-    (images, ``target``) with ``target`` "labels" (classification) or "masks" (segmentation)."""
-
-    def __init__(self, dataset: Any, batch_size: int, seed: int, device: torch.device,
-                 target: str = "labels") -> None:
-        self.dataset = dataset
-        self.target = target
-        self.batch_size = min(batch_size, len(dataset))
-        self.device = device
-        self.generator = torch.Generator().manual_seed(seed)
-        self.order = torch.empty(0, dtype=torch.long)
-        self.pos = 0
-
-    def next(self) -> tuple[torch.Tensor, torch.Tensor]:
-        if self.pos + self.batch_size > len(self.order):
-            self.order = torch.randperm(len(self.dataset), generator=self.generator)
-            self.pos = 0
-        idx = self.order[self.pos : self.pos + self.batch_size]
-        self.pos += self.batch_size
-        target = getattr(self.dataset, self.target)[idx].long()  # masks may be stored as uint8
-        return self.dataset.image_batch(idx).to(self.device, non_blocking=True), target.to(self.device, non_blocking=True)
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"generator": self.generator.get_state(), "order": self.order, "pos": self.pos}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.generator.set_state(state["generator"])
-        self.order, self.pos = state["order"], state["pos"]
 
 
 @dataclass
@@ -119,104 +91,9 @@ def train_steps(
     return total / max(counted, 1)
 
 
-@torch.no_grad()
-def score_samples(model: nn.Module, dataset: Any, device: torch.device,
-                  batch_size: int = 256) -> tuple[float, torch.Tensor]:
-    """(summed cross-entropy, per-sample correctness as a CPU bool tensor) of ``model`` on ``dataset``."""
-    model.eval()
-    loss, hits = 0.0, []
-    for start in range(0, len(dataset), batch_size):
-        x = dataset.image_batch(slice(start, start + batch_size)).to(device)
-        y = dataset.labels[start : start + batch_size].to(device)
-        logits = model(x)
-        loss += F.cross_entropy(logits, y, reduction="sum").item()
-        hits.append((logits.argmax(1) == y).cpu())
-    return loss, torch.cat(hits) if hits else torch.zeros(0, dtype=torch.bool)
-
-
-def evaluate(model: nn.Module, dataset: Any, device: torch.device, batch_size: int = 256) -> tuple[float, float]:
-    """(mean cross-entropy, accuracy) of ``model`` on ``dataset``."""
-    loss, hits = score_samples(model, dataset, device, batch_size)
-    n = max(len(dataset), 1)
-    return loss / n, int(hits.sum()) / n
-
-
-@torch.no_grad()
-def evaluate_segmentation(model: nn.Module, dataset: Any, device: torch.device,
-                          batch_size: int = 64) -> tuple[float, float]:
-    """(mean segmentation loss per image, mean foreground Dice over every pixel of the set, as
-    :func:`fedsim.metrics.mean_dice` — the downstream stage's "dice") of a U-Net on the masks."""
-    from fedsim.losses import segmentation_loss
-    from fedsim.metrics import mean_dice
-
-    model.eval()
-    loss, preds = 0.0, []
-    for start in range(0, len(dataset), batch_size):
-        x = dataset.image_batch(slice(start, start + batch_size)).to(device)
-        y = dataset.mask_batch(slice(start, start + batch_size)).to(device)
-        logits = model(x)
-        loss += segmentation_loss(logits, y).item() * x.shape[0]
-        preds.append(logits.argmax(1).cpu())
-    if not preds:
-        return 0.0, float("nan")
-    return loss / len(dataset), mean_dice(torch.cat(preds), dataset.masks.long().cpu(), num_classes=logits.shape[1])
-
-
 def segmentation_step_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """A silo's local loss in ``task: segmentation`` runs (cross-entropy + soft Dice)."""
-    from fedsim.losses import segmentation_loss
-
     return segmentation_loss(model(x), y)
-
-
-@dataclass
-class RankData:
-    """The data a rank works with: its silos' training (and validation) sets, the test set."""
-
-    train: list[Any]  # indexed by silo id; None for silos hosted elsewhere
-    val: list[Any] | None  # the same for the validation splits, or None without one
-    test: Any
-    num_classes: int
-    in_channels: int = 1
-
-
-def load_rank_data(plan, rank: int) -> RankData:
-    """The data of the silos ``rank`` hosts (each built bit-identically to building them all),
-    with ``data.validation_fraction`` carved off each; pooled into one silo when the scenario
-    pools (CLL)."""
-    from fedsim.data import SiloDataset, carve_validation, load_federated
-
-    cfg = plan.cfg
-    n = plan.underlay.num_silos
-    local = None if plan.scenario.pooled else plan.placement.silos_on(rank)
-    # compact storage, silo by silo as generated: 8-bit images as uint8, masks only when the task
-    # reads them (batches decode bit-identically; a classification silo no longer carries masks)
-    data = load_federated(cfg.data, n, cfg.seed, silos=local, masks=cfg.task == "segmentation", compact=True)
-    train, val = carve_validation(data.train, cfg.data.validation_fraction, cfg.seed)
-    if not cfg.data.validation_fraction:
-        val = None
-    if plan.scenario.pooled:
-        train = [SiloDataset.concat(list(train), name="pooled")]
-        val = [SiloDataset.concat(list(val), name="validation")] if val is not None else None
-    return RankData(train, val, data.test, data.num_classes, data.in_channels)
-
-
-def initial_model_factory(cfg: ExperimentConfig, num_classes: int, init_state: dict | None, in_channels: int = 1):
-    """The silos' model factory: a classifier (``task: classification``) or a U-Net whose encoder
-    is ``model`` (``task: segmentation``), loaded with the common initial state when there is one."""
-    from fedsim.fminit import NUM_SEG_CLASSES, apply_initial_state
-    from fedsim.models import build_model, build_segmenter
-
-    def factory(silo: int | None = None):
-        if cfg.task == "segmentation":
-            model = build_segmenter(cfg.model.for_silo(silo), NUM_SEG_CLASSES, in_channels)
-        else:
-            model = build_model(cfg.model.for_silo(silo), num_classes, in_channels)
-        if init_state is not None:
-            apply_initial_state(model, init_state, cfg.init_from or f"init: {cfg.init}")
-        return model
-
-    return factory
 
 
 class Federation:
@@ -235,7 +112,6 @@ class Federation:
         self.world_size = plan.world_size
         self.device = device
         self.placement = plan.placement
-        self.test_set = data.test
         self.num_classes = data.num_classes
         self.model_factory = model_factory
         self.segmentation = self.cfg.task == "segmentation"
@@ -244,8 +120,6 @@ class Federation:
         target = "masks" if self.segmentation else "labels"
         cfg = self.cfg
         local = self.placement.silos_on(rank)
-        #: this rank's silos' validation sets (carved from their training data), or None
-        self.val_sets = {i: data.val[i] for i in local} if data.val is not None else None
         #: gradient steps each local silo's compute did since the last take (its own training,
         #: the visitors it hosted, distillation): the cost column of the paper tables
         self.grad_steps: Counter[int] = Counter()
@@ -255,7 +129,6 @@ class Federation:
         #: how the server, Θ and DFL mixes combine weights (``aggregation:``, :mod:`fedsim.aggregation`)
         self.aggregation = Aggregation.of(cfg)
         self._build_codec()
-        from fedsim.privacy import build_privacy
 
         #: differential privacy (``privacy.mode``): DP-SGD sessions, the accountants, ε per silo
         self.privacy = build_privacy(plan, self)
@@ -291,8 +164,6 @@ class Federation:
     def _build_codec(self) -> None:
         """The transport, with the codec of ``compression.kind`` on silo-to-silo links and on the
         server path (:mod:`fedsim.compression`)."""
-        from fedsim.compression import LinkCoder, ServerCoder, build_codec
-
         cfg = self.cfg
         #: the compression codec (None: messages travel as they are)
         self.codec = build_codec(cfg.compression)
@@ -425,12 +296,8 @@ class Federation:
         except arcs that are down or touch an absent silo (``faults:``)."""
         topo = self.topology
         if any("parallel" in e.extra for e in topo.edges):
-            from fedsim.netmodel import multigraph_active_arcs
-
             arcs = sorted(multigraph_active_arcs(topo, k))
         elif "matching_probabilities" in topo.extra:
-            from fedsim.netmodel.overlays import matcha_active_arcs
-
             arcs = sorted(matcha_active_arcs(topo, k, seed=self.cfg.seed))
         else:
             arcs = topo.arcs
@@ -547,8 +414,6 @@ class Federation:
     def wire_ratio(self) -> float:
         """Bytes of a coded model message over its raw bytes (1 without compression): what the
         simulated clock scales the message size M by."""
-        from fedsim.compression import wire_bytes
-
         if self.codec is None:
             return 1.0
         template = self.state_template()
@@ -596,110 +461,4 @@ class Federation:
         self.grad_steps.clear()
         return out
 
-    def evaluate_own_validation(self, i: int, model: nn.Module) -> float | None:
-        """``model``'s score on silo ``i``'s own validation split (no collective: what the silo
-        itself can measure, e.g. to choose settings for models that are never averaged), or None
-        without a split."""
-        ds = self.val_sets.get(i) if self.val_sets is not None else None
-        if ds is None or not len(ds):
-            return None
-        return (evaluate_segmentation(model, ds, self.device) if self.segmentation
-                else evaluate(model, ds, self.device))[1]
 
-    def evaluate_validation(self, model: nn.Module) -> tuple[float, float] | None:
-        """(loss, score) of ``model`` on the union of every silo's validation split (each rank
-        scores its own silos' parts; one all-reduce of the sums), or None without a validation
-        split. The loss ranks settings whose predictions on a small split are the same."""
-        from fedsim.distributed import all_reduce_sum
-
-        if self.val_sets is None:
-            return None
-        totals = torch.zeros(3, dtype=torch.float64, device=self.device)
-        for ds in self.val_sets.values():
-            if len(ds):
-                loss, score = (evaluate_segmentation(model, ds, self.device) if self.segmentation
-                               else evaluate(model, ds, self.device))
-                totals += torch.tensor([loss * len(ds), score * len(ds), len(ds)], dtype=torch.float64,
-                                       device=self.device)
-        totals = all_reduce_sum(totals)
-        return (float(totals[0] / totals[2]), float(totals[1] / totals[2])) if totals[2] > 0 else None
-
-    def evaluate(self, model: nn.Module) -> tuple[float, float]:
-        """(test loss, test score): accuracy, or mean foreground Dice for ``task: segmentation``.
-
-        A model whose state equals the last one evaluated is not evaluated again: after FedAvg
-        every silo holds Θ, and the round's and the run's Θ scores are the same model too (6
-        passes over the test set became 1; comparing states costs a tiny fraction of a pass)."""
-        state = state_tensors(model)
-        last = self.__dict__.get("_last_eval")
-        if last is not None and len(last[0]) == len(state) and all(
-                a.shape == b.shape and a.dtype == b.dtype and torch.equal(a, b) for a, b in zip(last[0], state)):
-            return last[1]
-        hits = None
-        if self.segmentation:
-            result = evaluate_segmentation(model, self.test_set, self.device)
-        else:
-            loss, hits = score_samples(model, self.test_set, self.device)
-            n = max(len(self.test_set), 1)
-            result = (loss / n, int(hits.sum()) / n)
-        self._last_eval = ([t.detach().clone() for t in state], result, hits)
-        return result
-
-    def test_hits(self, model: nn.Module) -> torch.Tensor | None:
-        """Which test samples ``model`` classifies correctly (bool, CPU), from the pass that gave
-        its :meth:`evaluate` score (a model just evaluated is not run again), so a score over a
-        subset of the test set and the score over all of it count the same predictions; None for
-        ``task: segmentation``."""
-        if self.segmentation:
-            return None
-        self.evaluate(model)
-        return self._last_eval[2]
-
-    def evaluate_many(self, models: dict[int, nn.Module]) -> dict[int, tuple[float, float]]:
-        """:meth:`evaluate` of several models, with the same numbers: each test batch is decoded
-        once and scored by every model in turn, and a model whose state equals the one before it
-        (FedAvg: every silo holds Θ) or the last one evaluated shares its score."""
-        if self.segmentation:
-            return {i: self.evaluate(m) for i, m in sorted(models.items())}
-        out: dict[int, tuple[float, float]] = {}
-        todo: dict[int, nn.Module] = {}
-        same_as: dict[int, int] = {}
-        prev: tuple[int, list[torch.Tensor]] | None = None
-        last = self.__dict__.get("_last_eval")
-        for i in sorted(models):
-            state = state_tensors(models[i])
-            if prev is not None and _same_state(prev[1], state):
-                same_as[i] = prev[0]
-                continue
-            prev = (i, state)
-            if last is not None and _same_state(last[0], state):
-                out[i] = last[1]
-            else:
-                todo[i] = models[i]
-        if todo:
-            test, n = self.test_set, max(len(self.test_set), 1)
-            loss = dict.fromkeys(todo, 0.0)
-            hits: dict[int, list[torch.Tensor]] = {i: [] for i in todo}
-            for m in todo.values():
-                m.eval()
-            with torch.no_grad():
-                for start in range(0, len(test), 256):  # evaluate()'s batches: the same sums
-                    x = test.image_batch(slice(start, start + 256)).to(self.device)
-                    y = test.labels[start : start + 256].to(self.device)
-                    for i, m in todo.items():
-                        logits = m(x)
-                        loss[i] += F.cross_entropy(logits, y, reduction="sum").item()
-                        hits[i].append((logits.argmax(1) == y).cpu())
-            for i in todo:
-                hits[i] = torch.cat(hits[i]) if hits[i] else torch.zeros(0, dtype=torch.bool)
-                out[i] = (loss[i] / n, int(hits[i].sum()) / n)
-            i = max(todo)
-            self._last_eval = ([t.detach().clone() for t in state_tensors(todo[i])], out[i], hits[i])
-        for i, j in same_as.items():
-            out[i] = out[j]
-        return dict(sorted(out.items()))
-
-
-def _same_state(a: list[torch.Tensor], b: list[torch.Tensor]) -> bool:
-    return len(a) == len(b) and all(x.shape == y.shape and x.dtype == y.dtype and torch.equal(x, y)
-                                    for x, y in zip(a, b))

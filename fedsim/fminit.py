@@ -24,68 +24,36 @@ import hashlib
 import json
 import os
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 
 import torch
 from torch import nn
 
 from fedsim.checkpoint import load_data_file
+from fedsim.config.data import NUM_SEG_CLASSES
+from fedsim.data import DOMAINS, NUM_CLASSES, derive_seed, generate, load_public
+from fedsim.distributed import barrier, is_distributed
+from fedsim.downstream import fit, load_foundation_file
 from fedsim.errors import ConfigError
-from fedsim.settings import Range
+from fedsim.losses import fm_distillation_loss, segmentation_loss
+from fedsim.models import build_segmenter
 from fedsim.transport import saveable_state
 
-NUM_SEG_CLASSES = 3  # background, catheter, guidewire
 _VERSION = 1  # bump when the recipe changes, so stale caches are not reused
 
 
 # ---- data ---------------------------------------------------------------------------------------
 
 
-def _teacher_model_config():
-    from fedsim.models import ModelConfig
-
-    return ModelConfig(name="r50-vit")
-
-
-@dataclass
-class FMInitConfig:
-    """Where federated training begins (Li and Yang's ``init: pretrained | fm``). ``pretrained``: the
-    student U-Net (``model``) trained on the proxy set D^P with the segmentation loss; ``fm``: a
-    larger teacher U-Net (``teacher``, trained on its own larger public set: our stand-in for
-    SAM-Med2D) distilled into the student on D^P with L = α·KL(σ(z_T) ‖ σ(z_S)) per pixel +
-    (1 − α)·Dice loss. D^P and the teacher's set come from their own seed streams, disjoint from
-    every silo and the test set. Results are cached under ``cache_dir`` keyed by these settings."""
-
-    alpha: Annotated[float, Range(ge=0, le=1)] = 0.6  # α of eq. 5 (the paper's)
-    temperature: Annotated[float, Range(gt=0)] = 1.0  # T of the per-pixel softmax in the KL term
-    proxy_samples: Annotated[int, Range(ge=1)] = 256  # |D^P|, images in the proxy set
-    student_steps: Annotated[int, Range(ge=1)] = 120  # Adam steps on D^P, the same for pretrained and fm
-    teacher: Any = field(default_factory=_teacher_model_config)  # the teacher U-Net's encoder
-    teacher_samples: Annotated[int, Range(ge=1)] = 1024  # the teacher's own (larger) training set
-    teacher_steps: Annotated[int, Range(ge=1)] = 200  # Adam steps training the teacher on its own set
-    batch_size: Annotated[int, Range(ge=1)] = 16  # images per step, for teacher, pre-training and distillation
-    lr: Annotated[float, Range(gt=0)] = 2e-3  # Adam, for teacher, pre-training and distillation
-    cache_dir: str | None = None  # where the trained initial models are cached; None: OUTPUT_DIR/_init_cache
-
-    def validate(self) -> None:
-        if hasattr(self.teacher, "validate"):
-            self.teacher.validate()
-
-
 def proxy_set(cfg):
     """D^P: the shared public set (its own seed stream; ``root/public`` for folder data)."""
-    from fedsim.data import load_public
-
     return load_public(cfg.data, cfg.fminit.proxy_samples, cfg.seed)
 
 
 def teacher_set(cfg):
     """The teacher's larger training set: balanced over domains and classes, from its own seed
     stream (disjoint from D^P, the silos and the test set). Folder data: ``root/public``."""
-    from fedsim.data import DOMAINS, NUM_CLASSES, derive_seed, generate, load_public
-
     if cfg.data.kind == "folder":
         return load_public(cfg.data, cfg.fminit.teacher_samples, cfg.seed)
     n = cfg.fminit.teacher_samples
@@ -99,16 +67,12 @@ def teacher_set(cfg):
 
 def student_model(cfg) -> nn.Module:
     """The federated U-Net with the run's common random initialisation (as Federation.new_model)."""
-    from fedsim.models import build_segmenter
-
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed)
         return build_segmenter(cfg.model.for_silo(None), NUM_SEG_CLASSES)
 
 
 def teacher_model(cfg) -> nn.Module:
-    from fedsim.models import build_segmenter
-
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed + 0xF4)
         return build_segmenter(cfg.fminit.teacher, NUM_SEG_CLASSES)
@@ -124,9 +88,6 @@ def predict_logits(model: nn.Module, images: torch.Tensor, batch_size: int = 64)
 
 def train_teacher(cfg) -> nn.Module:
     """The teacher U-Net trained with the segmentation loss on its own set."""
-    from fedsim.downstream import fit
-    from fedsim.losses import segmentation_loss
-
     f = cfg.fminit
     data = teacher_set(cfg)
     model = teacher_model(cfg)
@@ -136,9 +97,6 @@ def train_teacher(cfg) -> nn.Module:
 
 def pretrain_student(cfg) -> nn.Module:
     """``init: pretrained``: the student trained on D^P with the segmentation loss."""
-    from fedsim.downstream import fit
-    from fedsim.losses import segmentation_loss
-
     f = cfg.fminit
     data = proxy_set(cfg)
     model = student_model(cfg)
@@ -150,9 +108,6 @@ def distill_student(cfg, teacher: nn.Module) -> nn.Module:
     """``init: fm``: the student trained on D^P with α·KL(teacher ‖ student) + (1 − α)·Dice; the
     frozen teacher's logits on D^P are computed once. Same data, steps, batches and starting
     weights as :func:`pretrain_student`."""
-    from fedsim.downstream import fit
-    from fedsim.losses import fm_distillation_loss
-
     f = cfg.fminit
     data = proxy_set(cfg)
     teacher_logits = predict_logits(teacher, data.images)
@@ -247,8 +202,6 @@ def check_initial_state(cfg) -> None:
     as the ranks will: a file that is not a model state dict, or holds anything but data, is a
     one-line error here, before any rank starts."""
     if cfg.init_from is not None:
-        from fedsim.downstream import load_foundation_file
-
         load_foundation_file(Path(cfg.init_from).expanduser())
         return
     if not needs_training(cfg):
@@ -263,11 +216,7 @@ def initial_state(cfg, ctx=None) -> dict | None:
     """The state every silo starts from (None: the seeded random initialisation). With a process
     group, rank 0 trains it if it is not cached yet while the others wait, then every rank loads
     the same file."""
-    from fedsim.distributed import barrier, is_distributed
-
     if cfg.init_from is not None:
-        from fedsim.downstream import load_foundation_file
-
         return load_foundation_file(Path(cfg.init_from).expanduser())
     if not needs_training(cfg):
         return None
@@ -281,24 +230,3 @@ def initial_state(cfg, ctx=None) -> dict | None:
     return state
 
 
-def apply_initial_state(model: nn.Module, state: dict, source: str) -> nn.Module:
-    """Load ``state`` into ``model``: a full state dict of the same architecture, or — for a U-Net
-    — a :func:`fedsim.models.build_model` state (e.g. a ``foundation.pt``) for its encoder, the
-    decoder keeping its seeded initialisation. Anything else is a one-line ConfigError."""
-    src = {(k[len("module."):] if k.startswith("module.") else k): v for k, v in state.items()}
-    own = model.state_dict()
-    if set(src) == set(own) and all(tuple(src[k].shape) == tuple(v.shape) for k, v in own.items()):
-        with torch.no_grad():
-            for k, v in own.items():
-                v.copy_(src[k].to(dtype=v.dtype))
-        return model
-    if hasattr(model, "load_foundation") and not any(k.startswith(("lateral.", "up.", "final.")) for k in src):
-        try:
-            model.load_foundation(src, strict=True)
-            return model
-        except ConfigError:
-            pass
-    bad = sorted(k for k, v in own.items() if k not in src or tuple(src[k].shape) != tuple(v.shape))
-    raise ConfigError(f"{source}: state dict does not fit the model ({len(bad)} of {len(own)} tensors missing or "
-                      f"of another shape, e.g. {bad[0] if bad else next(iter(src))}); use the model settings it "
-                      "was saved with")

@@ -17,6 +17,7 @@ import threading
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
+from multiprocessing.connection import wait
 from pathlib import Path
 from typing import Any
 
@@ -234,8 +235,6 @@ def _raise_here(exc: FedsimError, procs: dict[int, Any], tmp: str, world_size: i
 def _watch(procs: dict[int, Any], tmp: str, world_size: int, done: threading.Event, grace_s: float) -> None:
     """Waits for a rank other than 0 to end abnormally; if rank 0 has not returned ``grace_s``
     later (blocked waiting for the lost peer), reports and ends this process."""
-    from multiprocessing.connection import wait
-
     pending = dict(procs)
     while pending and not done.is_set():
         for sentinel in wait([p.sentinel for p in pending.values()], timeout=0.5):

@@ -2,16 +2,31 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
 import torch.nn.functional as F
 
 
-def softened_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:
-    """T² · KL(softmax(z_T / T) ‖ softmax(z_S / T)), averaged over the batch."""
+def softened_kl(student_logits: torch.Tensor, teacher: torch.Tensor, temperature: float, *,
+                reduction: Literal["batchmean", "none", "mean"] = "batchmean",
+                teacher_probs: bool = False) -> torch.Tensor:
+    """T² · KL(softmax(z_T / T) ‖ softmax(z_S / T)) over the classes (dim 1): the temperature-scaled
+    distillation term of FedEFM, FedDF, FedMD, MDH-FL and FM-instructed initialization.
+
+    ``teacher``: the teacher's logits z_T, or, with ``teacher_probs``, the softened teacher
+    distribution itself (MDH-FL's consensus). ``reduction``: "batchmean" — summed over everything,
+    divided by the batch size (torch's ``kl_div`` batchmean); "none" — one value per sample (per
+    pixel for (B, C, H, W) logits), summed over the classes; "mean" — the mean of those values
+    (per-pixel distillation)."""
     T = temperature
-    kl = F.kl_div(F.log_softmax(student_logits / T, dim=1), F.log_softmax(teacher_logits / T, dim=1),
-                  reduction="batchmean", log_target=True)
-    return T * T * kl
+    log_student = F.log_softmax(student_logits / T, dim=1)
+    target = teacher if teacher_probs else F.log_softmax(teacher / T, dim=1)
+    if reduction == "batchmean":
+        return T * T * F.kl_div(log_student, target, reduction="batchmean", log_target=not teacher_probs)
+    per_position = F.kl_div(log_student, target, reduction="none", log_target=not teacher_probs).sum(1)
+    # T² last for "mean": the order of the per-pixel loss fminit has always computed (bit-identical)
+    return T * T * per_position if reduction == "none" else T * T * per_position.mean()
 
 
 def symmetric_cross_entropy(logits: torch.Tensor, target: torch.Tensor, alpha: float = 0.1, beta: float = 1.0,
@@ -44,10 +59,7 @@ def segmentation_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tenso
 def pixel_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
     """T² · KL(σ(z_T / T) ‖ σ(z_S / T)) of the per-pixel class distributions (softmax over dim 1),
     summed over classes and averaged over every pixel of the batch."""
-    T = temperature
-    log_s = F.log_softmax(student_logits / T, dim=1)
-    log_t = F.log_softmax(teacher_logits / T, dim=1)
-    return T * T * (log_t.exp() * (log_t - log_s)).sum(1).mean()
+    return softened_kl(student_logits, teacher_logits, temperature, reduction="mean")
 
 
 def fm_distillation_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, target: torch.Tensor,

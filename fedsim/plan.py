@@ -10,13 +10,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from fedsim.aggregation import check_aggregation
-from fedsim.config import ExperimentConfig
-from fedsim.distributed import Placement
-from fedsim.errors import ConfigError, FedsimError, TopologyError
-from fedsim.topology import Topology, parse_topology, resolve_topology
+import torch
 
-SCENARIOS = ("dfl", "cfl", "cll", "standalone")
+from fedsim.aggregation import check_aggregation
+from fedsim.algorithms import algorithm_class, algorithm_names
+from fedsim.checkpoint import check_round, usable_checkpoint
+from fedsim.config import SCENARIOS, ExperimentConfig
+from fedsim.data import domains_in_use
+from fedsim.data.folder import index_rows, silo_folders
+from fedsim.data.partition import silo_mixtures
+from fedsim.distributed import Placement
+from fedsim.errors import ConfigError, DataError, FedsimError, TopologyError
+from fedsim.faults import check_faults, read_failed
+from fedsim.fminit import check_initial_state
+from fedsim.models import build_model, build_segmenter
+from fedsim.privacy import resolve_privacy as privacy_plan
+from fedsim.topology import Topology, parse_topology, resolve_topology
 
 
 @dataclass(frozen=True)
@@ -84,8 +93,6 @@ class Scenario:
 def scenario_for(cfg: ExperimentConfig) -> str:
     """The scenario to run: the configured one (an error if the algorithm lacks it), else the
     algorithm's own; also checks the task and model against the algorithm."""
-    from fedsim.algorithms import algorithm_class, algorithm_names
-
     algo = algorithm_class(cfg.algorithm)
     scenario = cfg.scenario or algo.natural_scenario
     allowed = (algo.natural_scenario, *algo.scenarios)
@@ -111,8 +118,6 @@ def forms_foundation(cfg: ExperimentConfig) -> bool:
     """Whether the run ends with a foundation model Θ (the ϑ-weighted average of the silos'
     weights): not across different architectures, nor for algorithms whose silos exchange only
     outputs (their separately trained models share no basin; the score is the silos' mean)."""
-    from fedsim.algorithms import algorithm_class
-
     return algorithm_class(cfg.algorithm).shares_weights and not cfg.model.heterogeneous
 
 
@@ -138,16 +143,11 @@ def check_data_against_topology(cfg: ExperimentConfig, n: int) -> None:
     held-out test share."""
     data = cfg.data
     if data.domains is not None:
-        from fedsim.data.partition import silo_mixtures
-        from fedsim.errors import DataError
-
         try:
             mixtures = silo_mixtures(data.domains, data.partition, n)
         except DataError as exc:
             raise ConfigError(str(exc)) from None
         if getattr(data, "label", "route") == "source":
-            from fedsim.data import domains_in_use
-
             if len(domains_in_use(mixtures)) < 2:  # one source = one class: nothing to tell apart
                 raise ConfigError(f"data.label: source makes each domain a class, and the mixtures of data.domains "
                                   f"for {n} silo(s) hold {len(domains_in_use(mixtures))}; give the silos at least "
@@ -155,8 +155,6 @@ def check_data_against_topology(cfg: ExperimentConfig, n: int) -> None:
     if data.kind != "folder" or not data.root or not Path(data.root).expanduser().is_dir():
         return
     root = Path(data.root).expanduser()
-    from fedsim.data.folder import index_rows, silo_folders
-    from fedsim.errors import DataError
 
     silo_dirs = silo_folders(root)
     folders = [p.name for p in silo_dirs]
@@ -211,8 +209,6 @@ class RunPlan:
 
 def algorithm_title(name: str) -> str:
     """How tables name an algorithm: its ``title`` (a plug-in without one: its class name)."""
-    from fedsim.algorithms import algorithm_class
-
     algo = algorithm_class(name)
     return algo.title or algo.__name__
 
@@ -226,10 +222,6 @@ def baseline_folder(name: str) -> str:
 def feature_map_side(cfg: ExperimentConfig) -> int:
     """The smaller side of the dense feature map (``features(x)``) of ``cfg.model`` at
     ``data.image_size``: what the EMD's grid pools from."""
-    import torch
-
-    from fedsim.models import build_model
-
     channels = int(getattr(cfg.data, "channels", 1) or 1)
     model = build_model(cfg.model.for_silo(0), 2, channels)
     with torch.no_grad():
@@ -249,10 +241,6 @@ def _model_problem(cfg, image_size: int, channels: int, task: str) -> str | None
 
 
 def _try_model(cfg, image_size: int, channels: int, task: str) -> str | None:
-    import torch
-
-    from fedsim.models import build_model, build_segmenter
-
     try:
         model = (build_segmenter(cfg, 3, in_channels=channels) if task == "segmentation"
                  else build_model(cfg, 2, in_channels=channels))
@@ -281,23 +269,24 @@ def check_model(cfg: ExperimentConfig) -> None:
 
 def check_cross_keys(cfg: ExperimentConfig) -> None:
     """Constraints between keys that only the built model can tell (for a plug-in model, or data
-    whose image size is its own, the first rank checks the same before round 0)."""
+    whose image size is its own, the first rank checks the same before round 0): the model runs
+    on the run's images, and its feature map reaches the grid the algorithm pools it to
+    (:meth:`fedsim.algorithms.base.Algorithm.feature_grid`)."""
     sized = cfg.data.kind in ("synthetic", "folder") and not cfg.model.plugin
     if sized:
         check_model(cfg)
-    if sized and cfg.algorithm == "fedefm" and cfg.emd.backend != "uniform" and cfg.task == "classification":
+    grid = algorithm_class(cfg.algorithm).feature_grid(cfg) if cfg.task == "classification" else None
+    if sized and grid is not None:
         side = feature_map_side(cfg)
-        if cfg.emd.grid > side:
+        if grid > side:
             raise ConfigError(
-                f"emd.grid {cfg.emd.grid} is larger than the {side}×{side} feature map of model "
+                f"emd.grid {grid} is larger than the {side}×{side} feature map of model "
                 f"{cfg.model.name!r} at data.image_size {cfg.data.image_size}; use emd.grid <= {side} "
                 f"(the largest this map allows) or larger images")
 
 
 def check_compression(cfg: ExperimentConfig) -> None:
     """Compression codes model messages: an algorithm that exchanges only outputs has none."""
-    from fedsim.algorithms import algorithm_class
-
     if cfg.compression.active and not algorithm_class(cfg.algorithm).shares_weights:
         raise ConfigError(f"compression.kind {cfg.compression.kind} codes model messages, and algorithm "
                           f"{cfg.algorithm!r} exchanges only outputs on the public set; use compression.kind: none")
@@ -310,9 +299,6 @@ def check_compression(cfg: ExperimentConfig) -> None:
 
 def _graphs(cfg: ExperimentConfig, failed: dict[int, int] | None = None) -> tuple[ExperimentConfig, Topology, Topology]:
     """``cfg`` with its scenario resolved, its underlay and training graph, checked (no privacy)."""
-    from fedsim.algorithms import algorithm_class
-    from fedsim.faults import check_faults
-
     cfg.scenario = scenario_for(cfg)
     algorithm_class(cfg.algorithm).check(cfg)  # settings the algorithm is not defined for
     underlay = resolve_topology(cfg.topology)
@@ -330,9 +316,7 @@ def _graphs(cfg: ExperimentConfig, failed: dict[int, int] | None = None) -> tupl
 def resolve_privacy(cfg: ExperimentConfig, underlay: Topology, training: Topology):
     """The run's privacy plan (σ, sampling rates, planned steps; None without privacy), with
     every privacy check."""
-    from fedsim.privacy import resolve_privacy as resolve
-
-    return resolve(cfg, Scenario(cfg.scenario), training, underlay)
+    return privacy_plan(cfg, Scenario(cfg.scenario), training, underlay, algorithm_class(cfg.algorithm))
 
 
 def resolve(cfg: ExperimentConfig, failed: dict[int, int] | None = None) -> tuple[ExperimentConfig, Topology, Topology]:
@@ -350,8 +334,6 @@ def build_plan(cfg: ExperimentConfig, run_dir: str | Path, world_size: int, resu
     one is named in a warning line; one whose files hold anything but data is an error) and keeps
     the silos an earlier attempt lost to crashes. Files the initial state is read from are checked
     the same way."""
-    from fedsim.faults import read_failed
-
     failed = read_failed(run_dir) if resume else {}
     cfg, underlay, topology = _graphs(cfg, failed)
     if topology.num_silos < world_size:
@@ -359,12 +341,9 @@ def build_plan(cfg: ExperimentConfig, run_dir: str | Path, world_size: int, resu
                           f"launch with at most {topology.num_silos} processes")
     plan = RunPlan(cfg, Scenario(cfg.scenario), underlay, topology, world_size, Path(run_dir), resume,
                    privacy=resolve_privacy(cfg, underlay, topology), failed=failed, attempt=attempt)
-    from fedsim.fminit import check_initial_state
 
     check_initial_state(cfg)  # init_from / a cached initial state: data only, checked before any rank
     if resume:
-        from fedsim.checkpoint import check_round, usable_checkpoint
-
         plan.resume_from, warnings = usable_checkpoint(run_dir)
         for line in warnings:
             print(f"fedsim: warning: {line}", file=sys.stderr, flush=True)
@@ -393,7 +372,3 @@ def experiment_plans(cfg: ExperimentConfig, run_dir: Path, world_size: int, resu
     return plans
 
 
-def describe(plan: RunPlan) -> dict[str, Any]:
-    """The plan's identity for summaries."""
-    return {"name": plan.cfg.name, "algorithm": plan.cfg.algorithm, "scenario": plan.scenario.name,
-            "topology": plan.topology.name, "num_silos": plan.topology.num_silos, "world_size": plan.world_size}

@@ -3,17 +3,18 @@ teacher weights per silo and round."""
 
 from __future__ import annotations
 
+import json
+import math
 from pathlib import Path
 from typing import Any
 
+from fedsim.callbacks.jsonl import metric_files, read_records
 from fedsim.errors import ConfigError
 
 
 def read_rounds(run_dir: str | Path) -> list[dict[str, Any]]:
     """Per-round rows of a run from its metrics/silo_<i>.jsonl files: round, mean silo
     accuracy, foundation accuracy, simulated time (max over silos), wall time."""
-    from fedsim.callbacks.jsonl import metric_files, read_records
-
     if not metric_files(run_dir):
         raise ConfigError(f"{run_dir}: no metrics/silo_*.jsonl here; is this a fedsim run folder?")
     rows = []
@@ -31,8 +32,6 @@ def read_rounds(run_dir: str | Path) -> list[dict[str, Any]]:
 
 def _metric(run_dir: str | Path) -> str:
     """What a run's "accuracy" fields hold: "accuracy", or "dice" for ``task: segmentation``."""
-    import json
-
     path = Path(run_dir) / "summary.json"
     return json.loads(path.read_text()).get("metric", "accuracy") if path.is_file() else "accuracy"
 
@@ -72,8 +71,6 @@ def read_teacher_weights(run_dir: str | Path) -> dict[int, dict[str, dict[int, l
     """Per silo, the ``teacher_weights`` and ``teacher_similarity`` records of a run as
     ``{silo: {"teacher_weights": {j: [(round, value), ...]}, "teacher_similarity": {...}}}``
     (rounds ascending; only the rounds in which the silo distilled)."""
-    from fedsim.callbacks.jsonl import metric_files, read_records
-
     if not metric_files(run_dir):
         raise ConfigError(f"{run_dir}: no metrics/silo_*.jsonl here; is this a fedsim run folder?")
     out: dict[int, dict[str, dict[int, list[tuple[int, float]]]]] = {}
@@ -93,8 +90,6 @@ def plot_teacher_weights(run_dir: str | Path, out: str | Path) -> Path:
     """Per silo, two panels against round: the weight w_ij of each teacher j (above) and its EMD
     similarity s_ij (below; absent under ``emd.backend: uniform``), from the run's metric records.
     Each panel is scaled to its own values, so small departures from uniform weights show."""
-    import math
-
     import matplotlib
 
     matplotlib.use("Agg")

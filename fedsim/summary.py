@@ -5,6 +5,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from fedsim.data import silo_names
+from fedsim.faults import failed_entries
+
 #: Θ's test accuracy split by whether a sample's (domain, class) cell is in some silo's training data
 UNION_KEYS = ("foundation_accuracy_in_union", "foundation_accuracy_out_of_union")
 
@@ -42,8 +45,6 @@ def build_summary(plan, history: list[dict[str, Any]], final: dict[str, Any]) ->
     silo (with a validation split also each silo's score on its own part and their mean,
     mean_silo_val_accuracy), traffic, cost and every per-round series. The trainer adds the wall
     time over every attempt (:class:`fedsim.checkpoint.AttemptLog`)."""
-    from fedsim.plan import describe
-
     cfg = plan.cfg
     last = history[-1] if history else {"silos": {}}
     taken = {i: sum(i in r.get("participants", r["silos"]) for r in history) for i in last["silos"]}
@@ -136,8 +137,6 @@ def silo_display_names(plan) -> list[str]:
     """How tables name each silo of the training graph: the topology's name, or the name the data
     give it (a silo folder) when the topology only numbers its silos — both when both say
     something."""
-    from fedsim.data import silo_names
-
     names = [s.name for s in plan.topology.silos]
     data_names = None if plan.scenario.pooled else silo_names(plan.cfg.data)
     if data_names is None or len(data_names) != len(names):
@@ -149,10 +148,14 @@ def lost_silos(plan) -> list[dict[str, Any]]:
     """Silos a run lost for good and the round each was lost in: crashed and excluded
     (``faults.on_crash: exclude``; with the rank and how often it crashed) or dropped to the end
     of the run (a ``faults.dropout`` window without an end)."""
-    from fedsim.faults import failed_entries
-
     out = {int(e["silo"]): dict(e) for e in failed_entries(plan.run_dir)}
     for d in plan.cfg.faults.dropout:
         if d.end is None and d.silo not in out:
             out[d.silo] = {"silo": d.silo, "round": d.start, "reason": "dropout"}
     return [out[i] for i in sorted(out)]
+
+
+def describe(plan) -> dict[str, Any]:
+    """The identity of a run (a :class:`fedsim.plan.RunPlan`) in its summary."""
+    return {"name": plan.cfg.name, "algorithm": plan.cfg.algorithm, "scenario": plan.scenario.name,
+            "topology": plan.topology.name, "num_silos": plan.topology.num_silos, "world_size": plan.world_size}

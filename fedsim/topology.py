@@ -7,14 +7,17 @@ and reports them together, so a user fixes a file in one pass.
 
 from __future__ import annotations
 
+import difflib
 import html
 import math
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
+import networkx as nx
 import yaml
 
 from fedsim.errors import TopologyError
@@ -126,8 +129,6 @@ class Topology:
         Undirected topologies give an ``nx.Graph`` (edge insertion order = file order, which the
         delay model relies on), directed ones an ``nx.DiGraph``.
         """
-        import networkx as nx
-
         g = nx.DiGraph() if self.directed else nx.Graph()
         g.graph["name"] = self.name
         for s in self.silos:
@@ -203,8 +204,6 @@ def _number(value: Any, what: str, problems: list[str]) -> float | None:
 
 
 def _unknown_keys(entry: dict, known: tuple[str, ...], what: str, problems: list[str]) -> None:
-    import difflib
-
     for key in entry:
         if key not in known:
             close = difflib.get_close_matches(str(key), known, n=1)
@@ -318,8 +317,6 @@ def _short(items: list[int], limit: int = 10) -> str:
 def shipped_topologies() -> dict[str, Path]:
     """name → file of every topology shipped with the package (``fedsim/topologies/NAME.yaml``,
     package data: found after a non-editable install too, from any working directory)."""
-    from importlib.resources import files
-
     folder = files("fedsim") / "topologies"
     return {p.name[: -len(".yaml")]: Path(str(p)) for p in folder.iterdir() if p.name.endswith(".yaml")}
 
@@ -406,8 +403,6 @@ def make_topology(kind: str, n: int, *, degree: int = 3, seed: int = 0) -> Topol
     elif kind == "chain":
         pairs = [(i, i + 1) for i in range(n - 1)]
     else:
-        import networkx as nx
-
         if not 1 <= degree < n or (n * degree) % 2:
             raise TopologyError(
                 f"random-regular needs 1 <= degree < N and N·degree even, got N={n}, degree={degree}"

@@ -15,7 +15,23 @@ from typing import Any
 
 import torch
 
+from fedsim.algorithms import algorithm_class
+from fedsim.callbacks import RoundReport
+from fedsim.callbacks.default import default_callbacks
+from fedsim.callbacks.jsonl import read_records
+from fedsim.checkpoint import AttemptLog, Checkpointer, latest_checkpoint
+from fedsim.data.rank import load_rank_data
+from fedsim.distributed import all_reduce_sum, gather_objects, is_distributed, set_determinism
 from fedsim.errors import FedsimError, SiloFailure
+from fedsim.evaluation import Evaluator
+from fedsim.faults import FaultInjector
+from fedsim.federation import Federation
+from fedsim.fminit import initial_state
+from fedsim.models import initial_model_factory
+from fedsim.models.plugin import check_model
+from fedsim.netmodel.runclock import RunClock
+from fedsim.summary import build_summary, round_row
+from fedsim.transport import SERVER, saveable_state
 
 
 def run_jobs(ctx, plans: list, resume: bool = False) -> list[dict[str, Any] | None]:
@@ -37,33 +53,19 @@ def run_jobs(ctx, plans: list, resume: bool = False) -> list[dict[str, Any] | No
 
 def run_rank(ctx, plan) -> dict[str, Any] | None:
     """The whole run as seen by one rank. Returns the summary on rank 0."""
-    from fedsim.algorithms import build_algorithm
-    from fedsim.callbacks import RoundReport, default_callbacks
-    from fedsim.checkpoint import AttemptLog, Checkpointer, latest_checkpoint
-    from fedsim.distributed import gather_objects, set_determinism
-    from fedsim.evaluation import Evaluator
-    from fedsim.faults import FaultInjector
-    from fedsim.federation import Federation, initial_model_factory, load_rank_data
-    from fedsim.fminit import initial_state
-    from fedsim.netmodel.runclock import RunClock
-    from fedsim.summary import round_row
-
     cfg = plan.cfg
     entered = time.perf_counter()
     set_determinism(cfg.seed)
     data = load_rank_data(plan, ctx.rank)
     fed = Federation(plan, ctx.rank, ctx.device, data,
                      initial_model_factory(cfg, data.num_classes, initial_state(cfg, ctx), data.in_channels))
+    algorithm = algorithm_class(cfg.algorithm)
     if cfg.task == "classification":  # a plug-in that does not fit is one line, before any training
-        from fedsim.algorithms import algorithm_class
-        from fedsim.models.plugin import check_model
-
-        needs = cfg.algorithm if algorithm_class(cfg.algorithm).needs_features else None
-        grid = cfg.emd.grid if cfg.algorithm == "fedefm" and cfg.emd.backend != "uniform" else None
+        needs = cfg.algorithm if algorithm.needs_features else None
         check_model(fed.scratch_model(), data.test.image_batch(slice(0, 2)).to(ctx.device), data.num_classes, needs,
-                    cfg.model.name, grid)
-    algo = build_algorithm(cfg.algorithm, fed)
-    evaluator = Evaluator(fed, plan.forms_foundation)
+                    cfg.model.name, algorithm.feature_grid(cfg))
+    algo = algorithm(fed)
+    evaluator = Evaluator(fed, data, plan.forms_foundation)
     checkpoints = Checkpointer(plan.run_dir, fed, algo, cfg.checkpoint, cfg.rounds)
     faults = FaultInjector(plan, ctx.rank)
     callbacks = default_callbacks(plan, ctx.rank)
@@ -74,7 +76,6 @@ def run_rank(ctx, plan) -> dict[str, Any] | None:
         clock_state = checkpoints.restore(resume_round)
         start_round = resume_round + 1
         if ctx.rank == 0:  # the summary covers the rounds run before the interruption too
-            from fedsim.callbacks.jsonl import read_records
 
             history = [round_row(recs) for recs in read_records(plan.run_dir, resume_round).values()]
     clock = RunClock(plan, fed, algo, clock_state)
@@ -119,8 +120,6 @@ def run_rank(ctx, plan) -> dict[str, Any] | None:
     except FedsimError:
         raise
     except RuntimeError as exc:
-        from fedsim.distributed import is_distributed
-
         if is_distributed() and _looks_like_peer_failure(exc):
             raise SiloFailure(
                 f"rank {ctx.rank} lost a peer after {cfg.timeout_s:g} s or less "
@@ -136,8 +135,6 @@ def _round_records(fed, algo, evaluator, k: int, losses: dict[int, float], round
     """This rank's per-silo records of round ``k`` (see :mod:`fedsim.callbacks.jsonl`), with the
     algorithm's own keys (``algo.round_record``); with ``faults``
     (:class:`fedsim.faults.RoundFaults`), whether each silo took part and why not."""
-    from fedsim.transport import SERVER
-
     sent = fed.transport.take_bytes()
     steps = fed.take_grad_steps()
     scores = evaluator.silos(k)
@@ -161,7 +158,7 @@ def _round_records(fed, algo, evaluator, k: int, losses: dict[int, float], round
         rec["sim_time_ms"] = sim_times[i]
         rec["foundation_accuracy"] = foundation
         rec.update(foundation_union)  # Θ in and out of the union of the silos' cells (synthetic data)
-        if fed.val_sets is not None:
+        if evaluator.val_sets is not None:
             rec["foundation_val_accuracy"] = foundation_val
         rec.update(fed.privacy.record(i))  # ε spent on silo i's data so far (privacy.mode), …
         rec.update(algo.round_record(i))  # e.g. FedEFM's teacher weights and loss parts
@@ -183,14 +180,10 @@ def _round_records(fed, algo, evaluator, k: int, losses: dict[int, float], round
 
 def _finish(plan, fed, algo, evaluator, history, rank: int) -> dict[str, Any] | None:
     """The final Θ (saved as foundation.pt), its scores and the summary (rank 0)."""
-    from fedsim.distributed import all_reduce_sum
-    from fedsim.summary import build_summary
-    from fedsim.transport import saveable_state
-
     final: dict[str, Any] = {}
     theta = evaluator.theta_model() if plan.forms_foundation else None
-    if theta is not None and fed.val_sets is not None:
-        val = fed.evaluate_validation(theta)  # a collective
+    if theta is not None and evaluator.val_sets is not None:
+        val = evaluator.validation(theta)  # a collective
         if val is not None:
             final["foundation_val_loss"], final["foundation_val_accuracy"] = val
     # EMD share of the compute: seconds in EMD over all ranks / rank-seconds spent in rounds
@@ -198,7 +191,7 @@ def _finish(plan, fed, algo, evaluator, history, rank: int) -> dict[str, Any] | 
     if rank != 0:
         return None
     if theta is not None:
-        final["foundation_loss"], final["foundation_accuracy"] = fed.evaluate(theta)
+        final["foundation_loss"], final["foundation_accuracy"] = evaluator.score(theta)
         final.update(evaluator.union_scores(theta), **evaluator.union_counts())  # the same pass, split
         torch.save(saveable_state(theta), Path(plan.run_dir) / "foundation.pt")
     summary = build_summary(plan, history, final)

@@ -18,9 +18,11 @@ import torch
 from fedsim.checkpoint import load_silo_states
 from fedsim.config import load_config
 from fedsim.data import derive_seed
+from fedsim.data.rank import load_rank_data
 from fedsim.faults import WEIGHT_NOISE_STREAM, FaultInjector, corrupt_labels
-from fedsim.federation import Federation, initial_model_factory, load_rank_data, state_tensors, train_steps
+from fedsim.federation import Federation, state_tensors, train_steps
 from fedsim.launch import spawn
+from fedsim.models import initial_model_factory
 from fedsim.plan import build_plan
 from fedsim.trainer import run_jobs
 
@@ -33,12 +35,13 @@ CPU = torch.device("cpu")
 
 
 def one_rank(tmp_path, overrides: list[str]):
-    """Round 0's federation of a run on one rank, with no process group (every collective is local)."""
+    """Round 0's federation of a run on one rank, with no process group (every collective is local),
+    and the rank's data."""
     cfg = load_config(None, TINY + overrides)
     plan = build_plan(cfg, tmp_path / "run", 1)
     data = load_rank_data(plan, 0)
     fed = Federation(plan, 0, CPU, data, initial_model_factory(cfg, data.num_classes, None, data.in_channels))
-    return plan, fed
+    return plan, fed, data
 
 
 def rows_of(dataset, images: torch.Tensor) -> list[int]:
@@ -53,13 +56,13 @@ def rows_of(dataset, images: torch.Tensor) -> list[int]:
 
 
 def test_label_corruption_changes_only_the_corrupted_silos_training_labels_in_its_window(tmp_path):
-    plan, fed = one_rank(tmp_path, [
+    plan, fed, data = one_rank(tmp_path, [
         "algorithm=gossip", "rounds=4", "data.validation_fraction=0.25",
         "faults.corrupt=[{silo: 1, kind: label_noise, level: 0.5, start: 1, end: 2},"
         " {silo: 3, kind: random_labels, level: 0.75, start: 2}]"])
     clean = {i: s.data.labels.clone() for i, s in fed.hosted.items()}
-    val = {i: ds.labels.clone() for i, ds in fed.val_sets.items()}
-    test = fed.test_set.labels.clone()
+    val = {i: data.val[i].labels.clone() for i in fed.hosted}
+    test = data.test.labels.clone()
     injector = FaultInjector(plan, 0, spec="")
     n1, n3 = len(clean[1]), len(clean[3])
     seen3 = []
@@ -77,9 +80,9 @@ def test_label_corruption_changes_only_the_corrupted_silos_training_labels_in_it
             assert changed[3].numel() == 0
         assert changed[0].numel() == changed[2].numel() == 0  # the other silos keep their labels
         assert all(0 <= int(v) < fed.num_classes for v in labels[1].tolist() + labels[3].tolist())
-        for i, ds in fed.val_sets.items():  # evaluation stays honest
-            assert torch.equal(ds.labels, val[i])
-        assert torch.equal(fed.test_set.labels, test)
+        for i in fed.hosted:  # evaluation stays honest
+            assert torch.equal(data.val[i].labels, val[i])
+        assert torch.equal(data.test.labels, test)
         if k == 1:  # what training reads: the batches of silo 1 carry the corrupted labels
             stream = fed.hosted[1].batches
             for _ in range(3):
@@ -114,7 +117,7 @@ def test_the_corruption_is_drawn_once_per_silo_and_is_uniform():
 
 
 def test_dp_sgd_poisson_batches_read_the_corrupted_labels(tmp_path):
-    plan, fed = one_rank(tmp_path, ["algorithm=fedavg", "privacy.mode=sample", "privacy.noise_multiplier=1.0",
+    plan, fed, _ = one_rank(tmp_path, ["algorithm=fedavg", "privacy.mode=sample", "privacy.noise_multiplier=1.0",
                                     "faults.corrupt=[{silo: 0, kind: label_noise, level: 1.0}]"])
     clean = fed.hosted[0].data.labels.clone()
     FaultInjector(plan, 0, spec="").before_round(0, fed)
@@ -139,7 +142,7 @@ def noise(model_or_tensors, std: float, seed: int, k: int, send: int, src: int, 
 
 
 def test_a_neighbour_receives_the_senders_weights_plus_the_seeded_noise(tmp_path):
-    plan, fed = one_rank(tmp_path, ["algorithm=gossip", "topology=ring-4",
+    plan, fed, _ = one_rank(tmp_path, ["algorithm=gossip", "topology=ring-4",
                                     "faults.corrupt=[{silo: 2, kind: weight_noise, level: 0.1, start: 1}]"])
     injector = FaultInjector(plan, 0, spec="")
     for k in range(2):
@@ -160,7 +163,7 @@ def test_a_neighbour_receives_the_senders_weights_plus_the_seeded_noise(tmp_path
 
 
 def test_an_upload_to_the_server_carries_the_noise_and_theta_read_out_does_not(tmp_path):
-    plan, fed = one_rank(tmp_path, ["algorithm=fedavg", "faults.corrupt=[{silo: 1, kind: weight_noise, level: 0.5}]"])
+    plan, fed, _ = one_rank(tmp_path, ["algorithm=fedavg", "faults.corrupt=[{silo: 1, kind: weight_noise, level: 0.5}]"])
     for k, s in fed.hosted.items():  # silos that differ, so the mean says whose noise is in it
         train_steps(s.model, s.optimizer, s.batches, 1 + k)
     FaultInjector(plan, 0, spec="").before_round(0, fed)

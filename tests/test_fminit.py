@@ -16,7 +16,7 @@ from fedsim.data import load_public
 from fedsim.downstream import _batches
 from fedsim.errors import ConfigError
 from fedsim.losses import fm_distillation_loss, pixel_kl
-from fedsim.models import build_model, build_segmenter
+from fedsim.models import apply_initial_state, build_model, build_segmenter
 from tests.algorithms.test_equivalence import TINY, run_distributed
 from tests.test_segmentation_task import soft_dice_reference
 
@@ -132,7 +132,7 @@ def test_apply_initial_state_encoder_only_and_misfit():
     torch.manual_seed(0)
     unet = build_segmenter(cfg.model, 3)
     decoder = {k: v.clone() for k, v in unet.state_dict().items() if not k.startswith("encoder.")}
-    fminit.apply_initial_state(unet, classifier, "foundation.pt")
+    apply_initial_state(unet, classifier, "foundation.pt")
     for k, v in unet.state_dict().items():
         if k.startswith("encoder.") and not k.startswith("encoder.fc."):
             assert torch.equal(v, classifier[k[len("encoder."):]])
@@ -140,4 +140,4 @@ def test_apply_initial_state_encoder_only_and_misfit():
             assert torch.equal(v, decoder[k])  # the decoder keeps its seeded initialisation
     wide = build_segmenter(load_config(None, TINY + ["model.width=8"]).model, 3).state_dict()
     with pytest.raises(ConfigError, match="big.pt: state dict does not fit the model"):
-        fminit.apply_initial_state(unet, wide, "big.pt")
+        apply_initial_state(unet, wide, "big.pt")

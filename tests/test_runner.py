@@ -45,7 +45,7 @@ def test_foundation_validation_accuracy_is_theta_on_every_silos_split(tmp_path):
 
     from fedsim.config import load_config
     from fedsim.data import SiloDataset, carve_validation, load_federated
-    from fedsim.federation import evaluate
+    from fedsim.evaluation import evaluate
     from fedsim.models import build_model
 
     from .algorithms.test_equivalence import TINY
@@ -71,7 +71,7 @@ def test_each_silos_validation_accuracy_is_its_model_on_its_own_split(tmp_path):
 
     from fedsim.config import load_config
     from fedsim.data import carve_validation, load_federated
-    from fedsim.federation import evaluate
+    from fedsim.evaluation import evaluate
     from fedsim.models import build_model
 
     from .algorithms.test_equivalence import TINY

@@ -13,8 +13,8 @@ import torch
 from fedsim.checkpoint import load_silo_states, usable_checkpoint
 from fedsim.config import load_config
 from fedsim.data import DataConfig, load_federated
-from fedsim.evaluation import eval_sample, eval_sample_size
-from fedsim.federation import BatchStream, evaluate
+from fedsim.data.rank import BatchStream
+from fedsim.evaluation import eval_sample, eval_sample_size, evaluate
 from fedsim.launch import spawn
 from fedsim.models import build_model
 from fedsim.plan import build_plan, scenario_for

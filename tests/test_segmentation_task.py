@@ -12,9 +12,12 @@ import torch.nn.functional as F
 
 from fedsim.cli import main
 from fedsim.config import load_config
+from fedsim.data.rank import BatchStream, silo_seed
 from fedsim.errors import ConfigError
-from fedsim.federation import BatchStream, evaluate_segmentation, make_optimizer, silo_seed, train_steps
+from fedsim.evaluation import evaluate_segmentation
+from fedsim.federation import train_steps
 from fedsim.models import build_segmenter
+from fedsim.optim import make_optimizer
 from fedsim.plan import scenario_for
 from tests.algorithms.test_equivalence import (
     TINY,

@@ -1,38 +1,55 @@
 """Federated algorithms, one file each; the registry below is the one list of their names.
 
 Adding an algorithm: write ``fedsim/algorithms/NAME.py`` (a subclass of
-:class:`fedsim.algorithms.base.Algorithm`, with its settings dataclass beside it when it has
-settings) and add one line here. Your own algorithm outside the package is the same class in your
-module, named in the config as ``algorithm: "module:Class"``, its settings a ``Settings`` class
-attribute filled from ``algorithm_args:``. This module imports nothing heavy, so the config can
-read the names without importing any algorithm.
+:class:`fedsim.algorithms.base.Algorithm`), its settings dataclass, when it has settings, in
+:mod:`fedsim.algorithms.settings`, and add one line here. Your own algorithm outside the package
+is the same class in your module, named in the config as ``algorithm: "module:Class"``, its
+settings a ``Settings`` class attribute filled from ``algorithm_args:``.
+
+The registry names each algorithm's module without importing it: loading and checking a config
+reads the names and the settings here and imports neither an algorithm nor torch. An algorithm's
+module is imported when its class is asked for (:func:`algorithm_class`: the plan, the ranks).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import importlib
+import sys
 from typing import Any
 
+from fedsim.algorithms.settings import (
+    FedDFConfig,
+    FedEFMConfig,
+    FedEFMReleasedConfig,
+    FedMDConfig,
+    FedOptConfig,
+    FedProxConfig,
+    MDHFLConfig,
+    MOONConfig,
+    ScaffoldConfig,
+)
 from fedsim.errors import ConfigError
 from fedsim.plugins import is_import_path, resolve
 from fedsim.settings import section_from_dict
 
 #: name → (module, class, settings dataclass or None; its config section is the name)
-REGISTRY: dict[str, tuple[str, str, str | None]] = {
-    "fedefm": ("fedsim.algorithms.fedefm", "FedEFM", "FedEFMConfig"),
-    "fedefm_released": ("fedsim.algorithms.fedefm_released", "FedEFMReleased", "FedEFMReleasedConfig"),
+REGISTRY: dict[str, tuple[str, str, type | None]] = {
+    "fedefm": ("fedsim.algorithms.fedefm", "FedEFM", FedEFMConfig),
+    "fedefm_released": ("fedsim.algorithms.fedefm_released", "FedEFMReleased", FedEFMReleasedConfig),
     "gossip": ("fedsim.algorithms.gossip", "Gossip", None),
     "fedavg": ("fedsim.algorithms.fedavg", "FedAvg", None),
-    "fedprox": ("fedsim.algorithms.fedprox", "FedProx", "FedProxConfig"),
-    "moon": ("fedsim.algorithms.moon", "MOON", "MOONConfig"),
-    "fedopt": ("fedsim.algorithms.fedopt", "FedOpt", "FedOptConfig"),
-    "scaffold": ("fedsim.algorithms.scaffold", "Scaffold", "ScaffoldConfig"),
+    "fedprox": ("fedsim.algorithms.fedprox", "FedProx", FedProxConfig),
+    "moon": ("fedsim.algorithms.moon", "MOON", MOONConfig),
+    "fedopt": ("fedsim.algorithms.fedopt", "FedOpt", FedOptConfig),
+    "scaffold": ("fedsim.algorithms.scaffold", "Scaffold", ScaffoldConfig),
     "fednova": ("fedsim.algorithms.fednova", "FedNova", None),
-    "feddf": ("fedsim.algorithms.feddf", "FedDF", "FedDFConfig"),
-    "fedmd": ("fedsim.algorithms.fedmd", "FedMD", "FedMDConfig"),
-    "mdhfl": ("fedsim.algorithms.mdhfl", "MDHFL", "MDHFLConfig"),
+    "feddf": ("fedsim.algorithms.feddf", "FedDF", FedDFConfig),
+    "fedmd": ("fedsim.algorithms.fedmd", "FedMD", FedMDConfig),
+    "mdhfl": ("fedsim.algorithms.mdhfl", "MDHFL", MDHFLConfig),
 }
+#: where a plug-in's base class lives (a plug-in that subclasses it has imported it)
+BASE_MODULE = "fedsim.algorithms.base"
 
 
 def algorithm_names() -> tuple[str, ...]:
@@ -44,22 +61,29 @@ def is_plugin(name: str) -> bool:
     return is_import_path(name)
 
 
+def check_algorithm(name: str, key: str = "algorithm") -> None:
+    """A one-line ConfigError naming ``key`` unless ``name`` is a registered algorithm (checked
+    without importing it) or a plug-in class that imports and is an Algorithm."""
+    if is_plugin(name):
+        algorithm_class(name, key)
+    elif name not in REGISTRY:
+        where = "" if key == "algorithm" else f"{key}: "
+        raise ConfigError(f"{where}unknown algorithm {name!r}; choose one of {', '.join(REGISTRY)} "
+                          "or name your own class as 'module:Class'")
+
+
 def algorithm_class(name: str, key: str = "algorithm"):
-    """The class of a registered algorithm (imported on first use), or of a plug-in
+    """The class of a registered algorithm (its module imported on first use), or of a plug-in
     ``"module:Class"``: imported from the working directory or PYTHONPATH and checked to be a
     subclass of :class:`fedsim.algorithms.base.Algorithm` (a one-line ConfigError naming ``key``
     otherwise)."""
     if not is_plugin(name):
-        if name not in REGISTRY:
-            where = "" if key == "algorithm" else f"{key}: "
-            raise ConfigError(f"{where}unknown algorithm {name!r}; choose one of {', '.join(REGISTRY)} "
-                              "or name your own class as 'module:Class'")
+        check_algorithm(name, key)
         module, cls, _ = REGISTRY[name]
         return getattr(importlib.import_module(module), cls)
-    from fedsim.algorithms.base import Algorithm  # torch: only when a plug-in is named
-
     found = resolve(name, key)
-    if not (isinstance(found, type) and issubclass(found, Algorithm)):
+    base = sys.modules.get(BASE_MODULE)  # None: the plug-in did not import it, so it cannot subclass it
+    if not (isinstance(found, type) and base is not None and issubclass(found, base.Algorithm)):
         what = f"class {found.__name__}" if isinstance(found, type) else f"{type(found).__name__} {name!r}"
         raise ConfigError(f"{key}: {name!r} is a {what}, not a subclass of fedsim.algorithms.base.Algorithm "
                           "(docs/extending.md, \"Write an algorithm\")")
@@ -71,8 +95,7 @@ def settings_class(name: str) -> type | None:
     ``Settings`` class attribute (filled from ``algorithm_args:``), or None."""
     if is_plugin(name):
         return getattr(algorithm_class(name), "Settings", None)
-    module, _, settings = REGISTRY[name]
-    return getattr(importlib.import_module(module), settings) if settings else None
+    return REGISTRY[name][2]
 
 
 def algorithm_settings(cfg, name: str | None = None) -> Any:
@@ -97,13 +120,5 @@ def build_algorithm(name: str, fed) -> Any:
     return algorithm_class(name)(fed)
 
 
-def __getattr__(name: str) -> Any:
-    if name == "Algorithm":  # the base class, without importing torch on `import fedsim.algorithms`
-        from fedsim.algorithms.base import Algorithm
-
-        return Algorithm
-    raise AttributeError(name)
-
-
-__all__ = ["REGISTRY", "algorithm_class", "algorithm_names", "algorithm_settings", "build_algorithm", "is_plugin",
-           "settings_class"]
+__all__ = ["REGISTRY", "algorithm_class", "algorithm_names", "algorithm_settings", "build_algorithm",
+           "check_algorithm", "is_plugin", "settings_class"]

@@ -38,6 +38,13 @@ class Algorithm:
     #: plug-in model must then provide
     needs_features = False
 
+    @classmethod
+    def feature_grid(cls, cfg) -> int | None:
+        """The side of the grid it pools a model's dense feature map to (``emd.grid`` for EMD
+        weights), which the feature map must reach: checked before the run for a built-in model
+        and on the first rank for a plug-in. None (the default): no such need."""
+        return None
+
     #: the tasks (``task:``) it can train; its local loss must fit them
     tasks: tuple[str, ...] = ("classification",)
 

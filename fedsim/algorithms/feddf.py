@@ -23,9 +23,6 @@ are shared with FedMD.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Annotated
-
 import torch
 from torch import nn
 
@@ -33,19 +30,7 @@ from fedsim.algorithms.fedavg import FedAvg
 from fedsim.algorithms.public import PublicSet, average_logits, silo_logits
 from fedsim.federation import Federation, load_state_tensors, state_tensors
 from fedsim.losses import softened_kl
-from fedsim.settings import Range
 from fedsim.transport import message_bytes
-
-
-@dataclass
-class FedDFConfig:
-    """FedDF (Lin et al., NeurIPS 2020): FedAvg, then the server distils the silos' ensemble
-    (average logits) into Θ on an unlabeled public set."""
-
-    distill_steps: Annotated[int, Range(ge=0)] = 10  # server Adam steps per round (0: plain FedAvg)
-    lr: Annotated[float, Range(gt=0)] = 1e-3  # the server's Adam learning rate (the paper's)
-    temperature: Annotated[float, Range(gt=0)] = 1.0  # T of the softened KL (the paper distils at T = 1)
-    public_samples: Annotated[int, Range(ge=1)] = 256  # size of the unlabeled public / proxy set
 
 
 class FedDF(FedAvg):
@@ -58,7 +43,7 @@ class FedDF(FedAvg):
 
     def __init__(self, fed: Federation) -> None:
         super().__init__(fed)
-        self.public = PublicSet(fed, self.cfg.feddf.public_samples) if self.exchanges else None
+        self.public = PublicSet(fed, self.settings.public_samples) if self.exchanges else None
         self._student: nn.Module | None = None  # the server's model (where the server is hosted)
         self.distill_loss = 0.0  # last round's mean distillation loss (where the server is hosted)
 
@@ -66,7 +51,7 @@ class FedDF(FedAvg):
         losses = self.local_training()
         if not self.exchanges:
             return losses
-        fed, cfg = self.fed, self.cfg.feddf
+        fed, cfg = self.fed, self.settings
         theta = fed.upload_to_server(k)
         if cfg.distill_steps > 0:
             xs = self.public.batches(k, cfg.distill_steps)
@@ -88,10 +73,10 @@ class FedDF(FedAvg):
         student = self._student
         load_state_tensors(student, theta)
         student.train()
-        optimizer = torch.optim.Adam(student.parameters(), lr=self.cfg.feddf.lr)
+        optimizer = torch.optim.Adam(student.parameters(), lr=self.settings.lr)
         total = 0.0
         for x, z in zip(xs, teacher, strict=True):
-            loss = softened_kl(student(x), z, self.cfg.feddf.temperature)
+            loss = softened_kl(student(x), z, self.settings.temperature)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()

@@ -23,8 +23,7 @@ Each distilling silo's metric record carries its round's mean s_ij, w_ij and KD 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
-from typing import Annotated, Any, Literal
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -32,6 +31,9 @@ from torch import nn
 
 from fedsim.algorithms.base import Algorithm
 from fedsim.algorithms.gossip import gossip_row, metropolis_hastings, mix
+from fedsim.algorithms.settings import FedEFMConfig
+from fedsim.config.emd import EMDConfig
+from fedsim.emd import emd_similarity, load_solver
 from fedsim.federation import BatchStream, load_state_tensors, state_tensors, train_steps
 from fedsim.losses import softened_kl
 from fedsim.models import logits_and_features
@@ -43,33 +45,6 @@ from fedsim.optim import (
     travelling_state,
     travelling_template,
 )
-from fedsim.settings import Range
-
-
-@dataclass
-class FedEFMConfig:
-    """FedEFM's Multishot Foundation Distillation; symbols from the paper in comments."""
-
-    overseas_steps: Annotated[int, Range(ge=1)] = 10  # steps a visiting copy θ_{i→j} trains on ξ_j (eq. 1)
-    distill_steps: Annotated[int, Range(ge=1)] = 10  # steps of eq. 2 at the home silo per round
-    temperature: Annotated[float, Range(gt=0)] = 3.0  # T, the distillation temperature of the KD term (eq. 11)
-    beta: Annotated[float, Range(ge=0, le=1)] = 0.2  # β: weight of the KD term against CE (eq. 11)
-    #: when the silos' weights meet: "round" (the paper: every round — DFL mixes each silo along
-    #: the topology by ``mix``, CFL restarts every silo from Θ) or "end" (ablation: Θ only once,
-    #: after the last round; the silos never mix and Θ collapses)
-    aggregate: Literal["round", "end"] = "round"
-    #: DFL mixing at the end of a round (aggregate: round), θ_i ← s·θ_i + (1 − s)·(mean of …):
-    #: "hosted" — the neighbours' models that visited silo i this round, trained on ξ_i (the
-    #: authors' released rule; no extra message); "experts" — silo i's own experts returned
-    #: from its neighbours; "gossip" — Metropolis–Hastings with the neighbours' distilled models
-    #: (one more message per arc). Chosen on a validation split (docs/fedefm.md).
-    mix: Literal["hosted", "experts", "gossip"] = "hosted"
-    self_weight: Annotated[float, Range(ge=0, le=1)] = 0.5  # s: the silo's own share in the mix (½ in the released code)
-    #: the optimiser a visiting copy θ_{i→j} trains with at j: "fresh" (a new one per visit) or
-    #: "travels" (θ_i's own, sent with it: moments, step count, LR schedule position, as the
-    #: released code's deep copy of a model object carries them); the expert returns as weights
-    #: only, its optimiser state after the visit dropped as the released code drops its copies'
-    expert_optimizer: Literal["fresh", "travels"] = "fresh"
 
 
 def distillation_terms(
@@ -79,9 +54,7 @@ def distillation_terms(
     """The two parts of ℓ_ij (eq. 11): β T² KL(softmax(z_T/T) ‖ softmax(z_S/T)) and (1 − β) CE(z_S, y);
     batch means, or one value per sample with ``per_sample``."""
     if per_sample:
-        T = temperature
-        kd = T * T * F.kl_div(F.log_softmax(student_logits / T, dim=1), F.log_softmax(teacher_logits / T, dim=1),
-                              reduction="none", log_target=True).sum(1)
+        kd = softened_kl(student_logits, teacher_logits, temperature, reduction="none")
         return beta * kd, (1.0 - beta) * F.cross_entropy(student_logits, y, reduction="none")
     kd = softened_kl(student_logits, teacher_logits, temperature)
     return beta * kd, (1.0 - beta) * F.cross_entropy(student_logits, y)
@@ -103,8 +76,6 @@ def emd_similarities(student_feats: torch.Tensor, teacher_feats: list[torch.Tens
     """s_ij for every teacher, before any clamp or normalisation: the batch-mean EMD similarity,
     shape (teachers,), or one per sample, (teachers, B), with ``per_sample``; None under
     ``emd.backend: uniform``, which computes no EMD."""
-    from fedsim.emd import emd_similarity
-
     if emd_cfg.backend == "uniform":
         return None
     u = student_feats if emd_cfg.grad else student_feats.detach()
@@ -182,13 +153,14 @@ def distill_step(
     teachers: list[nn.Module],
     x: torch.Tensor,
     y: torch.Tensor,
-    cfg,
+    settings: FedEFMConfig,
+    emd: EMDConfig,
     weights: torch.Tensor | None = None,
     per_sample: bool = False,
     tally: DistillTally | None = None,
 ) -> tuple[float, float]:
-    """One step of eq. 2 on batch (x, y). ``weights`` forces w_ij (tests, timing); otherwise they
-    come from the EMD. ``per_sample`` (DP-SGD): the loss is the batch mean of Σ_j w_ij(x) ℓ_ij(x)
+    """One step of eq. 2 on batch (x, y) with FedEFM's ``settings`` (T, β) and the EMD weights of
+    ``emd``. ``weights`` forces w_ij (tests, timing); otherwise they come from the EMD. ``per_sample`` (DP-SGD): the loss is the batch mean of Σ_j w_ij(x) ℓ_ij(x)
     with per-sample EMD weights. ``tally`` collects the step's weights, similarities and loss
     parts (no extra EMD). Returns (loss, seconds spent in the EMD)."""
     student.train()
@@ -203,11 +175,11 @@ def distill_step(
         started = time.perf_counter()
         feats = [v for _, v in outputs]
         shape = (len(feats), u.shape[0]) if per_sample else (len(feats),)
-        similarities = emd_similarities(u, feats, cfg.emd, per_sample=per_sample)
-        weights = weights_from_similarities(similarities, shape, cfg.emd, u.device)
+        similarities = emd_similarities(u, feats, emd, per_sample=per_sample)
+        weights = weights_from_similarities(similarities, shape, emd, u.device)
         emd_seconds = time.perf_counter() - started
-    fe = cfg.fedefm
-    terms = [distillation_terms(z_s, z_t, y, temperature=fe.temperature, beta=fe.beta, per_sample=per_sample)
+    terms = [distillation_terms(z_s, z_t, y, temperature=settings.temperature, beta=settings.beta,
+                                per_sample=per_sample)
              for z_t, _ in outputs]
     losses = torch.stack([kd + ce for kd, ce in terms])
     loss = (weights * losses).sum(0).mean() if per_sample else (weights * losses).sum()
@@ -266,6 +238,11 @@ class FedEFM(Algorithm):
             return None
         return 1 + (graph.out_degree(silo) if cfg.fedefm.mix == "hosted" else graph.in_degree(silo))
 
+    @classmethod
+    def feature_grid(cls, cfg) -> int | None:
+        # the EMD pools each feature map to emd.grid × emd.grid nodes (none under the uniform ablation)
+        return cfg.emd.grid if cfg.emd.backend != "uniform" else None
+
     def exchanges_in(self, k: int) -> bool:
         # round 0 is local training only; in CFL with per-round aggregation it already ends
         # with the upload to the server and the download of Θ
@@ -277,7 +254,9 @@ class FedEFM(Algorithm):
         self._spare: list[nn.Module] = []
         self._optimizers: dict[int, torch.optim.Optimizer] = {}  # a spare model's optimiser, reused per visit
         self._records: dict[int, dict[str, Any]] = {}  # this round's round_record per silo
-        fe = self.cfg.fedefm
+        fe: FedEFMConfig = self.settings
+        #: the EMD section: how the teachers' weights w_ij are computed
+        self.emd: EMDConfig = self.cfg.emd
         self._cfl_every_round = fed.scenario.via_server and fe.aggregate == "round"
         self._dfl_mix = fe.mix if fed.scenario.decentralized and fe.aggregate == "round" else None
         self._gossip_weights = metropolis_hastings(fed.topology) if self._dfl_mix == "gossip" else None
@@ -285,10 +264,7 @@ class FedEFM(Algorithm):
         self._rider = travelling_template(next(iter(fed.hosted.values())).optimizer) \
             if fe.expert_optimizer == "travels" else None
         # load the solver now, so its import (POT, cvxpy: ~1 s) is not billed to the first round
-        if self.cfg.emd.backend == "exact":
-            import fedsim.emd.exact  # noqa: F401
-        elif self.cfg.emd.backend == "cvxpylayers":
-            import fedsim.emd.cvxpy_layer  # noqa: F401
+        load_solver(self.emd.backend)
 
     def request_factor(self) -> float:
         # θ_i goes out with its optimiser state; the expert comes back as weights only
@@ -314,7 +290,7 @@ class FedEFM(Algorithm):
             if self._cfl_every_round and self.exchanges:
                 self._restart_from_theta(k)
             return losses
-        fed, silos, cfg = self.fed, self.fed.silos, self.cfg
+        fed, silos, cfg, fe = self.fed, self.fed.silos, self.cfg, self.settings
         arcs = fed.active_arcs(k)  # (j, i): j is an in-neighbour of i
 
         # 1. overseas: θ_i travels to each in-neighbour j (against the arc j → i), with its
@@ -328,10 +304,10 @@ class FedEFM(Algorithm):
             visitor = self._model_like(tensors[:n_model])
             if id(visitor) not in self._optimizers:
                 self._optimizers[id(visitor)] = make_optimizer(visitor, cfg)
-            overseas_training(visitor, silos[j].batches, cfg.fedefm.overseas_steps, cfg, fed, host=j,
+            overseas_training(visitor, silos[j].batches, fe.overseas_steps, cfg, fed, host=j,
                               optimizer_state=tensors[n_model:] if rider is not None else None,
                               optimizer=self._optimizers[id(visitor)])
-            fed.charge(j, cfg.fedefm.overseas_steps)  # the host's compute
+            fed.charge(j, fe.overseas_steps)  # the host's compute
             experts[(j, i)] = [t.clone() for t in state_tensors(visitor)]
             self._spare.append(visitor)
 
@@ -345,19 +321,19 @@ class FedEFM(Algorithm):
         for i, silo in sorted(silos.items()):
             teacher_ids = [j for (j, dst) in sorted(returned) if dst == i]
             teachers = [self._model_like(returned[(j, i)]) for j in teacher_ids]
-            fed.charge(i, cfg.fedefm.distill_steps)
+            fed.charge(i, fe.distill_steps)
             if not teachers:  # no active in-neighbour this round (multigraph / MATCHA): train locally
-                losses[i] = fed.train(silo.model, silo.optimizer, i, cfg.fedefm.distill_steps)
+                losses[i] = fed.train(silo.model, silo.optimizer, i, fe.distill_steps)
                 continue
             total, counted = 0.0, 0
             tally = DistillTally(teacher_ids)
             with fed.private_steps(silo.model, silo.optimizer, i) as optimizer:
-                for _ in range(cfg.fedefm.distill_steps):
+                for _ in range(fe.distill_steps):
                     x, y = silo.batches.next()
                     if x.shape[0] == 0:  # an empty Poisson draw (DP-SGD): a noise-only step
                         optimizer.empty_step()
                         continue
-                    loss, emd_s = distill_step(silo.model, optimizer, teachers, x, y, cfg,
+                    loss, emd_s = distill_step(silo.model, optimizer, teachers, x, y, fe, self.emd,
                                                per_sample=fed.privacy.per_sample, tally=tally)
                     total += loss
                     counted += 1
@@ -383,7 +359,7 @@ class FedEFM(Algorithm):
         row of i over the neighbours heard this round), or a robust ``aggregation:`` rule over the same
         models and weights; every mix is computed before any model changes, since a co-located
         message may be the sender's own storage."""
-        s = self.cfg.fedefm.self_weight
+        s = self.settings.self_weight
         mixed = {}
         for i, silo in self.fed.silos.items():
             got = others[i]

@@ -20,9 +20,6 @@ loads weights only, so silo i keeps its own optimiser, and j's is untouched, as 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Annotated, Literal
-
 import torch
 from torch import nn
 
@@ -37,21 +34,6 @@ from fedsim.optim import (
     travelling_state,
     travelling_template,
 )
-from fedsim.settings import Range
-
-
-@dataclass
-class FedEFMReleasedConfig:
-    """The FedEFM authors' released rule (aioz-ai/FedEFM ``communication.py``): local steps, then
-    each silo trains a copy of every in-neighbour's model on its own data and keeps
-    ½ own + ½ the mean of those copies. No distillation, no EMD."""
-
-    overseas_steps: Annotated[int, Range(ge=1)] = 1  # steps a neighbour's copy trains on the host's data (the code: 1)
-    self_weight: Annotated[float, Range(ge=0, le=1)] = 0.5  # the silo's own share (the code: ½)
-    #: the optimiser a neighbour's copy trains with at the host: "fresh" (a new one per copy) or
-    #: "travels" (the neighbour's own state sent with its model, as the code's deep copy; dropped
-    #: with the copy after the mix)
-    expert_optimizer: Literal["fresh", "travels"] = "fresh"
 
 
 class FedEFMReleased(Algorithm):
@@ -75,7 +57,7 @@ class FedEFMReleased(Algorithm):
         self._visitor_optimizer: torch.optim.Optimizer | None = None
         #: expert_optimizer travels: the optimiser state that rides with each model sent (its shapes)
         self._rider = travelling_template(next(iter(fed.hosted.values())).optimizer) \
-            if self.cfg.fedefm_released.expert_optimizer == "travels" else None
+            if self.settings.expert_optimizer == "travels" else None
 
     def message_factor(self) -> float:
         if self._rider is None:
@@ -87,7 +69,7 @@ class FedEFMReleased(Algorithm):
         losses = self.local_training()
         if not self.exchanges:
             return losses
-        fed, silos, rel = self.fed, self.fed.silos, self.cfg.fedefm_released
+        fed, silos, rel = self.fed, self.fed.silos, self.settings
         rider = (lambda j, i: travelling_state(silos[j].optimizer)) if self._rider is not None else None
         got = fed.exchange(fed.active_arcs(k), lambda j, i: state_tensors(silos[j].model),
                            rider=rider, rider_template=self._rider)

@@ -24,27 +24,12 @@ trained models scored 21% where the silos averaged 40%); the score is the silos'
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Annotated, Literal
-
 import torch
 import torch.nn.functional as F
 
 from fedsim.algorithms.public import OutputSharing, average_logits, silo_logits
 from fedsim.losses import softened_kl
-from fedsim.settings import Range
 from fedsim.transport import message_bytes
-
-
-@dataclass
-class FedMDConfig:
-    """FedMD (Li & Wang, 2019): silos share only logits on a public set; each digests the
-    consensus, then revisits its private data. No weight averaging."""
-
-    digest_steps: Annotated[int, Range(ge=0)] = 10  # steps matching the consensus per round (0: no exchange)
-    loss: Literal["l1", "kl"] = "l1"  # l1 (the paper: mean absolute error on logits) | kl (T² KL of softened outputs)
-    temperature: Annotated[float, Range(gt=0)] = 1.0  # T, used by loss: kl
-    public_samples: Annotated[int, Range(ge=1)] = 256  # size of the unlabeled public set
 
 
 def digest_loss(student_logits: torch.Tensor, consensus: torch.Tensor, loss: str, temperature: float) -> torch.Tensor:

@@ -25,29 +25,13 @@ on any placement.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Annotated, Any, Literal
+from typing import Any
 
 import torch
 
 from fedsim.algorithms.fedavg import FedAvg
+from fedsim.algorithms.settings import FedOptConfig
 from fedsim.federation import load_state_tensors
-from fedsim.settings import Range
-
-SERVER_OPTIMIZERS = ("adam", "yogi", "adagrad", "sgd")
-
-
-@dataclass
-class FedOptConfig:
-    """FedOpt (Reddi et al., ICLR 2021): the server's optimiser on the mean of the silos' updates.
-    β1, β2 and τ are the paper's experimental settings; η is tuned per task in the paper (a grid
-    over powers of 10), 0.01 is ours."""
-
-    server_optimizer: Literal[SERVER_OPTIMIZERS] = "adam"  # adam (FedAdam) | yogi (FedYogi) | adagrad (FedAdagrad) | sgd (server_lr 1: FedAvg)
-    server_lr: Annotated[float, Range(ge=0)] = 0.01  # η, the server's step size (ours; the paper tunes it per task)
-    beta1: Annotated[float, Range(ge=0, lt=1)] = 0.9  # β1 of m_t (the paper's 0.9; adam, yogi and adagrad, as its Algorithm 2)
-    beta2: Annotated[float, Range(ge=0, lt=1)] = 0.99  # β2 of v_t (the paper's 0.99; adam and yogi)
-    tau: Annotated[float, Range(gt=0)] = 1e-3  # τ, the adaptivity in η m/(√v + τ), and v_{−1} = τ² (the paper's 1e-3)
 
 
 def parameter_mask(model: torch.nn.Module) -> list[bool]:
@@ -114,7 +98,7 @@ class FedOpt(FedAvg):
 
     def __init__(self, fed) -> None:
         super().__init__(fed)
-        self.opt: FedOptConfig = self.cfg.fedopt
+        self.opt: FedOptConfig = self.settings
         self.server = ServerModel(fed)
         # m_{−1} = 0 and v_{−1} = τ² (Algorithm 2's initialisation, its weakest admissible v)
         params = self.server.params(self.server.x)

@@ -4,21 +4,10 @@ Aggregation and traffic are FedAvg's."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Annotated
-
 import torch
 import torch.nn.functional as F
 
 from fedsim.algorithms.fedavg import FedAvg
-from fedsim.settings import Range
-
-
-@dataclass
-class FedProxConfig:
-    """FedProx (Li et al., MLSys 2020): local loss CE + μ/2 ‖w − w_global‖²."""
-
-    mu: Annotated[float, Range(ge=0)] = 0.01  # μ, the proximal weight (the paper sweeps 0.001–1)
 
 
 def proximal_term(model: torch.nn.Module, anchor: list[torch.Tensor]) -> torch.Tensor:
@@ -36,5 +25,5 @@ class FedProx(FedAvg):
 
     def local_loss(self, i, silo):
         anchor = [p.detach().clone() for p in silo.model.parameters()]  # w_t, before the steps
-        mu = self.cfg.fedprox.mu
+        mu = self.settings.mu
         return lambda model, x, y: F.cross_entropy(model(x), y) + 0.5 * mu * proximal_term(model, anchor)

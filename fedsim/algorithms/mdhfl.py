@@ -27,29 +27,13 @@ the silos' mean test accuracy.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Annotated
-
 import torch
 import torch.nn.functional as F
 
 from fedsim.algorithms.public import OutputSharing, outputs_template, silo_logits
 from fedsim.federation import Federation
-from fedsim.losses import symmetric_cross_entropy
-from fedsim.settings import Range
+from fedsim.losses import softened_kl, symmetric_cross_entropy
 from fedsim.transport import message_bytes, weighted_sum
-
-
-@dataclass
-class MDHFLConfig:
-    """MDH-FL (Madni et al., 2023): symmetric cross-entropy locally, then KL alignment of softened class
-    distributions on a public set; heterogeneous models via ``model.per_silo``."""
-
-    align_steps: Annotated[int, Range(ge=0)] = 10  # alignment steps (public batches) per round (0: no exchange)
-    temperature: Annotated[float, Range(gt=0)] = 1.0  # T of the softened distributions
-    sce_alpha: Annotated[float, Range(ge=0)] = 0.1  # α of CE in the symmetric loss (Wang et al.'s CIFAR-10 setting)
-    sce_beta: Annotated[float, Range(ge=0)] = 1.0  # β of the reverse CE
-    public_samples: Annotated[int, Range(ge=1)] = 256  # size of the unlabeled public set
 
 
 def others_mean(fed: Federation, probs: dict[int, torch.Tensor],
@@ -70,8 +54,7 @@ def others_mean(fed: Federation, probs: dict[int, torch.Tensor],
 
 def alignment_loss(student_logits: torch.Tensor, target_probs: torch.Tensor, temperature: float) -> torch.Tensor:
     """T² · KL(target ‖ softmax(student/T)), batch mean (``target_probs`` already softened)."""
-    log_q = F.log_softmax(student_logits / temperature, dim=1)
-    return temperature**2 * F.kl_div(log_q, target_probs, reduction="batchmean")
+    return softened_kl(student_logits, target_probs, temperature, teacher_probs=True)
 
 
 class MDHFL(OutputSharing):

@@ -11,8 +11,7 @@ of its checkpoint, so ``--resume`` continues exactly.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -20,15 +19,6 @@ import torch.nn.functional as F
 from fedsim.algorithms.fedavg import FedAvg
 from fedsim.federation import load_state_tensors, state_tensors
 from fedsim.models import features_of, logits_and_features, representation
-from fedsim.settings import Range
-
-
-@dataclass
-class MOONConfig:
-    """MOON (Li, He & Song, CVPR 2021): CE + μ · model-contrastive loss on representations."""
-
-    mu: Annotated[float, Range(ge=0)] = 1.0  # μ (the paper: 1 for most datasets, 5 for CIFAR-10)
-    temperature: Annotated[float, Range(gt=0)] = 0.5  # τ, the temperature of the contrastive loss
 
 
 def contrastive_loss(z: torch.Tensor, z_glob: torch.Tensor, z_prev: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -62,7 +52,7 @@ class MOON(FedAvg):
         start = state_tensors(silo.model)
         glob = self._frozen_model("global", start)
         prev = self._frozen_model("previous", self._previous.get(i, start))
-        mu, tau = self.cfg.moon.mu, self.cfg.moon.temperature
+        mu, tau = self.settings.mu, self.settings.temperature
 
         def loss_fn(model, x, y):
             logits, feats = logits_and_features(model, x)

@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from fedsim.algorithms.base import Algorithm
+from fedsim.data import derive_seed, load_public
 from fedsim.federation import Federation, make_optimizer
 from fedsim.transport import weighted_average
 
@@ -22,8 +23,6 @@ def public_batch_indices(n: int, batch_size: int, steps: int, seed: int, k: int)
     from ``derive_seed(seed, PUBLIC_STREAM, k)``, read in order, wrapping around when
     ``steps · batch_size > n``. Depends on nothing but its arguments (the same on every rank
     and after ``--resume``)."""
-    from fedsim.data import derive_seed
-
     g = torch.Generator().manual_seed(derive_seed(seed, PUBLIC_STREAM, k))
     perm = torch.randperm(n, generator=g)
     b = min(batch_size, n)
@@ -34,8 +33,6 @@ class PublicSet:
     """The unlabeled public / proxy set, identical on every rank (its labels are never read)."""
 
     def __init__(self, fed: Federation, samples: int) -> None:
-        from fedsim.data import load_public
-
         self.cfg = fed.cfg
         self.images = load_public(fed.cfg.data, samples, fed.cfg.seed).images.to(fed.device)
 
@@ -66,8 +63,6 @@ def average_logits(fed: Federation, logits: dict[int, torch.Tensor], batches: li
     the result does not depend on the placement)."""
     return weighted_average({i: [z] for i, z in logits.items()}, fed.silo_weights(), fed.device,
                             template=outputs_template(fed, batches))[0]
-
-
 
 
 class OutputSharing(Algorithm):

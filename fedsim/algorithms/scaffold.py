@@ -28,8 +28,7 @@ messages; the variates would travel beside them uncoded).
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import Any
 
 import torch
 
@@ -38,15 +37,7 @@ from fedsim.algorithms.fedopt import ServerModel
 from fedsim.distributed import all_reduce_sum
 from fedsim.errors import ConfigError
 from fedsim.federation import load_state_tensors, state_tensors
-from fedsim.settings import Range
 from fedsim.transport import message_bytes, weighted_sum
-
-
-@dataclass
-class ScaffoldConfig:
-    """SCAFFOLD (Karimireddy et al., ICML 2020), option II, with plain SGD local steps."""
-
-    server_lr: Annotated[float, Range(gt=0)] = 1.0  # η_g, the global step size (the paper's experiments: 1)
 
 
 class Scaffold(FedAvg):
@@ -120,7 +111,7 @@ class Scaffold(FedAvg):
             self.c_i[i] = new
         mean = fed.upload_to_server(k)  # Δy_i, booked by the federation
         delta = self.server.pseudo_update(mean)
-        g = self.cfg.scaffold.server_lr
+        g = self.settings.server_lr
         x = self.server.advance(mean, [p + g * d for p, d in zip(self.server.params(self.server.x), delta)])
         self.c = self._update_server_variate(variate_updates)
         theta = fed.download_from_server(x)

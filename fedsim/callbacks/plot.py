@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from fedsim.callbacks.base import Callback
+from fedsim.plots import plot_runs
 
 
 class PlotWriter(Callback):
@@ -16,6 +17,5 @@ class PlotWriter(Callback):
     def on_run_end(self, summary: dict[str, Any] | None) -> None:
         if summary is None:
             return
-        from fedsim.plots import plot_runs
 
         plot_runs([self.dir], self.dir / "accuracy.png", [self.label])

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
 from fedsim.callbacks.base import Callback, RoundReport
 
 
@@ -13,8 +15,6 @@ class ProgressBar(Callback):
         self.bar = None
 
     def on_run_start(self, start_round: int) -> None:
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
         self.bar = Progress(
             TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
             TextColumn("{task.fields[stats]}"), TimeElapsedColumn(), transient=False,

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from fedsim.callbacks.base import Callback
+from fedsim.checkpoint import atomic_write
 
 
 class SummaryWriter(Callback):
@@ -17,7 +18,6 @@ class SummaryWriter(Callback):
     def on_run_end(self, summary: dict[str, Any] | None) -> None:
         if summary is None:
             return
-        from fedsim.checkpoint import atomic_write
 
         atomic_write(json.dumps(summary, indent=2), self.dir / "summary.json")  # never half a file
         rows = summary["silos"]

@@ -5,15 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import torch
+from rich import box
+from rich.table import Table
 from torch import Tensor
 
-DOMAINS: tuple[str, ...] = ("human", "animal", "phantom", "simulation")
-# Foundation label = the vessel-tree / access-route pattern the devices follow.
-CLASS_NAMES: tuple[str, ...] = ("straight", "left-arch", "right-arch", "bifurcation", "tortuous", "radial")
-TUBE_NAMES: tuple[str, ...] = ("normal", "borderline", "abnormal")
-SEG_NAMES: tuple[str, ...] = ("background", "catheter", "guidewire")
-NUM_CLASSES = len(CLASS_NAMES)
-DOMAIN_SHORT = {"human": "human", "animal": "animal", "phantom": "phantom", "simulation": "sim"}
+from fedsim.config.data import DOMAIN_SHORT, DOMAINS, NUM_CLASSES
 
 
 @dataclass
@@ -144,9 +140,6 @@ class FederatedData:
     def summary_table(self, title: str = "samples per silo"):
         """A rich table: samples per domain and per foundation class (c0..c5, see CLASS_NAMES) for
         every silo and the test set; ``noisy`` counts labels changed by label noise."""
-        from rich import box
-        from rich.table import Table
-
         table = Table(title=title, box=box.SIMPLE_HEAD, pad_edge=False, padding=(0, 1, 0, 0))
         cols = ["silo", "n", *[DOMAIN_SHORT.get(d, d) for d in DOMAINS],
                 *[f"c{c}" for c in range(self.num_classes)], "noisy"]

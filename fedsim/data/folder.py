@@ -26,10 +26,12 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image, UnidentifiedImageError
 
+from fedsim.config.data import CLASS_NAMES, DOMAINS, TUBE_NAMES
 from fedsim.errors import DataError
 
-from .dataset import CLASS_NAMES, DOMAINS, TUBE_NAMES, SiloDataset
+from .dataset import SiloDataset
 
 TEST_DIR = "test"
 PUBLIC_DIR = "public"
@@ -55,8 +57,6 @@ def _parse(value: str, names: tuple[str, ...], what: str, path: Path, row: int) 
 def _read_image(path: Path, kind: str, channels: int = 1) -> np.ndarray:
     """An image as float32 (H, W) / (H, W, 3) in [0, 1] (``kind`` "image"), or a mask as int64
     (H, W)."""
-    from PIL import Image, UnidentifiedImageError
-
     try:
         with Image.open(path) as im:
             im.load()
@@ -81,8 +81,6 @@ def _image_files(img_dir: Path) -> list[str]:
 
 def detect_channels(folders: list[Path]) -> int:
     """3 when any image under ``folders`` is in colour, else 1 (reads only the file headers)."""
-    from PIL import Image, UnidentifiedImageError
-
     for folder in folders:
         img_dir = folder / "images"
         if not img_dir.is_dir():
@@ -97,7 +95,7 @@ def detect_channels(folders: list[Path]) -> int:
     return 1
 
 
-def _read_rows(csv_path: Path) -> list[dict[str, str]]:
+def read_rows(csv_path: Path) -> list[dict[str, str]]:
     if not csv_path.is_file():
         raise DataError(f"missing labels file: {csv_path} (columns: file,label[,tube,domain,attribute])")
     try:
@@ -124,7 +122,7 @@ def resolve_classes(root: Path, folders: list[Path], classes: list | None = None
     ints, names, first_name = [], set(), None
     for folder in folders:
         csv_path = folder / "labels.csv"
-        for r, row in enumerate(_read_rows(csv_path), start=2):
+        for r, row in enumerate(read_rows(csv_path), start=2):
             v = (row.get("label") or "").strip()
             try:
                 ints.append(int(v))
@@ -151,7 +149,7 @@ def index_rows(path: str | Path) -> tuple[dict[str, tuple[int, dict[str, str]]],
     if not img_dir.is_dir():
         raise DataError(f"missing images folder: {img_dir} (expected root/<silo>/images and root/<silo>/labels.csv)")
     by_file = {}
-    for r, row in enumerate(_read_rows(csv_path), start=2):
+    for r, row in enumerate(read_rows(csv_path), start=2):
         name = (row.get("file") or "").strip()
         if not name:
             raise DataError(f"{csv_path}, row {r}: empty file name")
@@ -267,8 +265,6 @@ def save_folder(root: str | Path, silos: list[SiloDataset], test: SiloDataset | 
     """Write datasets in the folder layout (8-bit PNGs; masks when the data have them), with a
     ``classes.txt`` of ``class_names`` (the foundation classes by default; None: none), e.g. to
     export synthetic data."""
-    from PIL import Image
-
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
     if class_names:

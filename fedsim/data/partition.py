@@ -18,11 +18,12 @@ from __future__ import annotations
 import math
 
 import torch
+from rich import box
+from rich.table import Table
 from torch import Tensor
 
+from fedsim.config.data import DOMAIN_SHORT, DOMAINS, NUM_CLASSES, DataConfig
 from fedsim.errors import DataError
-
-from .dataset import DOMAIN_SHORT, DOMAINS, NUM_CLASSES
 
 # FedEFM-style "unseen data" default: every silo sees a different domain mixture.
 DEFAULT_MIXTURES: list[dict[str, float]] = [
@@ -259,9 +260,6 @@ def restrict_unseen(labels: Tensor, parts: list[Tensor], seen: list[list[int]]) 
 
 def partition_table(labels: Tensor, domain: Tensor, parts: list[Tensor], title: str = "Partition"):
     """A rich table of per-silo counts per domain and class for an index split."""
-    from rich import box
-    from rich.table import Table
-
     t = Table(title=title, box=box.SIMPLE_HEAD, pad_edge=False, padding=(0, 1, 0, 0))
     for col in ["silo", "n", *[DOMAIN_SHORT[d] for d in DOMAINS], *[f"c{c}" for c in range(NUM_CLASSES)]]:
         t.add_column(col, justify="right", min_width=len(col), no_wrap=True)
@@ -270,3 +268,43 @@ def partition_table(labels: Tensor, domain: Tensor, parts: list[Tensor], title: 
         cc = torch.bincount(labels[p], minlength=NUM_CLASSES).tolist()
         t.add_row(str(i), str(p.numel()), *[str(v) if v else "·" for v in dc + cc])
     return t
+
+
+def skews(cfg: DataConfig) -> tuple[float, float]:
+    """(quantity skew, attribute skew) of ``cfg``: 1 for the partition that names one and leaves it 0."""
+    q = cfg.quantity_skew or (1.0 if cfg.partition == "quantity" else 0.0)
+    a = cfg.attribute_skew or (1.0 if cfg.partition == "attribute" else 0.0)
+    return float(q), float(a)
+
+
+def split_pool(cfg: DataConfig, num_silos: int, num_classes: int, labels: Tensor, domain: Tensor | None,
+               attribute: Tensor | None, g: torch.Generator, source: str) -> list[Tensor]:
+    """Indices of each silo's share of a pooled dataset under ``cfg.partition`` (then without the
+    classes each silo must not see, ``cfg.unseen_fraction``). Data without domains split iid under
+    the default ``partition: domain``; an explicit domain mixture or an attribute skew needs
+    domains / attributes, and their absence is an error naming ``source``."""
+    n = labels.numel()
+    qskew, askew = skews(cfg)
+    if n < num_silos:
+        raise DataError(f"{source}: {n} training samples cannot fill {num_silos} silos")
+    if cfg.partition == "dirichlet":
+        parts = split_dirichlet(labels, num_silos, float(cfg.dirichlet_alpha), g, num_classes)
+    elif cfg.partition == "quantity":
+        parts = split_quantity(n, num_silos, qskew, g)
+    elif cfg.partition == "attribute":
+        if attribute is None or not attribute.any():
+            raise DataError(f"{source}: data.partition attribute needs a per-sample attribute, which this data "
+                            "lacks; choose iid, dirichlet or quantity")
+        parts = split_attribute(attribute, num_silos, askew, g)
+    elif cfg.partition == "domain" and domain is not None:
+        mix = silo_mixtures(cfg.domains, "domain", num_silos)
+        parts = split_domain(domain, mix, largest_remainder([1.0] * num_silos, n), g)
+    elif cfg.partition == "domain" and cfg.domains is not None:
+        raise DataError(f"{source}: data.domains mixes domains, but this data has none; remove data.domains "
+                        "or choose data.partition iid, dirichlet or quantity")
+    else:
+        parts = split_iid(n, num_silos, g)
+    if cfg.unseen_fraction > 0:
+        seen = seen_classes(num_silos, num_classes, float(cfg.unseen_fraction), g)
+        parts = restrict_unseen(labels, parts, seen)
+    return parts

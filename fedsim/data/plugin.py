@@ -110,9 +110,7 @@ def load_python(cfg, num_silos: int, seed: int, wanted: set[int]) -> FederatedDa
     num_classes = len(names)
     g = make_generator(seed, 9)
     if pooled:
-        from fedsim.data import split_pool
-
-        parts = split_pool(cfg, num_silos, num_classes, pool.labels, None, None, g, f"{KEY}: {path}")
+        parts = P.split_pool(cfg, num_silos, num_classes, pool.labels, None, None, g, f"{KEY}: {path}")
         silos: list[Any] = [pool.subset(p) for p in parts]
     else:
         silos = [materialize(d, "", f"{KEY}: {path} training set {i}") if i in wanted else None

@@ -6,7 +6,9 @@ from pathlib import Path
 
 import torch
 
-from .dataset import CLASS_NAMES, DOMAINS, TUBE_NAMES, SiloDataset
+from fedsim.config.data import CLASS_NAMES, DOMAINS, TUBE_NAMES
+
+from .dataset import SiloDataset
 from .synthetic import derive_seed, generate
 
 CATHETER_RGB = (1.0, 0.25, 0.1)   # orange-red

@@ -22,7 +22,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .dataset import DOMAINS, NUM_CLASSES, SiloDataset, quantize_8bit
+from fedsim.config.data import DOMAINS, NUM_CLASSES
+from fedsim.errors import DataError
+
+from .dataset import SiloDataset, quantize_8bit
+from .partition import largest_remainder
 
 _MASK64 = (1 << 64) - 1
 
@@ -135,8 +139,6 @@ def _blur3(x: Tensor) -> Tensor:
 def domain_indices(domains, n: int) -> Tensor:
     """Per-sample domain ids from a name, a list of names (cycled), a {name: weight} mixture
     (exact counts by largest remainder, in blocks) or a per-sample sequence of ids/names."""
-    from fedsim.errors import DataError
-
     def idx(name) -> int:
         if isinstance(name, int) or (isinstance(name, Tensor) and name.dim() == 0):
             i = int(name)
@@ -158,8 +160,6 @@ def domain_indices(domains, n: int) -> Tensor:
             idx(int(d))
         return domains.long().clone()
     if isinstance(domains, dict):
-        from .partition import largest_remainder
-
         names = list(domains)
         counts = largest_remainder([float(domains[k]) for k in names], n)
         return torch.cat([torch.full((c,), idx(k), dtype=torch.long) for k, c in zip(names, counts)])
@@ -186,8 +186,6 @@ def generate(n: int, *, domains=None, image_size: int = 64, seed: int = 0, label
     to ask what a model looks at.
     Deterministic: the same arguments give bit-identical tensors in any process.
     """
-    from fedsim.errors import DataError
-
     bad = [e for e in erase if e not in ERASABLE]
     if bad:
         raise DataError(f"erase: unknown part(s) {', '.join(map(repr, bad))}; choose from {', '.join(ERASABLE)}")

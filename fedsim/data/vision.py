@@ -17,40 +17,17 @@ from typing import Any
 import numpy as np
 import torch
 
+from fedsim.config.data import torchvision_class
 from fedsim.errors import DataError
 
+from . import partition as P
 from .dataset import FederatedData, SiloDataset, to_channels
 from .synthetic import make_generator
 
 
-def _dataset_class(name: str | None):
-    import torchvision.datasets as tvd
-
-    if not name:
-        raise DataError("data.kind is 'torchvision' but data.name is not set (e.g. MNIST, FashionMNIST, CIFAR10)")
-    cls = getattr(tvd, name, None)
-    if not isinstance(cls, type):
-        known = ", ".join(n for n in ("MNIST", "FashionMNIST", "KMNIST", "EMNIST", "CIFAR10", "CIFAR100", "SVHN"))
-        raise DataError(f"data.name {name!r} is not a torchvision.datasets class (e.g. {known})")
-    return cls
-
-
-def check_config(cfg) -> None:
-    """What can be checked without reading the files: the class exists, the root is set and is a
-    folder (or will be created, with ``data.download: true``)."""
-    _dataset_class(cfg.name)
-    if not cfg.root:
-        raise DataError(f"data.kind is 'torchvision' but data.root is not set: the folder holding {cfg.name} "
-                        "(or set data.download: true and a root to fetch it into)")
-    root = Path(cfg.root).expanduser()
-    if not cfg.download and not root.is_dir():
-        raise DataError(f"data.root {root} does not exist; put {cfg.name} there in torchvision's layout or set "
-                        "data.download: true to fetch it")
-
-
 def open_split(cfg, train: bool) -> Any:
     """``torchvision.datasets.<name>(root, train=…/split=…, download=data.download, **data.args)``."""
-    cls = _dataset_class(cfg.name)
+    cls = torchvision_class(cfg.name)
     params = inspect.signature(cls.__init__).parameters
     kwargs = dict(cfg.args)
     if "train" in params:
@@ -102,8 +79,6 @@ def images_and_labels(ds: Any) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def load_torchvision(cfg, num_silos: int, seed: int, wanted: set[int]) -> FederatedData:
-    from fedsim.data import P, split_pool
-
     train_ds, test_ds = open_split(cfg, True), open_split(cfg, False)
     x_train, y_train = images_and_labels(train_ds)
     x_test, y_test = images_and_labels(test_ds)
@@ -115,7 +90,7 @@ def load_torchvision(cfg, num_silos: int, seed: int, wanted: set[int]) -> Federa
     num_classes = len(names)
     g = make_generator(seed, 8)
     source = f"torchvision {cfg.name} at {cfg.root}"
-    parts = split_pool(cfg, num_silos, num_classes, y_train, None, None, g, source)
+    parts = P.split_pool(cfg, num_silos, num_classes, y_train, None, None, g, source)
     labels = [y_train[p] for p in parts]
     noisy = ([P.symmetric_label_noise(y, float(cfg.label_noise), num_classes, g) for y in labels]
              if cfg.label_noise > 0 else labels)

@@ -8,17 +8,18 @@ similarity s = sum_pq (1 - c_pq) x*_pq = 1 - OT(C, a, b) with x* the optimal flo
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Annotated, Literal
-
 import torch
 
+from fedsim.config.emd import BACKENDS, WEIGHTINGS, EMDConfig
+from fedsim.emd.cvxpy_layer import cvxpylayers_flow, load_cvxpylayers
+from fedsim.emd.exact import exact_ot, network_simplex
+from fedsim.emd.sinkhorn import sinkhorn_plan
 from fedsim.errors import EMDError
-from fedsim.settings import Range
 
 __all__ = [
     "BACKENDS",
     "EMDConfig",
+    "load_solver",
     "WEIGHTINGS",
     "cost_matrix",
     "emd_similarity",
@@ -28,19 +29,6 @@ __all__ = [
     "transport_problem",
 ]
 
-BACKENDS = ("exact", "cvxpylayers", "sinkhorn")
-#: what ``emd.backend`` accepts: a solver, or "uniform" (FedEFM's ablation: w_ij = 1, no EMD)
-WEIGHTINGS = (*BACKENDS, "uniform")
-
-
-@dataclass
-class EMDConfig:
-    """The ``emd:`` section: the EMD weight w_ij between the local model and a returned expert."""
-
-    backend: Literal[WEIGHTINGS] = "exact"  # exact | cvxpylayers | sinkhorn | uniform (ablation: w_ij = 1)
-    grid: Annotated[int, Range(ge=1)] = 5  # feature maps pooled to grid×grid nodes
-    grad: bool = True  # let the gradient flow through w_ij (the paper)
-    normalize: bool = True  # divide by Σ_j w_ij
 
 DEFAULT_SINKHORN_EPS = 0.01
 DEFAULT_SINKHORN_ITERS = 100
@@ -247,13 +235,9 @@ def emd_similarity_from_cost(
 def _solve(C, a, b, backend, sinkhorn_eps, sinkhorn_iters, solver_args) -> torch.Tensor:
     """s = sum (1 - C) x* for checked inputs with a, b summing to 1."""
     if backend == "exact":
-        from fedsim.emd.exact import exact_ot
-
         # sum(x*) = 1, so sum (1 - C) x* = 1 - OT
         return 1.0 - exact_ot(C, a, b)
     if backend == "cvxpylayers":
-        from fedsim.emd.cvxpy_layer import cvxpylayers_flow
-
         x = cvxpylayers_flow(C, a, b, solver_args)
         return ((1.0 - C) * x).sum(dim=(1, 2))
     # sinkhorn
@@ -261,8 +245,6 @@ def _solve(C, a, b, backend, sinkhorn_eps, sinkhorn_iters, solver_args) -> torch
         raise EMDError(f"emd: sinkhorn_eps must be > 0, got {sinkhorn_eps}")
     if int(sinkhorn_iters) < 1:
         raise EMDError(f"emd: sinkhorn_iters must be >= 1, got {sinkhorn_iters}")
-    from fedsim.emd.sinkhorn import sinkhorn_plan
-
     P = sinkhorn_plan(C, a, b, float(sinkhorn_eps), int(sinkhorn_iters))
     return ((1.0 - C) * P).sum(dim=(1, 2))
 
@@ -305,3 +287,12 @@ def emd_similarity(
     u, v = u.to(dtype), v.to(dtype)
     C, a, b = transport_problem(u, v, eps)  # a, b finite, positive, normalised by construction
     return _solve(C, a, b, backend, sinkhorn_eps, sinkhorn_iters, solver_args)
+
+
+def load_solver(backend: str) -> None:
+    """Import the solver of ``backend`` now (POT for exact, cvxpy for cvxpylayers: about a second
+    each), e.g. before the first round, so the round is not billed for it; a no-op otherwise."""
+    if backend == "exact":
+        network_simplex()
+    elif backend == "cvxpylayers":
+        load_cvxpylayers()

@@ -8,7 +8,7 @@ import torch
 
 from fedsim.errors import EMDError
 
-__all__ = ["DEFAULT_SOLVER_ARGS", "cvxpylayers_flow"]
+__all__ = ["DEFAULT_SOLVER_ARGS", "cvxpylayers_flow", "load_cvxpylayers"]
 
 # Measured (benchmarks/emd.py, tests/emd): diffcp's default SCS tolerance gives values within
 # ~1e-5 but feature gradients off by percents; Clarabel (interior point) agrees with the exact
@@ -17,7 +17,9 @@ __all__ = ["DEFAULT_SOLVER_ARGS", "cvxpylayers_flow"]
 DEFAULT_SOLVER_ARGS = {"solve_method": "Clarabel", "n_jobs_forward": 1, "n_jobs_backward": 1}
 
 
-def _import():
+def load_cvxpylayers():
+    """(cvxpy, CvxpyLayer), imported on the first use of the backend (cvxpy takes about a second
+    to import); a one-line EMDError when they are not installed."""
     try:
         import cvxpy as cp
         from cvxpylayers.torch import CvxpyLayer
@@ -32,7 +34,7 @@ def _import():
 @functools.lru_cache(maxsize=32)
 def _layer(n: int, m: int):
     """The CvxpyLayer of an n x m transport LP with parameters C, a, b (cached per shape)."""
-    cp, CvxpyLayer = _import()
+    cp, CvxpyLayer = load_cvxpylayers()
     C = cp.Parameter((n, m))
     a = cp.Parameter(n)
     b = cp.Parameter(m)

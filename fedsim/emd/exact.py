@@ -9,13 +9,10 @@ centred because they are defined up to a constant shift f + k, g - k).
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import torch
-
-try:  # the compiled network simplex, called directly to skip ot.emd's per-call checks
-    from ot.lp.emd_wrap import emd_c as _emd_c
-except ImportError:  # pragma: no cover - older POT layouts
-    from ot.lp import emd_c as _emd_c
 
 from fedsim.errors import EMDError
 
@@ -27,16 +24,29 @@ _MAX_ITER = 1_000_000
 _EMD_C_ARGS: tuple | None = None  # extra positional arguments this POT version's emd_c takes
 
 
+@functools.cache
+def network_simplex():
+    """POT's compiled network simplex ``emd_c``, called directly to skip ``ot.emd``'s per-call
+    checks; POT (~1 s to import, with its dependencies) is imported on the first call, so only
+    runs that solve exactly pay for it."""
+    try:
+        from ot.lp.emd_wrap import emd_c
+    except ImportError:  # pragma: no cover - older POT layouts
+        from ot.lp import emd_c
+    return emd_c
+
+
 def _call_emd_c(a: np.ndarray, b: np.ndarray, M: np.ndarray):
     global _EMD_C_ARGS
+    emd_c = network_simplex()
     if _EMD_C_ARGS is None:
         try:  # POT >= 0.9.6: emd_c(a, b, M, max_iter, numThreads, alpha_init, beta_init)
-            out = _emd_c(a, b, M, _MAX_ITER, 1, None, None)
+            out = emd_c(a, b, M, _MAX_ITER, 1, None, None)
             _EMD_C_ARGS = (_MAX_ITER, 1, None, None)
             return out
         except TypeError:  # POT 0.9.4/0.9.5: emd_c(a, b, M, max_iter, numThreads)
             _EMD_C_ARGS = (_MAX_ITER, 1)
-    return _emd_c(a, b, M, *_EMD_C_ARGS)
+    return emd_c(a, b, M, *_EMD_C_ARGS)
 
 
 def solve_batch(C: np.ndarray, a: np.ndarray, b: np.ndarray):

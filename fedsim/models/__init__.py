@@ -18,114 +18,32 @@ chance; ``norm: batch`` switches to BatchNorm. ShuffleNetV2 always uses BatchNor
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable
 from functools import partial
-from typing import Annotated, Literal
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
+from fedsim.config import ExperimentConfig
+from fedsim.config.data import NUM_SEG_CLASSES
+from fedsim.config.models import MODEL_NAMES, ModelConfig
 from fedsim.errors import ConfigError
 from fedsim.plugins import is_import_path
-from fedsim.settings import Range, section_from_dict
 
 from .backbones import R50ViT, SmallCNN, TorchvisionNet, conv_block, norm_layer
+from .features import features_of, logits_and_features, representation
+from .plugin import build_plugin_model
 
 __all__ = [
-    "MODEL_NAMES", "ModelConfig", "UNet", "build_model", "build_segmenter", "count_parameters",
-    "features_of", "logits_and_features", "representation",
+    "MODEL_NAMES", "ModelConfig", "UNet", "apply_initial_state", "build_model", "build_segmenter", "count_parameters",
+    "features_of", "initial_model_factory", "logits_and_features", "representation",
 ]
-
-MODEL_NAMES = ("cnn", "resnet10", "resnet12", "resnet18", "resnet50", "r50-vit", "shufflenet", "mobilenetv2")
-
-
-@dataclass
-class ModelConfig:
-    """A network: the experiment YAML ``model:`` section (and the teacher's, ``fminit.teacher``)."""
-
-    name: str = "cnn"         # a built-in name, or a plug-in "package.module:factory"
-    args: dict = field(default_factory=dict)  # plug-in: keyword arguments of the factory
-    features_layer: str | None = None  # plug-in: submodule whose output is the dense feature map
-    width: Annotated[int, Range(ge=4)] = 16  # base channels for "cnn" and "r50-vit"
-    norm: Literal["group", "batch"] = "group"  # GroupNorm or BatchNorm in cnn, resnets, mobilenetv2, r50-vit
-    norm_groups: Annotated[int, Range(ge=0)] = 0  # GroupNorm groups; 0 = one channel per group (fastest to train here)
-    dropout: Annotated[float, Range(ge=0, lt=1)] = 0.0  # before the classifier of "cnn"
-    vit_depth: Annotated[int, Range(ge=1)] = 2  # r50-vit transformer layers
-    vit_dim: Annotated[int, Range(ge=4)] = 128  # r50-vit token width
-    vit_heads: Annotated[int, Range(ge=1)] = 4  # r50-vit attention heads (vit_dim a multiple of 4 · vit_heads)
-    width_mult: Annotated[float, Range(gt=0)] = 0.5  # mobilenetv2 width multiplier
-    decoder_width: Annotated[int, Range(ge=0)] = 0  # U-Net decoder channels per level; 0 = same as the encoder skip
-    # heterogeneous models: architectures given to the silos round-robin (silo i gets
-    # per_silo[i % len]); only for algorithms that exchange outputs, not weights (fedmd, mdhfl)
-    per_silo: list = field(default_factory=list)
-
-    def validate(self) -> None:
-        for name in [self.name, *self.per_silo]:
-            if is_import_path(name):
-                from fedsim.plugins import resolve
-
-                resolve(name, "model.name" if name == self.name else "model.per_silo")
-            elif not isinstance(name, str) or name.lower() not in MODEL_NAMES:
-                raise ConfigError(f"unknown model {name!r}; choose one of {', '.join(MODEL_NAMES)} or give a plug-in "
-                                  "as 'package.module:factory'")
-        if not isinstance(self.args, dict):
-            raise ConfigError(f"model.args must be a mapping of keyword arguments, got {self.args!r}")
-
-    @property
-    def plugin(self) -> bool:
-        """Whether the model (or one of ``per_silo``) comes from a Python plug-in."""
-        return any(is_import_path(n) for n in [self.name, *self.per_silo])
-
-    @property
-    def heterogeneous(self) -> bool:
-        return len({n if is_import_path(n) else n.lower() for n in self.per_silo}) > 1
-
-    def for_silo(self, i: int | None) -> ModelConfig:
-        """The model of silo ``i`` (``name`` when per_silo is empty; i None: the first silo's)."""
-        if not self.per_silo:
-            return self
-        return replace(self, name=self.per_silo[(i or 0) % len(self.per_silo)], per_silo=[])
-
-    @classmethod
-    def from_dict(cls, d: dict | None) -> ModelConfig:
-        return section_from_dict(cls, d, "model", ConfigError)
 
 
 def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
-
-
-def logits_and_features(model: nn.Module, x: Tensor) -> tuple[Tensor, Tensor]:
-    """The logits and the dense feature map (B, C, h, w): one forward pass for the built-in
-    models, plug-ins with ``features`` + ``head`` and plug-ins with ``model.features_layer``; a
-    plug-in with only ``features(x)`` runs twice."""
-    from .plugin import feature_tap
-
-    tap = feature_tap(model)
-    if tap is not None:
-        return model(x), tap.take()
-    if callable(getattr(model, "head", None)):
-        feats = model.features(x)
-        return model.head(feats), feats
-    return model(x), model.features(x)
-
-
-def features_of(model: nn.Module, x: Tensor) -> Tensor:
-    """The dense feature map of ``x`` (``features(x)``, or the hooked ``model.features_layer``)."""
-    from .plugin import feature_tap
-
-    tap = feature_tap(model)
-    if tap is not None:
-        model(x)
-        return tap.take()
-    return model.features(x)
-
-
-def representation(feats: Tensor) -> Tensor:
-    """A feature map (B, C, h, w) pooled to one vector per sample (B, C); (B, C) stays."""
-    return feats.mean(dim=(2, 3)) if feats.dim() == 4 else feats.flatten(1)
 
 
 def _norm_fn(cfg: ModelConfig):
@@ -139,8 +57,6 @@ def build_model(cfg: ModelConfig | None = None, num_classes: int = 6, in_channel
     if isinstance(cfg, dict):
         cfg = ModelConfig.from_dict(cfg)
     if is_import_path(cfg.name):
-        from .plugin import build_plugin_model
-
         return build_plugin_model(cfg, num_classes, in_channels)
     if cfg.norm not in ("group", "batch"):
         raise ConfigError(f"model.norm must be 'group' or 'batch', got {cfg.norm!r}")
@@ -251,3 +167,42 @@ def build_segmenter(encoder_cfg: ModelConfig | None = None, num_seg_classes: int
                           f"segmentation runs with {', '.join(MODEL_NAMES)}")
     encoder = build_model(encoder_cfg, num_classes=1, in_channels=in_channels)
     return UNet(encoder, num_seg_classes, in_channels, encoder_cfg.norm, encoder_cfg.decoder_width, raw_branch)
+
+
+def apply_initial_state(model: nn.Module, state: dict, source: str) -> nn.Module:
+    """Load ``state`` into ``model``: a full state dict of the same architecture, or — for a U-Net
+    — a :func:`fedsim.models.build_model` state (e.g. a ``foundation.pt``) for its encoder, the
+    decoder keeping its seeded initialisation. Anything else is a one-line ConfigError."""
+    src = {(k[len("module."):] if k.startswith("module.") else k): v for k, v in state.items()}
+    own = model.state_dict()
+    if set(src) == set(own) and all(tuple(src[k].shape) == tuple(v.shape) for k, v in own.items()):
+        with torch.no_grad():
+            for k, v in own.items():
+                v.copy_(src[k].to(dtype=v.dtype))
+        return model
+    if hasattr(model, "load_foundation") and not any(k.startswith(("lateral.", "up.", "final.")) for k in src):
+        try:
+            model.load_foundation(src, strict=True)
+            return model
+        except ConfigError:
+            pass
+    bad = sorted(k for k, v in own.items() if k not in src or tuple(src[k].shape) != tuple(v.shape))
+    raise ConfigError(f"{source}: state dict does not fit the model ({len(bad)} of {len(own)} tensors missing or "
+                      f"of another shape, e.g. {bad[0] if bad else next(iter(src))}); use the model settings it "
+                      "was saved with")
+
+
+def initial_model_factory(cfg: ExperimentConfig, num_classes: int, init_state: dict | None,
+                          in_channels: int = 1) -> Callable[[int | None], nn.Module]:
+    """The silos' model factory: a classifier (``task: classification``) or a U-Net whose encoder
+    is ``model`` (``task: segmentation``), loaded with the common initial state when there is one."""
+    def factory(silo: int | None = None):
+        if cfg.task == "segmentation":
+            model = build_segmenter(cfg.model.for_silo(silo), NUM_SEG_CLASSES, in_channels)
+        else:
+            model = build_model(cfg.model.for_silo(silo), num_classes, in_channels)
+        if init_state is not None:
+            apply_initial_state(model, init_state, cfg.init_from or f"init: {cfg.init}")
+        return model
+
+    return factory

@@ -16,32 +16,15 @@ The module itself is what silos train, send and average: its state dict keys are
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 from torch import Tensor, nn
 
 from fedsim.errors import ConfigError
 from fedsim.plugins import call
 
+from .features import FeatureTap, features_of, has_feature_map
+
 KEY = "model.name"
-
-
-class FeatureTap:
-    """A forward hook keeping the last output of the submodule it is registered on."""
-
-    def __init__(self, layer: str) -> None:
-        self.layer = layer
-        self.value: Tensor | None = None
-
-    def __call__(self, module: nn.Module, inputs: Any, output: Any) -> None:
-        self.value = output
-
-    def take(self) -> Tensor:
-        value, self.value = self.value, None
-        if value is None:
-            raise ConfigError(f"model.features_layer {self.layer!r} did not run in forward(x)")
-        return value
 
 
 def build_plugin_model(cfg, num_classes: int, in_channels: int) -> nn.Module:
@@ -62,22 +45,12 @@ def build_plugin_model(cfg, num_classes: int, in_channels: int) -> nn.Module:
     return model
 
 
-def feature_tap(model: nn.Module) -> FeatureTap | None:
-    return model.__dict__.get("fedsim_feature_tap")
-
-
-def has_feature_map(model: nn.Module) -> bool:
-    return feature_tap(model) is not None or callable(getattr(model, "features", None))
-
-
 def check_model(model: nn.Module, x: Tensor, num_classes: int, needs_features: str | None, name: str,
                 grid: int | None = None) -> None:
     """One forward pass on a sample batch ``x``, before training: the logits have the shape a
     classifier of ``num_classes`` must give and — when the algorithm ``needs_features`` — there is
     a feature map, at least ``grid``×``grid`` when the EMD pools it to that grid. Every misfit is
     one ConfigError line."""
-    from fedsim.models import features_of
-
     if needs_features and not has_feature_map(model):
         raise ConfigError(
             f"algorithm {needs_features} needs a dense feature map (B, C, h, w) from model {name}: give the module "

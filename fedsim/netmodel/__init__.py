@@ -12,14 +12,13 @@ Public API::
     multigraph_active_arcs(topology, round) -> {(j, i)}
 """
 
+from fedsim.config.net import DEFAULT_ACCESS_GBPS, NetConfig
 from fedsim.netmodel.clock import SimClock, arc_delays, clock_step, link_parameters, request_delays
 from fedsim.netmodel.model import (
-    DEFAULT_ACCESS_GBPS,
     FEMNIST_COMPUTE_MS,
     FEMNIST_MODEL_BITS,
     Connectivity,
     DelayModel,
-    NetConfig,
     connectivity_graph,
     max_cycle_mean,
     overlay_arc_weights,

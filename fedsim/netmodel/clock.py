@@ -25,6 +25,7 @@ from collections.abc import Iterable
 import numpy as np
 
 from fedsim.netmodel.model import DelayModel, _silo_vectors, connectivity_graph, degrees
+from fedsim.netmodel.overlays import matcha_active_arcs, multigraph_active_arcs
 from fedsim.topology import Topology
 
 
@@ -168,12 +169,8 @@ class SimClock:
     def active_mask(self, active_arcs: Iterable[tuple[int, int]] | None) -> np.ndarray | None:
         if active_arcs is None:
             if self._multigraph:
-                from fedsim.netmodel.overlays import multigraph_active_arcs
-
                 active_arcs = multigraph_active_arcs(self.topology, self.round)
             elif self._matcha:
-                from fedsim.netmodel.overlays import matcha_active_arcs
-
                 active_arcs = matcha_active_arcs(self.topology, self.round)
             else:
                 return None

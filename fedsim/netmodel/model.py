@@ -6,30 +6,20 @@ Units: times in ms, sizes in bits. ``Gbit/s = 10⁶ bit/ms``.
 
 from __future__ import annotations
 
+import heapq
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Annotated
+from itertools import count
 
+import networkx as nx
 import numpy as np
 
+from fedsim.config.net import DEFAULT_ACCESS_GBPS
 from fedsim.errors import TopologyError
-from fedsim.settings import Range
 from fedsim.topology import Topology
 
 FEMNIST_MODEL_BITS = 4_843_243
 FEMNIST_COMPUTE_MS = 4.6
-DEFAULT_ACCESS_GBPS = 10.0  # each silo's access link (MultigraphFL)
-
-
-@dataclass
-class NetConfig:
-    """The ``net:`` section: constants of the simulated network clock; None: derived
-    from the run."""
-
-    model_bits: Annotated[float, Range(gt=0)] | None = None  # M: bits of one model copy; default: the trained model's size in bits
-    compute_ms: Annotated[float, Range(ge=0)] | None = None  # T_c (ms); default: measured local compute time per round
-    access_gbps: Annotated[float, Range(gt=0)] = DEFAULT_ACCESS_GBPS  # each silo's access link, Gbit/s each way
-    #                                              (a silo's own access_gbps in the topology wins)
 
 
 @dataclass(frozen=True)
@@ -133,8 +123,6 @@ def connectivity_graph(topology: Topology, model: DelayModel | None = None) -> C
     Raises TopologyError (naming the file) when an edge has no distance or the underlay is not
     connected.
     """
-    import networkx as nx
-
     model = model or DelayModel()
     src = topology.source
     missing = [f"edges[{k}] ({topology.silos[e.src].name}–{topology.silos[e.dst].name})"
@@ -190,9 +178,6 @@ def _dijkstra(adj: list[list[tuple[int, float]]], source: int) -> tuple[dict[int
     """Dijkstra as networkx ≤ 3.5 (and 2.4, MultigraphFL's) does it: neighbours in adjacency order,
     a path replaced only by a strictly shorter one, and ``paths`` ordered by first discovery
     (networkx 3.6 reorders it by distance, which would change the edge order)."""
-    import heapq
-    from itertools import count
-
     dist: dict[int, float] = {}
     seen = {source: 0.0}
     paths = {source: [source]}

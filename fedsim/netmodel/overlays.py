@@ -8,10 +8,12 @@ whose edges carry ``latency_ms``/``bandwidth_mbps``/``distance_km`` from the con
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import networkx as nx
 import numpy as np
 
 from fedsim.errors import TopologyError
@@ -100,7 +102,6 @@ def star_server(conn: Connectivity) -> int:
     two_hop[idx, idx, :] = np.inf
     if np.all(lat[~np.eye(n, dtype=bool)] < two_hop.min(axis=1)[~np.eye(n, dtype=bool)]):
         return 0
-    import networkx as nx
 
     g = nx.Graph()
     g.add_nodes_from(range(n))
@@ -271,8 +272,6 @@ def ring_weights(conn: Connectivity) -> np.ndarray:
 def christofides_tour(w: np.ndarray) -> list[int]:
     """MultigraphFL's RING, steps 1–3: Prim from 0, min-weight perfect matching of odd vertices
     (networkx), Euler tour by Hierholzer with the specified neighbour order, shortcut."""
-    import networkx as nx
-
     n = w.shape[0]
     if n == 2:
         return [0, 1]
@@ -615,8 +614,6 @@ def build_overlay(conn: Connectivity, kind: str) -> Overlay:
 def build_overlays(conn: Connectivity, kinds: list[str] | tuple[str, ...] = OVERLAY_KINDS,
                    timings: dict[str, float] | None = None) -> dict[str, Overlay]:
     """Build several overlays (the ring is computed once and reused by the multigraph)."""
-    import time
-
     out: dict[str, Overlay] = {}
     for kind in kinds:
         t0 = time.perf_counter()

@@ -12,7 +12,10 @@ from typing import Any
 
 import torch
 
+from fedsim.data import NUM_CLASSES
 from fedsim.distributed import all_reduce_max
+from fedsim.models import build_model
+from fedsim.netmodel import DelayModel, SimClock
 
 
 def model_bits(model: torch.nn.Module) -> float:
@@ -22,9 +25,6 @@ def model_bits(model: torch.nn.Module) -> float:
 def config_model_bits(cfg) -> float:
     """Bits of one copy of ``cfg.model``, counted as the trainer counts them (for delay models
     built before a run)."""
-    from fedsim.data import NUM_CLASSES
-    from fedsim.models import build_model
-
     # heterogeneous models: the largest, so every rank's clock charges the same
     names = dict.fromkeys(cfg.model.per_silo or [cfg.model.name])
     return max(model_bits(build_model(replace(cfg.model, name=n, per_silo=[]), NUM_CLASSES)) for n in names)
@@ -44,8 +44,6 @@ class RunClock:
             self._start(state["compute_ms"], state["sim_times"])
 
     def _start(self, compute_ms: float, times: list[float] | None) -> None:
-        from fedsim.netmodel import DelayModel, SimClock
-
         cfg, fed, algo = self.plan.cfg, self.fed, self.algo
         bits = cfg.net.model_bits or algo.message_bits() or (
             config_model_bits(cfg) if cfg.model.heterogeneous else model_bits(next(iter(fed.hosted.values())).model))

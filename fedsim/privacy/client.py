@@ -26,7 +26,9 @@ from typing import Any
 import torch
 from opacus.accountants import RDPAccountant
 
-from fedsim.privacy import NoPrivacy, PrivacyPlan
+from fedsim.data import derive_seed
+from fedsim.privacy.base import NoPrivacy
+from fedsim.privacy.plan import PrivacyPlan
 
 NOISE_STREAM = 0xC11E  # the seed stream of the server's noise (fedsim.data.derive_seed)
 
@@ -68,8 +70,6 @@ class ClientDP(NoPrivacy):
         """The average of the clipped updates of the m silos in ``participants(present)`` plus
         N(0, (σ S / m)²) on every floating entry, drawn from (seed, round k); books the round on
         those silos' accounts."""
-        from fedsim.data import derive_seed
-
         plan = self.plan
         taking_part = self.participants(present)
         if not taking_part:  # nobody's data went into this round

@@ -31,15 +31,17 @@ from opacus.optimizers import DPOptimizer
 from opacus.utils.uniform_sampler import UniformWithReplacementSampler
 from torch import nn
 
-from fedsim.privacy import NoPrivacy, PrivacyPlan
+from fedsim.data.rank import silo_seed
+from fedsim.privacy.base import NoPrivacy
+from fedsim.privacy.plan import PrivacyPlan
 
-NOISE_STREAM = 0xD95  # the seed stream of each silo's DP noise (fedsim.federation.silo_seed)
+NOISE_STREAM = 0xD95  # the seed stream of each silo's DP noise (fedsim.data.rank.silo_seed)
 
 
 class PoissonBatches:
     """A silo's batches under Poisson sampling: every sample joins a step's batch independently
     with probability q (Opacus' ``UniformWithReplacementSampler``), from the silo's own generator.
-    The interface of :class:`fedsim.federation.BatchStream`; a batch may be empty."""
+    The interface of :class:`fedsim.data.rank.BatchStream`; a batch may be empty."""
 
     def __init__(self, dataset: Any, sample_rate: float, seed: int, device: torch.device,
                  target: str = "labels") -> None:
@@ -112,8 +114,6 @@ class SampleDP(NoPrivacy):
     per_sample = True
 
     def __init__(self, plan: PrivacyPlan, fed) -> None:
-        from fedsim.federation import silo_seed
-
         self.plan = plan
         local = fed.placement.silos_on(fed.rank)
         self.accountants = {i: RDPAccountant() for i in local}

@@ -327,7 +327,7 @@ def test_equal_weights_and_beta_zero_is_plain_sgd_on_cross_entropy():
     student, t1, t2 = _models()
     plain = copy.deepcopy(student)
     x, y = _batch()
-    distill_step(student, make_optimizer(student, cfg), [t1, t2], x, y, cfg, weights=torch.tensor([0.5, 0.5]))
+    distill_step(student, make_optimizer(student, cfg), [t1, t2], x, y, cfg.fedefm, cfg.emd, weights=torch.tensor([0.5, 0.5]))
     opt = torch.optim.SGD(plain.parameters(), lr=0.1)
     F.cross_entropy(plain(x), y).backward()
     opt.step()

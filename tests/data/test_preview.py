@@ -45,7 +45,7 @@ def test_preview_without_config_shows_the_default_runs_partition(tmp_path, capsy
     """Without --config the table is the partition `fedsim run` (the embedded default) trains on:
     each silo's size and class counts equal those of the data a rank of that run loads."""
     from fedsim.config import DEFAULT_CONFIG, load_config
-    from fedsim.federation import load_rank_data
+    from fedsim.data.rank import load_rank_data
     from fedsim.plan import build_plan
 
     args = _parse(["data", "preview", "--no-masks", "--per-domain", "1", "--size", "32",

@@ -123,7 +123,7 @@ def test_fedefm_distillation_is_per_sample_under_dp():
         before = [p.detach().clone() for p in model.parameters()]
         with dp_session(model, torch.optim.SGD(model.parameters(), lr=1.0), noise_multiplier=0.0, max_grad_norm=clip,
                         expected_batch_size=4, generator=None, accountant=RDPAccountant(), sample_rate=0.5) as opt:
-            distill_step(model, opt, [t1, t2], x, y, cfg, per_sample=per_sample)
+            distill_step(model, opt, [t1, t2], x, y, cfg.fedefm, cfg.emd, per_sample=per_sample)
         got = [b - p.detach() for b, p in zip(before, model.parameters())]
         close = all(torch.allclose(a, b, atol=2e-5, rtol=1e-3) for a, b in zip(got, expected))
         assert close == should_match, per_sample

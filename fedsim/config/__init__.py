@@ -1,15 +1,21 @@
 """Experiment configuration: nested dataclasses loaded from YAML, with dotted ``--set`` overrides.
 
-Every component owns a small dataclass beside its code (``fedsim.algorithms.fedefm.FedEFMConfig``,
-``fedsim.emd.EMDConfig``, ``fedsim.data.DataConfig``, …); this module assembles them into one
-:class:`ExperimentConfig` and reads YAML. Types say what each key accepts (``Literal`` choices,
-``Annotated`` ranges; see :mod:`fedsim.settings`); unknown keys are errors.
+Every component's section is a small dataclass in a module of this package named after it
+(:mod:`fedsim.config.data`, :mod:`fedsim.config.emd`, …; the algorithms' in
+:mod:`fedsim.algorithms.settings`), re-exported by the component; this module assembles them into
+one :class:`ExperimentConfig` and reads YAML. Types say what each key accepts (``Literal``
+choices, ``Annotated`` ranges; see :mod:`fedsim.settings`); unknown keys are errors.
+
+Loading and checking a config imports neither torch nor any algorithm: the sections and the
+algorithm registry are plain Python, and what only a built model can tell is checked later, in
+the plan (:mod:`fedsim.plan`).
 """
 
 from __future__ import annotations
 
 import copy
 import dataclasses
+import importlib
 import importlib.resources
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,7 +23,19 @@ from typing import Annotated, Any, Literal
 
 import yaml
 
+from fedsim.algorithms import REGISTRY, algorithm_settings, check_algorithm, is_plugin
+from fedsim.config.checkpoint import CheckpointConfig
+from fedsim.config.compression import CompressionConfig
+from fedsim.config.data import DataConfig
+from fedsim.config.downstream import DownstreamConfig
+from fedsim.config.emd import EMDConfig
+from fedsim.config.faults import FaultsConfig
+from fedsim.config.fminit import FMInitConfig
+from fedsim.config.models import ModelConfig
+from fedsim.config.net import NetConfig
+from fedsim.config.privacy import PrivacyConfig
 from fedsim.errors import ConfigError
+from fedsim.plugins import check_combinations
 from fedsim.settings import Range, apply
 
 # what `fedsim run` runs without CONFIG: package data, found from any working directory after install
@@ -59,32 +77,12 @@ class LogConfig:
     tensorboard: bool = False  # TensorBoard event files under RUN_DIR/tensorboard/
 
 
-def _section(module: str, cls: str, **kwargs):
-    """A default factory importing the section's dataclass where it is defined (beside the code
-    it configures) only when a config is built."""
-    def make():
-        import importlib
-
-        return getattr(importlib.import_module(module), cls)(**kwargs)
-
-    return field(default_factory=make)
-
-
-def _algorithm_settings(name: str):
-    def make():
-        from fedsim.algorithms import settings_class
-
-        return settings_class(name)()
-
-    return field(default_factory=make)
-
-
 @dataclass
 class _Experiment:
     """One run: an algorithm on a topology over partitioned data. The embedded default is a
     4-silo ring on synthetic data, small enough for a laptop. Each algorithm with settings adds
-    its own section (``fedefm:``, ``fedprox:``, …), declared beside it and listed in
-    ``fedsim.algorithms.REGISTRY``."""
+    its own section (``fedefm:``, ``fedprox:``, …), declared in :mod:`fedsim.algorithms.settings`
+    and listed in ``fedsim.algorithms.REGISTRY``."""
 
     name: str = "default"  # the run's folder: OUTPUT_DIR/NAME (NAME-2, NAME-3, … when it already holds a run)
     algorithm: str = "fedefm"  # a name from fedsim.algorithms.REGISTRY, or your own class as 'module:Class' (docs/extending.md, "Write an algorithm")
@@ -110,17 +108,17 @@ class _Experiment:
     task: Literal[TASKS] = "classification"  # classification (foundation label) | segmentation (U-Net, Dice)
     init: Literal[INITS] = "random"  # random | pretrained | fm: the common initial model of every silo
     init_from: str | None = None  # a saved state dict every silo starts from instead (any task)
-    data: Any = _section("fedsim.data", "DataConfig")
-    model: Any = _section("fedsim.models", "ModelConfig")
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
-    emd: Any = _section("fedsim.emd", "EMDConfig")
-    net: Any = _section("fedsim.netmodel", "NetConfig")
-    downstream: Any = _section("fedsim.downstream", "DownstreamConfig", enabled=False)
-    fminit: Any = _section("fedsim.fminit", "FMInitConfig")
-    faults: Any = _section("fedsim.faults", "FaultsConfig")
-    privacy: Any = _section("fedsim.privacy", "PrivacyConfig")  # differential privacy (DP-SGD / DP-FedAvg)
-    compression: Any = _section("fedsim.compression", "CompressionConfig")  # coding of model messages
-    checkpoint: Any = _section("fedsim.checkpoint", "CheckpointConfig")  # how often the run's state is saved
+    emd: EMDConfig = field(default_factory=EMDConfig)
+    net: NetConfig = field(default_factory=NetConfig)
+    downstream: DownstreamConfig = field(default_factory=lambda: DownstreamConfig(enabled=False))
+    fminit: FMInitConfig = field(default_factory=FMInitConfig)
+    faults: FaultsConfig = field(default_factory=FaultsConfig)
+    privacy: PrivacyConfig = field(default_factory=PrivacyConfig)  # differential privacy (DP-SGD / DP-FedAvg)
+    compression: CompressionConfig = field(default_factory=CompressionConfig)  # coding of model messages
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)  # how often the run's state is saved
     log: LogConfig = field(default_factory=LogConfig)
 
     def to_dict(self) -> dict[str, Any]:
@@ -132,10 +130,9 @@ class _Experiment:
 
 def _with_algorithm_sections() -> type:
     """The experiment config with one section per algorithm that has settings (from the
-    registry, so adding an algorithm touches its own file and one registry line)."""
-    from fedsim.algorithms import REGISTRY
-
-    sections = [(name, Any, _algorithm_settings(name)) for name, (_, _, settings) in REGISTRY.items() if settings]
+    registry, so adding an algorithm touches its own file, its settings and one registry line)."""
+    sections = [(name, settings, field(default_factory=settings))
+                for name, (_, _, settings) in REGISTRY.items() if settings]
     cls = dataclasses.make_dataclass("ExperimentConfig", sections, bases=(_Experiment,))
     cls.__module__ = __name__  # picklable as fedsim.config.ExperimentConfig (sent to every rank)
     cls.__doc__ = _Experiment.__doc__
@@ -262,12 +259,11 @@ def _relative_to(topology: str, base: Path) -> str:
 
 def validate_config(cfg: ExperimentConfig) -> None:
     """What types and ranges cannot say: names from the registries, per-silo lists, cross-key
-    constraints. Each section's own ``validate()`` runs too."""
-    from fedsim.algorithms import algorithm_class, algorithm_settings, is_plugin
-
-    algorithm_class(cfg.algorithm)  # a built-in's name, or a plug-in class that imports and is an Algorithm
+    constraints. Each section's own ``validate()`` runs too. A built-in algorithm is checked by its
+    name (its module is not imported); what only the built model can tell waits for the plan."""
+    check_algorithm(cfg.algorithm)  # a built-in's name, or a plug-in class that imports and is an Algorithm
     for name in cfg.compare_with:
-        algorithm_class(name, key="compare_with")
+        check_algorithm(name, key="compare_with")
     plugins = [n for n in (cfg.algorithm, *cfg.compare_with) if is_plugin(n)]
     if cfg.algorithm_args and not plugins:
         raise ConfigError(f"algorithm_args sets a plug-in algorithm's settings ('module:Class'); algorithm "
@@ -292,16 +288,12 @@ def validate_config(cfg: ExperimentConfig) -> None:
         _require("opacus", f"privacy.mode: {cfg.privacy.mode}")
     if cfg.log.tensorboard:
         _require("tensorboard", "log.tensorboard: true")
-    from fedsim.plugins import check_combinations
-
     check_combinations(cfg)
 
 
 def _require(module: str, feature: str) -> None:
     """A dependency a feature imports, looked up before any rank starts (one line, not a rank's
     traceback): fedsim's install brings them all, an install without its dependencies may not."""
-    import importlib
-
     try:
         importlib.import_module(module)
     except ImportError:
