@@ -11,11 +11,12 @@ import torch.nn.functional as F
 
 from fedsim.algorithms.public import PUBLIC_STREAM
 from fedsim.config import load_config
+from fedsim.config.downstream import DownstreamConfig
 from fedsim.data import derive_seed, load_federated, load_public
 from fedsim.data.rank import BatchStream, silo_seed
 from fedsim.emd import emd_similarity
 from fedsim.federation import train_steps
-from fedsim.models import build_model
+from fedsim.models import ModelConfig, build_model
 from fedsim.optim import make_optimizer
 from fedsim.topology import resolve_topology
 
@@ -36,6 +37,10 @@ CLI_TINY = ["rounds=2", "train.local_steps=2", "train.batch_size=8", "data.sampl
 EFM = ["algorithm=fedefm", "topology=ring-4", "fedefm.overseas_steps=2", "fedefm.distill_steps=2",
        "emd.grid=2"]
 
+#: the downstream tests' model and segmentation image size (:mod:`fedsim.downstream`)
+DOWNSTREAM_MODEL = ModelConfig(width=8)
+DOWNSTREAM_SIZE = 32
+
 #: :class:`Released`'s learning rate unless one is given
 LR = 1e-3
 
@@ -43,6 +48,24 @@ LR = 1e-3
 def sets(items: list[str]) -> list[str]:
     """Overrides as ``fedsim run`` arguments."""
     return [f"--set={s}" for s in items]
+
+
+def tiny_downstream(**kw) -> DownstreamConfig:
+    """Downstream settings small enough for a test (one fine-tune seed, in this process); ``kw``
+    overrides."""
+    base = dict(train_samples=16, test_samples=8, steps=3, batch_size=4, lr=3e-3, seeds=[0],
+                seg_train_samples=8, seg_batch_size=4, seg_warmup_steps=2, seg_steps=2, workers=1,
+                seg_image_size=None)
+    base.update(kw)
+    return DownstreamConfig(**base)
+
+
+def foundation_state() -> dict:
+    """A foundation state dict (6-class build_model) where every tensor differs from any fresh
+    init (norm weights/biases too: noise is added to all of them)."""
+    torch.manual_seed(1234)
+    sd = build_model(DOWNSTREAM_MODEL, num_classes=6).state_dict()
+    return {k: v + 0.1 * torch.randn(v.shape) if v.is_floating_point() else v.clone() for k, v in sd.items()}
 
 
 def sequential_setup(overrides: list[str]):

@@ -33,7 +33,7 @@ LAYERS: list[tuple[str, list[str]]] = [
                          "fedsim.report"]),
     ("ranks, messages and what they carry", [
         "fedsim.distributed", "fedsim.transport", "fedsim.launch", "fedsim.compression", "fedsim.optim",
-        "fedsim.privacy.*", "fedsim.faults", "fedsim.checkpoint", "fedsim.downstream", "fedsim.fminit"]),
+        "fedsim.privacy.*", "fedsim.faults", "fedsim.checkpoint", "fedsim.downstream.*", "fedsim.fminit"]),
     ("federation", ["fedsim.federation"]),
     ("algorithms", ["fedsim.algorithms.*"]),
     ("the round loop's components", ["fedsim.evaluation", "fedsim.summary", "fedsim.callbacks.*", "fedsim.plots",

@@ -13,7 +13,7 @@ import torch
 from fedsim import fminit
 from fedsim.config import load_config
 from fedsim.data import load_public
-from fedsim.downstream import _batches
+from fedsim.downstream.train import index_batches
 from fedsim.models import build_segmenter
 from tests.harness import TINY, soft_dice_reference
 from tests.integration.harness import run_distributed
@@ -53,7 +53,7 @@ def test_fm_init_starts_every_silo_from_the_distilled_student(tmp_path):
     random_start = flat_state(student.state_dict()).clone()
     opt = torch.optim.Adam(student.parameters(), lr=f.lr)
     student.train()
-    for idx in _batches(len(proxy), f.batch_size, f.student_steps, torch.Generator().manual_seed(cfg.seed + 0xD9)):
+    for idx in index_batches(len(proxy), f.batch_size, f.student_steps, torch.Generator().manual_seed(cfg.seed + 0xD9)):
         logits = student(proxy.images[idx])
         log_s = logits.log_softmax(1)
         kl = (p_t[idx] * (p_t[idx].log() - log_s)).sum(1).mean()

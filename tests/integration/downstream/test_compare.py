@@ -1,8 +1,8 @@
-"""Downstream fine-tuning: foundation weights land exactly where they should, rows are fair and
-deterministic, the mean ± std over fine-tune seeds and the paired Δ re-compute from single runs,
-the warm-up really freezes the encoder, and bad input is a one-line error (exit 2).
+"""Rows over initializations (``compare.py``), fine-tuned in a pool of two worker processes and at
+the end of a ``fedsim run``: the mean ± std over fine-tune seeds and the paired Δ re-compute from
+single fine-tunes.
 
-The checks that need no process: tests/unit/test_downstream.py."""
+The checks that need no process: tests/unit/downstream/."""
 
 from __future__ import annotations
 
@@ -11,9 +11,7 @@ import math
 import statistics
 
 import pytest
-import torch
 
-from fedsim.cli import main
 from fedsim.downstream import (
     DownstreamConfig,
     compare_initializations,
@@ -22,33 +20,18 @@ from fedsim.downstream import (
     load_foundation_file,
     make_downstream_data,
 )
-from fedsim.models import ModelConfig, build_model
-from tests.harness import REPO
-
-TINY = ModelConfig(width=8)
-SIZE = 32
-
-
-def tiny_ds(**kw) -> DownstreamConfig:
-    base = dict(train_samples=16, test_samples=8, steps=3, batch_size=4, lr=3e-3, seeds=[0],
-                seg_train_samples=8, seg_batch_size=4, seg_warmup_steps=2, seg_steps=2, workers=1,
-                seg_image_size=None)
-    base.update(kw)
-    return DownstreamConfig(**base)
+from fedsim.models import ModelConfig
+from tests.harness import DOWNSTREAM_MODEL, DOWNSTREAM_SIZE, REPO, foundation_state, tiny_downstream
 
 
 @pytest.fixture(scope="module")
 def foundation() -> dict:
-    """A foundation state dict (6-class build_model) where every tensor differs from any fresh
-    init (norm weights/biases too: noise is added to all of them)."""
-    torch.manual_seed(1234)
-    sd = build_model(TINY, num_classes=6).state_dict()
-    return {k: v + 0.1 * torch.randn(v.shape) if v.is_floating_point() else v.clone() for k, v in sd.items()}
+    return foundation_state()
 
 
 @pytest.fixture(scope="module")
 def data():
-    return make_downstream_data(tiny_ds(), SIZE, seed=0)
+    return make_downstream_data(tiny_downstream(), DOWNSTREAM_SIZE, seed=0)
 
 
 def test_mean_std_and_paired_delta_recompute_from_single_runs(foundation, data):
@@ -56,10 +39,10 @@ def test_mean_std_and_paired_delta_recompute_from_single_runs(foundation, data):
     fine-tunes, and Δ is the mean / std of their seed-by-seed differences to random init. The
     four fine-tunes run in two spawned worker processes; the single runs here in this process
     must give the very same scores (bit for bit)."""
-    ds = tiny_ds(seeds=[0, 1], workers=2)
-    rows = compare_initializations({"random": None, "fm": foundation}, TINY, ds, SIZE, seed=0)
-    single = {name: [{**finetune_segmentation(state, TINY, ds, SIZE, s, data=data),
-                      **finetune_classification(state, TINY, ds, SIZE, s, data=data)} for s in (0, 1)]
+    ds = tiny_downstream(seeds=[0, 1], workers=2)
+    rows = compare_initializations({"random": None, "fm": foundation}, DOWNSTREAM_MODEL, ds, DOWNSTREAM_SIZE, seed=0)
+    single = {name: [{**finetune_segmentation(state, DOWNSTREAM_MODEL, ds, DOWNSTREAM_SIZE, s, data=data),
+                      **finetune_classification(state, DOWNSTREAM_MODEL, ds, DOWNSTREAM_SIZE, s, data=data)} for s in (0, 1)]
               for name, state in (("random", None), ("fm", foundation))}
     for row in rows:
         runs = single[row["init"]]
@@ -77,26 +60,8 @@ def test_mean_std_and_paired_delta_recompute_from_single_runs(foundation, data):
     acc = [a["accuracy"] - b["accuracy"] for a, b in zip(single["fm"], single["random"])]
     assert fm["accuracy_delta"] == pytest.approx(statistics.fmean(acc), abs=1e-12)
     # one seed: a mean but no spread (not a fake 0)
-    one = compare_initializations({"random": None}, TINY, tiny_ds(tasks=["classification"]), SIZE, seed=0)[0]
+    one = compare_initializations({"random": None}, DOWNSTREAM_MODEL, tiny_downstream(tasks=["classification"]), DOWNSTREAM_SIZE, seed=0)[0]
     assert one["accuracy"] == one["per_seed"][0]["accuracy"] and math.isnan(one["accuracy_std"])
-
-
-def test_cli_runs_and_writes_json(tmp_path, capsys, foundation):
-    path = tmp_path / "run" / "foundation.pt"
-    path.parent.mkdir()
-    torch.save(foundation, path)
-    out = tmp_path / "rows.json"
-    rc = main(["downstream", "--random", "--init", str(path), "--model-set", "width=8", "--steps", "2",
-               "--train-samples", "8", "--test-samples", "4", "--batch-size", "4", "--image-size", str(SIZE),
-               "--seg-train-samples", "4", "--seg-warmup-steps", "1", "--seg-steps", "1", "--seg-batch-size", "4",
-               "--seeds", "3,5", "--domain", "phantom", "--json", str(out)])
-    assert rc == 0
-    rows = json.loads(out.read_text())
-    assert [r["init"] for r in rows] == ["random", "run"]
-    assert rows[1]["encoder_tensors_loaded"] > 0 and rows[0]["domain"] == "phantom"
-    assert rows[1]["seeds"] == [3, 5] and len(rows[1]["per_seed"]) == 2 and "dice_delta" in rows[1]
-    text = capsys.readouterr().out
-    assert "Dice" in text and "±" in text and "Δ Dice" in text
 
 
 def test_default_run_table_has_seed_spread_recomputed_from_single_fine_tunes(tmp_path):
