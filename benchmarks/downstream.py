@@ -136,7 +136,8 @@ def linear_probe(path: Path | None, seed: int, image_size: int, steps: int = 300
     import torch
     import torch.nn.functional as F
 
-    from fedsim.downstream import DownstreamConfig, _batches, load_foundation_file, make_downstream_data
+    from fedsim.downstream import DownstreamConfig, load_foundation_file, make_downstream_data
+    from fedsim.downstream.train import index_batches
     from fedsim.losses import segmentation_loss
     from fedsim.metrics import segmentation_scores
     from fedsim.models import build_model
@@ -158,7 +159,7 @@ def linear_probe(path: Path | None, seed: int, image_size: int, steps: int = 300
     ftr, fva = (ftr - mu) / sd, (fva - mu) / sd
     head = torch.nn.Conv2d(ftr.shape[1], 3, 1)
     opt = torch.optim.Adam(head.parameters(), 1e-2)
-    for idx in _batches(len(ftr), 16, steps, torch.Generator().manual_seed(seed)):
+    for idx in index_batches(len(ftr), 16, steps, torch.Generator().manual_seed(seed)):
         loss = segmentation_loss(head(ftr[idx]), data.train.masks[idx])
         opt.zero_grad()
         loss.backward()

@@ -10,7 +10,7 @@ from fedsim.errors import EMDError
 
 __all__ = ["DEFAULT_SOLVER_ARGS", "cvxpylayers_flow", "load_cvxpylayers"]
 
-# Measured (benchmarks/emd.py, tests/emd): diffcp's default SCS tolerance gives values within
+# Measured (benchmarks/emd.py, tests/unit/emd): diffcp's default SCS tolerance gives values within
 # ~1e-5 but feature gradients off by percents; Clarabel (interior point) agrees with the exact
 # backend's gradient to ~1e-6 and is the faster accurate choice here. n_jobs=1: one process,
 # no pool start-up per call (the pool costs more than it saves at these sizes on 2 cores).

@@ -1,17 +1,17 @@
 """``fedefm_study.py``'s statistics, against hand-worked values: the teacher-weight statistics read
 from metric records and the learning curve (its paired 95% interval is ``fedsim.stats.paired_ci``:
-tests/test_stats.py)."""
+tests/unit/test_stats.py)."""
 
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
 import pytest
 
 from fedsim.stats import paired_ci
+from tests.harness import REPO
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+sys.path.insert(0, str(REPO / "benchmarks"))
 
 import fedefm_study as study  # noqa: E402
 
@@ -40,4 +40,4 @@ def test_curve_accumulates_the_mean_steps_of_the_silos():
 
 
 def test_the_study_reports_fedsim_stats_interval():
-    assert study.paired_ci is paired_ci  # one implementation, tested in tests/test_stats.py
+    assert study.paired_ci is paired_ci  # one implementation, tested in tests/unit/test_stats.py
