@@ -68,6 +68,14 @@ CONDITIONS: dict[str, list[str]] = {
     "corrupt": ["data.unseen_fraction=0.5",
                 f"faults.corrupt=[{{silo: {CORRUPT_SILO}, kind: random_labels, level: 1.0}}]"],
 }
+#: the local SGD step size of SCAFFOLD, FedNova and their FedAvg-with-SGD reference (both methods
+#: are defined for plain SGD steps), chosen for FedAvg with SGD on a validation split (20% of each
+#: silo's training data, u50, 10 rounds, seeds 0 and 1): Θ validation accuracy 0.28 / 0.32 / 0.70 /
+#: 0.82 / 0.35 at 0.03 / 0.1 / 0.3 / 1.0 / 3.0 (2026-12-02)
+SGD_LR = 1.0
+#: FedOpt's server step size η with Adam clients at the default lr 1e-3, chosen likewise: Θ validation
+#: accuracy 0.37 / 0.64 / 0.76 / 0.42 at η 0.003 / 0.01 / 0.03 / 0.1
+FEDOPT_SERVER_LR = 0.03
 WHOLE = "fedefm"  # the arm every other arm is compared with
 #: the order the (regime, condition) pairs run in: the most telling first
 PRIORITY = [("ours", "u50"), ("ours", "corrupt"), ("paper", "u100"), ("paper", "corrupt"), ("ours", "u100"),
@@ -105,6 +113,19 @@ def arms(regime: str, local_steps: int, silos: int, budget: int) -> list[Arm]:
             extra = (f"fedefm_released.expert_optimizer={whole_optimizer}",) if algo == "fedefm_released" else ()
             out.append(Arm(key, f"{title}, L = {L}", (f"algorithm={algo}", f"scenario={scenario}",
                                                       f"train.local_steps={L}", *extra)))
+    if regime == "ours":  # the server-side baselines (SGD clients where the method is defined for SGD)
+        sgd = ("train.optimizer=sgd", "train.momentum=0", f"train.lr={SGD_LR}", f"train.local_steps={local_steps}")
+        out += [
+            Arm(f"fedavg_sgd_L{local_steps}", f"FedAvg, SGD {SGD_LR:g}, L = {local_steps}",
+                ("algorithm=fedavg", "scenario=cfl", *sgd)),
+            Arm(f"fedopt_L{local_steps}", f"FedOpt (server Adam, η {FEDOPT_SERVER_LR:g}), L = {local_steps}",
+                ("algorithm=fedopt", "scenario=cfl", "fedopt.server_optimizer=adam",
+                 f"fedopt.server_lr={FEDOPT_SERVER_LR}", f"train.local_steps={local_steps}")),
+            Arm(f"scaffold_L{local_steps}", f"SCAFFOLD, SGD {SGD_LR:g}, L = {local_steps}",
+                ("algorithm=scaffold", "scenario=cfl", *sgd)),
+            Arm(f"fednova_L{local_steps}", f"FedNova, SGD {SGD_LR:g}, L = {local_steps}",
+                ("algorithm=fednova", "scenario=cfl", *sgd)),
+        ]
     out += [
         Arm(WHOLE, "FedEFM whole", (*efm, f"fedefm.expert_optimizer={whole_optimizer}")),
         Arm("no_kd", "− distillation (β = 0)", (*efm, f"fedefm.expert_optimizer={whole_optimizer}", "fedefm.beta=0.0")),
