@@ -26,9 +26,10 @@ class Algorithm:
 
     def __init__(self, fed: Federation) -> None:
         """What an algorithm receives: the rank's federation (its silos, exchanges, aggregation,
-        the scenario and graph) and, from the run's config, only these — built-ins read nothing
-        else of it but the optimiser settings (:func:`fedsim.optim.make_optimizer` takes the
-        config) and FedEFM's ``emd:`` section:"""
+        the scenario and graph) and, of the run's config, its own section (:attr:`settings`),
+        ``train:`` (:attr:`train`) and the seed (:attr:`seed`). Built-ins read the whole
+        :attr:`cfg` only to build optimisers (:func:`fedsim.optim.make_optimizer` takes it), for
+        the public set's ``data:`` section and FedEFM's ``emd:`` (``self.emd``)."""
         self.fed = fed
         #: the run's settings of this algorithm (a plug-in's ``Settings`` filled from algorithm_args,
         #: a built-in's config section), or None
