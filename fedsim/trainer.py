@@ -62,6 +62,13 @@ def build_federation(plan, rank: int, device: torch.device, data, model_factory)
                       plan.privacy)
 
 
+def build_evaluator(plan, fed: Federation, data) -> Evaluator:
+    """The scorer of this rank: the ``train:`` section's evaluation keys, the rounds, the seed,
+    the data kind and whether the run forms Θ."""
+    cfg = plan.cfg
+    return Evaluator(fed, data, plan.forms_foundation, cfg.train, cfg.rounds, cfg.seed, cfg.data.kind)
+
+
 def build_faults(plan, rank: int, spec: str | None = None) -> FaultInjector:
     """The fault injector of ``rank``: the ``faults:`` section, its schedule over the training
     graph's silos (with the silos already lost to crashes), the seed, whether a silo coming back
@@ -103,7 +110,7 @@ def run_rank(ctx, plan) -> dict[str, Any] | None:
         check_model(fed.scratch_model(), data.test.image_batch(slice(0, 2)).to(ctx.device), data.num_classes, needs,
                     cfg.model.name, algorithm.feature_grid(cfg))
     algo = algorithm(fed)
-    evaluator = Evaluator(fed, data, plan.forms_foundation)
+    evaluator = build_evaluator(plan, fed, data)
     checkpoints = Checkpointer(plan.run_dir, fed, algo, cfg.checkpoint, cfg.rounds)
     faults = build_faults(plan, ctx.rank)
     callbacks = build_callbacks(plan, ctx.rank)
