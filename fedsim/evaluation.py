@@ -13,6 +13,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from fedsim.config import TrainConfig
 from fedsim.data import cell_counts, in_union
 from fedsim.data.rank import RankData, silo_seed
 from fedsim.distributed import all_reduce_sum
@@ -88,14 +89,14 @@ def eval_sample(setting: str | int, num_silos: int, seed: int, k: int) -> list[i
     return sorted(torch.randperm(num_silos, generator=g)[:size].tolist())
 
 
-def union_split(fed: Federation, test_set) -> torch.Tensor | None:
+def union_split(fed: Federation, test_set, data_kind: str) -> torch.Tensor | None:
     """Which test samples lie in a (domain, class) cell that some silo's training data holds (a
     collective: every rank adds its silos' cell counts), or None where the data have no such
     split (only synthetic data carry a true domain on every sample; segmentation has no class).
 
     Every silo counts, ϑ_i = 0 and crashed ones too: the split describes the data the federation
     holds, not who contributes to Θ, so runs with and without faults score the same cells."""
-    if fed.cfg.data.kind != "synthetic" or fed.segmentation or test_set.domain is None:
+    if data_kind != "synthetic" or fed.segmentation or test_set.domain is None:
         return None
     held = cell_counts((s.data for s in fed.hosted.values()), fed.num_classes)
     held = all_reduce_sum(held.to(fed.device, torch.float64)).cpu()
@@ -116,9 +117,14 @@ class Evaluator:
     """Scores of the silos' models and of Θ on this rank: the test set, its silos' validation
     splits, the rounds that evaluate and the silos they sample."""
 
-    def __init__(self, fed: Federation, data: RankData, forms_foundation: bool) -> None:
+    def __init__(self, fed: Federation, data: RankData, forms_foundation: bool, train: TrainConfig, rounds: int,
+                 seed: int, data_kind: str) -> None:
+        """``train``: the ``train:`` section (``eval_every``, ``eval_silos``, ``eval_foundation``);
+        ``rounds`` (the last one always evaluates), ``seed`` (the sampled silos) and ``data_kind``
+        (``data.kind``: only synthetic data split the test set by the silos' cells). Built by
+        :func:`fedsim.trainer.build_evaluator`."""
         self.fed = fed
-        self.cfg = fed.cfg
+        self.train, self.rounds, self.seed = train, rounds, seed
         self.device = fed.device
         self.segmentation = fed.segmentation
         self.forms_foundation = forms_foundation
@@ -128,18 +134,18 @@ class Evaluator:
         #: seconds this rank spent evaluating since the last :meth:`take_seconds`
         self.seconds = 0.0
         #: test samples in the union of the silos' (domain, class) cells (None: no such split)
-        self.in_union = union_split(fed, self.test_set) if forms_foundation else None
+        self.in_union = union_split(fed, self.test_set, data_kind) if forms_foundation else None
         #: (state, scores, hits) of the last model scored on the test set: one equal to it is not scored again
         self._last_eval: tuple[list[torch.Tensor], tuple[float, float], torch.Tensor | None] | None = None
 
     def due(self, k: int) -> bool:
         """Every ``train.eval_every`` rounds and always in the last (eval_every 0: only the last)."""
-        every = self.cfg.train.eval_every
-        return k == self.cfg.rounds - 1 or bool(every) and k % every == 0
+        every = self.train.eval_every
+        return k == self.rounds - 1 or bool(every) and k % every == 0
 
     def sample(self, k: int) -> list[int]:
         """Every silo (of every rank) whose model round ``k`` scores, when it is present."""
-        return eval_sample(self.cfg.train.eval_silos, self.fed.topology.num_silos, self.cfg.seed, k)
+        return eval_sample(self.train.eval_silos, self.fed.topology.num_silos, self.seed, k)
 
     def silos(self, k: int) -> dict[int, tuple[float, float]]:
         """(test loss, test score) of each sampled local silo's model, in evaluation rounds; all
@@ -168,7 +174,7 @@ class Evaluator:
         """(test, validation, :meth:`union_scores`) of this round's Θ, the same on every rank (each
         evaluates the same all-reduce aggregate: no extra message); validation None without a
         split, the union scores empty where the data have none."""
-        if not (self.cfg.train.eval_foundation and self.due(k) and self.forms_foundation):
+        if not (self.train.eval_foundation and self.due(k) and self.forms_foundation):
             return None, None, {}
         t0 = time.perf_counter()
         model = self.theta_model()

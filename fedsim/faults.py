@@ -286,16 +286,22 @@ class FaultInjector:
     (who is present, which arcs are down, who rejoins from Θ, whose labels are corrupted and whose
     messages are noised) and runs the drills."""
 
-    def __init__(self, plan, rank: int, spec: str | None = None) -> None:
+    def __init__(self, faults: FaultsConfig, schedule: FaultSchedule, seed: int, rejoin_theta: bool, rank: int,
+                 attempt: int = 0, spec: str | None = None) -> None:
+        """``faults``: the ``faults:`` section; ``schedule``: its rounds (:class:`FaultSchedule`);
+        ``seed``: the run's seed (label corruption draws); ``rejoin_theta``: a silo coming back
+        loads Θ (:func:`rejoin_from_theta`); ``attempt``: which start of the process group this is
+        and ``spec`` the drill (default: ``FEDSIM_FAULT``). Built by
+        :func:`fedsim.trainer.build_faults`."""
         self.rank = rank
-        self.attempt = getattr(plan, "attempt", 0)
+        self.attempt = attempt
         self.spec = spec if spec is not None else os.environ.get("FEDSIM_FAULT", "")
-        self.seed = plan.cfg.seed
-        self.schedule = FaultSchedule(plan.cfg, plan.topology.num_silos, getattr(plan, "failed", None))
-        self.rejoin_theta = rejoin_from_theta(plan.cfg, plan.forms_foundation, plan.scenario.via_server)
+        self.seed = seed
+        self.schedule = schedule
+        self.rejoin_theta = rejoin_theta
         #: silos with a label corruption somewhere in the run → their own training labels
         self._own_labels: dict[int, torch.Tensor] = {}
-        self._label_silos = {c.silo for c in plan.cfg.faults.corrupt if c.kind in LABEL_CORRUPTIONS}
+        self._label_silos = {c.silo for c in faults.corrupt if c.kind in LABEL_CORRUPTIONS}
 
     def before_round(self, k: int, fed=None) -> RoundFaults:
         """Run the drill due now, then set round ``k``'s participants on ``fed``; silos coming

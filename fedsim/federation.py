@@ -23,12 +23,13 @@ from fedsim.aggregation import Aggregation, unflatten
 from fedsim.compression import LinkCoder, ServerCoder, build_codec, wire_bytes
 from fedsim.config import ExperimentConfig
 from fedsim.data.rank import BatchStream, RankData, silo_seed
+from fedsim.distributed import Placement
 from fedsim.faults import noisy_message
 from fedsim.losses import segmentation_loss
 from fedsim.netmodel import multigraph_active_arcs
 from fedsim.netmodel.overlays import matcha_active_arcs
 from fedsim.optim import make_optimizer
-from fedsim.privacy import build_privacy
+from fedsim.privacy import PrivacyPlan, build_privacy
 from fedsim.topology import Topology
 from fedsim.transport import (
     SERVER,
@@ -102,16 +103,21 @@ class Federation:
     #: the rank that hosts the data-less CFL server's own computations
     SERVER_RANK = 0
 
-    def __init__(self, plan, rank: int, device: torch.device, data: RankData,
-                 model_factory: Callable[[int | None], nn.Module]) -> None:
-        self.plan = plan
-        self.cfg: ExperimentConfig = plan.cfg
-        self.scenario = plan.scenario  # fedsim.plan.Scenario: what algorithms may ask about it
-        self.topology: Topology = plan.topology
+    def __init__(self, cfg: ExperimentConfig, scenario, topology: Topology, placement: Placement, rank: int,
+                 device: torch.device, data: RankData, model_factory: Callable[[int | None], nn.Module],
+                 privacy: PrivacyPlan | None = None) -> None:
+        """``cfg``: the run's config (algorithms read it through :attr:`cfg`); ``scenario``,
+        ``topology`` (the graph silos train on), ``placement`` and ``privacy`` (the resolved
+        privacy plan; None: off): the run as :class:`fedsim.plan.RunPlan` resolved it; ``data``:
+        this rank's silos' data; ``model_factory``: a silo's initial model. Built by
+        :func:`fedsim.trainer.build_federation`."""
+        self.cfg: ExperimentConfig = cfg
+        self.scenario = scenario  # fedsim.plan.Scenario: what algorithms may ask about it
+        self.topology: Topology = topology
         self.rank = rank
-        self.world_size = plan.world_size
+        self.world_size = placement.world_size
         self.device = device
-        self.placement = plan.placement
+        self.placement = placement
         self.num_classes = data.num_classes
         self.model_factory = model_factory
         self.segmentation = self.cfg.task == "segmentation"
@@ -131,9 +137,9 @@ class Federation:
         self._build_codec()
 
         #: differential privacy (``privacy.mode``): DP-SGD sessions, the accountants, ε per silo
-        self.privacy = build_privacy(plan, self)
+        self.privacy = build_privacy(privacy, self)
         # ϑ_i: a pooled (CLL) silo always contributes
-        status = [1] if plan.scenario.pooled else (cfg.accumulation_status or [1] * self.topology.num_silos)
+        status = [1] if scenario.pooled else (cfg.accumulation_status or [1] * self.topology.num_silos)
         #: every silo this rank hosts; :attr:`silos` is those of them taking part in the round
         self.hosted: dict[int, Silo] = {}
         #: the silos of every rank taking part in the current round (fedsim.faults), and the arcs

@@ -4,6 +4,10 @@ fault injection — and the output callbacks (:mod:`fedsim.callbacks`).
 
     plan = fedsim.plan.build_plan(cfg, run_dir, world_size)     # in the parent, once
     spawn(run_rank, world_size, plan)                          # every rank: this loop
+
+This module is the one place that reads the :class:`fedsim.plan.RunPlan`: each ``build_*``
+function below hands one component its own config section(s) and the few resolved values it
+uses (the torchtitan pattern); no component receives the plan.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ from typing import Any
 import torch
 
 from fedsim.algorithms import algorithm_class
-from fedsim.callbacks import RoundReport
+from fedsim.callbacks import CallbackList, RoundReport
 from fedsim.callbacks.default import default_callbacks
 from fedsim.callbacks.jsonl import read_records
 from fedsim.checkpoint import AttemptLog, Checkpointer, latest_checkpoint
@@ -24,7 +28,7 @@ from fedsim.data.rank import load_rank_data
 from fedsim.distributed import all_reduce_sum, gather_objects, is_distributed, set_determinism
 from fedsim.errors import FedsimError, SiloFailure
 from fedsim.evaluation import Evaluator
-from fedsim.faults import FaultInjector
+from fedsim.faults import FaultInjector, FaultSchedule, rejoin_from_theta
 from fedsim.federation import Federation
 from fedsim.fminit import initial_state
 from fedsim.models import initial_model_factory
@@ -51,24 +55,65 @@ def run_jobs(ctx, plans: list, resume: bool = False) -> list[dict[str, Any] | No
     return out
 
 
+def build_federation(plan, rank: int, device: torch.device, data, model_factory) -> Federation:
+    """This rank's federation: the config (what algorithms read), the resolved scenario, training
+    graph, placement and privacy plan, this rank's data and its silos' initial models."""
+    return Federation(plan.cfg, plan.scenario, plan.topology, plan.placement, rank, device, data, model_factory,
+                      plan.privacy)
+
+
+def build_evaluator(plan, fed: Federation, data) -> Evaluator:
+    """The scorer of this rank: the ``train:`` section's evaluation keys, the rounds, the seed,
+    the data kind and whether the run forms Θ."""
+    cfg = plan.cfg
+    return Evaluator(fed, data, plan.forms_foundation, cfg.train, cfg.rounds, cfg.seed, cfg.data.kind)
+
+
+def build_faults(plan, rank: int, spec: str | None = None) -> FaultInjector:
+    """The fault injector of ``rank``: the ``faults:`` section, its schedule over the training
+    graph's silos (with the silos already lost to crashes), the seed, whether a silo coming back
+    loads Θ, and which start of the process group this is (drills; ``spec``: the drill, default
+    ``FEDSIM_FAULT``)."""
+    cfg = plan.cfg
+    schedule = FaultSchedule(cfg, plan.topology.num_silos, plan.failed)
+    rejoin_theta = rejoin_from_theta(cfg, plan.forms_foundation, plan.scenario.via_server)
+    return FaultInjector(cfg.faults, schedule, cfg.seed, rejoin_theta, rank, plan.attempt, spec)
+
+
+def build_callbacks(plan, rank: int) -> CallbackList:
+    """The output writers of ``rank``: the ``log:`` section, the run folder, the silos the rank
+    hosts, and the run's name, label, rounds and task."""
+    cfg = plan.cfg
+    return default_callbacks(cfg.log, plan.run_dir, rank, plan.placement.silos_on(rank), name=cfg.name,
+                             label=plan.label, rounds=cfg.rounds, task=cfg.task)
+
+
+def build_clock(plan, fed: Federation, algo, state: dict[str, Any] | None = None) -> RunClock:
+    """The simulated network clock: the ``net:`` and ``model:`` sections, the graph the scenario
+    charges (CFL: the star through the server), τ, and the rank's federation and algorithm."""
+    cfg = plan.cfg
+    return RunClock(cfg.net, cfg.model, plan.scenario.clock_graph(plan.topology), plan.topology.num_silos,
+                    plan.scenario.via_server, cfg.train.local_steps, fed, algo, state)
+
+
 def run_rank(ctx, plan) -> dict[str, Any] | None:
     """The whole run as seen by one rank. Returns the summary on rank 0."""
     cfg = plan.cfg
     entered = time.perf_counter()
     set_determinism(cfg.seed)
     data = load_rank_data(plan, ctx.rank)
-    fed = Federation(plan, ctx.rank, ctx.device, data,
-                     initial_model_factory(cfg, data.num_classes, initial_state(cfg, ctx), data.in_channels))
+    fed = build_federation(plan, ctx.rank, ctx.device, data,
+                           initial_model_factory(cfg, data.num_classes, initial_state(cfg, ctx), data.in_channels))
     algorithm = algorithm_class(cfg.algorithm)
     if cfg.task == "classification":  # a plug-in that does not fit is one line, before any training
         needs = cfg.algorithm if algorithm.needs_features else None
         check_model(fed.scratch_model(), data.test.image_batch(slice(0, 2)).to(ctx.device), data.num_classes, needs,
                     cfg.model.name, algorithm.feature_grid(cfg))
     algo = algorithm(fed)
-    evaluator = Evaluator(fed, data, plan.forms_foundation)
+    evaluator = build_evaluator(plan, fed, data)
     checkpoints = Checkpointer(plan.run_dir, fed, algo, cfg.checkpoint, cfg.rounds)
-    faults = FaultInjector(plan, ctx.rank)
-    callbacks = default_callbacks(plan, ctx.rank)
+    faults = build_faults(plan, ctx.rank)
+    callbacks = build_callbacks(plan, ctx.rank)
 
     start_round, clock_state, history = 0, None, []
     resume_round = plan.resume_from if plan.resume else None
@@ -78,7 +123,7 @@ def run_rank(ctx, plan) -> dict[str, Any] | None:
         if ctx.rank == 0:  # the summary covers the rounds run before the interruption too
 
             history = [round_row(recs) for recs in read_records(plan.run_dir, resume_round).values()]
-    clock = RunClock(plan, fed, algo, clock_state)
+    clock = build_clock(plan, fed, algo, clock_state)
     attempts = AttemptLog(plan.run_dir, resume_round is not None, start_round, ctx.rank == 0, plan.config_changes)
     started = time.perf_counter()
     try:

@@ -6,6 +6,7 @@ from collections.abc import Callable
 from typing import Any
 
 from fedsim.algorithms import algorithm_settings
+from fedsim.config import TrainConfig
 from fedsim.federation import Federation, Silo
 
 
@@ -24,11 +25,21 @@ class Algorithm:
     Settings: type | None = None
 
     def __init__(self, fed: Federation) -> None:
+        """What an algorithm receives: the rank's federation (its silos, exchanges, aggregation,
+        the scenario and graph) and, of the run's config, its own section (:attr:`settings`),
+        ``train:`` (:attr:`train`) and the seed (:attr:`seed`). Built-ins read the whole
+        :attr:`cfg` only to build optimisers (:func:`fedsim.optim.make_optimizer` takes it), for
+        the public set's ``data:`` section and FedEFM's ``emd:`` (``self.emd``)."""
         self.fed = fed
-        self.cfg = fed.cfg
         #: the run's settings of this algorithm (a plug-in's ``Settings`` filled from algorithm_args,
         #: a built-in's config section), or None
         self.settings = algorithm_settings(fed.cfg)
+        #: the ``train:`` section: local steps, batch size, learning rate, optimiser
+        self.train: TrainConfig = fed.cfg.train
+        #: the run's seed (every random draw of the run derives from it)
+        self.seed: int = fed.cfg.seed
+        #: the whole config, for what has no section of its own (kept for plug-ins; prefer the above)
+        self.cfg = fed.cfg
 
     #: whether the algorithm sends or averages model weights (then every silo needs the same
     #: architecture); algorithms that exchange only outputs on a public set set this False

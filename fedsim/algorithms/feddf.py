@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from fedsim.algorithms.fedavg import FedAvg
-from fedsim.algorithms.public import PublicSet, average_logits, silo_logits
+from fedsim.algorithms.public import average_logits, public_set, silo_logits
 from fedsim.federation import Federation, load_state_tensors, state_tensors
 from fedsim.losses import softened_kl
 from fedsim.transport import message_bytes
@@ -43,7 +43,7 @@ class FedDF(FedAvg):
 
     def __init__(self, fed: Federation) -> None:
         super().__init__(fed)
-        self.public = PublicSet(fed, self.settings.public_samples) if self.exchanges else None
+        self.public = public_set(self, self.settings.public_samples) if self.exchanges else None
         self._student: nn.Module | None = None  # the server's model (where the server is hosted)
         self.distill_loss = 0.0  # last round's mean distillation loss (where the server is hosted)
 

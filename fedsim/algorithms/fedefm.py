@@ -255,8 +255,9 @@ class FedEFM(Algorithm):
         self._optimizers: dict[int, torch.optim.Optimizer] = {}  # a spare model's optimiser, reused per visit
         self._records: dict[int, dict[str, Any]] = {}  # this round's round_record per silo
         fe: FedEFMConfig = self.settings
-        #: the EMD section: how the teachers' weights w_ij are computed
-        self.emd: EMDConfig = self.cfg.emd
+        #: the ``emd:`` section: how the teachers' weights w_ij are computed (FedEFM's one input
+        #: from the config besides its own section and ``train:``)
+        self.emd: EMDConfig = fed.cfg.emd
         self._cfl_every_round = fed.scenario.via_server and fe.aggregate == "round"
         self._dfl_mix = fe.mix if fed.scenario.decentralized and fe.aggregate == "round" else None
         self._gossip_weights = metropolis_hastings(fed.topology) if self._dfl_mix == "gossip" else None

@@ -66,7 +66,7 @@ class FedNova(FedAvg):
 
     def round(self, k: int) -> dict[int, float]:
         fed = self.fed
-        momentum = self.cfg.train.momentum
+        momentum = self.train.momentum
         if momentum:  # a_i assumes the momentum buffer starts the round at zero
             for silo in fed.silos.values():
                 silo.optimizer.state.clear()

@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from fedsim.algorithms.base import Algorithm
+from fedsim.config.data import DataConfig
 from fedsim.data import derive_seed, load_public
 from fedsim.federation import Federation, make_optimizer
 from fedsim.transport import weighted_average
@@ -29,15 +30,22 @@ def public_batch_indices(n: int, batch_size: int, steps: int, seed: int, k: int)
     return [perm[(s * b + torch.arange(b)) % n] for s in range(steps)]
 
 
+def public_set(algo: Algorithm, samples: int) -> PublicSet:
+    """The public set of ``algo``'s run: ``data:``'s public images, read as ``train:`` says."""
+    return PublicSet(algo.cfg.data, samples, algo.seed, algo.train.batch_size, algo.fed.device)
+
+
 class PublicSet:
     """The unlabeled public / proxy set, identical on every rank (its labels are never read)."""
 
-    def __init__(self, fed: Federation, samples: int) -> None:
-        self.cfg = fed.cfg
-        self.images = load_public(fed.cfg.data, samples, fed.cfg.seed).images.to(fed.device)
+    def __init__(self, data: DataConfig, samples: int, seed: int, batch_size: int, device: torch.device) -> None:
+        """``samples`` images of the ``data:`` section's public set, on ``device``, read in
+        batches of ``batch_size`` (``train.batch_size``) drawn from the run's ``seed``."""
+        self.seed, self.batch_size = seed, batch_size
+        self.images = load_public(data, samples, seed).images.to(device)
 
     def batches(self, k: int, steps: int) -> list[torch.Tensor]:
-        idx = public_batch_indices(len(self.images), self.cfg.train.batch_size, steps, self.cfg.seed, k)
+        idx = public_batch_indices(len(self.images), self.batch_size, steps, self.seed, k)
         return [self.images[i] for i in idx]
 
 
@@ -79,7 +87,7 @@ class OutputSharing(Algorithm):
     def __init__(self, fed: Federation) -> None:
         super().__init__(fed)
         self.settings = getattr(self.cfg, self.section)
-        self.public = PublicSet(fed, self.settings.public_samples) if self.exchanges else None
+        self.public = public_set(self, self.settings.public_samples) if self.exchanges else None
         self._public_opt = {i: make_optimizer(s.model, self.cfg) for i, s in fed.silos.items()}
 
     @property
@@ -90,7 +98,7 @@ class OutputSharing(Algorithm):
         """One silo's outputs on the round's public batches (float32), for the network clock."""
         if self.public is None or not self.public_steps:
             return None
-        batch = min(self.cfg.train.batch_size, len(self.public.images))
+        batch = min(self.train.batch_size, len(self.public.images))
         return float(self.public_steps * batch * self.fed.num_classes * 32)
 
     def public_step(self, i: int, loss: torch.Tensor) -> None:

@@ -93,7 +93,7 @@ class Scaffold(FedAvg):
     def round(self, k: int) -> dict[int, float]:
         if not self.exchanges:
             return self.local_training()
-        fed, lr = self.fed, self.cfg.train.lr
+        fed, lr = self.fed, self.train.lr
         start = {i: [t.detach().clone() for t in self.server.params(state_tensors(s.model))]
                  for i, s in fed.silos.items()}
         for i in fed.silos:

@@ -18,9 +18,10 @@ from fedsim.callbacks.base import Callback, RoundReport
 
 
 class MetricsWriter(Callback):
-    def __init__(self, plan, rank: int) -> None:
-        self.dir = Path(plan.run_dir) / "metrics"
-        self.files = {i: self.dir / f"silo_{i}.jsonl" for i in plan.placement.silos_on(rank)}
+    def __init__(self, run_dir: str | Path, silos: list[int]) -> None:
+        """``silos``: the silos this rank hosts (one file each)."""
+        self.dir = Path(run_dir) / "metrics"
+        self.files = {i: self.dir / f"silo_{i}.jsonl" for i in silos}
 
     def on_run_start(self, start_round: int) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)

@@ -10,9 +10,10 @@ from fedsim.plots import plot_runs
 
 
 class PlotWriter(Callback):
-    def __init__(self, plan) -> None:
-        self.dir = Path(plan.run_dir)
-        self.label = plan.label
+    def __init__(self, run_dir: str | Path, label: str) -> None:
+        """``label``: how the plot's legend names the run (``RunPlan.label``)."""
+        self.dir = Path(run_dir)
+        self.label = label
 
     def on_run_end(self, summary: dict[str, Any] | None) -> None:
         if summary is None:

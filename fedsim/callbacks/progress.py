@@ -8,10 +8,11 @@ from fedsim.callbacks.base import Callback, RoundReport
 
 
 class ProgressBar(Callback):
-    def __init__(self, plan) -> None:
-        self.rounds = plan.cfg.rounds
-        self.name = plan.cfg.name
-        self.metric = "dice" if plan.cfg.task == "segmentation" else "acc"
+    def __init__(self, name: str, rounds: int, task: str) -> None:
+        """The run's ``name``, its ``rounds`` and its ``task`` (segmentation shows Dice)."""
+        self.rounds = rounds
+        self.name = name
+        self.metric = "dice" if task == "segmentation" else "acc"
         self.bar = None
 
     def on_run_start(self, start_round: int) -> None:

@@ -12,8 +12,8 @@ from fedsim.checkpoint import atomic_write
 
 
 class SummaryWriter(Callback):
-    def __init__(self, plan) -> None:
-        self.dir = Path(plan.run_dir)
+    def __init__(self, run_dir: str | Path) -> None:
+        self.dir = Path(run_dir)
 
     def on_run_end(self, summary: dict[str, Any] | None) -> None:
         if summary is None:

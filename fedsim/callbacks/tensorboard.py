@@ -37,8 +37,8 @@ def round_scalars(records: list[dict[str, Any]]) -> dict[str, float]:
 
 
 class TensorBoardWriter(Callback):
-    def __init__(self, plan) -> None:
-        self.dir = Path(plan.run_dir) / "tensorboard"
+    def __init__(self, run_dir: str | Path) -> None:
+        self.dir = Path(run_dir) / "tensorboard"
         self.writer = None
 
     def on_run_start(self, start_round: int) -> None:

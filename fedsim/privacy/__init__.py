@@ -27,9 +27,9 @@ from fedsim.privacy.base import NoPrivacy
 from fedsim.privacy.plan import PrivacyPlan, resolve_privacy
 
 
-def build_privacy(plan, fed):
-    """The privacy component of a rank: :class:`NoPrivacy`, DP-SGD or DP-FedAvg."""
-    priv = getattr(plan, "privacy", None)
+def build_privacy(priv: PrivacyPlan | None, fed):
+    """The privacy component of a rank for the run's resolved privacy plan (None: off):
+    :class:`NoPrivacy`, DP-SGD or DP-FedAvg."""
     if priv is None:
         return NoPrivacy()
     if priv.mode == "sample":  # Opacus: imported only for a private run

@@ -11,10 +11,11 @@ import torch
 from fedsim.config import load_config
 from fedsim.data import derive_seed
 from fedsim.data.rank import load_rank_data
-from fedsim.faults import WEIGHT_NOISE_STREAM, FaultInjector, corrupt_labels
-from fedsim.federation import Federation, state_tensors, train_steps
+from fedsim.faults import WEIGHT_NOISE_STREAM, corrupt_labels
+from fedsim.federation import state_tensors, train_steps
 from fedsim.models import initial_model_factory
 from fedsim.plan import build_plan
+from fedsim.trainer import build_faults, build_federation
 from tests.harness import TINY
 
 CPU = torch.device("cpu")
@@ -26,7 +27,7 @@ def one_rank(tmp_path, overrides: list[str]):
     cfg = load_config(None, TINY + overrides)
     plan = build_plan(cfg, tmp_path / "run", 1)
     data = load_rank_data(plan, 0)
-    fed = Federation(plan, 0, CPU, data, initial_model_factory(cfg, data.num_classes, None, data.in_channels))
+    fed = build_federation(plan, 0, CPU, data, initial_model_factory(cfg, data.num_classes, None, data.in_channels))
     return plan, fed, data
 
 
@@ -49,7 +50,7 @@ def test_label_corruption_changes_only_the_corrupted_silos_training_labels_in_it
     clean = {i: s.data.labels.clone() for i, s in fed.hosted.items()}
     val = {i: data.val[i].labels.clone() for i in fed.hosted}
     test = data.test.labels.clone()
-    injector = FaultInjector(plan, 0, spec="")
+    injector = build_faults(plan, 0, spec="")
     n1, n3 = len(clean[1]), len(clean[3])
     seen3 = []
     for k in range(4):
@@ -106,7 +107,7 @@ def test_dp_sgd_poisson_batches_read_the_corrupted_labels(tmp_path):
     plan, fed, _ = one_rank(tmp_path, ["algorithm=fedavg", "privacy.mode=sample", "privacy.noise_multiplier=1.0",
                                     "faults.corrupt=[{silo: 0, kind: label_noise, level: 1.0}]"])
     clean = fed.hosted[0].data.labels.clone()
-    FaultInjector(plan, 0, spec="").before_round(0, fed)
+    build_faults(plan, 0, spec="").before_round(0, fed)
     stream = fed.hosted[0].batches
     assert type(stream).__name__ == "PoissonBatches"
     drawn = 0
@@ -130,7 +131,7 @@ def noise(model_or_tensors, std: float, seed: int, k: int, send: int, src: int, 
 def test_a_neighbour_receives_the_senders_weights_plus_the_seeded_noise(tmp_path):
     plan, fed, _ = one_rank(tmp_path, ["algorithm=gossip", "topology=ring-4",
                                     "faults.corrupt=[{silo: 2, kind: weight_noise, level: 0.1, start: 1}]"])
-    injector = FaultInjector(plan, 0, spec="")
+    injector = build_faults(plan, 0, spec="")
     for k in range(2):
         injector.before_round(k, fed)
         own = {i: [t.clone() for t in state_tensors(s.model)] for i, s in fed.hosted.items()}
@@ -152,7 +153,7 @@ def test_an_upload_to_the_server_carries_the_noise_and_theta_read_out_does_not(t
     plan, fed, _ = one_rank(tmp_path, ["algorithm=fedavg", "faults.corrupt=[{silo: 1, kind: weight_noise, level: 0.5}]"])
     for k, s in fed.hosted.items():  # silos that differ, so the mean says whose noise is in it
         train_steps(s.model, s.optimizer, s.batches, 1 + k)
-    FaultInjector(plan, 0, spec="").before_round(0, fed)
+    build_faults(plan, 0, spec="").before_round(0, fed)
     states = {i: [t.clone() for t in state_tensors(s.model)] for i, s in fed.hosted.items()}
     theta = fed.upload_to_server(0)
     sent = dict(states)
