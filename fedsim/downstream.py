@@ -47,6 +47,7 @@ from fedsim.errors import ConfigError, UnreadableFileError, UnsafeFileError
 from fedsim.losses import segmentation_loss
 from fedsim.metrics import accuracy, segmentation_scores
 from fedsim.models import ModelConfig, build_model, build_segmenter
+from fedsim.optim import Adam
 from fedsim.report import num, pm
 from fedsim.stats import mean_std
 
@@ -254,7 +255,7 @@ def fit(model: nn.Module, x_all: torch.Tensor, targets, steps: int, batch_size: 
     """Adam on seeded mini-batches: ``steps`` steps of ``loss_fn(model(x), *targets[idx])``
     (``targets`` one tensor or a tuple of tensors indexed like ``x_all``); the loss of every step."""
     targets = targets if isinstance(targets, tuple) else (targets,)
-    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    opt = Adam(model.parameters(), lr=lr)
     g = torch.Generator().manual_seed(batch_seed)
     losses = []
     model.train()
@@ -287,7 +288,7 @@ def fit_segmenter(unet: nn.Module, x_all: torch.Tensor, masks: torch.Tensor, ds_
     encoder = unet.encoder
     enc_params = list(encoder.parameters())
     enc_ids = {id(p) for p in enc_params}
-    opt = torch.optim.Adam([p for p in unet.parameters() if id(p) not in enc_ids], lr=ds_cfg.seg_lr)
+    opt = Adam([p for p in unet.parameters() if id(p) not in enc_ids], lr=ds_cfg.seg_lr)
     warmup = ds_cfg.seg_warmup_steps
     total = warmup + ds_cfg.seg_steps
     for group in opt.param_groups:
