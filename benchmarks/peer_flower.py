@@ -238,14 +238,15 @@ def main() -> int:
 
 
 def combine(runs: list[dict]) -> dict:
-    """One run's figures — the median run by wall time of the repeats (the only one, without
-    repeats), so that wall and memory come from the same run — with the best wall time and time
-    per round of all repeats beside them; every repeat must end at the same accuracy."""
+    """One run's figures — the median run by wall time of the repeats (of two, the slower; the
+    only one, without repeats), so that wall and memory come from the same run — with the best
+    wall time and time per round of all repeats beside them; every repeat must end at the same
+    accuracy."""
     accs = {r["accuracy"] for r in runs}
     if len(accs) > 1:
         raise SystemExit(f"repeats of one runner ended at different accuracies: {sorted(accs)}")
     ranked = sorted(runs, key=lambda r: r["wall_s"])
-    out = dict(ranked[(len(ranked) - 1) // 2])
+    out = dict(ranked[len(ranked) // 2])
     out["best_wall_s"] = ranked[0]["wall_s"]
     out["best_per_round_s"] = min(r["per_round_s"] for r in runs)
     return out
