@@ -13,7 +13,7 @@ to exit): wall time, time per round (after set-up: the rounds and the final eval
 by the rounds), peak memory of the whole process tree — every descendant, Ray's daemons and
 workers included — as the sum of RSS and as the sum of PSS (shared pages split between the
 processes that map them), the most processes alive at once, and the final accuracy. Ratios:
-fedsim (2 ranks) / Flower for wall time and peak Σ PSS (issue 25's targets: ≤ 0.5 and ≤ 0.4),
+fedsim (2 ranks) / Flower for wall time and peak Σ PSS (targets: ≤ 0.5 and ≤ 0.4),
 fedsim (1 rank) / plain loop per round (≤ 1.1). With ``--repeats N`` the runners take turns N
 times; every figure is still one run's (the median run of the N), the ratios are also given
 pair by pair (repeat i of fedsim against repeat i of Flower, under the same load), and the

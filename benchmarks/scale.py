@@ -22,7 +22,7 @@ the silo model (its optimiser, a silo's mini-batches, what local training does) 
 per rank, all at once — the same contention for the cores as the job's ranks — timed over
 ``--floor-steps`` steps after a warm-up. The floor of a round is the busiest rank's steps
 (its silos × ``train.local_steps``) at that time each, and the table gives rounds/s against the
-floor's (issue 25: 1,000 default silos at ≥ 0.9× the floor, within 8 GiB).
+floor's (target: 1,000 default silos at ≥ 0.9× the floor, within 8 GiB).
 
     python benchmarks/scale.py [--network topologies/ebone.yaml | random-regular:1000] [--graph underlay|ring]
         [--preset small|default] [--rounds 3] [--nproc 2] [--sweep 10,100,300,1000] [--floor-steps 20]

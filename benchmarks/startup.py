@@ -7,7 +7,7 @@ spawning ranks, data, final Θ, summary, plot, exit). ``--compare DIR`` runs the
 another checkout of fedsim (e.g. the main branch) in the same session, alternating, so the ratio
 is measured under the same load; the floor row is a bare ``python -c "import torch"``, timed right
 after each job, and the last line is what the job spends outside its rounds beyond that floor
-(issue 25's target: at most 1.5 s).
+(target: at most 1.5 s).
 
     python benchmarks/startup.py [--repeat 2] [--compare /path/to/other/checkout] [--out runs/bench_startup]
 """
@@ -26,7 +26,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))  # run as a script from anywhere: benchmarks.common and fedsim
-TARGET_S = 1.5  # issue 25: seconds outside the rounds beyond a bare import torch
+TARGET_S = 1.5  # the target: seconds outside the rounds beyond a bare import torch
 JOB = ["algorithm=fedavg", "rounds=5", "compare_with=[]", "downstream.enabled=false"]
 
 
