@@ -147,7 +147,7 @@ def _problem_forward(u: torch.Tensor, v: torch.Tensor, eps: float):
 def _problem_backward(saved, gC, ga, gb, need_u: bool = True, need_v: bool = True):
     """Gradients (gu, gv) of the transport problem given those of (C, a, b) (each may be None),
     in place wherever the tensor is our own: at these sizes fresh (B, n, C) temporaries cost
-    more than the arithmetic. ``gC`` is consumed. A gradient not needed comes back None."""
+    more than the arithmetic. A gradient not needed comes back None."""
     u, v, un, vn, inv_u, inv_v, mu, mv, ra, rb, sa, sb, a, b = saved
     n, m = u.shape[1], v.shape[1]
     gu = gv = None
