@@ -8,20 +8,25 @@ rank; Flower (``flwr[simulation]``, Ray backend, one CPU per client actor, two C
 message-API FedAvg with a ClientApp doing the same local steps on the same mini-batches; the plain
 loop runs the silos one after another in one process.
 
-Measured for each, in this one run: wall time of the whole command (interpreter start to exit),
-time per round (after set-up: the rounds and the final evaluation, divided by the rounds), peak
-memory of the whole process tree — every descendant, Ray's daemons and workers included — as the
-sum of RSS and as the sum of PSS (shared pages split between the processes that map them), the
-most processes alive at once, and the final accuracy. Ratios: fedsim (2 ranks) / Flower for wall
-time and peak memory (targets ≤ 0.5 and ≤ 0.4), fedsim (1 rank) / plain loop per round (≤ 1.1).
+Measured from outside for each runner, in a single run of the whole command (interpreter start
+to exit): wall time, time per round (after set-up: the rounds and the final evaluation, divided
+by the rounds), peak memory of the whole process tree — every descendant, Ray's daemons and
+workers included — as the sum of RSS and as the sum of PSS (shared pages split between the
+processes that map them), the most processes alive at once, and the final accuracy. Ratios:
+fedsim (2 ranks) / Flower for wall time and peak Σ PSS (targets: ≤ 0.5 and ≤ 0.4),
+fedsim (1 rank) / plain loop per round (≤ 1.1). With ``--repeats N`` the runners take turns N
+times; every figure is still one run's (the median run of the N), the ratios are also given
+pair by pair (repeat i of fedsim against repeat i of Flower, under the same load), and the
+best of N is an extra column only.
 
 Flower lives in its own venv (never in requirements.txt): ``--flower-python`` (default
-/work/venvs/flower/bin/python), created when missing with
+/work/venv_flower/bin/python), created when missing with
 
-    python -m venv --system-site-packages /work/venvs/flower
-    /work/venvs/flower/bin/pip install -r benchmarks/requirements-peers.txt
+    python -m venv /work/venv_flower
+    /work/venv_flower/bin/pip install torch==2.14.1 torchvision==0.29.1 -r benchmarks/requirements-peers.txt
 
-(``--system-site-packages``: the machine's torch 2.14.1 is used, pip never fetches another).
+(torch and torchvision pinned to the versions of fedsim's own environment: pip never resolves
+another torch.)
 
     python benchmarks/peer_flower.py [--repeats 3] [--only fedsim2,flower] [--flower-python PATH]
 """
@@ -48,7 +53,8 @@ from peer_job import JOB  # noqa: E402
 
 from benchmarks.common import Record, add_record_args  # noqa: E402
 
-DEFAULT_FLOWER = Path("/work/venvs/flower/bin/python")
+DEFAULT_FLOWER = Path("/work/venv_flower/bin/python")
+TORCH_PINS = ["torch==2.14.1", "torchvision==0.29.1"]  # fedsim's own: the same kernels on both sides
 RUNNERS = ("plain", "fedsim1", "fedsim2", "flower")
 
 
@@ -185,8 +191,8 @@ def ensure_flower(python: Path) -> str:
         raise SystemExit(f"--flower-python {python}: not found")
     venv = python.parent.parent
     print(f"creating the Flower venv in {venv} (benchmarks/requirements-peers.txt) ...", flush=True)
-    subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", str(venv)], check=True)
-    subprocess.run([str(venv / "bin" / "pip"), "install", "-q", "-r", str(HERE / "requirements-peers.txt")],
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    subprocess.run([str(venv / "bin" / "pip"), "install", "-q", *TORCH_PINS, "-r", str(HERE / "requirements-peers.txt")],
                    check=True)
     return str(python)
 
@@ -194,12 +200,12 @@ def ensure_flower(python: Path) -> str:
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--flower-python", type=Path, default=DEFAULT_FLOWER,
-                   help="python of the venv with flwr[simulation] (default /work/venvs/flower/bin/python)")
+                   help="python of the venv with flwr[simulation] (default /work/venv_flower/bin/python)")
     p.add_argument("--only", default=",".join(RUNNERS), help=f"comma-separated subset of {','.join(RUNNERS)}")
     p.add_argument("--keep", type=Path, default=None, help="keep logs and results in this folder")
     p.add_argument("--repeats", type=int, default=1,
-                   help="run every runner this many times, interleaved; times are the best of them, memory the "
-                        "median (a machine shared with others is noisy)")
+                   help="run every runner this many times, interleaved; the figures are the median run's, the "
+                        "ratios also pair by pair, and the best time of them an extra column")
     add_record_args(p, "peer_flower")
     args = p.parse_args()
     rec = Record.from_args(args, "peer_flower", __file__)
@@ -225,28 +231,29 @@ def main() -> int:
                     python = flower_python if which == "flower" else sys.executable
                     runs[which].append(run_peer(which, python, sub, env))
         results = {w: combine(r) for w, r in runs.items()}
-        report(results, load_before, os.getloadavg(), args.repeats, rec)
-    rec.write({"repeats": args.repeats, "results": results})
+        report(results, load_before, os.getloadavg(), args.repeats, rec, runs)
+    rec.write({"repeats": args.repeats, "results": results,
+               "runs": {w: [{k: v for k, v in r.items() if k != "state"} for r in rs] for w, rs in runs.items()}})
     return 0
 
 
 def combine(runs: list[dict]) -> dict:
-    """Best time and median memory over repeats; every repeat must end at the same accuracy."""
-    import statistics
-
+    """One run's figures — the median run by wall time of the repeats (of two, the slower; the
+    only one, without repeats), so that wall and memory come from the same run — with the best
+    wall time and time per round of all repeats beside them; every repeat must end at the same
+    accuracy."""
     accs = {r["accuracy"] for r in runs}
     if len(accs) > 1:
         raise SystemExit(f"repeats of one runner ended at different accuracies: {sorted(accs)}")
-    out = dict(runs[0])
-    for key in ("wall_s", "per_round_s"):
-        out[key] = min(r[key] for r in runs)
-    for key in ("rss_mb", "pss_mb"):
-        out[key] = statistics.median(r[key] for r in runs)
-    out["procs"] = max(r["procs"] for r in runs)
+    ranked = sorted(runs, key=lambda r: r["wall_s"])
+    out = dict(ranked[len(ranked) // 2])
+    out["best_wall_s"] = ranked[0]["wall_s"]
+    out["best_per_round_s"] = min(r["per_round_s"] for r in runs)
     return out
 
 
-def report(results: dict[str, dict], load_before, load_after, repeats: int = 1, rec: Record | None = None) -> None:
+def report(results: dict[str, dict], load_before, load_after, repeats: int = 1, rec: Record | None = None,
+           runs: dict[str, list[dict]] | None = None) -> None:
     """The table and the ratios against their targets, on the console and into ``rec``."""
     import torch
 
@@ -255,13 +262,15 @@ def report(results: dict[str, dict], load_before, load_after, repeats: int = 1, 
 
     labels = {"plain": "plain loop (1 process)", "fedsim1": "fedsim, 1 rank", "fedsim2": "fedsim, 2 ranks",
               "flower": "Flower + Ray (2 CPUs)"}
-    best = f"; times: best of {repeats}, memory: median" if repeats > 1 else ""
+    which_run = f"; one run each (the median of {repeats})" if repeats > 1 else "; one run each"
     table = console_table(
-        ["runner", "wall s", "s / round", "peak Σ RSS MB", "peak Σ PSS MB", "processes", "final accuracy"],
+        ["runner", "wall s", "s / round", "peak Σ RSS MB", "peak Σ PSS MB", "processes", "final accuracy",
+         f"best of {repeats}: wall s", f"best of {repeats}: s / round"],
         [[labels[which], f"{r['wall_s']:.1f}", f"{r['per_round_s']:.2f}", f"{r['rss_mb']:.0f}", f"{r['pss_mb']:.0f}",
-          str(r["procs"]), f"{r['accuracy']:.4f}"] for which, r in results.items()],
+          str(r["procs"]), f"{r['accuracy']:.4f}", f"{r['best_wall_s']:.1f}", f"{r['best_per_round_s']:.2f}"]
+         for which, r in results.items()],
         title=f"FedAvg, {JOB['silos']} clients × {JOB['samples']} images {JOB['size']}², small CNN, "
-              f"{JOB['rounds']} rounds × {JOB['local_steps']} steps{best}")
+              f"{JOB['rounds']} rounds × {JOB['local_steps']} steps{which_run}, measured from outside")
     con = console()
     con.print(table)
     if rec is not None:
@@ -275,11 +284,16 @@ def report(results: dict[str, dict], load_before, load_after, repeats: int = 1, 
     def ratio(a, b, key, target):
         if a in results and b in results:
             v = results[a][key] / results[b][key]
-            say(f"{labels[a]} / {labels[b]}, {key}: {v:.2f}×  (target ≤ {target})")
+            verdict = "" if not isinstance(target, float) else ("met" if v <= target else "MISSED")
+            pairs = ""
+            if runs is not None and len(runs.get(a, [])) > 1:  # repeat i against repeat i: the same load
+                pairs = ", pair by pair " + " ".join(f"{x[key] / y[key]:.2f}" for x, y in zip(runs[a], runs[b]))
+            say(f"{labels[a]} / {labels[b]}, {key}: {v:.2f}×  (target ≤ {target}{': ' + verdict if verdict else ''})"
+                f"{pairs}")
 
     ratio("fedsim2", "flower", "wall_s", 0.5)
-    ratio("fedsim2", "flower", "rss_mb", 0.4)
     ratio("fedsim2", "flower", "pss_mb", 0.4)
+    ratio("fedsim2", "flower", "rss_mb", "—")
     ratio("fedsim1", "plain", "per_round_s", 1.1)
     ratio("fedsim2", "plain", "per_round_s", "—")
     states = {k: torch.load(r["state"]) for k, r in results.items() if Path(r["state"]).is_file()}

@@ -91,6 +91,9 @@ class Patterns(Dataset):
     def labels(self) -> torch.Tensor:  # the name fedsim's BatchStream reads
         return self.targets
 
+    def image_batch(self, index) -> torch.Tensor:  # what fedsim's BatchStream reads the images with
+        return self.images[index]
+
     def __len__(self) -> int:
         return self.n
 

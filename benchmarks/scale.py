@@ -17,8 +17,16 @@ simulator's own overhead.
 ``--sweep 10,100,300,1000`` runs ``random-regular:N`` for each N in turn (one job at a time) and
 writes ``scale_sweep.png``: seconds per round and MB per silo against silos, log–log.
 
+The compute floor is measured in the same run, right after each job: one isolated SGD step of
+the silo model (its optimiser, a silo's mini-batches, what local training does) in one process
+per rank, all at once — the same contention for the cores as the job's ranks — timed over
+``--floor-steps`` steps after a warm-up. The floor of a round is the busiest rank's steps
+(its silos × ``train.local_steps``) at that time each, and the table gives rounds/s against the
+floor's (target: 1,000 default silos at ≥ 0.9× the floor, within 8 GiB).
+
     python benchmarks/scale.py [--network topologies/ebone.yaml | random-regular:1000] [--graph underlay|ring]
-        [--preset small|default] [--rounds 3] [--nproc 2] [--sweep 10,100,300,1000] [--out runs/bench_scale]
+        [--preset small|default] [--rounds 3] [--nproc 2] [--sweep 10,100,300,1000] [--floor-steps 20]
+        [--out runs/bench_scale]
 """
 
 from __future__ import annotations
@@ -60,6 +68,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--nproc", type=int, default=2, help="ranks (default 2)")
     p.add_argument("--sweep", default=None, metavar="N,N,...",
                    help="run random-regular:N for each N and plot the growth (scale_sweep.png)")
+    p.add_argument("--floor-steps", type=int, default=20,
+                   help="timed SGD steps of the isolated-step floor, per rank (after 3 warm-up steps; 0: no floor)")
     p.add_argument("--compute-ms", type=float, default=4.6, help="fixed compute time for the simulated clock")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="extra config override, e.g. --set model.width=8")
@@ -121,6 +131,48 @@ def measured_rank(ctx, plan):
     return (summary, gathered) if ctx.rank == 0 else None
 
 
+FLOOR_WARMUP = 3  # steps before the timed ones: first-call allocations and kernel selection
+
+
+def floor_rank(ctx, plan, steps: int) -> list[float] | None:
+    """Seconds per isolated SGD step of the silo model, in every rank at once: the rank's first
+    silo's model, optimiser and mini-batches, the steps local training takes
+    (:func:`fedsim.federation.train_steps`), timed between two barriers so that the ranks
+    contend for the cores as the job's do. Rank 0 gets every rank's time."""
+    from fedsim.data import load_federated
+    from fedsim.distributed import barrier, gather_objects, set_determinism
+    from fedsim.federation import BatchStream, make_optimizer, train_steps
+    from fedsim.models import build_model
+
+    cfg = plan.cfg
+    set_determinism(cfg.seed)
+    silo = plan.placement.silos_on(ctx.rank)[0]
+    fd = load_federated(cfg.data, plan.underlay.num_silos, cfg.seed, silos=[silo], compact=True)
+    data = fd.train[silo]
+    model = build_model(cfg.model, fd.num_classes, data.channels).to(ctx.device)
+    opt = make_optimizer(model, cfg)
+    stream = BatchStream(data, cfg.train.batch_size, cfg.seed, ctx.device)
+    train_steps(model, opt, stream, FLOOR_WARMUP)
+    barrier()
+    t0 = time.perf_counter()
+    train_steps(model, opt, stream, steps)
+    step_s = (time.perf_counter() - t0) / steps
+    barrier()
+    return gather_objects(step_s)
+
+
+def measure_floor(plan, nproc: int, steps: int) -> dict[str, float]:
+    """The isolated-step floor of ``plan``'s job (:func:`floor_rank`): ms per step (the slowest
+    rank's) and the floor's seconds per round (the busiest rank's silos × local steps × that)."""
+    from fedsim.launch import spawn
+
+    per_rank = spawn(floor_rank, nproc, plan, steps, timeout_s=3600)[0]
+    step_s = max(per_rank)
+    busiest = max(len(plan.placement.silos_on(r)) for r in range(nproc))
+    return {"floor_ms_per_step": 1000 * step_s, "floor_ms_per_step_ranks": [1000 * s for s in per_rank],
+            "floor_s_per_round": busiest * plan.cfg.train.local_steps * step_s}
+
+
 def round_split(run_dir: Path) -> dict[str, float]:
     """Seconds per round of each part (the slowest rank's, averaged over the rounds) and of the
     whole round (each rank's parts added up, the slowest rank), from the per-silo records: every
@@ -177,6 +229,7 @@ def run_one(args, network: str, console) -> dict:
     total = time.perf_counter() - t0
     split = round_split(run_dir)
     round_s = split.pop("round_s")  # train + exchange + evaluate + checkpoint of the slowest rank
+    floor = measure_floor(plan, args.nproc, args.floor_steps) if args.floor_steps > 0 else {}
     per_silo = sum(r["peak_mb"] - r["base_mb"] for r in ranks) / sum(r["silos"] for r in ranks)
     parts = ranks[0]["silo_mb"]
     sims = summary["sim_time_ms"]
@@ -192,19 +245,25 @@ def run_one(args, network: str, console) -> dict:
         "other_mb": per_silo - sum(parts.values()),
         "mb_per_round": summary["bytes_per_round"] / 1e6, "sim_ms_per_round": sims[-1] / len(sims),
         "run_s": [r["run_s"] for r in ranks], "spawn_s": total, "theta_accuracy": summary["foundation_accuracy"],
+        **floor,
+        # rounds/s against the floor's: the floor's seconds per round over the measured ones
+        "of_floor": floor["floor_s_per_round"] / round_s if floor else float("nan"),
     }
 
 
 def print_table(rows: list[dict], title: str, console, rec: Record | None = None) -> None:
     from fedsim.report import console_table
 
-    cols = ["silos", "ranks", "arcs", "rounds/s", "s/round", "train s", "exchange s", "eval s", "ckpt s",
-            "eval share", "ms per SGD step", "peak RSS per rank MB", "tree peak MB", "MB per silo", "weights", "optimiser", "data",
+    cols = ["silos", "ranks", "arcs", "rounds/s", "floor rounds/s", "of floor", "s/round", "train s", "exchange s",
+            "eval s", "ckpt s", "eval share", "ms per SGD step", "isolated step ms", "peak RSS per rank MB", "tree peak MB", "MB per silo", "weights", "optimiser", "data",
             "other", "MB sent per round"]
     cells = [[
-        str(r["silos"]), str(r["ranks"]), str(r["arcs"]), f"{r['rounds_per_s']:.3f}", f"{r['s_per_round']:.1f}",
+        str(r["silos"]), str(r["ranks"]), str(r["arcs"]), f"{r['rounds_per_s']:.3f}",
+        f"{1 / r['floor_s_per_round']:.3f}" if "floor_s_per_round" in r else "–",
+        f"{r['of_floor']:.2f}×" if "floor_s_per_round" in r else "–", f"{r['s_per_round']:.1f}",
         f"{r['train_time_s']:.1f}", f"{r['exchange_time_s']:.2f}", f"{r['eval_time_s']:.2f}",
         f"{r['checkpoint_time_s']:.2f}", f"{r['eval_share']:.1%}", f"{r.get('ms_per_step', float('nan')):.0f}",
+        " / ".join(f"{v:.0f}" for v in r["floor_ms_per_step_ranks"]) if "floor_s_per_round" in r else "–",
         " / ".join(f"{v:.0f}" for v in r["peak_rank_mb"]), f"{r['tree_mb']:.0f}", f"{r['mb_per_silo']:.2f}",
         f"{r['weights_mb']:.2f}", f"{r['optimizer_mb']:.2f}", f"{r['data_mb']:.2f}", f"{r['other_mb']:.2f}",
         f"{r['mb_per_round']:.1f}",
@@ -214,11 +273,17 @@ def print_table(rows: list[dict], title: str, console, rec: Record | None = None
     if rec is not None:
         rec.table(table)
     for r in rows:
-        line = (f"{r['silos']} silos: run_rank {' / '.join(f'{v:.1f}' for v in r['run_s'])} s per rank "
-                f"(data, rounds, Θ), spawn total {r['spawn_s']:.1f} s, Θ accuracy {r['theta_accuracy']:.3f}")
-        console.print(line)
-        if rec is not None:
-            rec.note(line)
+        lines = [f"{r['silos']} silos: run_rank {' / '.join(f'{v:.1f}' for v in r['run_s'])} s per rank "
+                 f"(data, rounds, Θ), spawn total {r['spawn_s']:.1f} s, Θ accuracy {r['theta_accuracy']:.3f}"]
+        if "floor_s_per_round" in r:
+            lines.append(f"{r['silos']} silos: rounds/s at {r['of_floor']:.2f}× the isolated-step floor "
+                         f"({r['floor_s_per_round']:.1f} s per round: the busiest rank's steps at "
+                         f"{r['floor_ms_per_step']:.1f} ms, every rank stepping at once; target ≥ 0.9×), "
+                         f"process tree {r['tree_mb'] / 1024:.2f} GiB (target ≤ 8 GiB)")
+        for line in lines:
+            console.print(line)
+            if rec is not None:
+                rec.note(line)
 
 
 def plot_sweep(rows: list[dict], path: Path) -> Path:

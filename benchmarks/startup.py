@@ -5,8 +5,9 @@ user would, and splits its wall time into the rounds (from the first round's sta
 round's record, ``wall_time_s`` in the metrics) and everything else (interpreter, imports,
 spawning ranks, data, final Θ, summary, plot, exit). ``--compare DIR`` runs the same job with
 another checkout of fedsim (e.g. the main branch) in the same session, alternating, so the ratio
-is measured under the same load; the floor row is the bare ``import torch, torch._dynamo`` (what
-every rank needs before its first optimizer step) on its own.
+is measured under the same load; the floor row is a bare ``python -c "import torch"``, timed right
+after each job, and the last line is what the job spends outside its rounds beyond that floor
+(target: at most 1.5 s).
 
     python benchmarks/startup.py [--repeat 2] [--compare /path/to/other/checkout] [--out runs/bench_startup]
 """
@@ -25,6 +26,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))  # run as a script from anywhere: benchmarks.common and fedsim
+TARGET_S = 1.5  # the target: seconds outside the rounds beyond a bare import torch
 JOB = ["algorithm=fedavg", "rounds=5", "compare_with=[]", "downstream.enabled=false"]
 
 
@@ -57,7 +59,7 @@ def run_job(checkout: Path, out: Path, name: str) -> dict[str, float]:
 
 def import_floor() -> float:
     t0 = time.perf_counter()
-    subprocess.run([sys.executable, "-c", "import torch, torch._dynamo"], check=True)
+    subprocess.run([sys.executable, "-c", "import torch"], check=True)
     return time.perf_counter() - t0
 
 
@@ -91,15 +93,19 @@ def main(argv: list[str] | None = None) -> int:
         cells.append([f"{key} ({path})", f"{wall:.1f}", f"{rounds:.1f}", f"{wall - rounds:.1f}",
                       f"{(wall - rounds) / wall:.0%}", "-" if setup != setup else f"{setup:.1f}"])
     floor = statistics.median(floors)
-    cells.append(["import torch, torch._dynamo alone", f"{floor:.1f}", "", f"{floor:.1f}",
+    cells.append(["python -c 'import torch' alone", f"{floor:.1f}", "", f"{floor:.1f}",
                   f"{floor / rows['this']['wall']:.0%} of this"])
     table = console_table(["checkout", "wall s", "rounds s", "outside rounds s", "outside share",
                            "of which data + silos s"], cells, justify=["right"] * 6,
                           title=f"4 silos, 5 rounds of FedAvg on 2 ranks (median of {args.repeat})")
     Console(width=150).print(table)
     rec.table(table)
+    lines = [f"outside the rounds beyond a bare import torch: this {rows['this']['outside'] - floor:.2f} s"
+             + (f", compare {rows['compare']['outside'] - floor:.2f} s" if "compare" in rows else "")
+             + f" (target <= {TARGET_S:g} s: {'met' if rows['this']['outside'] - floor <= TARGET_S else 'MISSED'})"]
     if "compare" in rows:
-        line = f"outside the rounds: this / compare = {rows['this']['outside'] / rows['compare']['outside']:.2f}"
+        lines.append(f"outside the rounds: this / compare = {rows['this']['outside'] / rows['compare']['outside']:.2f}")
+    for line in lines:
         print(line)
         rec.note(line)
     (out / "startup.json").write_text(json.dumps({"runs": runs, "import_floor_s": floors}, indent=1))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import socket
+import sys
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -88,10 +89,24 @@ def init_process_group(device: torch.device, rank: int, world_size: int, timeout
     dist.all_reduce(warm)
 
 
+def use_deterministic_algorithms(mode: bool, warn_only: bool = False) -> None:
+    """``torch.use_deterministic_algorithms`` without importing TorchInductor.
+
+    torch's function imports ``torch._inductor.config`` — and with it TorchDynamo, ~1 s and
+    ~160 MB per process, more than a small job's training — only to hand the flag to
+    ``torch.compile``'s code generator, which fedsim never runs. This sets the same kernel flag;
+    when TorchInductor is already loaded (someone compiles in this process) it goes through
+    torch's function, so that its flag follows too."""
+    if "torch._inductor.config" in sys.modules:
+        torch.use_deterministic_algorithms(mode, warn_only=warn_only)
+    else:
+        torch._C._set_deterministic_algorithms(mode, warn_only=warn_only)
+
+
 def set_determinism(seed: int, threads: int | None = None) -> None:
     """Seeded, repeatable runs: fixed RNG, deterministic kernels, a fixed thread count."""
     torch.manual_seed(seed)
-    torch.use_deterministic_algorithms(True, warn_only=True)
+    use_deterministic_algorithms(True, warn_only=True)
     if torch.backends.cudnn.is_available():
         torch.backends.cudnn.benchmark = False
     if threads is not None:

@@ -7,7 +7,6 @@ exits 2; any other failure ends every rank (no rank is left waiting on a dead pe
 from __future__ import annotations
 
 import gc
-import importlib
 import logging
 import os
 import pickle
@@ -24,7 +23,14 @@ from typing import Any
 import torch
 import torch.multiprocessing as mp
 
-from fedsim.distributed import barrier, close_process_group, free_port, init_process_group, pick_device
+from fedsim.distributed import (
+    barrier,
+    close_process_group,
+    free_port,
+    init_process_group,
+    pick_device,
+    use_deterministic_algorithms,
+)
 from fedsim.errors import FedsimError, SiloFailure
 
 _REPORTED = 3  # exit code of a rank that reported a FedsimError to the parent
@@ -139,9 +145,6 @@ def spawn_here(
     fork = not cuda and sys.platform == "linux"
     mpctx = mp.get_context("fork" if fork else "spawn")
     if fork:
-        # every rank imports TorchDynamo at its first optimizer step (torch.optim does, ~160 MB and
-        # ~1 s); imported once here, the forked ranks share it
-        importlib.import_module("torch._dynamo")
         # the garbage collector would write to every object the ranks inherited, copying the pages
         # they share; frozen objects are left alone (until the job is over)
         gc.collect()
@@ -206,7 +209,7 @@ def _run_here(fn, world_size: int, port: int, device: str, timeout_s: float, thr
         return result
     finally:
         torch.set_num_threads(saved_threads)
-        torch.use_deterministic_algorithms(saved_det)
+        use_deterministic_algorithms(saved_det)
 
 
 def _stop(procs: dict[int, Any]) -> None:

@@ -14,6 +14,7 @@ DP-SGD — advances it, and the optimiser's ``state_dict`` (the checkpoint) carr
 
 from __future__ import annotations
 
+import inspect
 import math
 from typing import TYPE_CHECKING, Any
 
@@ -39,6 +40,46 @@ def _advance_sqrt(optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> N
         group["lr"] = group["initial_lr"] * sqrt_factor(group["schedule_steps"])
 
 
+def _eager(method: Any) -> Any:
+    """``method`` without the wrappers torch puts around it (``functools.wraps`` chains)."""
+    return inspect.unwrap(method)
+
+
+class _Eager:
+    """torch's optimiser, without importing TorchDynamo.
+
+    ``torch.optim.Optimizer`` wraps ``add_param_group`` (called by every constructor),
+    ``zero_grad``, ``state_dict``, ``load_state_dict`` and every ``step`` in decorators that
+    import ``torch._dynamo`` on their first call (~1 s and ~160 MB per process, more than a
+    small job's training) only to mark them "not to be traced" by ``torch.compile``, which fedsim
+    never uses. These are the same methods unwrapped: the same arithmetic, hooks (``register_step_post_hook``)
+    and state dicts; ``step`` sets the grad mode as the wrapper does. Under a user's
+    ``torch.compile`` they would be traced rather than skipped.
+    """
+
+    add_param_group = _eager(torch.optim.Optimizer.add_param_group)
+    zero_grad = _eager(torch.optim.Optimizer.zero_grad)
+    state_dict = _eager(torch.optim.Optimizer.state_dict)
+    load_state_dict = _eager(torch.optim.Optimizer.load_state_dict)
+
+    def step(self, closure=None):  # noqa: D102
+        step = _eager(super().step.__func__)  # the optimiser's own step (after this class in the MRO)
+        with torch.set_grad_enabled(self.defaults["differentiable"]):
+            return step(self, closure)
+
+
+class Adam(_Eager, torch.optim.Adam):
+    """``torch.optim.Adam`` without TorchDynamo (:class:`_Eager`)."""
+
+
+class AdamW(_Eager, torch.optim.AdamW):
+    """``torch.optim.AdamW`` without TorchDynamo (:class:`_Eager`)."""
+
+
+class SGD(_Eager, torch.optim.SGD):
+    """``torch.optim.SGD`` without TorchDynamo (:class:`_Eager`)."""
+
+
 def make_optimizer(model: nn.Module, cfg: ExperimentConfig) -> torch.optim.Optimizer:
     """Silo ``model``'s optimiser as ``cfg.train`` says, with its learning-rate schedule.
 
@@ -47,11 +88,11 @@ def make_optimizer(model: nn.Module, cfg: ExperimentConfig) -> torch.optim.Optim
     ``train.weight_decay: 0.01`` to match it; fedsim's default is 0 for every optimiser)."""
     t = cfg.train
     if t.optimizer == "adam":
-        opt = torch.optim.Adam(model.parameters(), lr=t.lr, weight_decay=t.weight_decay)
+        opt = Adam(model.parameters(), lr=t.lr, weight_decay=t.weight_decay)
     elif t.optimizer == "adamw":
-        opt = torch.optim.AdamW(model.parameters(), lr=t.lr, weight_decay=t.weight_decay)
+        opt = AdamW(model.parameters(), lr=t.lr, weight_decay=t.weight_decay)
     else:
-        opt = torch.optim.SGD(model.parameters(), lr=t.lr, momentum=t.momentum, weight_decay=t.weight_decay)
+        opt = SGD(model.parameters(), lr=t.lr, momentum=t.momentum, weight_decay=t.weight_decay)
     if t.lr_schedule == "sqrt":
         for group in opt.param_groups:
             group["initial_lr"] = group["lr"]

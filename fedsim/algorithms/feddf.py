@@ -30,6 +30,7 @@ from fedsim.algorithms.fedavg import FedAvg
 from fedsim.algorithms.public import average_logits, public_set, silo_logits
 from fedsim.federation import Federation, load_state_tensors, state_tensors
 from fedsim.losses import softened_kl
+from fedsim.optim import Adam
 from fedsim.transport import message_bytes
 
 
@@ -73,7 +74,7 @@ class FedDF(FedAvg):
         student = self._student
         load_state_tensors(student, theta)
         student.train()
-        optimizer = torch.optim.Adam(student.parameters(), lr=self.settings.lr)
+        optimizer = Adam(student.parameters(), lr=self.settings.lr)
         total = 0.0
         for x, z in zip(xs, teacher, strict=True):
             loss = softened_kl(student(x), z, self.settings.temperature)

@@ -33,7 +33,7 @@ from fedsim.algorithms.base import Algorithm
 from fedsim.algorithms.gossip import gossip_row, metropolis_hastings, mix
 from fedsim.algorithms.settings import FedEFMConfig
 from fedsim.config.emd import EMDConfig
-from fedsim.emd import emd_similarity, load_solver
+from fedsim.emd import emd_similarity_many, load_solver
 from fedsim.federation import BatchStream, load_state_tensors, state_tensors, train_steps
 from fedsim.losses import softened_kl
 from fedsim.models import logits_and_features
@@ -79,8 +79,9 @@ def emd_similarities(student_feats: torch.Tensor, teacher_feats: list[torch.Tens
     if emd_cfg.backend == "uniform":
         return None
     u = student_feats if emd_cfg.grad else student_feats.detach()
-    s = [emd_similarity(u, v.detach(), backend=emd_cfg.backend, grid=emd_cfg.grid) for v in teacher_feats]
-    return torch.stack([v if per_sample else v.mean() for v in s])
+    # every teacher's and every sample's problem in one batch (one solver call, one autograd node)
+    s = emd_similarity_many(u, [v.detach() for v in teacher_feats], backend=emd_cfg.backend, grid=emd_cfg.grid)
+    return s if per_sample else s.mean(1)
 
 
 def weights_from_similarities(similarities: torch.Tensor | None, shape: tuple[int, ...], emd_cfg,

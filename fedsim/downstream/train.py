@@ -10,6 +10,7 @@ import torch.nn as nn
 
 from fedsim.config.downstream import DownstreamConfig
 from fedsim.losses import segmentation_loss
+from fedsim.optim import Adam
 
 
 def index_batches(n: int, batch_size: int, steps: int, g: torch.Generator):
@@ -28,7 +29,7 @@ def fit(model: nn.Module, x_all: torch.Tensor, targets, steps: int, batch_size: 
     """Adam on seeded mini-batches: ``steps`` steps of ``loss_fn(model(x), *targets[idx])``
     (``targets`` one tensor or a tuple of tensors indexed like ``x_all``); the loss of every step."""
     targets = targets if isinstance(targets, tuple) else (targets,)
-    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    opt = Adam(model.parameters(), lr=lr)
     g = torch.Generator().manual_seed(batch_seed)
     losses = []
     model.train()
@@ -61,7 +62,7 @@ def fit_segmenter(unet: nn.Module, x_all: torch.Tensor, masks: torch.Tensor, ds_
     encoder = unet.encoder
     enc_params = list(encoder.parameters())
     enc_ids = {id(p) for p in enc_params}
-    opt = torch.optim.Adam([p for p in unet.parameters() if id(p) not in enc_ids], lr=ds_cfg.seg_lr)
+    opt = Adam([p for p in unet.parameters() if id(p) not in enc_ids], lr=ds_cfg.seg_lr)
     warmup = ds_cfg.seg_warmup_steps
     total = warmup + ds_cfg.seg_steps
     for group in opt.param_groups:

@@ -202,3 +202,18 @@ def test_checkpoint_every_resumes_bit_identically_after_10_and_after_20_rounds(t
         assert got == want and len(got) == 25
     attempts = json.loads((run / "checkpoints" / "attempts.json").read_text())
     assert [x["start_round"] for x in attempts] == [0, 10, 20]
+
+
+def test_a_run_imports_no_torchdynamo(tmp_path):
+    # TorchDynamo and TorchInductor (~1 s and ~160 MB a process) are for torch.compile, which no
+    # run uses: after a whole 2-rank job, rank 0 (this process; the other rank is its fork) has
+    # loaded neither
+    code = f"""if True:
+        import sys
+        from fedsim.cli import main
+        assert main(["run", "--quiet", "--nproc", "2", *{sets([*CLI_TINY, f"output_dir={tmp_path}", "name=nodynamo"])!r}]) == 0
+        loaded = [m for m in ("torch._dynamo", "torch._inductor") if m in sys.modules]
+        assert not loaded, loaded
+    """
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO, timeout=600)
+    assert (tmp_path / "nodynamo" / "summary.json").is_file()
