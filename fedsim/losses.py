@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import functools
+import warnings
 from typing import Literal
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 
 def softened_kl(student_logits: torch.Tensor, teacher: torch.Tensor, temperature: float, *,
@@ -40,20 +43,31 @@ def symmetric_cross_entropy(logits: torch.Tensor, target: torch.Tensor, alpha: f
     return alpha * ce + beta * (-log_zero * (1.0 - p_y)).mean()
 
 
+@functools.cache
+def _dice_losses() -> tuple[nn.Module, nn.Module]:
+    """MONAI's soft Dice loss and Dice + cross-entropy, set to fedsim's convention: softmax of the
+    logits, foreground classes only, sums over the batch and the pixels (``batch``), smoothing 1
+    in numerator and denominator, the mean over the classes. MONAI is imported on first use (it
+    imports all of itself and torchvision: seconds and ~300 MB a process that only a segmentation
+    loss needs). tests/test_losses.py checks both against the formulas fedsim wrote by hand before."""
+    with warnings.catch_warnings():  # its import warns about torch APIs it uses, not about ours
+        warnings.simplefilter("ignore", FutureWarning)
+        from monai.losses import DiceCELoss, DiceLoss
+
+    dice = dict(include_background=False, to_onehot_y=True, softmax=True, batch=True, smooth_nr=1.0, smooth_dr=1.0)
+    return DiceLoss(**dice), DiceCELoss(**dice)
+
+
 def soft_dice_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """1 − mean soft Dice over the foreground classes (batch-level, smoothing 1): logits
-    (B, C, H, W), target (B, H, W) class ids with 0 = background."""
-    prob = logits.softmax(1)[:, 1:]
-    onehot = F.one_hot(target, logits.shape[1]).permute(0, 3, 1, 2)[:, 1:].to(prob.dtype)
-    inter = (prob * onehot).sum((0, 2, 3))
-    denom = prob.sum((0, 2, 3)) + onehot.sum((0, 2, 3))
-    return 1.0 - ((2 * inter + 1.0) / (denom + 1.0)).mean()
+    (B, C, H, W), target (B, H, W) class ids with 0 = background (MONAI's ``DiceLoss``)."""
+    return _dice_losses()[0](logits, target[:, None])
 
 
 def segmentation_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Per-pixel cross-entropy + soft Dice loss: the supervised segmentation loss of the
-    downstream U-Net and of silos in ``task: segmentation`` runs."""
-    return F.cross_entropy(logits, target) + soft_dice_loss(logits, target)
+    """Per-pixel cross-entropy + soft Dice loss (MONAI's ``DiceCELoss``): the supervised
+    segmentation loss of the downstream U-Net and of silos in ``task: segmentation`` runs."""
+    return _dice_losses()[1](logits, target[:, None])
 
 
 def pixel_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:

@@ -16,14 +16,18 @@ from fedsim.aggregation import check_aggregation
 from fedsim.algorithms import algorithm_class, algorithm_names
 from fedsim.checkpoint import check_round, usable_checkpoint
 from fedsim.config import SCENARIOS, ExperimentConfig
+from fedsim.config.medmnist import FLAGS as MEDMNIST_FLAGS
+from fedsim.config.models import is_monai_name
 from fedsim.data import domains_in_use
 from fedsim.data.folder import index_rows, silo_folders
+from fedsim.data.medmnist import count_centers, open_file
 from fedsim.data.partition import silo_mixtures
 from fedsim.distributed import Placement
 from fedsim.errors import ConfigError, DataError, FedsimError, TopologyError
 from fedsim.faults import check_faults, read_failed
 from fedsim.fminit import check_initial_state
-from fedsim.models import build_model, build_segmenter
+from fedsim.models import build_model, build_segmenter, features_of
+from fedsim.models.plugin import check_model as check_feature_map
 from fedsim.privacy import resolve_privacy as privacy_plan
 from fedsim.topology import Topology, parse_topology, resolve_topology
 
@@ -152,6 +156,8 @@ def check_data_against_topology(cfg: ExperimentConfig, n: int) -> None:
                 raise ConfigError(f"data.label: source makes each domain a class, and the mixtures of data.domains "
                                   f"for {n} silo(s) hold {len(domains_in_use(mixtures))}; give the silos at least "
                                   "two domains between them")
+    if data.kind == "medmnist":
+        check_medmnist_file(cfg, n)
     if data.kind != "folder" or not data.root or not Path(data.root).expanduser().is_dir():
         return
     root = Path(data.root).expanduser()
@@ -169,6 +175,21 @@ def check_data_against_topology(cfg: ExperimentConfig, n: int) -> None:
             index_rows(folder)
         except DataError as exc:
             raise ConfigError(str(exc)) from None
+
+
+def check_medmnist_file(cfg: ExperimentConfig, n: int) -> None:
+    """MedMNIST's file is there with its official keys and — partition natural — names as many
+    centres as the run has silos (read without the images)."""
+    try:
+        if cfg.data.partition == "natural":
+            centres = count_centers(cfg.data)
+            if centres != n and not Scenario(cfg.scenario).pooled:
+                raise ConfigError(f"data.partition natural: {cfg.data.root} holds images of {centres} centres but "
+                                  f"the topology has {n} silos; use a topology with {centres} silos")
+        else:
+            open_file(cfg.data).close()
+    except DataError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 @dataclass
@@ -219,13 +240,22 @@ def baseline_folder(name: str) -> str:
     return name.replace(":", ".")
 
 
+def data_channels(cfg: ExperimentConfig) -> int:
+    """The channels of the run's images as the config fixes them (MedMNIST: its flag's)."""
+    if cfg.data.channels:
+        return int(cfg.data.channels)
+    if cfg.data.kind == "medmnist":
+        return MEDMNIST_FLAGS[cfg.data.flag].channels
+    return 1
+
+
 def feature_map_side(cfg: ExperimentConfig) -> int:
     """The smaller side of the dense feature map (``features(x)``) of ``cfg.model`` at
     ``data.image_size``: what the EMD's grid pools from."""
-    channels = int(getattr(cfg.data, "channels", 1) or 1)
-    model = build_model(cfg.model.for_silo(0), 2, channels)
+    channels, side = data_channels(cfg), cfg.data.known_image_size
+    model = build_model(cfg.model.for_silo(0), 2, channels, side)
     with torch.no_grad():
-        side = model.features(torch.zeros(1, channels, cfg.data.image_size, cfg.data.image_size)).shape[-2:]
+        side = features_of(model.eval(), torch.zeros(2, channels, side, side)).shape[-2:]
     return int(min(side))
 
 
@@ -242,14 +272,19 @@ def _model_problem(cfg, image_size: int, channels: int, task: str) -> str | None
 
 def _try_model(cfg, image_size: int, channels: int, task: str) -> str | None:
     try:
-        model = (build_segmenter(cfg, 3, in_channels=channels) if task == "segmentation"
-                 else build_model(cfg, 2, in_channels=channels))
+        model = (build_segmenter(cfg, 3, in_channels=channels, image_size=image_size) if task == "segmentation"
+                 else build_model(cfg, 2, in_channels=channels, image_size=image_size))
         with torch.no_grad():
-            model.eval()(torch.zeros(2, channels, image_size, image_size))  # 2: norms need >1 value
+            out = model.eval()(torch.zeros(2, channels, image_size, image_size))  # 2: norms need >1 value
     except FedsimError:
         raise
     except Exception as exc:  # noqa: BLE001 - torch's own message says what does not fit
         return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    want = (2, 3, image_size, image_size) if task == "segmentation" else (2, 2)
+    if not isinstance(out, torch.Tensor) or tuple(out.shape) != want:
+        got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+        what = "a segmentation network (per-pixel logits)" if task == "segmentation" else "a classifier (logits)"
+        return f"it gives {got} for a batch of 2, not {want}: task: {task} needs {what}"
     return None
 
 
@@ -257,31 +292,41 @@ def check_model(cfg: ExperimentConfig) -> None:
     """Every architecture of the run is built and run on a batch of two images of
     ``data.image_size`` before any rank starts: widths, GroupNorm groups, transformer sizes and
     image sizes that do not fit are one line naming the keys instead of a traceback in round 0."""
-    channels = int(getattr(cfg.data, "channels", 1) or 1)
+    channels, side = data_channels(cfg), cfg.data.known_image_size
     for i in range(max(1, len(cfg.model.per_silo))):
         model = cfg.model.for_silo(i)
-        problem = _model_problem(model, cfg.data.image_size, channels, cfg.task)
+        problem = _model_problem(model, side, channels, cfg.task)
+        if problem and is_monai_name(model.name):
+            raise ConfigError(f"model {model.name!r} (model.args {model.args}) cannot run on the run's {side}×{side} "
+                              f"images: {problem}")
         if problem:
             raise ConfigError(
                 f"model {model.name!r} (width {model.width}, norm {model.norm}, norm_groups {model.norm_groups}) "
-                f"cannot run on data.image_size {cfg.data.image_size} images: {problem}")
+                f"cannot run on data.image_size {side} images: {problem}")
 
 
 def check_cross_keys(cfg: ExperimentConfig) -> None:
     """Constraints between keys that only the built model can tell (for a plug-in model, or data
     whose image size is its own, the first rank checks the same before round 0): the model runs
-    on the run's images, and its feature map reaches the grid the algorithm pools it to
-    (:meth:`fedsim.algorithms.base.Algorithm.feature_grid`)."""
-    sized = cfg.data.kind in ("synthetic", "folder") and not cfg.model.plugin
+    on the run's images, and its feature map — which a MONAI network may lack — reaches the grid
+    the algorithm pools it to (:meth:`fedsim.algorithms.base.Algorithm.feature_grid`)."""
+    sized = cfg.data.known_image_size is not None and not cfg.model.plugin
     if sized:
         check_model(cfg)
-    grid = algorithm_class(cfg.algorithm).feature_grid(cfg) if cfg.task == "classification" else None
+    algorithm = algorithm_class(cfg.algorithm)
+    if sized and cfg.model.monai and cfg.task == "classification" and algorithm.needs_features:
+        channels, side = data_channels(cfg), cfg.data.known_image_size
+        for i in range(max(1, len(cfg.model.per_silo))):
+            model = cfg.model.for_silo(i)
+            check_feature_map(build_model(model, 2, channels, side), torch.zeros(2, channels, side, side), 2,
+                              cfg.algorithm, model.name, algorithm.feature_grid(cfg))
+    grid = algorithm.feature_grid(cfg) if cfg.task == "classification" else None
     if sized and grid is not None:
         side = feature_map_side(cfg)
         if grid > side:
             raise ConfigError(
                 f"emd.grid {grid} is larger than the {side}×{side} feature map of model "
-                f"{cfg.model.name!r} at data.image_size {cfg.data.image_size}; use emd.grid <= {side} "
+                f"{cfg.model.name!r} at data.image_size {cfg.data.known_image_size}; use emd.grid <= {side} "
                 f"(the largest this map allows) or larger images")
 
 

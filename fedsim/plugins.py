@@ -67,8 +67,8 @@ def check_combinations(cfg: Any) -> None:
     (masks and a U-Net encoder), FM-instructed initialization (a grayscale proxy set) and the
     public set of FedDF / FedMD / MDH-FL (synthetic or ``root/public`` only)."""
     data, model = cfg.data, cfg.model
-    own_data = data.kind in ("torchvision", "python")
-    if cfg.downstream.enabled and (own_data or data.channels == 3 or model.plugin):
+    own_data = data.kind in ("torchvision", "python", "medmnist")
+    if cfg.downstream.enabled and (own_data or data.channels == 3 or not model.builtin):
         what = f"data.kind {data.kind}" if own_data else "RGB data" if data.channels == 3 else f"model {model.name}"
         raise ConfigError(f"downstream fine-tuning runs on the synthetic grayscale X-ray set with a built-in model, "
                           f"not with {what}: set downstream.enabled: false")
@@ -78,7 +78,7 @@ def check_combinations(cfg: Any) -> None:
                               "(use folder data with root/<silo>/masks/)")
         if model.plugin:
             raise ConfigError(f"task: segmentation builds a U-Net on a built-in encoder, not on model {model.name}")
-    if cfg.init in ("pretrained", "fm") and (own_data or data.channels == 3 or model.plugin):
+    if cfg.init in ("pretrained", "fm") and (own_data or data.channels == 3 or not model.builtin):
         raise ConfigError(f"init: {cfg.init} trains on the grayscale synthetic proxy set with a built-in model; "
                           "use init: random (or init_from: PATH) with your own data or model")
     public = {"feddf", "fedmd", "mdhfl"}

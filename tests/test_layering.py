@@ -54,6 +54,8 @@ LAZY = {
     "cvxpy": "the cvxpylayers EMD backend and the optimised overlays",
     "cvxpylayers": "the cvxpylayers EMD backend",
     "torch.utils.tensorboard": "log.tensorboard: true only",
+    "monai": "segmentation (U-Net decoder, Dice losses and scores) and monai.* models only: it imports all of "
+             "itself and torchvision, seconds and ~300 MB a process",
     "scipy": "Student's t quantile (stats.t_quantile), asked for by the interval tables only: slow to import",
 }
 

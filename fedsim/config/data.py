@@ -7,6 +7,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Literal
 
+from fedsim.config.medmnist import FLAGS as MEDMNIST_FLAGS
+from fedsim.config.medmnist import RECORD as MEDMNIST_RECORD
+from fedsim.config.medmnist import REFUSED
+from fedsim.config.medmnist import file_name as medmnist_file
 from fedsim.errors import DataError
 from fedsim.plugins import is_import_path, resolve
 from fedsim.settings import Range, section_from_dict
@@ -20,8 +24,8 @@ NUM_SEG_CLASSES = len(SEG_NAMES)  # the classes of a segmentation mask
 NUM_CLASSES = len(CLASS_NAMES)
 DOMAIN_SHORT = {"human": "human", "animal": "animal", "phantom": "phantom", "simulation": "sim"}
 
-PARTITIONS = ("domain", "iid", "dirichlet", "quantity", "attribute")
-KINDS = ("synthetic", "folder", "torchvision", "python")
+PARTITIONS = ("domain", "iid", "dirichlet", "quantity", "attribute", "natural")
+KINDS = ("synthetic", "folder", "torchvision", "python", "medmnist")
 LABELS = ("route", "source")  # what the synthetic foundation label is (DataConfig.label)
 
 
@@ -30,12 +34,15 @@ class DataConfig:
     """The experiment YAML ``data:`` section: where the silos' data come from and how they are split.
 
     kind: "synthetic" (generated), "folder" (``root/<silo>/images/* + labels.csv``, ``masks/``
-    for segmentation), "torchvision" (``torchvision.datasets.<name>`` read from ``root``) or
-    "python" (a plug-in ``factory(num_silos=N, seed=S, **args) -> (train_sets, test_set)``).
+    for segmentation), "torchvision" (``torchvision.datasets.<name>`` read from ``root``),
+    "python" (a plug-in ``factory(num_silos=N, seed=S, **args) -> (train_sets, test_set[, centers])``)
+    or "medmnist" (MedMNIST's ``root/{flag}[_{size}].npz``, its train / val / test splits).
     partition: "domain" (per-silo domain mixtures; FedEFM-style default cycle when ``domains`` is
     None; folder data: the silo folders as they are; data without domains: iid), "iid",
     "dirichlet" (label skew, ``dirichlet_alpha``), "quantity" (size skew, ``quantity_skew``,
-    default 1.0 when 0), "attribute" (age-like skew, ``attribute_skew``, default 1.0 when 0).
+    default 1.0 when 0), "attribute" (age-like skew, ``attribute_skew``, default 1.0 when 0),
+    "natural" (each sample's own centre: ``train_centers`` in a MedMNIST-style file, the
+    ``centers`` a python factory returns; silo i is centre i).
     ``unseen_fraction``, ``label_noise``, ``quantity_skew`` and ``attribute_skew`` also combine
     with any partition.
     label (synthetic data): "route" (the vessel-route shape, 6 classes independent of the domain) or
@@ -44,16 +51,18 @@ class DataConfig:
     """
 
     kind: str = "synthetic"  # synthetic (generated X-rays) | folder (root/<silo>/...) | torchvision | python (a plug-in)
-    root: str | None = None          # folder data / torchvision root
+    #                          | medmnist (root/{flag}[_{size}].npz, MedMNIST's official splits)
+    root: str | None = None          # folder data / torchvision root / the folder holding MedMNIST's .npz files
     label: Literal[LABELS] = "route"  # synthetic foundation label: route (vessel shape, 6 classes) | source
     #                                   (the image's domain; classes = the domains some silo's mixture holds)
-    image_size: Annotated[int, Range(ge=16)] = 64  # synthetic and folder data (torchvision and python: their own size)
+    image_size: Annotated[int, Range(ge=16)] = 64  # synthetic and folder data (torchvision, python: their own size; medmnist: data.size)
     channels: int | None = None      # 1 grayscale | 3 RGB | None: the data's own (synthetic: 1)
     classes: list | None = None      # class names (folder data; python data: their number); None: from the data
     samples_per_silo: Annotated[int, Range(ge=1)] = 256  # synthetic: training images per silo on average (quantity skew moves them)
     test_samples: Annotated[int, Range(ge=1)] = 512  # synthetic: test images, balanced over every domain and class
     partition: Literal[PARTITIONS] = "domain"  # how data is split over silos: domain mixtures | iid | dirichlet
-    #                                label skew | quantity (size) skew | attribute (age-like) skew
+    #                                label skew | quantity (size) skew | attribute (age-like) skew | natural (each
+    #                                sample's centre: train_centers in a MedMNIST-style file, a python factory's centers)
     domains: list | None = None  # per-silo domain mixtures, cycled over the silos: a name, a list of names or
     #                                {name: weight}; None: the FedEFM-style default for partition domain
     unseen_fraction: Annotated[float, Range(ge=0, le=1)] = 0.0  # share of the classes outside its own that each
@@ -70,6 +79,8 @@ class DataConfig:
     name: str | None = None          # kind torchvision: the dataset class, e.g. MNIST, FashionMNIST, CIFAR10
     download: bool = False           # kind torchvision: fetch into root when missing (never by default)
     factory: str | None = None       # kind python: "package.module:function"
+    flag: str | None = None          # kind medmnist: the dataset, e.g. pathmnist, bloodmnist, organamnist, dermamnist
+    size: Literal[28, 64, 128, 224] = 28  # kind medmnist: the image side of the file ({flag}.npz at 28, else {flag}_{size}.npz)
     args: dict = field(default_factory=dict)  # keyword arguments of the python factory / torchvision class
 
     @classmethod
@@ -114,11 +125,46 @@ class DataConfig:
             raise DataError(f"data.root {self.root} is not a folder; see 'Your own data' in docs/data-and-models.md for the layout")
         if self.kind == "torchvision":
             check_torchvision(self)
+        if self.kind == "medmnist":
+            self._check_medmnist()
+        elif self.partition == "natural" and self.kind not in ("python",):
+            raise DataError(f"data.partition: natural splits by each sample's centre, which data.kind {self.kind} "
+                            "does not carry; use data.kind medmnist (train_centers in the .npz) or python (a factory "
+                            "returning centers)")
         if self.kind == "python":
             if not is_import_path(self.factory):
                 raise DataError(f"data.kind is 'python' but data.factory is {self.factory!r}; set it to "
                                 "'package.module:function' returning (train_sets, test_set)")
             resolve(self.factory, "data.factory", DataError)
+
+    def _check_medmnist(self) -> None:
+        """The flag is a 2-D single-label MedMNIST dataset, the size one MedMNIST publishes, the
+        root a folder (the file itself is read, and its absence reported, when the data load)."""
+        if self.flag in REFUSED:
+            raise DataError(f"data.flag {self.flag}: {REFUSED[self.flag]}; choose one of {', '.join(MEDMNIST_FLAGS)}")
+        if self.flag not in MEDMNIST_FLAGS:
+            raise DataError(f"data.kind is 'medmnist' but data.flag is {self.flag!r}; choose one of "
+                            f"{', '.join(MEDMNIST_FLAGS)}")
+        if not self.root:
+            raise DataError(f"data.kind is 'medmnist' but data.root is not set: the folder holding "
+                            f"{medmnist_file(self.flag, self.size)} (MedMNIST publishes it at {MEDMNIST_RECORD})")
+        if self.validation_fraction:
+            raise DataError("data.kind medmnist keeps MedMNIST's own validation split (each silo's share of it): "
+                            "leave data.validation_fraction at 0")
+        if self.partition == "attribute":
+            raise DataError("data.partition attribute needs a per-sample attribute, which MedMNIST does not carry; "
+                            "choose iid, dirichlet, quantity or natural")
+        if self.domains is not None:
+            raise DataError("data.domains mixes the synthetic X-rays' domains, which MedMNIST does not carry: set "
+                            "data.domains: null (and data.partition iid, dirichlet, quantity or natural)")
+
+    @property
+    def known_image_size(self) -> int | None:
+        """The side of the run's images when the config fixes it (synthetic and folder data:
+        ``image_size``; MedMNIST: ``size``), else None (torchvision and python data keep their own)."""
+        if self.kind == "medmnist":
+            return int(self.size)
+        return int(self.image_size) if self.kind in ("synthetic", "folder") else None
 
     def _check_source_label(self) -> None:
         """The combinations in which "the label is the data source" has a meaning (see

@@ -1,5 +1,5 @@
 """Federated data: the synthetic X-ray generator, partitioners, and loaders for your own data
-(folders, torchvision datasets from a local root, Python plug-ins).
+(folders, torchvision datasets from a local root, MedMNIST's files, Python plug-ins).
 
 ``load_federated(cfg, num_silos, seed)`` is the one entry point the simulator uses; its result
 depends only on its arguments, so every process builds bit-identical tensors.
@@ -36,6 +36,7 @@ from .dataset import (
     to_channels,
 )
 from .folder import PUBLIC_DIR, detect_channels, load_folder, load_silo_folder, read_rows, silo_folders
+from .medmnist import load_medmnist
 from .plugin import load_python
 from .synthetic import derive_seed, generate, make_generator
 from .vision import load_torchvision
@@ -76,6 +77,8 @@ def load_federated(cfg: DataConfig, num_silos: int, seed: int, silos=None, masks
         fd = load_torchvision(cfg, num_silos, seed, wanted)
     elif cfg.kind == "python":
         fd = load_python(cfg, num_silos, seed, wanted)
+    elif cfg.kind == "medmnist":
+        fd = load_medmnist(cfg, num_silos, seed, wanted)
     else:
         fd = _load_synthetic(cfg, num_silos, seed, wanted, (masks,) if compact else None)
         if cfg.channels == 3:  # grayscale X-rays for an RGB model (the silos are converted as built)
@@ -84,7 +87,7 @@ def load_federated(cfg: DataConfig, num_silos: int, seed: int, silos=None, masks
         raise DataError(f"task: segmentation needs per-pixel masks, and data.kind {cfg.kind!r} has none"
                         + (f" (add {cfg.root}/<silo>/masks/)" if cfg.kind == "folder" else ""))
     if compact:
-        for ds in [*fd.train, fd.test]:
+        for ds in [*fd.train, fd.test, *(fd.val or [])]:
             if ds is not None:
                 ds.compact(keep_masks=masks)
     release_freed_memory()
@@ -249,7 +252,7 @@ def load_public(cfg: DataConfig, n: int, seed: int) -> SiloDataset:
         names = tuple(sorted({r["label"] for r in _csv_rows(path / "labels.csv")}))
         channels = cfg.channels or _folder_channels(cfg)
         return load_silo_folder(path, cfg.image_size, channels, names, masks=False)
-    if cfg.kind in ("torchvision", "python"):
+    if cfg.kind in ("torchvision", "python", "medmnist"):
         raise DataError(f"data.kind {cfg.kind} has no public set (FedDF, FedMD and MDH-FL distil on one); "
                         "use synthetic or folder data (root/public) for these algorithms")
     k = torch.arange(n)

@@ -121,12 +121,16 @@ class SiloDataset(torch.utils.data.Dataset):
 @dataclass
 class FederatedData:
     """``train[i]`` is silo i's training set (``None`` if not built, see ``load_federated(silos=)``);
-    ``test`` the global held-out set drawn from every domain and class."""
+    ``test`` the global held-out set drawn from every domain and class; ``val[i]`` silo i's own
+    validation set where the data split one off (else None)."""
 
     train: list[SiloDataset]
     test: SiloDataset
     num_classes: int = NUM_CLASSES
     class_names: tuple[str, ...] | None = None  # None: the foundation classes (CLASS_NAMES)
+    #: each silo's validation set when the data define one (MedMNIST's official split), indexed like
+    #: ``train``; None: data.validation_fraction carves it from the training data
+    val: list[SiloDataset | None] | None = None
 
     @property
     def num_silos(self) -> int:

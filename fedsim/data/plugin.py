@@ -3,7 +3,10 @@
 The factory is called on every rank as ``load(num_silos=N, seed=S, **data.args)`` and returns
 ``(train_sets, test_set)``: a list of N torch ``Dataset``s — silo i's training data, partitioned
 by the factory itself — or one pooled ``Dataset`` that the built-in partitioners split (iid,
-dirichlet, quantity, unseen classes, label noise), plus one test ``Dataset``. Items are
+dirichlet, quantity, unseen classes, label noise), plus one test ``Dataset``; or
+``(train_set, test_set, centers)`` — one pooled set and the centre of each of its samples (a
+sequence of ints) — for ``data.partition: natural``: silo i is the i-th centre id in sorted order
+(as many centres as silos), as FLamby's datasets keep their hospitals apart. Items are
 ``(x, y)``: x a float tensor C×H×W, y an int class. It must be deterministic given its
 arguments (every rank calls it and must see the same data).
 
@@ -17,6 +20,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import torch
 
 from fedsim.errors import DataError
@@ -24,6 +28,7 @@ from fedsim.plugins import call
 
 from . import partition as P
 from .dataset import FederatedData, SiloDataset, to_channels
+from .medmnist import natural_parts
 from .synthetic import make_generator
 
 KEY = "data.factory"
@@ -84,9 +89,17 @@ def materialize(ds: Any, name: str, where: str) -> SiloDataset:
 def load_python(cfg, num_silos: int, seed: int, wanted: set[int]) -> FederatedData:
     path = cfg.factory
     out = call(path, KEY, DataError, num_silos=num_silos, seed=seed, **cfg.args)
-    if not isinstance(out, (tuple, list)) or len(out) != 2:
-        raise DataError(f"{KEY}: {path} must return (train_sets, test_set), got {type(out).__name__}")
-    train, test = out
+    if not isinstance(out, (tuple, list)) or len(out) not in (2, 3):
+        raise DataError(f"{KEY}: {path} must return (train_sets, test_set) or (train_set, test_set, centers), "
+                        f"got {type(out).__name__}")
+    train, test = out[0], out[1]
+    centers = _centers(out[2], train, path) if len(out) == 3 else None
+    if cfg.partition == "natural" and centers is None:
+        raise DataError(f"data.partition natural: {KEY}: {path} must return (train_set, test_set, centers), centers "
+                        "holding the centre of each training sample")
+    if centers is not None and cfg.partition != "natural":
+        raise DataError(f"{KEY}: {path} returned the centre of each sample: set data.partition: natural to make "
+                        "each centre a silo (or return (train_set, test_set) to split otherwise)")
     if not _is_dataset(test):
         raise DataError(f"{KEY}: {path} returned a test set of type {type(test).__name__}, not a Dataset")
     pooled = _is_dataset(train)
@@ -96,7 +109,7 @@ def load_python(cfg, num_silos: int, seed: int, wanted: set[int]) -> FederatedDa
                             f"Dataset) first, got {type(train).__name__}")
         if len(train) != num_silos:
             raise DataError(f"{KEY}: {path} returned {len(train)} training sets for {num_silos} silos")
-        if cfg.partition != "domain" or cfg.domains or cfg.unseen_fraction > 0 or cfg.quantity_skew > 0:
+        if cfg.partition not in ("domain", "natural") or cfg.domains or cfg.unseen_fraction > 0 or cfg.quantity_skew > 0:
             raise DataError(f"{KEY}: {path} partitions the data itself (it returned one set per silo), so "
                             "data.partition, domains, unseen_fraction and quantity_skew do not apply; return one "
                             "pooled Dataset to use them")
@@ -110,7 +123,13 @@ def load_python(cfg, num_silos: int, seed: int, wanted: set[int]) -> FederatedDa
     num_classes = len(names)
     g = make_generator(seed, 9)
     if pooled:
-        parts = P.split_pool(cfg, num_silos, num_classes, pool.labels, None, None, g, f"{KEY}: {path}")
+        if centers is not None:  # partition natural: silo i is the i-th centre
+            parts = natural_parts(centers, num_silos, f"{KEY}: {path}")
+            if cfg.unseen_fraction > 0:
+                seen = P.seen_classes(num_silos, num_classes, float(cfg.unseen_fraction), g)
+                parts = P.restrict_unseen(pool.labels, parts, seen)
+        else:
+            parts = P.split_pool(cfg, num_silos, num_classes, pool.labels, None, None, g, f"{KEY}: {path}")
         silos: list[Any] = [pool.subset(p) for p in parts]
     else:
         silos = [materialize(d, "", f"{KEY}: {path} training set {i}") if i in wanted else None
@@ -137,6 +156,22 @@ def load_python(cfg, num_silos: int, seed: int, wanted: set[int]) -> FederatedDa
         raise DataError(f"{KEY}: {path} returned images of different shapes {sorted(shapes)}; every set must "
                         "have the same C×H×W")
     return FederatedData(out_train, test_set, num_classes, names)
+
+
+def _centers(centers: Any, train: Any, path: str) -> np.ndarray:
+    """The factory's per-sample centres: one int per sample of the pooled training set."""
+    where = f"{KEY}: {path}"
+    if not _is_dataset(train):
+        raise DataError(f"{where} returned centers with a list of per-silo sets; centers go with one pooled training "
+                        "set (a list of sets already makes each set a silo)")
+    try:
+        c = np.asarray(centers).reshape(-1)
+    except (TypeError, ValueError):
+        c = np.asarray([])
+    if c.shape[0] != len(train) or not np.issubdtype(c.dtype, np.integer):
+        raise DataError(f"{where}: centers must hold one int per training sample ({len(train)}), got "
+                        f"{type(centers).__name__} of {c.shape[0]} {c.dtype}")
+    return c
 
 
 def _class_names(cfg, test: Any, labels: list[torch.Tensor], path: str) -> tuple[str, ...]:

@@ -62,17 +62,20 @@ class RankData:
 
 def load_rank_data(plan, rank: int) -> RankData:
     """The data of the silos ``rank`` hosts (each built bit-identically to building them all),
-    with ``data.validation_fraction`` carved off each; pooled into one silo when the scenario
-    pools (CLL)."""
+    with the data's own validation split, or ``data.validation_fraction`` carved off each; pooled
+    into one silo when the scenario pools (CLL)."""
     cfg = plan.cfg
     n = plan.underlay.num_silos
     local = None if plan.scenario.pooled else plan.placement.silos_on(rank)
     # compact storage, silo by silo as generated: 8-bit images as uint8, masks only when the task
     # reads them (batches decode bit-identically; a classification silo no longer carries masks)
     data = load_federated(cfg.data, n, cfg.seed, silos=local, masks=cfg.task == "segmentation", compact=True)
-    train, val = carve_validation(data.train, cfg.data.validation_fraction, cfg.seed)
-    if not cfg.data.validation_fraction:
-        val = None
+    if data.val is not None:  # the data's own validation split (MedMNIST's)
+        train, val = data.train, data.val
+    else:
+        train, val = carve_validation(data.train, cfg.data.validation_fraction, cfg.seed)
+        if not cfg.data.validation_fraction:
+            val = None
     if plan.scenario.pooled:
         train = [SiloDataset.concat(list(train), name="pooled")]
         val = [SiloDataset.concat(list(val), name="validation")] if val is not None else None

@@ -1,6 +1,6 @@
 """Foundation backbones: every model has ``forward(x) -> logits``, ``features(x) -> dense map``
 (the last conv map before pooling), ``stages(x) -> [skip maps, coarse to fine reversed]`` for the
-U-Net, ``stage_channels`` and ``head_prefixes`` (parameter names that belong to the classifier
+U-Net (each map half the size of the one before: /2, /4, /8, …), ``stage_channels`` and ``head_prefixes`` (parameter names that belong to the classifier
 head and are never copied into a segmenter).
 """
 
@@ -114,12 +114,13 @@ class TorchvisionNet(nn.Module):
             s3 = n.layer3(s2)                               # /16
             s4 = n.layer4(s3)                               # /32
             return [s0, s1, s2, s3, s4]
-        if self.family == "shufflenet":
+        if self.family == "shufflenet":  # every stage half the one before: the U-Net upsamples by 2
             s0 = n.conv1(x)                                 # /2
-            s1 = n.stage2(n.maxpool(s0))                    # /8
-            s2 = n.stage3(s1)                               # /16
-            s3 = n.conv5(n.stage4(s2))                      # /32
-            return [s0, s1, s2, s3]
+            s1 = n.maxpool(s0)                              # /4
+            s2 = n.stage2(s1)                               # /8
+            s3 = n.stage3(s2)                               # /16
+            s4 = n.conv5(n.stage4(s3))                      # /32
+            return [s0, s1, s2, s3, s4]
         outs, h = [], x
         for i, layer in enumerate(n.features):             # mobilenet: keep the map before each downsampling
             nxt = layer(h)

@@ -19,10 +19,12 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from fedsim.config.models import is_monai_name
 from fedsim.errors import ConfigError
 from fedsim.plugins import call
 
 from .features import FeatureTap, features_of, has_feature_map
+from .monai_nets import FEATURE_FAMILIES
 
 KEY = "model.name"
 
@@ -32,14 +34,20 @@ def build_plugin_model(cfg, num_classes: int, in_channels: int) -> nn.Module:
     model = call(cfg.name, KEY, ConfigError, num_classes=num_classes, in_channels=in_channels, **cfg.args)
     if not isinstance(model, nn.Module):
         raise ConfigError(f"{KEY}: {cfg.name} returned a {type(model).__name__}, not a torch.nn.Module")
-    if cfg.features_layer:
+    return attach_feature_tap(model, cfg.features_layer, cfg.name)
+
+
+def attach_feature_tap(model: nn.Module, layer_name: str | None, name: str) -> nn.Module:
+    """Hook the submodule ``layer_name`` (``model.features_layer``) of ``model`` so that its output
+    is the model's dense feature map; ``model`` unchanged when no layer is named."""
+    if layer_name:
         modules = dict(model.named_modules())
-        layer = modules.get(cfg.features_layer)
-        if layer is None or cfg.features_layer == "":
+        layer = modules.get(layer_name)
+        if layer is None or layer_name == "":
             names = ", ".join(n for n in modules if n)[:300]
-            raise ConfigError(f"model.features_layer {cfg.features_layer!r} is not a submodule of {cfg.name} "
+            raise ConfigError(f"model.features_layer {layer_name!r} is not a submodule of {name} "
                               f"(its submodules: {names})")
-        tap = FeatureTap(cfg.features_layer)
+        tap = FeatureTap(layer_name)
         layer.register_forward_hook(tap)
         model.fedsim_feature_tap = tap  # a plain attribute: not a parameter, not in the state dict
     return model
@@ -51,6 +59,11 @@ def check_model(model: nn.Module, x: Tensor, num_classes: int, needs_features: s
     classifier of ``num_classes`` must give and — when the algorithm ``needs_features`` — there is
     a feature map, at least ``grid``×``grid`` when the EMD pools it to that grid. Every misfit is
     one ConfigError line."""
+    if needs_features and not has_feature_map(model) and is_monai_name(name):
+        raise ConfigError(
+            f"algorithm {needs_features} needs a dense feature map (B, C, h, w) and fedsim knows none of model "
+            f"{name} (it knows those of {FEATURE_FAMILIES}): set model.features_layer to the submodule whose "
+            "output is that map")
     if needs_features and not has_feature_map(model):
         raise ConfigError(
             f"algorithm {needs_features} needs a dense feature map (B, C, h, w) from model {name}: give the module "

@@ -84,3 +84,78 @@ def test_segmentation_scores_keys():
     assert set(s) == {"dice", "miou", "jaccard", "dice_per_class", "iou_per_class", "pixel_accuracy"}
     assert s["pixel_accuracy"] == pytest.approx(6 / 9)
     assert s["jaccard"] == pytest.approx(0.5)
+
+
+# ---- the hand-written formulas fedsim used before MONAI computed these scores -------------------
+# Kept verbatim (in substance) as the independent reference: past runs' numbers were computed with
+# them, so the scores fedsim reports now must equal them on any input.
+
+def _ref_cm(p, t, c):
+    ok = (t >= 0) & (t < c)
+    return torch.bincount(t[ok].reshape(-1) * c + p[ok].reshape(-1), minlength=c * c).view(c, c).double()
+
+
+def _ref_per_class(p, t, c):
+    cm = _ref_cm(p.long(), t.long(), c)
+    tp = cm.diag()
+    fp, fn = cm.sum(0) - tp, cm.sum(1) - tp
+    nan = torch.full_like(tp, math.nan)
+    dice = torch.where(2 * tp + fp + fn > 0, 2 * tp / (2 * tp + fp + fn).clamp_min(1e-12), nan)
+    iou = torch.where(tp + fp + fn > 0, tp / (tp + fp + fn).clamp_min(1e-12), nan)
+    return dice, iou
+
+
+def _ref_mean(v, include_background):
+    v = v if include_background else v[1:]
+    v = v[~torch.isnan(v)]
+    return float(v.mean()) if v.numel() else math.nan
+
+
+def _ref_jaccard(p, t, c, include_background):
+    if p.dim() == 2:
+        p, t = p[None], t[None]
+    scores = [_ref_mean(_ref_per_class(p[i], t[i], c)[1], include_background) for i in range(p.shape[0])]
+    scores = [s for s in scores if not math.isnan(s)]
+    return sum(scores) / len(scores) if scores else math.nan
+
+
+def _same(a, b, tol=1e-6):
+    if isinstance(a, list):
+        return len(a) == len(b) and all(_same(x, y, tol) for x, y in zip(a, b))
+    a, b = float(a), float(b)
+    return (math.isnan(a) and math.isnan(b)) or abs(a - b) <= tol
+
+
+def _cases():
+    g = torch.Generator().manual_seed(7)
+    cases = [(Pr, T, 3), (T, T, 3), (torch.zeros(3, 3, dtype=torch.long), T, 3)]
+    for b, h, w, c in ((4, 16, 16, 3), (3, 9, 7, 3), (2, 12, 12, 5)):
+        target = torch.randint(0, c, (b, h, w), generator=g)
+        target[0] = 0  # an image with no foreground in the target
+        logits = torch.randn(b, c, h, w, generator=g)
+        logits[0, 0] += 10  # ... nor in the prediction: skipped by the per-image Jaccard
+        logits[1, c - 1] -= 10  # a class the prediction never gives in image 1
+        cases.append((logits, target, c))
+        cases.append((logits.argmax(1), target, c))
+    target = torch.zeros(2, 6, 6, dtype=torch.long)
+    cases.append((torch.zeros_like(target), target, 3))  # background only everywhere: no foreground score
+    return cases
+
+
+@pytest.mark.parametrize("case", range(len(_cases())))
+@pytest.mark.parametrize("include_background", [False, True])
+def test_scores_equal_the_handwritten_formulas(case, include_background):
+    pred, target, c = _cases()[case]
+    labels = pred.argmax(1) if pred.is_floating_point() else pred
+    dice, iou = _ref_per_class(labels, target, c)
+    assert _same(dice_per_class(pred, target, c).tolist(), dice.tolist())
+    assert _same(iou_per_class(pred, target, c).tolist(), iou.tolist())
+    assert _same(mean_dice(pred, target, c, include_background), _ref_mean(dice, include_background))
+    assert _same(miou(pred, target, c, include_background), _ref_mean(iou, include_background))
+    assert _same(jaccard(pred, target, c, include_background), _ref_jaccard(labels, target, c, include_background))
+    s = segmentation_scores(pred, target, c, include_background)
+    assert _same(s["dice"], _ref_mean(dice, include_background))
+    assert _same(s["miou"], _ref_mean(iou, include_background))
+    assert _same(s["jaccard"], _ref_jaccard(labels, target, c, include_background))
+    assert _same(s["dice_per_class"], dice.tolist()) and _same(s["iou_per_class"], iou.tolist())
+    assert _same(s["pixel_accuracy"], float((labels == target).float().mean()))

@@ -202,7 +202,7 @@ CROSS_KEY = {  # case: (overrides, what the line must say)
 @pytest.mark.parametrize("key,value,needle", [
     ("algorithm", "sgd", "unknown algorithm 'sgd'; choose one of fedefm"),
     ("compare_with", "[fedsgd]", "compare_with: unknown algorithm 'fedsgd'"),
-    ("data.kind", "zip", "data.kind must be one of synthetic, folder, torchvision, python, got 'zip'"),
+    ("data.kind", "zip", "data.kind must be one of synthetic, folder, torchvision, python, medmnist, got 'zip'"),
     ("model.name", "vgg", "unknown model 'vgg'; choose one of cnn"),
     ("model.per_silo", "[cnn, vgg]", "unknown model 'vgg'"),
     ("downstream.domain", "mars", "downstream.domain must be one of human"),

@@ -120,3 +120,15 @@ def test_unet_sees_the_pixels_only_through_the_encoder_without_raw_branch(raw_br
     # the foundation still loads into the encoder either way
     assert build_segmenter(ModelConfig(width=8), raw_branch=raw_branch).load_foundation(
         build_model(ModelConfig(width=8), 6).state_dict()) > 0
+
+
+@pytest.mark.parametrize("name", ["cnn", "r50-vit", "resnet10", "mobilenetv2", "shufflenet"])
+def test_unet_stages_halve_and_any_image_size_segments(name):
+    """MONAI's decoder upsamples by 2 per level: each encoder stage is half the one before, and an
+    image whose side is no multiple of the total stride is padded and the logits cropped back."""
+    seg = build_segmenter(ModelConfig(name=name, width=8 if name == "cnn" else 16), 3).eval()
+    with torch.no_grad():
+        sides = [s.shape[-1] for s in seg.encoder.stages(torch.rand(1, 1, 64, 64))]
+        assert sides == [64 // 2 ** (k + 1) for k in range(len(sides))]
+        for side in (28, 50):
+            assert seg(torch.rand(2, 1, side, side + 6)).shape == (2, 3, side, side + 6)
