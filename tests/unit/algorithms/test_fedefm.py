@@ -18,87 +18,8 @@ from fedsim.models import ModelConfig, build_model
 from tests.harness import (
     EFM,
     TINY,
-    Released,
-    average_states,
-    fedefm_distill_reference,
-    sequential_setup,
-    train_ce,
+    reference_fedefm,
 )
-
-
-def reference_fedefm(overrides: list[str], scenario: str = "dfl", trace: dict | None = None,
-                     travels: bool = False) -> list[torch.nn.Module]:
-    """Eq. 1–3 and 11 in one process, written out directly, with the aggregation of
-    ``fedefm.aggregate`` / ``fedefm.mix`` (CFL: a complete graph through the server). ``trace``
-    receives, for each round k and silo i that distils, (its teachers, ``_distill``'s steps).
-    ``travels``: every silo is the released code's model object (AdamW + LambdaLR sqrt,
-    :class:`tests.harness.Released`) and a visitor is a deep copy of it, optimiser and all."""
-    cfg, topo, models, opts, streams = sequential_setup(overrides)
-    if travels:
-        assert (cfg.train.optimizer, cfg.train.lr_schedule, cfg.train.weight_decay) == ("adamw", "sqrt", 0.01)
-        opts = [Released(m, lr=cfg.train.lr) for m in models]  # opts[i].net is models[i]
-    n = topo.num_silos
-    s = cfg.fedefm.self_weight
-    every_round = cfg.fedefm.aggregate == "round"
-    if scenario == "cfl":
-        in_nb = {i: [j for j in range(n) if j != i] for i in range(n)}
-    else:
-        in_nb = {i: sorted(topo.in_neighbours(i)) for i in range(n)}
-    out_nb = {j: [i for i in range(n) if j in in_nb[i]] for j in range(n)}
-
-    def restart_from_mean():
-        theta = average_states(models, [1.0 / n] * n)
-        for m in models:
-            m.load_state_dict(theta)
-
-    for k in range(cfg.rounds):
-        if k == 0:
-            for i in range(n):
-                train_ce(models[i], opts[i], streams[i], cfg.train.local_steps)
-            if scenario == "cfl" and every_round:
-                restart_from_mean()
-            continue
-        # eq. 1: θ_i visits each in-neighbour j and trains there; host j serves visitors in id order
-        experts = {}
-        for j in range(n):
-            for i in out_nb[j]:  # i with j ∈ N_in(i)
-                if travels:  # θ_i with its optimiser and schedule; the expert is the copy's weights
-                    twin = copy.deepcopy(opts[i])
-                    visitor, optimizer = twin.net, twin
-                else:
-                    visitor = copy.deepcopy(models[i])
-                    optimizer = make_optimizer(visitor, cfg)
-                train_ce(visitor, optimizer, streams[j], cfg.fedefm.overseas_steps)
-                experts[(j, i)] = visitor
-        # eq. 2, 3, 11 at each home silo
-        for i in range(n):
-            steps = fedefm_distill_reference(models[i], opts[i], streams[i], [experts[(j, i)] for j in in_nb[i]], cfg)
-            if trace is not None:
-                trace[(k, i)] = (in_nb[i], steps)
-        if not every_round:
-            continue
-        if scenario == "cfl":
-            restart_from_mean()
-            continue
-        if cfg.fedefm.mix == "hosted":  # the visitors silo i hosted: its out-neighbours' models
-            others = {i: [experts[(i, v)] for v in out_nb[i]] for i in range(n)}
-        elif cfg.fedefm.mix == "experts":  # silo i's own experts, back from its in-neighbours
-            others = {i: [experts[(j, i)] for j in in_nb[i]] for i in range(n)}
-        else:
-            others = None
-        if others is not None:
-            new = [average_states([models[i], *others[i]], [s] + [(1 - s) / len(others[i])] * len(others[i]))
-                   for i in range(n)]
-        else:  # Metropolis–Hastings with the in-neighbours' distilled models
-            deg = {i: len(in_nb[i]) for i in range(n)}
-            new = []
-            for i in range(n):
-                w = {j: 1.0 / (1 + max(deg[i], deg[j])) for j in in_nb[i]}
-                new.append(average_states([models[i], *[models[j] for j in in_nb[i]]],
-                                    [1 - sum(w.values()), *w.values()]))
-        for m, state in zip(models, new):
-            m.load_state_dict(state)
-    return models
 
 
 def test_the_mixing_rule_changes_the_result(tmp_path):
