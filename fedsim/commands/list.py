@@ -79,6 +79,13 @@ def _data_kinds() -> Entries:
     return [(kind, "") for kind in KINDS]
 
 
+def _medmnist() -> Entries:
+    from fedsim.config.medmnist import FLAGS
+
+    return [(flag, f"{info.task}, {len(info.labels)} classes, {'RGB' if info.channels == 3 else 'grayscale'}")
+            for flag, info in FLAGS.items()]
+
+
 def _domains() -> Entries:
     from fedsim.data import DOMAINS
 
@@ -98,11 +105,12 @@ CATALOGUES: tuple[Catalogue, ...] = (
               "\"Robust aggregation\")", lambda: _key_choices("fedsim.config", "ExperimentConfig", "aggregation")),
     Catalogue("scenarios", "Scenarios", "`scenario` (null: the algorithm's default)",
               lambda: _key_choices("fedsim.config", "ExperimentConfig", "scenario")),
-    Catalogue("models", "Built-in models", "`model.name`, `model.per_silo`, `fminit.teacher.name` (or a plug-in "
-              "`package.module:factory`)", _models),
+    Catalogue("models", "Built-in models", "`model.name`, `model.per_silo`, `fminit.teacher.name` (or a MONAI "
+              "network `monai.NAME`, e.g. `monai.DenseNet121`, or a plug-in `package.module:factory`)", _models),
     Catalogue("topologies", "Shipped topologies", "`topology`, `fedsim topology show|validate NAME`", _topologies),
     Catalogue("generators", "Topology generators", "`topology: KIND:N`, `fedsim topology make KIND N`", _generators),
     Catalogue("data", "Data kinds", "`data.kind`", _data_kinds),
+    Catalogue("medmnist", "MedMNIST datasets", "`data.flag` with `data.kind: medmnist`", _medmnist),
     Catalogue("partitions", "Partitioners", "`data.partition`", lambda: _key_choices("fedsim.data", "DataConfig",
                                                                                       "partition")),
     Catalogue("domains", "Image domains", "`data.domains`, `downstream.domain`", _domains),

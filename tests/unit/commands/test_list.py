@@ -26,6 +26,7 @@ def test_each_catalogue_is_its_source(capsys):
     from fedsim.algorithms import REGISTRY
     from fedsim.compression import CODEC_KINDS
     from fedsim.config import AGGREGATIONS, SCENARIOS
+    from fedsim.config.medmnist import FLAGS
     from fedsim.data import DOMAINS, KINDS, PARTITIONS
     from fedsim.emd import WEIGHTINGS
     from fedsim.models import MODEL_NAMES
@@ -43,6 +44,7 @@ def test_each_catalogue_is_its_source(capsys):
         "topologies": sorted(p.stem for p in (REPO / "fedsim" / "topologies").glob("*.yaml")),
         "generators": [f"{kind}:N" for kind in MAKE_KINDS],
         "data": list(KINDS),
+        "medmnist": list(FLAGS),
         "partitions": list(PARTITIONS),
         "domains": list(DOMAINS),
         "emd": list(WEIGHTINGS),
