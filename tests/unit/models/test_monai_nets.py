@@ -43,7 +43,7 @@ def test_resnet_exposes_layer4():
 
 
 def test_vit_is_sized_for_the_images_and_its_map_is_the_patch_grid():
-    pytest.importorskip("einops")  # MONAI's attention layers need it
+    import einops  # noqa: F401  (in requirements.txt: MONAI's attention layers need it)
     model = build_model(ModelConfig(name="monai.ViT", args=SMALL_VIT), 3, 1, image_size=48).eval()
     x = torch.rand(2, 1, 48, 48)
     logits, feats = logits_and_features(model, x)
