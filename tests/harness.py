@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image
 
 from fedsim.algorithms.public import PUBLIC_STREAM
 from fedsim.config import load_config
@@ -415,3 +416,20 @@ def scaffold_reference(overrides: list[str], absent: dict[int, set[int]] | None 
              for t, cc in enumerate(c)]
         load_all([models[i] for i in S], x)
     return models, c_i
+
+
+def write_rgb_classes(root, silos: int = 2, classes: int = 10, per_class: int = 2, size: int = 16):
+    """A classification dataset as a hospital might have it: RGB JPEG-free PNGs, no masks,
+    integer labels 0..9 in labels.csv, a test folder; colour depends on the class."""
+    rng = np.random.default_rng(0)
+    for name in [f"site{s}" for s in range(silos)] + ["test"]:
+        (root / name / "images").mkdir(parents=True)
+        rows = ["file,label"]
+        for k in range(classes * per_class):
+            c = k % classes
+            base = np.array([25 * c, 255 - 25 * c, 120], dtype=np.float64)
+            img = np.clip(base + rng.normal(0, 20, size=(size, size, 3)), 0, 255).astype(np.uint8)
+            Image.fromarray(img, "RGB").save(root / name / "images" / f"{k:03d}.png")
+            rows.append(f"{k:03d}.png,{c}")
+        (root / name / "labels.csv").write_text("\n".join(rows) + "\n")
+    return root

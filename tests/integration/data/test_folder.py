@@ -2,7 +2,6 @@
 
 The checks that need no process: tests/unit/data/test_folder.py."""
 
-
 import numpy as np
 import pytest
 import torch
@@ -10,6 +9,7 @@ from PIL import Image
 
 from fedsim.data import generate
 from fedsim.data.folder import save_folder
+from tests.harness import write_rgb_classes
 
 
 @pytest.fixture()
@@ -18,25 +18,6 @@ def root(tmp_path):
     test = generate(4, image_size=32, seed=3)
     save_folder(tmp_path / "data", silos, test)
     return tmp_path / "data", silos, test
-
-
-def write_rgb_classes(root, silos: int = 2, classes: int = 10, per_class: int = 2, size: int = 16):
-    """A classification dataset as a hospital might have it: RGB JPEG-free PNGs, no masks,
-    integer labels 0..9 in labels.csv, a test folder; colour depends on the class."""
-    import numpy as np
-
-    rng = np.random.default_rng(0)
-    for name in [f"site{s}" for s in range(silos)] + ["test"]:
-        (root / name / "images").mkdir(parents=True)
-        rows = ["file,label"]
-        for k in range(classes * per_class):
-            c = k % classes
-            base = np.array([25 * c, 255 - 25 * c, 120], dtype=np.float64)
-            img = np.clip(base + rng.normal(0, 20, size=(size, size, 3)), 0, 255).astype(np.uint8)
-            Image.fromarray(img, "RGB").save(root / name / "images" / f"{k:03d}.png")
-            rows.append(f"{k:03d}.png,{c}")
-        (root / name / "labels.csv").write_text("\n".join(rows) + "\n")
-    return root
 
 
 def test_rgb_ten_classes_train_fedavg_and_score_over_ten_classes(tmp_path):

@@ -10,6 +10,7 @@ from PIL import Image
 from fedsim.data import CLASS_NAMES, DataConfig, generate, load_federated
 from fedsim.data.folder import load_folder, save_folder
 from fedsim.errors import DataError
+from tests.harness import write_rgb_classes
 
 
 @pytest.fixture()
@@ -106,25 +107,6 @@ def test_named_labels_accepted(root):
     csv.write_text("\n".join(lines) + "\n")
     loaded, _, _ = load_folder(path, 32)
     assert int(loaded[0].labels[0]) == 3 and int(loaded[0].tube[0]) == 2 and int(loaded[0].domain[0]) == 3
-
-
-def write_rgb_classes(root, silos: int = 2, classes: int = 10, per_class: int = 2, size: int = 16):
-    """A classification dataset as a hospital might have it: RGB JPEG-free PNGs, no masks,
-    integer labels 0..9 in labels.csv, a test folder; colour depends on the class."""
-    import numpy as np
-
-    rng = np.random.default_rng(0)
-    for name in [f"site{s}" for s in range(silos)] + ["test"]:
-        (root / name / "images").mkdir(parents=True)
-        rows = ["file,label"]
-        for k in range(classes * per_class):
-            c = k % classes
-            base = np.array([25 * c, 255 - 25 * c, 120], dtype=np.float64)
-            img = np.clip(base + rng.normal(0, 20, size=(size, size, 3)), 0, 255).astype(np.uint8)
-            Image.fromarray(img, "RGB").save(root / name / "images" / f"{k:03d}.png")
-            rows.append(f"{k:03d}.png,{c}")
-        (root / name / "labels.csv").write_text("\n".join(rows) + "\n")
-    return root
 
 
 def test_rgb_ten_classes_without_masks(tmp_path):
