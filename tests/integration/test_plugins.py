@@ -157,13 +157,15 @@ def test_a_bad_plugin_is_one_line_and_exit_2(tmp_path, capsys, case, message):
 
 def test_plugin_run_through_the_cli_from_the_working_directory(tmp_path, monkeypatch):
     """The documented use: a module in the working directory, `fedsim run CONFIG`."""
-    (tmp_path / "my_models.py").write_text(
+    # a module of its own name: a run in this process (rank 0 is this process) may already have
+    # imported launch/plugin_example/my_models.py under the name my_models
+    (tmp_path / "cwd_models.py").write_text(
         "from tests.plugin_fixtures import TinyNet\n"
         "def make_net(num_classes, in_channels, width=3):\n    return TinyNet(num_classes, in_channels, width)\n")
     (tmp_path / "exp.yaml").write_text(
         "algorithm: fedavg\nrounds: 1\ntopology: ring-4\ntrain: {local_steps: 1, batch_size: 8}\n"
         "data: {kind: python, factory: 'tests.plugin_fixtures:load', args: {n: 16, classes: 4}}\n"
-        "model: {name: 'my_models:make_net', args: {width: 3}}\n")
+        "model: {name: 'cwd_models:make_net', args: {width: 3}}\n")
     monkeypatch.chdir(tmp_path)
     assert main(["run", str(tmp_path / "exp.yaml"), "--nproc", "2", "--quiet"]) == 0
     summary = json.loads((tmp_path / "runs" / "default" / "summary.json").read_text())
