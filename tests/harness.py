@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from fedsim.algorithms.public import PUBLIC_STREAM
+from fedsim.cli import main
 from fedsim.config import load_config
 from fedsim.config.downstream import DownstreamConfig
 from fedsim.data import derive_seed, load_federated, load_public
@@ -433,3 +434,24 @@ def write_rgb_classes(root, silos: int = 2, classes: int = 10, per_class: int = 
             rows.append(f"{k:03d}.png,{c}")
         (root / name / "labels.csv").write_text("\n".join(rows) + "\n")
     return root
+
+
+#: a plug-in run: data and model from tests/plugin_fixtures.py
+PLUGIN = [
+    "rounds=2", "train.local_steps=3", "train.batch_size=8", "train.eval_every=0", "train.lr=0.03", "topology=ring-4",
+    "data.kind=python", "data.factory=tests.plugin_fixtures:load", "data.args={n: 24, size: 12}",
+    "model.name=tests.plugin_fixtures:make_net", "model.args={width: 5}",
+]
+PLUGIN_TINY = ["rounds=1", "train.local_steps=1", "train.batch_size=8", "downstream.enabled=false", "compare_with=[]",
+               "algorithm=fedavg"]
+
+
+def assert_bad_plugin_is_one_line(tmp_path, capsys, case: str, message: str) -> None:
+    """`fedsim run` of the plug-in run with ``case`` set exits 2 with one line containing ``message``."""
+    args = [f"--set={s}" for s in PLUGIN + PLUGIN_TINY + [f"output_dir={tmp_path}", "model.args={}", "data.args={}",
+                                                          "data.domains=null", "data.unseen_fraction=0", case]]
+    code = main(["run", "--nproc", "2", "--quiet", *args])
+    err = capsys.readouterr().err.strip()
+    assert code == 2, err
+    assert len(err.splitlines()) == 1 and err.startswith("fedsim: error: ") and message in err, err
+

@@ -24,13 +24,7 @@ from fedsim.plan import build_plan, scenario_for
 from fedsim.topology import resolve_topology
 from fedsim.trainer import run_rank
 from tests import plugin_fixtures as fx
-from tests.harness import REPO
-
-PLUGIN = [
-    "rounds=2", "train.local_steps=3", "train.batch_size=8", "train.eval_every=0", "train.lr=0.03", "topology=ring-4",
-    "data.kind=python", "data.factory=tests.plugin_fixtures:load", "data.args={n: 24, size: 12}",
-    "model.name=tests.plugin_fixtures:make_net", "model.args={width: 5}",
-]
+from tests.harness import PLUGIN, REPO, assert_bad_plugin_is_one_line
 
 
 def run(tmp_path, overrides: list[str], nproc: int = 2):
@@ -134,8 +128,6 @@ def test_features_layer_hook_equals_a_features_method(tmp_path):
         build_model(ModelConfig(name="tests.plugin_fixtures:make_net", features_layer="nobody"), 3, 3)
 
 
-TINY = ["rounds=1", "train.local_steps=1", "train.batch_size=8", "downstream.enabled=false", "compare_with=[]",
-        "algorithm=fedavg"]
 
 
 @pytest.mark.parametrize("case, message", [
@@ -148,11 +140,7 @@ TINY = ["rounds=1", "train.local_steps=1", "train.batch_size=8", "downstream.ena
 ])
 def test_a_bad_plugin_is_one_line_and_exit_2(tmp_path, capsys, case, message):
     """What a plug-in returns is checked on the ranks (they build the data and the model): still one line, exit 2."""
-    args = [f"--set={s}" for s in PLUGIN + TINY + [f"output_dir={tmp_path}", "model.args={}", "data.args={}", "data.domains=null", "data.unseen_fraction=0", case]]
-    code = main(["run", "--nproc", "2", "--quiet", *args])
-    err = capsys.readouterr().err.strip()
-    assert code == 2, err
-    assert len(err.splitlines()) == 1 and err.startswith("fedsim: error: ") and message in err, err
+    assert_bad_plugin_is_one_line(tmp_path, capsys, case, message)
 
 
 def test_plugin_run_through_the_cli_from_the_working_directory(tmp_path, monkeypatch):

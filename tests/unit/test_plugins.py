@@ -6,16 +6,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from fedsim.cli import main
 from fedsim.config import load_config
 from fedsim.errors import ConfigError
 from tests import plugin_fixtures as fx
-
-PLUGIN = [
-    "rounds=2", "train.local_steps=3", "train.batch_size=8", "train.eval_every=0", "train.lr=0.03", "topology=ring-4",
-    "data.kind=python", "data.factory=tests.plugin_fixtures:load", "data.args={n: 24, size: 12}",
-    "model.name=tests.plugin_fixtures:make_net", "model.args={width: 5}",
-]
+from tests.harness import PLUGIN, assert_bad_plugin_is_one_line
 
 
 def test_pooled_plugin_data_is_partitioned(tmp_path):
@@ -32,8 +26,6 @@ def test_pooled_plugin_data_is_partitioned(tmp_path):
     assert max(sizes) > min(sizes)  # label skew, not an even split
 
 
-TINY = ["rounds=1", "train.local_steps=1", "train.batch_size=8", "downstream.enabled=false", "compare_with=[]",
-        "algorithm=fedavg"]
 
 
 @pytest.mark.parametrize("case, message", [
@@ -43,11 +35,7 @@ TINY = ["rounds=1", "train.local_steps=1", "train.batch_size=8", "downstream.ena
 ])
 def test_a_bad_plugin_is_one_line_and_exit_2(tmp_path, capsys, case, message):
     """A plug-in that does not import is refused before any rank starts."""
-    args = [f"--set={s}" for s in PLUGIN + TINY + [f"output_dir={tmp_path}", "model.args={}", "data.args={}", "data.domains=null", "data.unseen_fraction=0", case]]
-    code = main(["run", "--nproc", "2", "--quiet", *args])
-    err = capsys.readouterr().err.strip()
-    assert code == 2, err
-    assert len(err.splitlines()) == 1 and err.startswith("fedsim: error: ") and message in err, err
+    assert_bad_plugin_is_one_line(tmp_path, capsys, case, message)
 
 
 @pytest.mark.parametrize("extra, message", [
