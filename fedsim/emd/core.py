@@ -16,7 +16,7 @@ import torch
 
 from fedsim.config.emd import BACKENDS, WEIGHTINGS, EMDConfig
 from fedsim.emd.cvxpy_layer import cvxpylayers_flow, load_cvxpylayers
-from fedsim.emd.exact import exact_ot, network_simplex, solve_batch
+from fedsim.emd.exact import exact_ot, network_simplex, solve_batch_like
 from fedsim.emd.sinkhorn import sinkhorn_plan
 from fedsim.errors import EMDError
 
@@ -211,19 +211,11 @@ class _ExactSimilarity(torch.autograd.Function):
     def forward(ctx, u, v, eps, copies):  # noqa: D102
         uu = u.repeat(copies, 1, 1) if copies > 1 else u
         C, a, b, saved = _problem_forward(uu, v, eps)
-        cost, flow, f, g = solve_batch(
-            C.detach().to("cpu", torch.float64).numpy(),
-            a.detach().to("cpu", torch.float64).numpy(),
-            b.detach().to("cpu", torch.float64).numpy(),
-        )
-
-        def back(x):
-            return torch.from_numpy(x).to(device=C.device, dtype=C.dtype)
-
+        cost, flow, f, g = solve_batch_like(C, a, b)
         if ctx.needs_input_grad[0] or ctx.needs_input_grad[1]:
-            ctx.save_for_backward(*saved, back(flow), back(f), back(g))
+            ctx.save_for_backward(*saved, flow, f, g)
         ctx.copies = copies
-        return 1.0 - back(cost)
+        return 1.0 - cost
 
     @staticmethod
     @torch.autograd.function.once_differentiable

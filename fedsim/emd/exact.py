@@ -17,7 +17,7 @@ import torch
 
 from fedsim.errors import EMDError
 
-__all__ = ["exact_ot", "solve_batch"]
+__all__ = ["exact_ot", "solve_batch", "solve_batch_like"]
 
 _MAX_ITER = 1_000_000
 
@@ -83,22 +83,21 @@ def solve_batch(C: np.ndarray, a: np.ndarray, b: np.ndarray):
     return cost, flow, f, g
 
 
+def solve_batch_like(C: torch.Tensor, a: torch.Tensor, b: torch.Tensor):
+    """:func:`solve_batch` of tensors (detached, solved in float64 on the CPU): (cost, flow, f, g)
+    as tensors on C's device in C's dtype."""
+    out = solve_batch(*(x.detach().to("cpu", torch.float64).numpy() for x in (C, a, b)))
+    return tuple(torch.from_numpy(x).to(device=C.device, dtype=C.dtype) for x in out)
+
+
 class _ExactOT(torch.autograd.Function):
     """OT(C, a, b) per batch item, with the LP-sensitivity backward."""
 
     @staticmethod
     def forward(ctx, C, a, b):  # noqa: D102
-        cost, flow, f, g = solve_batch(
-            C.detach().to("cpu", torch.float64).numpy(),
-            a.detach().to("cpu", torch.float64).numpy(),
-            b.detach().to("cpu", torch.float64).numpy(),
-        )
-
-        def back(x):
-            return torch.from_numpy(x).to(device=C.device, dtype=C.dtype)
-
-        ctx.save_for_backward(back(flow), back(f), back(g))
-        return back(cost)
+        cost, flow, f, g = solve_batch_like(C, a, b)
+        ctx.save_for_backward(flow, f, g)
+        return cost
 
     @staticmethod
     @torch.autograd.function.once_differentiable

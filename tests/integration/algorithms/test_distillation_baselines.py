@@ -16,7 +16,7 @@ from fedsim.federation import train_steps
 from fedsim.launch import spawn
 from fedsim.plan import build_plan, scenario_for
 from fedsim.trainer import run_rank
-from tests.harness import TINY, assert_same_models, assign, flat, public_batches, sequential_setup
+from tests.harness import TINY, assert_same_models, assign, flat, kl_t2, public_batches, sequential_setup
 from tests.integration.harness import run_distributed
 
 PUBLIC_STREAM = 0xFEDDF  # the documented seed stream of the public-batch order
@@ -34,16 +34,6 @@ def mean_logits(models, xs, weights) -> list[torch.Tensor]:
             m.train()
         out.append((sum(w * z for w, z in zip(weights, zs)) / sum(weights)).float())
     return out
-
-
-def kl_t2(student_logits, teacher_logits, T):
-    """T² · KL(p_T ‖ p_S), written out: Σ_c p_T (log p_T − log p_S), averaged over the batch.
-    In log space (p_T = exp(log p_T)): near convergence the gradient is a difference of nearly
-    equal probabilities, and Adam turns its last-bit rounding into visible steps, so the reference
-    must round the way a stable implementation does."""
-    log_p = torch.log_softmax(teacher_logits / T, dim=1)
-    log_q = torch.log_softmax(student_logits / T, dim=1)
-    return T * T * (log_p.exp() * (log_p - log_q)).sum(1).mean()
 
 
 def ce(m, x, y):

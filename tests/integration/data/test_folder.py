@@ -7,17 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
-from fedsim.data import generate
-from fedsim.data.folder import save_folder
 from tests.harness import write_rgb_classes
-
-
-@pytest.fixture()
-def root(tmp_path):
-    silos = [generate(6, domains=["human", "phantom"], image_size=32, seed=s, name=f"s{s}") for s in (1, 2)]
-    test = generate(4, image_size=32, seed=3)
-    save_folder(tmp_path / "data", silos, test)
-    return tmp_path / "data", silos, test
 
 
 def test_rgb_ten_classes_train_fedavg_and_score_over_ten_classes(tmp_path):

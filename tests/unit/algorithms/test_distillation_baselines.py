@@ -12,17 +12,7 @@ from fedsim.algorithms.fedmd import digest_loss
 from fedsim.config import load_config
 from fedsim.errors import ConfigError
 from fedsim.losses import softened_kl
-
-
-def kl_t2(student_logits, teacher_logits, T):
-    """T² · KL(p_T ‖ p_S), written out: Σ_c p_T (log p_T − log p_S), averaged over the batch.
-    In log space (p_T = exp(log p_T)): near convergence the gradient is a difference of nearly
-    equal probabilities, and Adam turns its last-bit rounding into visible steps, so the reference
-    must round the way a stable implementation does."""
-    log_p = torch.log_softmax(teacher_logits / T, dim=1)
-    log_q = torch.log_softmax(student_logits / T, dim=1)
-    return T * T * (log_p.exp() * (log_p - log_q)).sum(1).mean()
-
+from tests.harness import kl_t2
 
 # ---------------------------------------------------------------------------------------- losses
 
