@@ -3,8 +3,8 @@
 Times the same tiny runs two ways, as a user would launch them: one ``fedsim sweep`` (every run
 of a process group in one spawn of the ranks, ``--parallel 1``) and one ``fedsim run`` per run,
 one after another. Prints both walls and their ratio (a sweep's wall / the runs one by one); each
-run folder of both ways must hold the same Θ accuracy (the sharing changes nothing but the
-time). ``--repeat`` alternates the two ways, so both see the same load.
+run folder of both ways must hold the same Θ and Θ accuracy (the sharing changes nothing but the
+time: Θ bit for bit). ``--repeat`` alternates the two ways, so both see the same load.
 
     python benchmarks/sweep_spawn.py [--runs 12] [--repeat 1] [--out runs/bench_sweep_spawn]
 """
@@ -52,8 +52,19 @@ def fedsim(*argv: str) -> float:
     return time.perf_counter() - t0
 
 
-def theta(run_dir: Path) -> float:
-    return json.loads((run_dir / "summary.json").read_text())["foundation_accuracy"]
+def same_run(a: Path, b: Path) -> bool:
+    """Both run folders hold the same Θ, bit for bit, and the same Θ accuracy."""
+    import torch
+
+    def theta(run_dir: Path) -> dict:
+        return torch.load(run_dir / "foundation.pt", map_location="cpu", weights_only=True)
+
+    def accuracy(run_dir: Path) -> float:
+        return json.loads((run_dir / "summary.json").read_text())["foundation_accuracy"]
+
+    ta, tb = theta(a), theta(b)
+    return (ta.keys() == tb.keys() and all(torch.equal(ta[k], tb[k]) for k in ta)
+            and accuracy(a) == accuracy(b))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -76,10 +87,8 @@ def main(argv: list[str] | None = None) -> int:
         walls["one by one"].append(sum(fedsim("run", *sets, "--set", f"seed={s}", "--set", f"output_dir={alone_dir}",
                                               "--set", f"name=seed{s}") for s in seeds))
         for s in seeds:  # the sharing changes the time only
-            got = theta(next(sweep_dir.glob(f"*/seed{s}")))
-            want = theta(alone_dir / f"seed{s}")
-            if got != want:
-                raise SystemExit(f"seed {s}: Θ {got} in the sweep but {want} alone")
+            if not same_run(next(sweep_dir.glob(f"*/seed{s}")), alone_dir / f"seed{s}"):
+                raise SystemExit(f"seed {s}: the sweep's Θ differs from the run alone")
     wall = {k: statistics.median(v) for k, v in walls.items()}
     ratio = wall["sweep"] / wall["one by one"]
     table = console_table(["way", "wall s", "s per run"],
@@ -89,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     Console(width=120).print(table)
     rec.table(table)
     line = (f"a sweep / the same runs one by one: {ratio:.2f}x "
-            f"(Θ equal in every run; the sweep shares one spawn of the ranks per process group)")
+            f"(Θ bit-identical in every run; the sweep shares one spawn of the ranks per process group)")
     print(line)
     rec.note(line)
     rec.write({"walls": walls, "runs": args.runs, "ratio": ratio})
