@@ -51,9 +51,11 @@ class Algorithm2:
 SERVER = ["fedopt.server_lr=0.03", "fedopt.beta1=0.8", "fedopt.beta2=0.95", "fedopt.tau=0.002"]
 
 
-def reference(overrides: list[str], rule: str, clip: float | None = None, sigma: float = 0.0, code: bool = False):
+def reference(overrides: list[str], rule: str, clip: float | None = None, sigma: float = 0.0, code: bool = False,
+              steps: list[set[float]] | None = None):
     """FedOpt sequentially: local steps, Δ = mean of the updates (clipped and noised as DP-FedAvg
-    with ``clip``; int8-coded with error feedback up and down with ``code``), the server's step."""
+    with ``clip``; int8-coded with error feedback up and down with ``code``, each tensor's down
+    code step s = max|x| / 127 of every round added to ``steps``), the server's step."""
     from fedsim.data import derive_seed
     from fedsim.privacy.client import NOISE_STREAM
 
@@ -94,6 +96,10 @@ def reference(overrides: list[str], rule: str, clip: float | None = None, sigma:
         if code:  # down: the change from Θ̂ to x, coded with the server's own residual
             sent = [a - b + e for a, b, e in zip(x, seen, res_down)]
             change = [int8(t) for t in sent]
+            if steps is not None:
+                steps += [set() for _ in sent[len(steps):]]
+                for j, t in enumerate(sent):
+                    steps[j].add(float(t.abs().max()) / 127.0)
             res_down = [a - b for a, b in zip(sent, change)]
             seen = [b + c for b, c in zip(seen, change)]
         else:
@@ -129,10 +135,35 @@ def test_fedopt_with_client_dp_clips_noises_then_steps(tmp_path):
     assert_models(models_of(states), reference(overrides, "adam", clip=0.02, sigma=0.5))
 
 
+def assert_models_up_to_rounding_flips(got, models, steps: list[set[float]], atol: float) -> None:
+    """``assert_models``, except where a value sat on an int8 rounding boundary (x/s = k + ½):
+    this re-computation writes the server's Adam step with other float operations than the run,
+    and an ulp of difference there sends such a value to the other code, one code step s away
+    (seen on one machine: 1 value of 2304 off by exactly that round's s, 3.5e-5). Those values
+    must differ by one down code step s of their tensor, and be at most 1 in 1000 values."""
+    flips = total = 0
+    for i, model in enumerate(models):
+        for n, (a, b) in enumerate(zip(got[i], model.state_dict().values(), strict=True)):
+            total += a.numel()
+            if not a.is_floating_point():
+                assert torch.equal(a, b)
+                continue
+            d = (a.double() - b.double()).abs()
+            off = d[d > atol]
+            if off.numel():
+                s = torch.tensor(sorted(steps[n]), dtype=torch.float64)
+                one_step = (off[:, None] - s[None, :]).abs().min(1).values <= atol
+                assert one_step.all(), f"model {i} tensor {n}: {off[~one_step].tolist()} is not one code step"
+                flips += off.numel()
+    assert flips <= total // 1000, f"{flips} values of {total} a code step off"
+
+
 def test_fedopt_with_int8_codes_updates_up_and_the_change_down(tmp_path):
     overrides = ["algorithm=fedopt", *SERVER, "compression.kind=int8"]
     states, records = run_states(tmp_path, overrides, 2)
-    assert_models(models_of(states), reference(overrides, "adam", code=True), atol=1e-5)
+    steps: list[set[float]] = []
+    expected = reference(overrides, "adam", code=True, steps=steps)
+    assert_models_up_to_rounding_flips(models_of(states), expected, steps, atol=1e-5)
     coded = sum(t.numel() + 4 for t in models_of(states)[0])  # a byte per value, a float32 scale per tensor
     assert all(r["bytes_by_dst"] == {"server": coded} and r["bytes_from_server"] == coded for r in records)
 
