@@ -301,6 +301,29 @@ def assert_close_up_to_adam_outliers(a: torch.Tensor, b: torch.Tensor, outliers:
     assert off.max() <= 1e-3 and int((off > 1e-5).sum()) <= outliers, (off.max().item(), int((off > 1e-5).sum()))
 
 
+def assert_models_up_to_rounding_flips(got, models, steps: list[set[float]], atol: float) -> None:
+    """``assert_models``, except where a value sat on an int8 rounding boundary (x/s = k + ½):
+    a re-computation writes (say) the server's Adam step with other float operations than the run,
+    and an ulp of difference there sends such a value to the other code, one code step s away
+    (seen on one machine: 1 value of 2304 off by exactly that round's s, 3.5e-5). Those values
+    must differ by one down code step s of their tensor, and be at most 1 in 1000 values."""
+    flips = total = 0
+    for i, model in enumerate(models):
+        for n, (a, b) in enumerate(zip(got[i], model.state_dict().values(), strict=True)):
+            total += a.numel()
+            if not a.is_floating_point():
+                assert torch.equal(a, b)
+                continue
+            d = (a.double() - b.double()).abs()
+            off = d[d > atol]
+            if off.numel():
+                s = torch.tensor(sorted(steps[n]), dtype=torch.float64)
+                one_step = (off[:, None] - s[None, :]).abs().min(1).values <= atol
+                assert one_step.all(), f"model {i} tensor {n}: {off[~one_step].tolist()} is not one code step"
+                flips += off.numel()
+    assert flips <= total // 1000, f"{flips} values of {total} a code step off"
+
+
 def assert_same_state(a, b, where: str) -> None:
     assert type(a) is type(b), where
     if isinstance(a, torch.Tensor):
