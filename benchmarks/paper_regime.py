@@ -112,7 +112,7 @@ def _ce_step(model: SimpleNamespace, x: torch.Tensor, y: torch.Tensor, train) ->
 def _distil(model: SimpleNamespace, teachers: list[torch.nn.Module], x, y, cfg) -> None:
     """One step of eq. 2: Σ_j w_ij [βT²·KL(teacher ‖ student) + (1 − β)·CE], w_ij the EMD
     similarity of the dense features (batch mean, clamped at 0, normalised over the teachers)."""
-    from fedsim.emd import emd_similarity
+    from fedsim.emd import emd_similarity_many
 
     T, beta, net = cfg.fedefm.temperature, cfg.fedefm.beta, model.net
     net.train()
@@ -127,8 +127,8 @@ def _distil(model: SimpleNamespace, teachers: list[torch.nn.Module], x, y, cfg) 
     if cfg.emd.backend == "uniform":
         w = torch.ones(len(teachers))
     else:
-        s = torch.stack([emd_similarity(u if cfg.emd.grad else u.detach(), v, backend=cfg.emd.backend,
-                                        grid=cfg.emd.grid).mean() for _, v in outs])
+        s = emd_similarity_many(u if cfg.emd.grad else u.detach(), [v for _, v in outs], backend=cfg.emd.backend,
+                                grid=cfg.emd.grid).mean(1)
         w = s.clamp_min(0.0)
     if cfg.emd.normalize:
         w = w / w.sum(0).clamp_min(1e-8)
